@@ -1,0 +1,15 @@
+"""onnx-sk: replace dense convolutions in ONNX CNNs with sparse-kernel (SK) designs.
+
+The public Python API: each CLI command calls exactly one of these functions.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from onnx_sk.analyze import analyze
+from onnx_sk.errors import UserError
+from onnx_sk.optimize import Report, optimize
+from onnx_sk.verify import VerificationError
+
+__all__ = ["Report", "UserError", "VerificationError", "__version__", "analyze", "optimize"]

@@ -1,0 +1,75 @@
+"""``onnx-sk analyze MODEL``: one row per Conv and the model's totals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from onnx_sk.analyze import analyze
+from onnx_sk.cli import app
+from onnx_sk.cli.output import console, fmt_count, print_json, table
+
+
+def _groups(best: dict | None) -> str:
+    if not best:
+        return ""
+    parts = [f"{k}={v}" for k, v in best["groups"].items()]
+    if best["bottleneck"]:
+        parts.append(f"K={best['bottleneck']}")
+    return " ".join(parts)
+
+
+@app.command("analyze")
+def analyze_cmd(
+    model: Path = typer.Argument(..., help="ONNX model file."),
+    input_shape: list[str] = typer.Option(
+        None, "--input-shape", help="NAME:1x3x224x224 to fix an input's dims (repeatable)."
+    ),
+    bottleneck_ratio: float = typer.Option(0.25, help="Bottleneck K/F of PW+DW+PW and PWG+DW+PWG."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Per-conv analysis: kind, params, MACs, information field, eligibility, best SK design."""
+    report = analyze(model, input_shape, bottleneck_ratio)
+    if json_out:
+        print_json(report)
+        return
+    t = table(
+        f"{model}: {report['totals']['convs']} convs",
+        ["conv", "c_in→c_out", "kernel", "stride", "group", "kind", "params", "MACs", "field",
+         "SK design (params, ratio) / reason"],
+    )
+    for r in report["convs"]:
+        best = r["best"]
+        verdict = (
+            f"{best['design']} {_groups(best)} ({fmt_count(best['params'])}, {best['ratio']:.3f})"
+            if best else (r["reason"] or "")
+        )
+        t.add_row(
+            r["name"],
+            f"{r.get('c_in', '?')}→{r.get('c_out', '?')}",
+            "×".join(map(str, r.get("kernel_shape", []))),
+            "×".join(map(str, r.get("strides", []))),
+            str(r.get("group", "?")),
+            r.get("kind", "?"),
+            fmt_count(r.get("params")),
+            fmt_count(r.get("macs")),
+            "(" + ", ".join(map(str, r.get("info_field", []))) + ")",
+            verdict,
+        )
+    console.print(t)
+    tot = report["totals"]
+    console.print(
+        f"conv params {fmt_count(tot['conv_params'])} ({tot['conv_params']}), "
+        f"all params {fmt_count(tot['all_params'])} ({tot['all_params']}), "
+        f"conv MACs {fmt_count(tot['conv_macs'])}, Gemm/MatMul MACs {fmt_count(tot['gemm_macs'])}, "
+        f"total MACs {fmt_count(tot['total_macs'])}"
+    )
+    console.print(
+        f"{tot['eligible']} of {tot['convs']} convs eligible; conv params if all are replaced: "
+        f"{fmt_count(tot['conv_params_if_replaced'])}"
+    )
+    if report["quantized_convs"]:
+        console.print(
+            f"{len(report['quantized_convs'])} quantized convs (QLinearConv/ConvInteger) are not rewritten"
+        )

@@ -1,0 +1,105 @@
+"""``onnx-sk optimize IN OUT``: replace dense convs with SK designs, verify, write atomically."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from onnx_sk.cli import app
+from onnx_sk.cli.output import console, fmt_count, table
+from onnx_sk.io import save_json
+from onnx_sk.optimize import Report, optimize
+
+
+def _design_cell(row: dict) -> str:
+    if not row["design"]:
+        return f"kept: {row['reason']}"
+    parts = [row["design"], *(f"{k}={v}" for k, v in (row["groups"] or {}).items())]
+    if row["bottleneck"]:
+        parts.append(f"K={row['bottleneck']}")
+    if row["note"]:
+        parts.append(f"({row['note']})")
+    return " ".join(parts)
+
+
+def print_report(report: Report) -> None:
+    t = table("optimize", ["conv", "design / reason", "params", "MACs"])
+    for r in report.convs:
+        t.add_row(
+            r["name"],
+            _design_cell(r),
+            f"{fmt_count(r['params_before'])} → {fmt_count(r['params_after'])}",
+            f"{fmt_count(r['macs_before'])} → {fmt_count(r['macs_after'])}",
+        )
+    console.print(t)
+    tot = report.totals
+
+    def ratio(key: str) -> str:
+        return f" (×{tot[key]:.3f})" if tot.get(key) is not None else ""
+
+    console.print(
+        f"params {fmt_count(tot['params_before'])} → {fmt_count(tot['params_after'])}{ratio('params_ratio')}; "
+        f"conv params {fmt_count(tot['conv_params_before'])} → {fmt_count(tot['conv_params_after'])}"
+        f"{ratio('conv_params_ratio')}; conv MACs {fmt_count(tot['conv_macs_before'])} → "
+        f"{fmt_count(tot['conv_macs_after'])}{ratio('conv_macs_ratio')}"
+    )
+    v = report.verification
+    if v:
+        console.print(
+            f"verified: full checker ok, {v['fields_checked']} information fields equal the dense "
+            f"convs', outputs match the dense-equivalent model at {v['input_shapes']} "
+            f"(max abs diff {v['max_abs_diff']:.2g}, max rel diff {v['max_rel_diff']:.2g})"
+        )
+    console.print(report.message)
+
+
+@app.command("optimize")
+def optimize_cmd(
+    model: Path = typer.Argument(..., help="Input ONNX model (never modified)."),
+    output: Path = typer.Argument(..., help="Output ONNX model (written atomically)."),
+    mode: str = typer.Option("reduce", help="reduce: replace dense convs with SK designs."),
+    design: str = typer.Option(None, help="Force a design: dw-pw, gc-pwg, pw-dw-pw, pwg-dw-pwg."),
+    objective: str = typer.Option("params", help="Choose designs by params or macs."),
+    seed: int = typer.Option(0, help="Seed of the weight initialiser."),
+    init: str = typer.Option("he", help="Weight initialiser for the new stages."),
+    include_first: bool = typer.Option(False, "--include-first", help="Also replace the first conv."),
+    min_channels: int = typer.Option(1, help="Keep convs with fewer input or output channels."),
+    exclude: list[str] = typer.Option(None, help="Keep this conv (node or output name; repeatable)."),
+    bottleneck_ratio: float = typer.Option(0.25, help="Bottleneck K/F of the bottleneck designs."),
+    input_shape: list[str] = typer.Option(None, help="NAME:1x3x224x224 for MACs and verification."),
+    report: Path = typer.Option(None, help="Write the JSON report to this file."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip verification (not advised)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Allow OUTPUT to be the input file."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the summary line."),
+) -> None:
+    """Replace every qualifying dense conv with its most efficient SK design (Mode 1: reduce)."""
+    if report is not None and not report.parent.exists():
+        from onnx_sk.errors import UserError
+
+        raise UserError(f"report folder {report.parent} does not exist")
+    if mode != "reduce":
+        from onnx_sk.errors import UserError
+
+        raise UserError(f"--mode {mode!r}: expected reduce")
+    _, rep = optimize(
+        model,
+        output,
+        design=design,
+        objective=objective,
+        seed=seed,
+        include_first=include_first,
+        min_channels=min_channels,
+        exclude=exclude or (),
+        bottleneck_ratio=bottleneck_ratio,
+        init=init,
+        verify=not no_verify,
+        input_shape=input_shape,
+        overwrite=overwrite,
+    )
+    if report is not None:
+        save_json(rep.to_dict(), report)
+    if quiet:
+        console.print(rep.message)
+    else:
+        print_report(rep)

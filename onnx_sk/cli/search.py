@@ -1,0 +1,78 @@
+"""``onnx-sk search``: Algorithm 1 of T-ITS'21, the design-space reduction, run for real."""
+
+from __future__ import annotations
+
+import typer
+
+from onnx_sk.cli import app
+from onnx_sk.cli.output import console, fmt_count, print_json, table
+from onnx_sk.search import (
+    DEFAULT_CHANNELS,
+    DEFAULT_MAX_LENGTH,
+    KERNEL_TYPES,
+    REASONS,
+    REFERENCE_SPATIAL,
+    result_to_dict,
+    search,
+)
+
+_REASON_TEXT = {
+    "composition": "composition: regex (.+?)\\1+ matched",
+    "no_growth": "efficiency: a kernel did not grow the field",
+    "overshoot": "efficiency: the field outgrew the dense conv's",
+    "no_group": "no admissible group number at some width",
+    "short": "performance: final field smaller than the dense conv's",
+}
+
+
+@app.command("search")
+def search_cmd(
+    channels: int = typer.Option(DEFAULT_CHANNELS, "--channels", help="C of the dense C→C 3×3 target."),
+    max_length: int = typer.Option(DEFAULT_MAX_LENGTH, "--max-length", help="Longest design L."),
+    kernels: str = typer.Option(
+        ",".join(KERNEL_TYPES), "--kernels", help="Kernel types to combine (GC,DW,PW,PWG)."
+    ),
+    bottleneck: bool = typer.Option(
+        False, "--bottleneck", help="Let a PW/PWG shrink to K = C/4 and the last kernel restore C."
+    ),
+    regex: str = typer.Option(
+        "start", "--regex", help="Composition rule: start (re.match, as printed), full, any."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Reduce the space of SK designs (composition regex, information field, early stop)."""
+    result = search(channels, max_length, kernels.split(","), regex, bottleneck)
+    doc = result_to_dict(result)
+    if json_out:
+        print_json(doc)
+        return
+    k = f", bottleneck K={result.bottleneck}" if result.bottleneck else ""
+    console.print(
+        f"{result.total} designs of {'/'.join(result.kernels)} up to length {result.max_length} "
+        f"for a 3×3 conv {channels}→{channels} (field (3, 3, {channels})){k}, regex {regex}"
+    )
+    t = table("removed", ["rule", "designs"])
+    for reason in REASONS:
+        t.add_row(_REASON_TEXT[reason], str(result.removed[reason]))
+    t.add_row("survived", str(len(result.survivors)))
+    console.print(t)
+    h, w = REFERENCE_SPATIAL
+    t = table(
+        f"survivors, cheapest witness at {channels}→{channels} 3×3, {h}×{w} "
+        f"(dense {result.dense_params} params)",
+        ["design", "paper", "mirror", "choices", "witness", "params", "ratio", "MACs"],
+    )
+    for s in doc["survivors"]:
+        t.add_row(
+            s["design"],
+            s["paper"] or "",
+            s["mirror"] or "",
+            str(s["choices"]),
+            s["witness"],
+            str(s["params"]),
+            f"{s['ratio']:.3f}",
+            fmt_count(s["macs"]),
+        )
+    console.print(t)
+    if result.paper_missing:
+        console.print(f"papers' designs that did not survive: {', '.join(result.paper_missing)}")

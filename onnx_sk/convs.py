@@ -1,0 +1,182 @@
+"""Every ``Conv`` of a model, where it sits, what it is, and why it can or cannot be replaced.
+
+``why_not`` is the single eligibility check (check, then rewrite): it returns a reason string for
+a conv that no SK design may replace, or ``None``. Skips are data in the report, not exceptions.
+Convs inside ``If``/``Loop``/``Scan`` bodies are listed (with their scope) but never rewritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from onnx_sk.io import constant_values
+from onnx_sk.shapes import Shape
+from onnx_sk.spec import DENSE, DEPTHWISE, GROUPED, POINTWISE, ConvSpec
+
+QUANTIZED_CONVS = ("QLinearConv", "ConvInteger")
+_SCOPE_NAMES = {"Loop": "a Loop body", "If": "an If branch", "Scan": "a Scan body"}
+
+
+@dataclass
+class ConvSite:
+    """One Conv node with its resolved weights and shapes. ``scope`` is '' in the main graph."""
+
+    node: onnx.NodeProto
+    scope: str
+    spec: ConvSpec | None
+    weight: np.ndarray | None  # [c_out, c_in // group, kh, kw]
+    bias: np.ndarray | None  # [c_out]
+    in_shape: Shape | None
+    out_shape: Shape | None
+    first: bool = False
+    reason: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.node.name or self.node.output[0]
+
+    @property
+    def out_spatial(self) -> tuple[int, ...] | None:
+        if self.out_shape is None or any(d is None for d in self.out_shape[2:]):
+            return None
+        return tuple(self.out_shape[2:])  # type: ignore[arg-type]
+
+    @property
+    def in_spatial(self) -> tuple[int, ...] | None:
+        if self.in_shape is None or any(d is None for d in self.in_shape[2:]):
+            return None
+        return tuple(self.in_shape[2:])  # type: ignore[arg-type]
+
+    @property
+    def batch(self) -> int | None:
+        if self.out_shape is None or not self.out_shape:
+            return None
+        return self.out_shape[0]
+
+    def macs(self) -> int | None:
+        """MACs of this conv for the whole (static) batch, or None when a dim is symbolic."""
+        if self.spec is None or self.out_spatial is None or self.batch is None:
+            return None
+        return self.spec.macs(self.out_spatial) * self.batch
+
+
+def attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _decode(value):
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def read_spec(node: onnx.NodeProto, weight_shape: tuple[int, ...], has_bias: bool) -> ConvSpec:
+    a = attrs(node)
+    group = int(a.get("group", 1))
+    kernel = tuple(int(k) for k in a.get("kernel_shape", weight_shape[2:]))
+    return ConvSpec(
+        c_in=int(weight_shape[1]) * group,
+        c_out=int(weight_shape[0]),
+        kernel_shape=kernel,
+        strides=tuple(int(s) for s in a.get("strides", ())),
+        pads=tuple(int(p) for p in a.get("pads", ())),
+        dilations=tuple(int(d) for d in a.get("dilations", ())),
+        group=group,
+        auto_pad=_decode(a.get("auto_pad", "NOTSET")),
+        has_bias=has_bias,
+        name=node.name or node.output[0],
+    )
+
+
+def why_not(site: ConvSite) -> str | None:
+    """The reason no SK design may replace this conv, or None when it is eligible."""
+    if site.scope:
+        return f"inside {site.scope}"
+    if site.spec is None:
+        return "weight shape unknown"
+    if site.weight is None:
+        return "weights are not constant (a graph input or computed)"
+    if len(site.node.input) > 2 and site.node.input[2] and site.bias is None:
+        return "bias is not constant (a graph input or computed)"
+    if site.spec.spatial_rank != 2:
+        return f"not a 2-D convolution ({site.spec.spatial_rank} spatial axes)"
+    kind = site.spec.kind
+    if kind == POINTWISE:
+        return "pointwise (1×1) conv"
+    if kind == DEPTHWISE:
+        return "depthwise conv"
+    if kind == GROUPED:
+        return f"grouped conv (group={site.spec.group})"
+    assert kind == DENSE
+    if site.weight.dtype != np.float32:
+        return f"weights are {site.weight.dtype}: only float32 convs are rewritten"
+    return None
+
+
+def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            yield a.g
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            yield from a.graphs
+
+
+def _walk(graph: onnx.GraphProto, scope: str) -> Iterator[tuple[onnx.GraphProto, str]]:
+    yield graph, scope
+    for node in graph.node:
+        for sub in _subgraphs(node):
+            inner = _SCOPE_NAMES.get(node.op_type, f"a {node.op_type} subgraph")
+            yield from _walk(sub, scope or inner)
+
+
+def _first_convs(graph: onnx.GraphProto) -> set[str]:
+    """Names of main-graph convs with no Conv among their ancestors (the network's first convs)."""
+    producer = {o: n for n in graph.node for o in n.output}
+    first = set()
+    for node in graph.node:
+        if node.op_type != "Conv":
+            continue
+        stack, seen, has_conv = list(node.input[:1]), set(), False
+        while stack and not has_conv:
+            t = stack.pop()
+            if t in seen or t not in producer:
+                continue
+            seen.add(t)
+            p = producer[t]
+            if p.op_type in ("Conv", *QUANTIZED_CONVS):
+                has_conv = True
+            stack.extend(i for i in p.input if i)
+        if not has_conv:
+            first.add(node.output[0])
+    return first
+
+
+def find_convs(model: onnx.ModelProto, shapes: dict[str, Shape]) -> list[ConvSite]:
+    """Every Conv of the model (subgraphs included) with its spec, weights, shapes and reason."""
+    sites = []
+    first = _first_convs(model.graph)
+    main_consts = constant_values(model.graph)
+    for graph, scope in _walk(model.graph, ""):
+        consts = main_consts if not scope else {**main_consts, **constant_values(graph)}
+        for node in graph.node:
+            if node.op_type != "Conv":
+                continue
+            sites.append(_site(node, scope, consts, shapes, node.output[0] in first and not scope))
+    return sites
+
+
+def _site(node, scope, consts, shapes, first) -> ConvSite:
+    weight = consts.get(node.input[1])
+    bias_name = node.input[2] if len(node.input) > 2 else ""
+    bias = consts.get(bias_name) if bias_name else None
+    w_shape = tuple(weight.shape) if weight is not None else shapes.get(node.input[1])
+    spec = None
+    if w_shape is not None and len(w_shape) >= 3 and all(d is not None for d in w_shape):
+        spec = read_spec(node, w_shape, bool(bias_name))
+    site = ConvSite(
+        node, scope, spec, weight, bias, shapes.get(node.input[0]), shapes.get(node.output[0]), first
+    )
+    site.reason = why_not(site)
+    return site

@@ -1,0 +1,296 @@
+"""Load and save ONNX models safely.
+
+- ``load_model`` accepts a path or a ``ModelProto``; reads external data relative to the model's
+  folder (refusing locations that escape it); turns every bad input into a one-line
+  :class:`UserError`.
+- ``constant_values`` resolves weights stored as initializers *or* as ``Constant`` nodes, with
+  their dtype kept.
+- ``save_model`` writes atomically (temporary file in the target folder, fsync, rename), never
+  over the input unless asked, and with external data when the input used it or the model would
+  pass protobuf's 2 GB limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnx_sk.errors import UserError
+
+PROTOBUF_LIMIT = 2**31 - 1
+#: stay well below protobuf's hard limit when deciding to write external data
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+@dataclass
+class LoadedModel:
+    """A model and where it came from."""
+
+    model: onnx.ModelProto
+    path: Path | None = None
+    used_external_data: bool = False
+    external_files: list[str] = field(default_factory=list)
+
+
+def _external_locations(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(tensor name, location) for every tensor stored as external data, subgraphs included."""
+    out = []
+    for tensor in _all_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            info = {e.key: e.value for e in tensor.external_data}
+            out.append((tensor.name, info.get("location", "")))
+    return out
+
+
+def _all_tensors(model: onnx.ModelProto):
+    from onnx.external_data_helper import _get_all_tensors
+
+    return _get_all_tensors(model)
+
+
+def _check_location(name: str, location: str, folder: Path) -> Path:
+    if not location:
+        raise UserError(f"tensor {name!r} is stored as external data without a location")
+    if os.path.isabs(location) or location.startswith(("/", "\\")):
+        raise UserError(
+            f"external data location {location!r} of tensor {name!r} is an absolute path: refused"
+        )
+    target = (folder / location).resolve()
+    if folder.resolve() not in target.parents:
+        raise UserError(
+            f"external data location {location!r} of tensor {name!r} escapes the model's folder: refused"
+        )
+    if not target.is_file():
+        raise UserError(
+            f"external data file {location!r} of tensor {name!r} is missing (looked in {folder})"
+        )
+    return target
+
+
+def _parse(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{path} is a directory, not an ONNX model file")
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            raise UserError(f"{path} is empty (0 bytes), not an ONNX model")
+        model = onnx.load_model(str(path), load_external_data=False)
+    except UserError:
+        raise
+    except PermissionError:
+        raise UserError(f"{path}: permission denied") from None
+    except Exception:
+        raise UserError(
+            f"{path} is not a valid ONNX model (protobuf parse failed: truncated, corrupt or not a model)"
+        ) from None
+    _check_is_model(model, str(path))
+    return model
+
+
+def _check_is_model(model: onnx.ModelProto, what: str) -> None:
+    # protobuf parses many byte strings as a message with unknown fields; a real model has
+    # an IR version, an opset and a graph with outputs.
+    if model.ir_version <= 0 or not model.opset_import or not model.graph.output:
+        raise UserError(
+            f"{what} is not a valid ONNX model (no IR version, opset or graph outputs: "
+            "truncated, corrupt or not a model)"
+        )
+    if model.ir_version > onnx.IR_VERSION:
+        raise UserError(
+            f"{what} has IR version {model.ir_version}, newer than this onnx "
+            f"({onnx.__version__}) knows ({onnx.IR_VERSION})"
+        )
+
+
+def load_model(source: str | os.PathLike | onnx.ModelProto) -> LoadedModel:
+    """Load a model from a path (external data read from its folder) or take a ``ModelProto``."""
+    if isinstance(source, onnx.ModelProto):
+        _check_is_model(source, "the model")
+        used = bool(_external_locations(source))
+        if used:
+            raise UserError(
+                "the ModelProto references external data but has no folder to read it from: "
+                "pass the model's path instead"
+            )
+        return LoadedModel(model=source)
+    path = Path(source)
+    model = _parse(path)
+    locations = _external_locations(model)
+    files = []
+    for name, location in locations:
+        _check_location(name, location, path.parent)
+        files.append(location)
+    if locations:
+        from onnx.external_data_helper import load_external_data_for_model
+
+        try:
+            load_external_data_for_model(model, str(path.parent))
+        except Exception as exc:
+            raise UserError(f"{path}: could not read external data ({exc})") from None
+    return LoadedModel(model, path, bool(locations), sorted(set(files)))
+
+
+def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Every constant tensor of a graph: initializers and ``Constant`` node outputs (dtype kept)."""
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            value = _constant_node_value(node)
+            if value is not None:
+                values[node.output[0]] = value
+    return values
+
+
+def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    for attr in node.attribute:
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t)
+        if attr.name == "value_float":
+            return np.array(attr.f, dtype=np.float32)
+        if attr.name == "value_floats":
+            return np.array(list(attr.floats), dtype=np.float32)
+        if attr.name == "value_int":
+            return np.array(attr.i, dtype=np.int64)
+        if attr.name == "value_ints":
+            return np.array(list(attr.ints), dtype=np.int64)
+    return None
+
+
+def model_size(model: onnx.ModelProto) -> int:
+    """Bytes the model would take as one protobuf (tensors with raw data counted by length)."""
+    return model.ByteSize()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_output_path(out: str | os.PathLike, inputs: list[Path], overwrite_input: bool) -> Path:
+    """Refuse an output in a missing folder, or over an input unless asked."""
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"output path {out} is a directory")
+    if not out.parent.exists():
+        raise UserError(f"output folder {out.parent} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise UserError(f"output folder {out.parent} is not writable")
+    for src in inputs:
+        if src is not None and _same_file(src, out) and not overwrite_input:
+            raise UserError(
+                f"output path {out} is the input model: refusing to overwrite it "
+                "(pass --overwrite to allow)"
+            )
+    return out
+
+
+def save_model(
+    model: onnx.ModelProto,
+    out: str | os.PathLike,
+    *,
+    external_data: bool | None = None,
+) -> Path:
+    """Write ``model`` to ``out`` atomically; external data beside it when asked or needed."""
+    out = Path(out)
+    folder = out.parent
+    if external_data is None:
+        external_data = model_size(model) > EXTERNAL_DATA_THRESHOLD
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    data_name = f"{out.name}.data"
+    tmp_data = folder / f".{data_name}.{tmp.name}.tmp"
+    try:
+        if external_data:
+            external_data = _save_external(model, tmp, tmp_data, data_name)
+        if not external_data:
+            with open(tmp, "wb") as fh:
+                fh.write(model.SerializeToString())
+                fh.flush()
+                os.fsync(fh.fileno())
+        if external_data:
+            os.replace(tmp_data, folder / data_name)
+        os.replace(tmp, out)
+    except BaseException:
+        for p in (tmp, tmp_data):
+            with contextlib.suppress(OSError):
+                p.unlink()
+        raise
+    return out
+
+
+def _save_external(model: onnx.ModelProto, tmp: Path, tmp_data: Path, data_name: str) -> bool:
+    """Write tensors ≥ 1 KiB to ``tmp_data`` and the graph (pointing at ``data_name``) to ``tmp``.
+
+    Returns False (nothing written) when no tensor is large enough to go to external data.
+    """
+    from onnx.external_data_helper import (
+        convert_model_to_external_data,
+        write_external_data_tensors,
+    )
+
+    model = _copy(model)
+    convert_model_to_external_data(
+        model, all_tensors_to_one_file=True, location=tmp_data.name, size_threshold=1024
+    )
+    model = write_external_data_tensors(model, str(tmp_data.parent))
+    if not tmp_data.exists():
+        return False
+    for tensor in _all_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    entry.value = data_name
+    with open(tmp_data, "rb+") as fh:
+        os.fsync(fh.fileno())
+    with open(tmp, "wb") as fh:
+        fh.write(model.SerializeToString())
+        fh.flush()
+        os.fsync(fh.fileno())
+    return True
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    return copy
+
+
+def save_json(doc: object, out: str | os.PathLike) -> Path:
+    """Write a JSON document atomically."""
+    import json
+
+    out = Path(out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(doc, fh, indent=2, default=json_default)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return out
+
+
+def json_default(value: object) -> object:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

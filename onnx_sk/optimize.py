@@ -1,0 +1,188 @@
+"""``optimize``: load → find convs → plan → ReducePass → verify → save atomically.
+
+The library entry point for ``onnx-sk optimize`` and for post-export use::
+
+    model, report = onnx_sk.optimize("resnet18.onnx", "resnet18_sk.onnx", seed=0)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from onnx_sk.analyze import _float_params
+from onnx_sk.convs import find_convs
+from onnx_sk.io import check_output_path, load_model, save_model
+from onnx_sk.passes.reduce import Replacement, run_reduce
+from onnx_sk.plan import Decision, Options, plan
+from onnx_sk.shapes import infer_shapes, parse_input_shapes
+from onnx_sk.verify import verify
+
+
+@dataclass
+class Report:
+    """What optimize did, conv by conv, and the totals (``to_dict`` is the JSON report)."""
+
+    model: str | None
+    output: str | None
+    options: dict
+    convs: list[dict] = field(default_factory=list)
+    totals: dict = field(default_factory=dict)
+    verification: dict | None = None
+    message: str = ""
+
+    @property
+    def replaced(self) -> int:
+        return sum(1 for c in self.convs if c["design"])
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "output": self.output,
+            "options": self.options,
+            "convs": self.convs,
+            "totals": self.totals,
+            "verification": self.verification,
+            "message": self.message,
+        }
+
+
+def _macs(real_or_spec_macs, batch):
+    return None if real_or_spec_macs is None or batch is None else real_or_spec_macs * batch
+
+
+def _conv_row(d: Decision) -> dict:
+    site, real = d.site, d.real
+    spec = site.spec
+    row = {
+        "name": site.name,
+        "design": real.design if real else None,
+        "groups": real.group_dict if real else None,
+        "bottleneck": real.bottleneck if real else None,
+        "params_before": spec.params if spec else None,
+        "params_after": (real.params if real else spec.params) if spec else None,
+        "macs_before": site.macs(),
+        "macs_after": site.macs(),
+        "reason": d.reason,
+        "note": d.note,
+    }
+    if real is not None:
+        ok = site.in_spatial is not None and site.out_spatial is not None
+        row["macs_after"] = _macs(real.macs(site.in_spatial, site.out_spatial) if ok else None, site.batch)
+    return row
+
+
+def _sum(rows, key):
+    values = [r[key] for r in rows if r[key] is not None]
+    return sum(values) if len(values) == len(rows) else None
+
+
+def _totals(rows: list[dict], before: onnx.ModelProto, after: onnx.ModelProto) -> dict:
+    t = {
+        "convs": len(rows),
+        "replaced": sum(1 for r in rows if r["design"]),
+        "params_before": _float_params(before),
+        "params_after": _float_params(after),
+        "conv_params_before": _sum(rows, "params_before"),
+        "conv_params_after": _sum(rows, "params_after"),
+        "conv_macs_before": _sum(rows, "macs_before"),
+        "conv_macs_after": _sum(rows, "macs_after"),
+    }
+    for what in ("params", "conv_params", "conv_macs"):
+        b, a = t[f"{what}_before"], t[f"{what}_after"]
+        t[f"{what}_ratio"] = a / b if a is not None and b else None
+    return t
+
+
+def optimize_model(
+    source, output: str | os.PathLike | None, options: Options, overwrite: bool = False
+) -> tuple[onnx.ModelProto, Report]:
+    options.validate()
+    loaded = load_model(source)
+    out = check_output_path(output, [loaded.path], overwrite) if output is not None else None
+    shapes = infer_shapes(loaded.model, options.input_shapes)
+    sites = [s for s in find_convs(loaded.model, shapes)]
+    decisions = plan(sites, options)
+    result, replaced = run_reduce(loaded.model, decisions, options.init, options.seed)
+    report = Report(
+        model=str(loaded.path) if loaded.path else None,
+        output=str(out) if out else None,
+        options=_options_dict(options),
+        convs=[_conv_row(d) for d in decisions],
+        totals=_totals([_conv_row(d) for d in decisions], loaded.model, result),
+    )
+    if not replaced:
+        report.message = "no conv was replaced: the model is written unchanged"
+        if out is not None:
+            _write_unchanged(loaded, out)
+        return loaded.model, report
+    if options.verify:
+        report.verification = _verify(loaded.model, result, replaced, options).to_dict()
+    report.message = f"replaced {len(replaced)} of {len(sites)} convs"
+    if out is not None:
+        save_model(result, out, external_data=loaded.used_external_data or None)
+    return result, report
+
+
+def _verify(original, result, replaced: list[Replacement], options: Options):
+    return verify(original, result, replaced, options.input_shapes or None, options.seed)
+
+
+def _write_unchanged(loaded, out: Path) -> None:
+    if loaded.path is not None and not loaded.used_external_data:
+        tmp = out.parent / f".{out.name}.copy.tmp"
+        try:
+            shutil.copyfile(loaded.path, tmp)
+            os.replace(tmp, out)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return
+    save_model(loaded.model, out, external_data=loaded.used_external_data or None)
+
+
+def _options_dict(options: Options) -> dict:
+    d = dict(options.__dict__)
+    d["exclude"] = list(options.exclude)
+    d["input_shapes"] = {k: list(v) for k, v in options.input_shapes.items()}
+    return d
+
+
+def optimize(
+    model: str | os.PathLike | onnx.ModelProto,
+    output: str | os.PathLike | None = None,
+    *,
+    design: str | None = None,
+    objective: str = "params",
+    seed: int = 0,
+    include_first: bool = False,
+    min_channels: int = 1,
+    exclude: list[str] | tuple[str, ...] = (),
+    bottleneck_ratio: float = 0.25,
+    init: str = "he",
+    verify: bool = True,
+    input_shape: list[str] | None = None,
+    overwrite: bool = False,
+) -> tuple[onnx.ModelProto, Report]:
+    """Replace the dense convs of ``model`` with SK designs (Mode 1: reduce).
+
+    Returns the optimized ``ModelProto`` and a :class:`Report`; writes ``output`` atomically when
+    given. Raises :class:`~onnx_sk.errors.UserError` for bad input and
+    :class:`~onnx_sk.verify.VerificationError` when the result fails verification.
+    """
+    options = Options(
+        design=design,
+        objective=objective,
+        seed=seed,
+        include_first=include_first,
+        min_channels=min_channels,
+        exclude=tuple(exclude),
+        bottleneck_ratio=bottleneck_ratio,
+        init=init,
+        verify=verify,
+        input_shapes=parse_input_shapes(input_shape),
+    )
+    return optimize_model(model, output, options, overwrite)

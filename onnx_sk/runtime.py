@@ -1,0 +1,99 @@
+"""ONNX Runtime sessions and inputs: explicit providers, fixed threads, seeded random inputs."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnx_sk.errors import UserError
+from onnx_sk.io import EXTERNAL_DATA_THRESHOLD, save_model
+
+OPT_LEVELS = {
+    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_NP_TYPES = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.FLOAT16: np.float16,
+    onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.INT64: np.int64,
+    onnx.TensorProto.INT32: np.int32,
+    onnx.TensorProto.UINT8: np.uint8,
+    onnx.TensorProto.INT8: np.int8,
+    onnx.TensorProto.BOOL: np.bool_,
+}
+
+
+def check_providers(providers: list[str]) -> list[str]:
+    available = ort.get_available_providers()
+    for p in providers:
+        if p not in available:
+            raise UserError(
+                f"execution provider {p!r} is not available in this onnxruntime "
+                f"({ort.__version__}); available: {', '.join(available)}"
+            )
+    return providers
+
+
+def session(
+    model: onnx.ModelProto | str | os.PathLike,
+    providers: list[str] | None = None,
+    threads: int = 1,
+    opt_level: str = "disabled",
+) -> ort.InferenceSession:
+    """A session with explicit providers, thread count and optimisation level."""
+    providers = check_providers(providers or ["CPUExecutionProvider"])
+    so = ort.SessionOptions()
+    so.graph_optimization_level = OPT_LEVELS[opt_level]
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    if isinstance(model, onnx.ModelProto):
+        if model.ByteSize() > EXTERNAL_DATA_THRESHOLD:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = save_model(model, Path(tmp) / "model.onnx", external_data=True)
+                return ort.InferenceSession(str(path), so, providers=providers)
+        return ort.InferenceSession(model.SerializeToString(), so, providers=providers)
+    return ort.InferenceSession(str(model), so, providers=providers)
+
+
+def real_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    inits = {i.name for i in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def random_inputs(
+    model: onnx.ModelProto,
+    rng: np.random.Generator,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    spatial: int = 64,
+) -> dict[str, np.ndarray]:
+    """Seeded inputs at the model's shape; symbolic dims: 1 for the batch, ``spatial`` otherwise."""
+    feeds = {}
+    input_shapes = input_shapes or {}
+    inputs = real_inputs(model)
+    for vi in inputs:
+        t = vi.type.tensor_type
+        given = input_shapes.get(vi.name) or (input_shapes.get("") if len(inputs) == 1 else None)
+        if given:
+            shape = list(given)
+        else:
+            shape = [
+                d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (1 if i == 0 else spatial)
+                for i, d in enumerate(t.shape.dim)
+            ]
+        dtype = _NP_TYPES.get(t.elem_type)
+        if dtype is None:
+            raise UserError(f"input {vi.name!r} has an element type onnx-sk cannot feed ({t.elem_type})")
+        if np.issubdtype(dtype, np.floating):
+            feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            feeds[vi.name] = np.zeros(shape, dtype=dtype)
+    return feeds

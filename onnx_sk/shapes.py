@@ -1,0 +1,125 @@
+"""Static shapes of a model's tensors, with user overrides for its inputs.
+
+``--input-shape NAME:1x3x224x224`` fixes a graph input's dims; ONNX shape inference then runs on
+a light copy of the model (large tensors keep their dims but drop their data), so it is fast and
+works for models above protobuf's 2 GB limit. A dim that stays symbolic is ``None`` here, and
+everything that depends on it (MACs) is reported as unknown, never guessed.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from onnx_sk.errors import UserError
+
+Shape = tuple[int | None, ...]
+#: refuse input shapes whose single tensor would exceed this many elements
+MAX_ELEMENTS = 2**34
+
+
+def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
+    """``["x:1x3x224x224"]`` → ``{"x": (1, 3, 224, 224)}``; a bare ``1x3x224x224`` names ``""``."""
+    out: dict[str, tuple[int, ...]] = {}
+    for item in items or []:
+        name, _, dims = item.rpartition(":")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            raise UserError(
+                f"--input-shape {item!r}: expected NAME:DIMS with DIMS like 1x3x224x224"
+            ) from None
+        if any(d <= 0 for d in shape):
+            raise UserError(f"--input-shape {item!r}: every dim must be a positive integer")
+        count = 1
+        for d in shape:
+            count *= d
+        if count > MAX_ELEMENTS:
+            raise UserError(f"--input-shape {item!r}: {count} elements is absurdly large: refused")
+        out[name] = shape
+    return out
+
+
+def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model without the data of large initializers (dims kept): enough for shape inference."""
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    graph = light.graph
+    graph.name = model.graph.name
+    graph.node.extend(model.graph.node)
+    graph.input.extend(model.graph.input)
+    graph.output.extend(model.graph.output)
+    graph.value_info.extend(model.graph.value_info)
+    for init in model.graph.initializer:
+        if init.data_location == onnx.TensorProto.EXTERNAL or _numel(init) > 64:
+            stub = graph.initializer.add()
+            stub.name, stub.data_type = init.name, init.data_type
+            stub.dims.extend(init.dims)
+        else:
+            graph.initializer.add().CopyFrom(init)
+    return light
+
+
+def _numel(tensor: onnx.TensorProto) -> int:
+    n = 1
+    for d in tensor.dims:
+        n *= d
+    return n
+
+
+def apply_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Fix graph input dims in place (the model must be a copy the caller owns)."""
+    inits = {i.name for i in model.graph.initializer}
+    real_inputs = [i for i in model.graph.input if i.name not in inits]
+    for name, dims in shapes.items():
+        if name == "" and len(real_inputs) == 1:
+            name = real_inputs[0].name
+        match = [i for i in real_inputs if i.name == name]
+        if not match:
+            known = ", ".join(i.name for i in real_inputs) or "none"
+            raise UserError(f"--input-shape names {name!r}, which is not a graph input (inputs: {known})")
+        tensor_type = match[0].type.tensor_type
+        if len(tensor_type.shape.dim) != len(dims):
+            raise UserError(
+                f"--input-shape {name}: rank {len(dims)} does not match the input's rank "
+                f"{len(tensor_type.shape.dim)}"
+            )
+        for dim, value in zip(tensor_type.shape.dim, dims):
+            if dim.HasField("dim_value") and dim.dim_value != value:
+                raise UserError(
+                    f"--input-shape {name}: dim {value} contradicts the model's fixed dim {dim.dim_value}"
+                )
+            dim.Clear()
+            dim.dim_value = value
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> Shape | None:
+    t = value_info.type
+    if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
+        return None
+    return tuple(
+        d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+        for d in t.tensor_type.shape.dim
+    )
+
+
+def infer_shapes(
+    model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None
+) -> dict[str, Shape]:
+    """Every tensor's shape that ONNX shape inference can tell (``None`` for symbolic dims)."""
+    light = _light_copy(model)
+    apply_input_shapes(light, input_shapes or {})
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
+    except Exception:
+        inferred = light
+    out: dict[str, Shape] = {}
+    for init in model.graph.initializer:
+        out[init.name] = tuple(init.dims)
+    g = inferred.graph
+    for vi in [*g.input, *g.value_info, *g.output]:
+        dims = _dims(vi)
+        if dims is not None:
+            out[vi.name] = dims
+    return out

@@ -1,0 +1,166 @@
+"""Verification of an optimized model, on by default; a failure is an error and nothing is written.
+
+1. ``onnx.checker.check_model(full_check=True)`` on the result;
+2. for every replaced conv, the information field of the inserted subgraph, read off the ONNX
+   nodes between the conv's input and output tensors, equals the dense conv's;
+3. the *dense twin* — the original graph with each replaced conv's kernel swapped for its SK
+   design's dense-equivalent kernel — and the result run in ONNX Runtime (CPU provider, graph
+   optimisations disabled) on the same seeded random input: same output names, order, dtypes
+   and shapes, and the same values up to float32 rounding (max |a − b| ≤ 1e-3 · max |b| + 1e-5).
+   The designs are linear, so this checks every rewrite numerically, whole-model.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnx_sk.designs import dense_equivalent
+from onnx_sk.errors import UserError
+from onnx_sk.infofield import field_of_conv
+from onnx_sk.io import EXTERNAL_DATA_THRESHOLD, save_model
+from onnx_sk.passes.reduce import Replacement
+from onnx_sk.runtime import random_inputs, session
+
+RTOL = 1e-3
+ATOL = 1e-5
+
+
+class VerificationError(UserError):
+    """The optimized model failed a check: onnx-sk refuses to write it."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Verification:
+    checker: bool
+    fields_checked: int
+    input_shapes: dict
+    max_abs_diff: float
+    max_rel_diff: float
+
+    def to_dict(self) -> dict:
+        return {
+            "checker": self.checker,
+            "fields_checked": self.fields_checked,
+            "input_shapes": {k: list(v) for k, v in self.input_shapes.items()},
+            "max_abs_diff": self.max_abs_diff,
+            "max_rel_diff": self.max_rel_diff,
+        }
+
+
+def check(model: onnx.ModelProto) -> None:
+    """The full ONNX checker (through a temporary file for models above 2 GB)."""
+    try:
+        if model.ByteSize() > EXTERNAL_DATA_THRESHOLD:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = save_model(model, Path(tmp) / "model.onnx", external_data=True)
+                onnx.checker.check_model(str(path), full_check=True)
+        else:
+            onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise VerificationError(f"the optimized model fails onnx.checker: {_first_line(exc)}") from None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def dense_twin(original: onnx.ModelProto, replacements: list[Replacement]) -> onnx.ModelProto:
+    """The original model with each replaced conv's kernel set to its design's dense equivalent."""
+    twin = onnx.ModelProto()
+    twin.CopyFrom(original)
+    nodes = {n.output[0]: n for n in twin.graph.node if n.op_type == "Conv"}
+    for r in replacements:
+        node = nodes[r.output]
+        w_eq = dense_equivalent(r.real.stages, r.weights).astype(r.weights[0].dtype)
+        name = f"{node.input[1]}::dense_twin::{r.output}"
+        twin.graph.initializer.append(numpy_helper.from_array(w_eq, name))
+        node.input[1] = name
+    return twin
+
+
+def check_fields(result: onnx.ModelProto, replacements: list[Replacement]) -> int:
+    from onnx_sk.infofield_graph import field_between
+
+    for r in replacements:
+        got = field_between(result.graph, r.input, r.output)
+        want = field_of_conv(r.real.spec)
+        if not got.equals(want):
+            raise VerificationError(
+                f"conv {r.name!r}: the inserted {r.real.design} subgraph has information field "
+                f"{got.size} but the dense conv has {want.size}"
+            )
+    return len(replacements)
+
+
+def _run(model: onnx.ModelProto, feeds: dict) -> tuple[list, list]:
+    sess = session(model, opt_level="disabled")
+    outs = sess.run(None, feeds)
+    return [o.name for o in sess.get_outputs()], outs
+
+
+def _feeds_and_twin_outputs(twin, seed, input_shapes):
+    """Feed the twin at the model's shape; symbolic spatial dims try 64, then 224."""
+    last_error = None
+    for spatial in (64, 224):
+        feeds = random_inputs(twin, np.random.default_rng(seed), input_shapes, spatial)
+        try:
+            return feeds, _run(twin, feeds)
+        except Exception as exc:  # too small an input for this network: try a larger one
+            last_error = exc
+    raise VerificationError(
+        f"the original model does not run in ONNX Runtime on random input: {_first_line(last_error)} "
+        "(give --input-shape)"
+    )
+
+
+def compare_outputs(want_names, want, got_names, got) -> tuple[float, float]:
+    if want_names != got_names:
+        raise VerificationError(f"output names changed: {want_names} → {got_names}")
+    abs_max, rel_max = 0.0, 0.0
+    for name, a, b in zip(want_names, got, want):
+        if a.dtype != b.dtype or a.shape != b.shape:
+            raise VerificationError(
+                f"output {name!r} changed: {b.dtype}{list(b.shape)} → {a.dtype}{list(a.shape)}"
+            )
+        if a.size == 0 or not np.issubdtype(a.dtype, np.floating):
+            continue
+        diff = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+        scale = float(np.max(np.abs(b.astype(np.float64))))
+        abs_max, rel_max = max(abs_max, diff), max(rel_max, diff / scale if scale else diff)
+        if not diff <= RTOL * scale + ATOL:
+            raise VerificationError(
+                f"output {name!r} differs from the dense-equivalent model by {diff:.3g} "
+                f"(output scale {scale:.3g})"
+            )
+    return abs_max, rel_max
+
+
+def verify(
+    original: onnx.ModelProto,
+    result: onnx.ModelProto,
+    replacements: list[Replacement],
+    input_shapes: dict | None = None,
+    seed: int = 0,
+) -> Verification:
+    check(result)
+    fields = check_fields(result, replacements)
+    twin = dense_twin(original, replacements)
+    feeds, (want_names, want) = _feeds_and_twin_outputs(twin, seed, input_shapes)
+    try:
+        got_names, got = _run(result, feeds)
+    except Exception as exc:
+        raise VerificationError(
+            f"the optimized model does not run in ONNX Runtime: {_first_line(exc)}"
+        ) from None
+    abs_max, rel_max = compare_outputs(want_names, want, got_names, got)
+    shapes = {k: tuple(v.shape) for k, v in feeds.items()}
+    return Verification(True, fields, shapes, abs_max, rel_max)

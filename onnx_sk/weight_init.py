@@ -1,0 +1,45 @@
+"""Initialisers: the original conv → weights for each stage of its SK replacement (numpy only).
+
+``he``: He / Kaiming normal (He et al. 2015), std = sqrt(2 / fan_in) with
+fan_in = c_in/group · kh·kw of the stage, drawn from the seeded generator, stage by stage in
+order; the papers retrain from scratch with this. The bias of the original conv goes unchanged
+to the last stage.
+
+Each initialiser has the signature ``(real, weight, bias, rng) -> list[np.ndarray]`` where
+``weight`` is the original kernel ``[c_out, c_in, kh, kw]`` and the result has one array per
+stage, shaped ``[c_out, c_in // group, kh, kw]`` of that stage, in ``weight``'s dtype.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from onnx_sk.designs import Realisation
+
+Initialiser = Callable[[Realisation, np.ndarray, "np.ndarray | None", np.random.Generator], list]
+INITIALISERS: dict[str, Initialiser] = {}
+
+
+def initialiser(name: str) -> Callable[[Initialiser], Initialiser]:
+    def register(fn: Initialiser) -> Initialiser:
+        if name in INITIALISERS:
+            raise ValueError(f"initialiser {name!r} registered twice")
+        INITIALISERS[name] = fn
+        return fn
+
+    return register
+
+
+@initialiser("he")
+def he_init(
+    real: Realisation, weight: np.ndarray, bias: np.ndarray | None, rng: np.random.Generator
+) -> list[np.ndarray]:
+    out = []
+    for s in real.stages:
+        shape = s.weight_shape(real.spec.kernel_shape)
+        fan_in = int(np.prod(shape[1:]))
+        out.append((rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(weight.dtype))
+    return out
