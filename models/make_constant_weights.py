@@ -32,8 +32,7 @@ def initializers_to_constants(model: onnx.ModelProto) -> onnx.ModelProto:
     inits = list(g.initializer)
     names = {t.name for t in inits}
     consts = [
-        helper.make_node("Constant", [], [t.name], name=f"{t.name}__const", value=t)
-        for t in inits
+        helper.make_node("Constant", [], [t.name], name=f"{t.name}__const", value=t) for t in inits
     ]
     del g.initializer[:]
     keep_inputs = [i for i in g.input if i.name not in names]

@@ -39,9 +39,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                          producer_name="onnx-sk models/make_special_models.py",
-                          producer_version="0.1.0")
+    m = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="onnx-sk models/make_special_models.py",
+        producer_version="0.1.0",
+    )
     m.ir_version = IR_VERSION
     onnx.checker.check_model(m, full_check=True)
     return m
@@ -79,21 +82,37 @@ def make_loop_conv(rng):
     conv = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
 
     then_g = helper.make_graph(
-        [helper.make_node("Conv", ["y1", "W_if", "B_if"], ["if_conv"], name="if_conv", **conv),
-         helper.make_node("Relu", ["if_conv"], ["then_out"], name="if_relu")],
-        "then_branch", [], [_vi("then_out", TensorProto.FLOAT, None)],
-        initializer=[_init("W_if", w1), _init("B_if", b1)])
+        [
+            helper.make_node("Conv", ["y1", "W_if", "B_if"], ["if_conv"], name="if_conv", **conv),
+            helper.make_node("Relu", ["if_conv"], ["then_out"], name="if_relu"),
+        ],
+        "then_branch",
+        [],
+        [_vi("then_out", TensorProto.FLOAT, None)],
+        initializer=[_init("W_if", w1), _init("B_if", b1)],
+    )
     else_g = helper.make_graph(
         [helper.make_node("Identity", ["y1"], ["else_out"], name="else_identity")],
-        "else_branch", [], [_vi("else_out", TensorProto.FLOAT, None)])
+        "else_branch",
+        [],
+        [_vi("else_out", TensorProto.FLOAT, None)],
+    )
     body = helper.make_graph(
-        [helper.make_node("Identity", ["cond_in"], ["cond_out"], name="loop_cond"),
-         helper.make_node("Conv", ["v_in", "W_loop", "B_loop"], ["loop_conv"], name="loop_conv", **conv),
-         helper.make_node("Relu", ["loop_conv"], ["v_out"], name="loop_relu")],
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"], name="loop_cond"),
+            helper.make_node(
+                "Conv", ["v_in", "W_loop", "B_loop"], ["loop_conv"], name="loop_conv", **conv
+            ),
+            helper.make_node("Relu", ["loop_conv"], ["v_out"], name="loop_relu"),
+        ],
         "loop_body",
-        [_vi("iter", TensorProto.INT64, []), _vi("cond_in", TensorProto.BOOL, []),
-         _vi("v_in", TensorProto.FLOAT, None)],
-        [_vi("cond_out", TensorProto.BOOL, []), _vi("v_out", TensorProto.FLOAT, None)])
+        [
+            _vi("iter", TensorProto.INT64, []),
+            _vi("cond_in", TensorProto.BOOL, []),
+            _vi("v_in", TensorProto.FLOAT, None),
+        ],
+        [_vi("cond_out", TensorProto.BOOL, []), _vi("v_out", TensorProto.FLOAT, None)],
+    )
     nodes = [
         helper.make_node("Conv", ["input", "W0", "B0"], ["c0"], name="conv0", **conv),
         helper.make_node("Relu", ["c0"], ["y1"], name="relu0"),
@@ -103,10 +122,19 @@ def make_loop_conv(rng):
         helper.make_node("Loop", ["trips", "", "y2"], ["output"], name="loop", body=body),
     ]
     g = helper.make_graph(
-        nodes, "loop_conv", [_vi("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        nodes,
+        "loop_conv",
+        [_vi("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
         [_vi("output", TensorProto.FLOAT, ["N", 8, "H", "W"])],
-        initializer=[_init("W0", w0), _init("B0", b0), _init("W_loop", w2), _init("B_loop", b2),
-                     _init("zero", np.array(0.0, np.float32)), _init("trips", np.array(2, np.int64))])
+        initializer=[
+            _init("W0", w0),
+            _init("B0", b0),
+            _init("W_loop", w2),
+            _init("B_loop", b2),
+            _init("zero", np.array(0.0, np.float32)),
+            _init("trips", np.array(2, np.int64)),
+        ],
+    )
     x = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
     relu = lambda t: np.maximum(t, 0)  # noqa: E731
     y = relu(conv_ref(x, w0, b0))
@@ -119,16 +147,17 @@ def make_loop_conv(rng):
 
 def _quant_params(rng):
     w, b = _weights(rng, 8, 3)
-    x_scale, x_zp = np.float32(4.0 / 255), np.uint8(128)   # x in about [-2, 2]
+    x_scale, x_zp = np.float32(4.0 / 255), np.uint8(128)  # x in about [-2, 2]
     # 7-bit weights ("reduce_range"): ORT's x86 u8s8 kernels without VNNI add pairs of
     # u8*s8 products in saturating int16, which overflows for full-range int8 weights
     # and makes the result depend on the CPU; |w_q| <= 63 keeps 2*255*63 < 2**15.
     w_scale = (np.abs(w).reshape(8, -1).max(1) / 63).astype(np.float32)
     w_q = np.clip(np.round(w / w_scale.reshape(-1, 1, 1, 1)), -63, 63).astype(np.int8)
     b_q = np.round(b / (x_scale * w_scale)).astype(np.int32)
-    y_scale, y_zp = np.float32(8.0 / 255), np.uint8(128)   # y in about [-4, 4]
-    return dict(w_q=w_q, w_scale=w_scale, b_q=b_q, x_scale=x_scale, x_zp=x_zp,
-                y_scale=y_scale, y_zp=y_zp)
+    y_scale, y_zp = np.float32(8.0 / 255), np.uint8(128)  # y in about [-4, 4]
+    return dict(
+        w_q=w_q, w_scale=w_scale, b_q=b_q, x_scale=x_scale, x_zp=x_zp, y_scale=y_scale, y_zp=y_zp
+    )
 
 
 def _quant_ref(x, q):
@@ -141,11 +170,17 @@ def _quant_ref(x, q):
     return ((yq - q["y_zp"]) * q["y_scale"]).astype(np.float32)
 
 
-def _quant_inits(q, with_bias_float=False):
-    inits = [_init("x_scale", q["x_scale"]), _init("x_zp", q["x_zp"]),
-             _init("W_q", q["w_q"]), _init("w_scale", q["w_scale"]),
-             _init("w_zp", np.zeros(8, np.int8)), _init("y_scale", q["y_scale"]),
-             _init("y_zp", q["y_zp"]), _init("B_q", q["b_q"])]
+def _quant_inits(q):
+    inits = [
+        _init("x_scale", q["x_scale"]),
+        _init("x_zp", q["x_zp"]),
+        _init("W_q", q["w_q"]),
+        _init("w_scale", q["w_scale"]),
+        _init("w_zp", np.zeros(8, np.int8)),
+        _init("y_scale", q["y_scale"]),
+        _init("y_zp", q["y_zp"]),
+        _init("B_q", q["b_q"]),
+    ]
     return inits
 
 
@@ -153,15 +188,25 @@ def make_qlinear_conv(rng):
     q = _quant_params(rng)
     nodes = [
         helper.make_node("QuantizeLinear", ["input", "x_scale", "x_zp"], ["xq"], name="quant_x"),
-        helper.make_node("QLinearConv", ["xq", "x_scale", "x_zp", "W_q", "w_scale", "w_zp",
-                                         "y_scale", "y_zp", "B_q"], ["yq"], name="qlinear_conv",
-                         kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
-        helper.make_node("DequantizeLinear", ["yq", "y_scale", "y_zp"], ["output"], name="dequant_y"),
+        helper.make_node(
+            "QLinearConv",
+            ["xq", "x_scale", "x_zp", "W_q", "w_scale", "w_zp", "y_scale", "y_zp", "B_q"],
+            ["yq"],
+            name="qlinear_conv",
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+        ),
+        helper.make_node(
+            "DequantizeLinear", ["yq", "y_scale", "y_zp"], ["output"], name="dequant_y"
+        ),
     ]
-    g = helper.make_graph(nodes, "qlinear_conv",
-                          [_vi("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-                          [_vi("output", TensorProto.FLOAT, ["N", 8, "H", "W"])],
-                          initializer=_quant_inits(q))
+    g = helper.make_graph(
+        nodes,
+        "qlinear_conv",
+        [_vi("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [_vi("output", TensorProto.FLOAT, ["N", 8, "H", "W"])],
+        initializer=_quant_inits(q),
+    )
     x = rng.uniform(-2, 2, (1, 3, 16, 16)).astype(np.float32)
     return _model(g), {"input": x}, _quant_ref(x, q)
 
@@ -171,20 +216,28 @@ def make_qdq_conv(rng):
     nodes = [
         helper.make_node("QuantizeLinear", ["input", "x_scale", "x_zp"], ["xq"], name="quant_x"),
         helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zp"], ["xd"], name="dequant_x"),
-        helper.make_node("DequantizeLinear", ["W_q", "w_scale", "w_zp"], ["wd"], name="dequant_w",
-                         axis=0),
+        helper.make_node(
+            "DequantizeLinear", ["W_q", "w_scale", "w_zp"], ["wd"], name="dequant_w", axis=0
+        ),
         helper.make_node("Mul", ["x_scale", "w_scale"], ["b_scale"], name="bias_scale"),
-        helper.make_node("DequantizeLinear", ["B_q", "b_scale", "b_zp"], ["bd"], name="dequant_b",
-                         axis=0),
-        helper.make_node("Conv", ["xd", "wd", "bd"], ["y"], name="conv",
-                         kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "DequantizeLinear", ["B_q", "b_scale", "b_zp"], ["bd"], name="dequant_b", axis=0
+        ),
+        helper.make_node(
+            "Conv", ["xd", "wd", "bd"], ["y"], name="conv", kernel_shape=[3, 3], pads=[1, 1, 1, 1]
+        ),
         helper.make_node("QuantizeLinear", ["y", "y_scale", "y_zp"], ["yq"], name="quant_y"),
-        helper.make_node("DequantizeLinear", ["yq", "y_scale", "y_zp"], ["output"], name="dequant_y"),
+        helper.make_node(
+            "DequantizeLinear", ["yq", "y_scale", "y_zp"], ["output"], name="dequant_y"
+        ),
     ]
-    g = helper.make_graph(nodes, "qdq_conv",
-                          [_vi("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
-                          [_vi("output", TensorProto.FLOAT, ["N", 8, "H", "W"])],
-                          initializer=_quant_inits(q) + [_init("b_zp", np.zeros(8, np.int32))])
+    g = helper.make_graph(
+        nodes,
+        "qdq_conv",
+        [_vi("input", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [_vi("output", TensorProto.FLOAT, ["N", 8, "H", "W"])],
+        initializer=_quant_inits(q) + [_init("b_zp", np.zeros(8, np.int32))],
+    )
     x = rng.uniform(-2, 2, (1, 3, 16, 16)).astype(np.float32)
     return _model(g), {"input": x}, _quant_ref(x, q)
 
@@ -192,17 +245,34 @@ def make_qdq_conv(rng):
 def make_conv_weight_input(rng):
     w1, b1 = _weights(rng, 8, 8)
     nodes = [
-        helper.make_node("Conv", ["input", "W"], ["c0"], name="conv_dynamic_weight",
-                         kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "Conv",
+            ["input", "W"],
+            ["c0"],
+            name="conv_dynamic_weight",
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+        ),
         helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
-        helper.make_node("Conv", ["r0", "W1", "B1"], ["output"], name="conv_const_weight",
-                         kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+        helper.make_node(
+            "Conv",
+            ["r0", "W1", "B1"],
+            ["output"],
+            name="conv_const_weight",
+            kernel_shape=[3, 3],
+            pads=[1, 1, 1, 1],
+        ),
     ]
-    g = helper.make_graph(nodes, "conv_weight_input",
-                          [_vi("input", TensorProto.FLOAT, ["N", 3, "H", "W"]),
-                           _vi("W", TensorProto.FLOAT, [8, 3, 3, 3])],
-                          [_vi("output", TensorProto.FLOAT, ["N", 8, "H", "W"])],
-                          initializer=[_init("W1", w1), _init("B1", b1)])
+    g = helper.make_graph(
+        nodes,
+        "conv_weight_input",
+        [
+            _vi("input", TensorProto.FLOAT, ["N", 3, "H", "W"]),
+            _vi("W", TensorProto.FLOAT, [8, 3, 3, 3]),
+        ],
+        [_vi("output", TensorProto.FLOAT, ["N", 8, "H", "W"])],
+        initializer=[_init("W1", w1), _init("B1", b1)],
+    )
     x = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
     w, _ = _weights(rng, 8, 3)
     y = conv_ref(np.maximum(conv_ref(x, w), 0), w1, b1)

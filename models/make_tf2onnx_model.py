@@ -47,12 +47,14 @@ def build_model(seed: int = 0):
     for layer in model.layers:
         if isinstance(layer, layers.BatchNormalization):
             c = layer.gamma.shape[0]
-            layer.set_weights([
-                rng.uniform(0.5, 1.5, c).astype(np.float32),     # gamma
-                rng.normal(0, 0.1, c).astype(np.float32),        # beta
-                rng.normal(0, 0.2, c).astype(np.float32),        # moving mean
-                rng.uniform(0.5, 2.0, c).astype(np.float32),     # moving variance
-            ])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 1.5, c).astype(np.float32),  # gamma
+                    rng.normal(0, 0.1, c).astype(np.float32),  # beta
+                    rng.normal(0, 0.2, c).astype(np.float32),  # moving mean
+                    rng.uniform(0.5, 2.0, c).astype(np.float32),  # moving variance
+                ]
+            )
         elif getattr(layer, "use_bias", False):  # Keras inits biases to 0: randomise them
             w = layer.get_weights()
             w[-1] = rng.normal(0, 0.05, w[-1].shape).astype(np.float32)
@@ -78,10 +80,13 @@ def main(argv=None) -> int:
     def serve(x):
         return {"logits": model(x, training=False)}
 
-    onnx_model, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=a.opset,
-                                                  output_path=a.output)
-    print(f"wrote {a.output} (tensorflow {tf.__version__}, tf2onnx {tf2onnx.__version__}, "
-          f"opset {a.opset})")
+    onnx_model, _ = tf2onnx.convert.from_function(
+        serve, input_signature=spec, opset=a.opset, output_path=a.output
+    )
+    print(
+        f"wrote {a.output} (tensorflow {tf.__version__}, tf2onnx {tf2onnx.__version__}, "
+        f"opset {a.opset})"
+    )
     x = np.random.default_rng(a.seed + 1).standard_normal((2, 32, 32, 3)).astype(np.float32)
     y = model(x, training=False).numpy()
     try:

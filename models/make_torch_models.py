@@ -54,7 +54,9 @@ def conv_bn(cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> li
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -72,7 +74,9 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     expansion = 4
 
-    def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+    def __init__(
+        self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None
+    ):
         super().__init__()
         self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -188,8 +192,14 @@ class Table1Net(nn.Module):
     """stem conv 3x3/2 -> maxpool 3x3/2 -> 4 stages of ``blocks`` blocks (stages
     2-4 start with a stride-2 block that doubles the width) -> GAP -> fc."""
 
-    def __init__(self, blocks: int = 2, width: int = 64, n_convs: int = 2, num_classes: int = 1000,
-                 shortcut: str = "project"):
+    def __init__(
+        self,
+        blocks: int = 2,
+        width: int = 64,
+        n_convs: int = 2,
+        num_classes: int = 1000,
+        shortcut: str = "project",
+    ):
         super().__init__()
         self.stem = nn.Sequential(*conv_bn(3, width, 3, 2), nn.ReLU(), nn.MaxPool2d(3, 2, 1))
         layers, cin = [], width
@@ -229,8 +239,12 @@ class VGG16(nn.Module):
         self.features = nn.Sequential(*layers)
         self.avgpool = nn.AdaptiveAvgPool2d(7)
         self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(), nn.Dropout(),
-            nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(),
+            nn.Linear(512 * 7 * 7, 4096),
+            nn.ReLU(),
+            nn.Dropout(),
+            nn.Linear(4096, 4096),
+            nn.ReLU(),
+            nn.Dropout(),
             nn.Linear(4096, num_classes),
         )
 
@@ -242,16 +256,28 @@ class AlexNet(nn.Module):
     def __init__(self, num_classes: int = 1000):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
-            nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-            nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2),
+            nn.Conv2d(3, 64, 11, 4, 2),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(64, 192, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2),
+            nn.Conv2d(192, 384, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(384, 256, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(256, 256, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(3, 2),
         )
         self.avgpool = nn.AdaptiveAvgPool2d(6)
         self.classifier = nn.Sequential(
-            nn.Dropout(), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(),
-            nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU(),
+            nn.Dropout(),
+            nn.Linear(256 * 6 * 6, 4096),
+            nn.ReLU(),
+            nn.Dropout(),
+            nn.Linear(4096, 4096),
+            nn.ReLU(),
             nn.Linear(4096, num_classes),
         )
 
@@ -286,8 +312,15 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    SETTINGS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    SETTINGS = [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ]
 
     def __init__(self, num_classes: int = 1000, width_mult: float = 1.0):
         super().__init__()
@@ -320,10 +353,14 @@ class TinyCNN(nn.Module):
         super().__init__()
         w = width
         self.features = nn.Sequential(
-            *conv_bn(3, w, 3), nn.ReLU(),
-            *conv_bn(w, 2 * w, 3, 2), nn.ReLU(),
-            *conv_bn(2 * w, 2 * w, 3, groups=2 * w), nn.ReLU(),
-            *conv_bn(2 * w, 4 * w, 1), nn.ReLU(),
+            *conv_bn(3, w, 3),
+            nn.ReLU(),
+            *conv_bn(w, 2 * w, 3, 2),
+            nn.ReLU(),
+            *conv_bn(2 * w, 2 * w, 3, groups=2 * w),
+            nn.ReLU(),
+            *conv_bn(2 * w, 4 * w, 1),
+            nn.ReLU(),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(4 * w, num_classes)
@@ -353,17 +390,31 @@ def _nc(a, default=1000):
 
 
 MODELS: dict[str, Spec] = {
-    "resnet18": Spec(lambda a: ResNet(BasicBlock, [2, 2, 2, 2], _nc(a), _w(a, 64)), 224, "ResNet-18"),
-    "resnet34": Spec(lambda a: ResNet(BasicBlock, [3, 4, 6, 3], _nc(a), _w(a, 64)), 224, "ResNet-34"),
-    "resnet50": Spec(lambda a: ResNet(Bottleneck, [3, 4, 6, 3], _nc(a), _w(a, 64)), 224, "ResNet-50 v1.5"),
+    "resnet18": Spec(
+        lambda a: ResNet(BasicBlock, [2, 2, 2, 2], _nc(a), _w(a, 64)), 224, "ResNet-18"
+    ),
+    "resnet34": Spec(
+        lambda a: ResNet(BasicBlock, [3, 4, 6, 3], _nc(a), _w(a, 64)), 224, "ResNet-34"
+    ),
+    "resnet50": Spec(
+        lambda a: ResNet(Bottleneck, [3, 4, 6, 3], _nc(a), _w(a, 64)), 224, "ResNet-50 v1.5"
+    ),
     "vgg16": Spec(lambda a: VGG16(_nc(a)), 224, "VGG-16 (no BN)"),
     "alexnet": Spec(lambda a: AlexNet(_nc(a)), 224, "AlexNet (torchvision variant)"),
     "mobilenet_v2": Spec(lambda a: MobileNetV2(_nc(a)), 224, "MobileNetV2 width 1.0"),
-    "resnet20_cifar": Spec(lambda a: CifarResNet(a.blocks or 3, _nc(a, 10), _w(a, 16)), 32,
-                           "CIFAR ResNet-(6B+2), widths w/2w/4w (default B=3 -> ResNet-20, w=16)"),
-    "tiny_cnn": Spec(lambda a: TinyCNN(_nc(a, 10), _w(a, 8)), 32, "tiny CNN (incl. depthwise conv)"),
-    "table1": Spec(lambda a: Table1Net(a.blocks or 2, _w(a, 64), a.convs_per_block, _nc(a),
-                                       a.shortcut), 224, "Table-1 network"),
+    "resnet20_cifar": Spec(
+        lambda a: CifarResNet(a.blocks or 3, _nc(a, 10), _w(a, 16)),
+        32,
+        "CIFAR ResNet-(6B+2), widths w/2w/4w (default B=3 -> ResNet-20, w=16)",
+    ),
+    "tiny_cnn": Spec(
+        lambda a: TinyCNN(_nc(a, 10), _w(a, 8)), 32, "tiny CNN (incl. depthwise conv)"
+    ),
+    "table1": Spec(
+        lambda a: Table1Net(a.blocks or 2, _w(a, 64), a.convs_per_block, _nc(a), a.shortcut),
+        224,
+        "Table-1 network",
+    ),
 }
 BIG = ["resnet18", "resnet34", "resnet50", "vgg16", "alexnet", "mobilenet_v2"]
 
@@ -403,8 +454,15 @@ DYN_AXES = {"none": [], "batch": [0], "all": [0, 2, 3]}
 AXIS_NAMES = {0: "batch", 2: "height", 3: "width"}
 
 
-def export(model: nn.Module, x: torch.Tensor, path: str, exporter: str, opset: int,
-           dynamic: str, keep_bn: bool) -> None:
+def export(
+    model: nn.Module,
+    x: torch.Tensor,
+    path: str,
+    exporter: str,
+    opset: int,
+    dynamic: str,
+    keep_bn: bool,
+) -> None:
     axes = DYN_AXES[dynamic]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with warnings.catch_warnings():
@@ -416,22 +474,37 @@ def export(model: nn.Module, x: torch.Tensor, path: str, exporter: str, opset: i
                 # a model in eval mode keeps BatchNormalization (training_mode=0).
                 kw = dict(training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
             torch.onnx.export(
-                model, (x,), path, dynamo=False, opset_version=opset,
-                input_names=["input"], output_names=["logits"],
-                dynamic_axes={"input": {a: AXIS_NAMES[a] for a in axes},
-                              "logits": {0: "batch"} if 0 in axes else {}} if axes else None,
+                model,
+                (x,),
+                path,
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={
+                    "input": {a: AXIS_NAMES[a] for a in axes},
+                    "logits": {0: "batch"} if 0 in axes else {},
+                }
+                if axes
+                else None,
                 **kw,
             )
         else:
             if keep_bn:
                 raise ValueError("keep_bn is only supported with the torchscript exporter")
-            dims = {a: torch.export.Dim(AXIS_NAMES[a], min=1 if a == 0 else 16, max=4096)
-                    for a in axes}
+            dims = {
+                a: torch.export.Dim(AXIS_NAMES[a], min=1 if a == 0 else 16, max=4096) for a in axes
+            }
             prog = torch.onnx.export(
-                model, (x,), dynamo=True, opset_version=opset,
-                input_names=["input"], output_names=["logits"],
+                model,
+                (x,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["logits"],
                 dynamic_shapes=({**dims},) if dims else None,
-                optimize=True, external_data=False,
+                optimize=True,
+                external_data=False,
             )
             prog.save(path, external_data=False)
 
@@ -445,39 +518,68 @@ def save_external(path: str, data_name: str | None = None) -> None:
     data_path = os.path.join(os.path.dirname(path), data_name)
     if os.path.exists(data_path):
         os.remove(data_path)
-    onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=data_name, size_threshold=1024)
+    onnx.save_model(
+        model,
+        path,
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data_name,
+        size_threshold=1024,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="models: " + ", ".join(MODELS) + "; 'big' = " + ", ".join(BIG))
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="models: " + ", ".join(MODELS) + "; 'big' = " + ", ".join(BIG),
+    )
     p.add_argument("models", nargs="+", help="model name(s), or 'big'")
     p.add_argument("--exporter", choices=["torchscript", "dynamo"], default="torchscript")
-    p.add_argument("--opset", type=int, default=None, help="default: the exporter's (20 in torch 2.13)")
-    p.add_argument("--dynamic", nargs="?", const="all", default="none", choices=list(DYN_AXES),
-                   help="dynamic axes: none (default), batch, or all = batch/height/width "
-                        "(bare --dynamic means all)")
-    p.add_argument("--external-data", action="store_true",
-                   help="write <name>/model.onnx + model.onnx.data (tensors >= 1 KiB outside)")
-    p.add_argument("--keep-bn", action="store_true",
-                   help="keep BatchNormalization nodes unfused (torchscript exporter only)")
+    p.add_argument(
+        "--opset", type=int, default=None, help="default: the exporter's (20 in torch 2.13)"
+    )
+    p.add_argument(
+        "--dynamic",
+        nargs="?",
+        const="all",
+        default="none",
+        choices=list(DYN_AXES),
+        help="dynamic axes: none (default), batch, or all = batch/height/width "
+        "(bare --dynamic means all)",
+    )
+    p.add_argument(
+        "--external-data",
+        action="store_true",
+        help="write <name>/model.onnx + model.onnx.data (tensors >= 1 KiB outside)",
+    )
+    p.add_argument(
+        "--keep-bn",
+        action="store_true",
+        help="keep BatchNormalization nodes unfused (torchscript exporter only)",
+    )
     p.add_argument("--out-dir", default=".", help="output directory (default: .)")
     p.add_argument("-o", "--output", help="output path (only with a single model)")
     p.add_argument("--name", help="output base name (default: the model name)")
     p.add_argument("--width", type=int, help="base width (ResNets, table1, resnet20_cifar)")
     p.add_argument("--blocks", type=int, help="blocks per stage B (table1: 2, resnet20_cifar: 3)")
     p.add_argument("--convs-per-block", type=int, default=2, help="table1: 3x3 convs per block")
-    p.add_argument("--shortcut", choices=["project", "pad"], default="project",
-                   help="table1: shortcut of the downsampling blocks")
+    p.add_argument(
+        "--shortcut",
+        choices=["project", "pad"],
+        default="project",
+        help="table1: shortcut of the downsampling blocks",
+    )
     p.add_argument("--num-classes", type=int)
     p.add_argument("--input-size", type=int, help="H=W of the example input")
     p.add_argument("--batch", type=int, default=1, help="batch of the example input")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ref", action="store_true",
-                   help="also save <output>.ref.npz with a random input and the torch output "
-                        "(under models/ref/ when the output is in models/)")
+    p.add_argument(
+        "--ref",
+        action="store_true",
+        help="also save <output>.ref.npz with a random input and the torch output "
+        "(under models/ref/ when the output is in models/)",
+    )
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
     a = p.parse_args(argv)
 

@@ -73,9 +73,16 @@ def stats(path: str, shape: list[int] | None = None) -> dict:
                 if len(n.input) > 2 and n.input[2] in consts:
                     fc_params += int(np.prod(shp(n.input[2])))
     total = sum(int(v.size) for v in consts.values() if v.dtype.kind == "f")
-    return dict(ops=dict(ops), conv_params=conv_params, conv_macs=conv_macs,
-                fc_params=fc_params, fc_macs=fc_macs, float_params=total,
-                macs=conv_macs + fc_macs, opset=[(o.domain or "ai.onnx", o.version) for o in model.opset_import])
+    return dict(
+        ops=dict(ops),
+        conv_params=conv_params,
+        conv_macs=conv_macs,
+        fc_params=fc_params,
+        fc_macs=fc_macs,
+        float_params=total,
+        macs=conv_macs + fc_macs,
+        opset=[(o.domain or "ai.onnx", o.version) for o in model.opset_import],
+    )
 
 
 def main(argv=None) -> int:
@@ -90,8 +97,10 @@ def main(argv=None) -> int:
         print(f"  ops: {s['ops']}")
         print(f"  conv weight+bias params: {s['conv_params']:,}   conv MACs: {s['conv_macs']:,}")
         print(f"  fc params: {s['fc_params']:,}   fc MACs: {s['fc_macs']:,}")
-        print(f"  total MACs: {s['macs']:,} ({s['macs'] / 1e9:.3f} G)   "
-              f"all float params: {s['float_params']:,} ({s['float_params'] / 1e6:.2f} M)")
+        print(
+            f"  total MACs: {s['macs']:,} ({s['macs'] / 1e9:.3f} G)   "
+            f"all float params: {s['float_params']:,} ({s['float_params'] / 1e6:.2f} M)"
+        )
     return 0
 
 

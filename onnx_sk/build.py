@@ -8,7 +8,9 @@ One dense ``Conv`` becomes the stages of a :class:`~onnx_sk.designs.Realisation`
   and graph outputs never move;
 - a channel shuffle with ``g`` groups on ``C`` channels is
   ``Reshape(x, [0, g, C/g, -1]) → Transpose(perm=[0, 2, 1, 3]) → Reshape(·, Shape(x))``:
-  no baked batch, height or width, so dynamic shapes keep working;
+  no baked batch, height or width, so dynamic shapes keep working; or, when the realisation's
+  ``shuffle_impl`` is ``"gather"``, one ``Gather(x, perm, axis=1)`` with
+  ``perm = designs.shuffle_permutation(C, g)`` (output channel ``o`` reads ``perm[o]``);
 - new nodes and tensors get deterministic names derived from the original conv's name.
 
 The original node is detached (its input/output lists cleared), never a shared tensor.
@@ -19,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from onnx_sk.designs import Realisation, Stage
+from onnx_sk.designs import Realisation, Stage, shuffle_permutation
 from onnx_sk.spec import ConvSpec
 
 
@@ -80,6 +82,17 @@ def _shuffle(graph: gs.Graph, x: gs.Variable, channels: int, groups: int, name) 
     return out
 
 
+def _shuffle_gather(graph: gs.Graph, x: gs.Variable, channels: int, groups: int, name) -> gs.Variable:
+    """The same channel shuffle as one Gather on axis 1 with constant indices [C]."""
+    perm = gs.Constant(name("shuffle/indices"), shuffle_permutation(channels, groups).astype(np.int64))
+    out = gs.Variable(name("shuffle/out"), dtype=x.dtype or np.float32)
+    graph.nodes.append(gs.Node("Gather", name("shuffle/Gather"), {"axis": 1}, [x, perm], [out]))
+    return out
+
+
+SHUFFLES = {"reshape": _shuffle, "gather": _shuffle_gather}
+
+
 def replace_conv(
     graph: gs.Graph,
     node: gs.Node,
@@ -106,7 +119,7 @@ def replace_conv(
         graph.nodes.append(gs.Node("Conv", name(tag), _stage_attrs(stage, real.spec), inputs, [out]))
         current = out
         if stage.shuffle > 1:
-            current = _shuffle(graph, current, stage.c_out, stage.shuffle, name)
+            current = SHUFFLES[real.shuffle_impl](graph, current, stage.c_out, stage.shuffle, name)
     if current is not y:  # a shuffle after the last stage (never in the four designs)
         graph.nodes.append(gs.Node("Identity", name("out"), inputs=[current], outputs=[y]))
     return [n.name for n in graph.nodes[created_from:]]

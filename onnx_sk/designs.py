@@ -73,6 +73,8 @@ class Realisation:
     stages: tuple[Stage, ...]
     groups: tuple[tuple[str, int], ...] = ()
     bottleneck: int | None = None
+    #: how ``build`` writes a channel shuffle: "reshape" (Reshape→Transpose→Reshape) or "gather"
+    shuffle_impl: str = "reshape"
 
     @property
     def weight_params(self) -> int:

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -90,7 +91,7 @@ class Field:
         object.__setattr__(self, "offsets", offs)
         if len(self.jump) != len(extent) or len(offs) != len(extent):
             raise ValueError("extent, jump and offsets need one entry per spatial axis")
-        for e, o in zip(extent, offs):
+        for e, o in zip(extent, offs, strict=True):
             if not o or o[0] != 0 or o[-1] != e - 1:
                 raise ValueError(f"offsets {o} do not span extent {e}")
 
@@ -115,7 +116,9 @@ class Field:
         rank = len(kernel_shape)
         strides = tuple(strides) or (1,) * rank
         dilations = tuple(dilations) or (1,) * rank
-        offs = tuple(tuple(i * d for i in range(k)) for k, d in zip(kernel_shape, dilations))
+        offs = tuple(
+            tuple(i * d for i in range(k)) for k, d in zip(kernel_shape, dilations, strict=True)
+        )
         return cls(
             tuple(o[-1] + 1 for o in offs),
             group_connectivity(c_in, c_out, group),
@@ -141,13 +144,13 @@ class Field:
             raise ValueError(f"cannot chain: spatial rank {self.rank} then {after.rank}")
         offsets = tuple(
             sorted({a + b * j for a in oa for b in ob})
-            for oa, ob, j in zip(self.offsets, after.offsets, self.jump)
+            for oa, ob, j in zip(self.offsets, after.offsets, self.jump, strict=True)
         )
         conn = (after.connectivity.astype(np.float32) @ self.connectivity.astype(np.float32)) > 0
         return Field(
             tuple(o[-1] + 1 for o in offsets),
             conn,
-            tuple(a * b for a, b in zip(self.jump, after.jump)),
+            tuple(a * b for a, b in zip(self.jump, after.jump, strict=True)),
             offsets,
         )
 
@@ -192,14 +195,14 @@ class Field:
     def c_in(self) -> int:
         return int(self.connectivity.shape[1])
 
-    @property
+    @cached_property
     def channels(self) -> int:
         """#channels of the papers' size: inputs reached by the least-connected output."""
         if self.c_out == 0:
             return 0
         return int(self.connectivity.sum(axis=1).min())
 
-    @property
+    @cached_property
     def size(self) -> tuple[int, ...]:
         """The papers' ``(kh, kw, #channels)`` vector."""
         return (*self.extent, self.channels)
@@ -209,7 +212,7 @@ class Field:
         """Every output depends on every input channel."""
         return bool(self.connectivity.all())
 
-    @property
+    @cached_property
     def key(self) -> tuple:
         """A hashable value that is equal for equal fields (for memoisation)."""
         return (
@@ -225,7 +228,7 @@ class Field:
             return False
         if np.any(other.connectivity & ~self.connectivity):
             return False
-        return all(set(o) <= set(s) for s, o in zip(self.offsets, other.offsets))
+        return all(set(o) <= set(s) for s, o in zip(self.offsets, other.offsets, strict=True))
 
     def equals(self, other: Field) -> bool:
         """Reads exactly what ``other`` reads and steps through the input as it does."""

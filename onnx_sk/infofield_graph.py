@@ -139,7 +139,9 @@ def _path(index: _Index, src: str, dst: str) -> list[onnx.NodeProto]:
     while tensor != src:
         node = index.producer.get(tensor)
         if node is None:
-            raise FieldPathError(f"no path from tensor {src!r} to {dst!r}: {tensor!r} has no producer")
+            raise FieldPathError(
+                f"no path from tensor {src!r} to {dst!r}: {tensor!r} has no producer"
+            )
         data = index.data_input(node)
         if data is None:
             raise FieldPathError(
@@ -174,7 +176,9 @@ def _src_channels(index: _Index, src: str, nodes: list[onnx.NodeProto]) -> tuple
 def _weight_shape(index: _Index, node: onnx.NodeProto) -> tuple[int, ...]:
     shape = index.shapes.get(node.input[1])
     if not shape or any(d is None for d in shape):
-        raise FieldPathError(f"conv {_node_label(node)}: weight {node.input[1]!r} has no static shape")
+        raise FieldPathError(
+            f"conv {_node_label(node)}: weight {node.input[1]!r} has no static shape"
+        )
     return tuple(int(d) for d in shape)  # [c_out, c_in // group, *kernel_shape]
 
 
@@ -238,12 +242,16 @@ def _pool_field(node: onnx.NodeProto, channels: int) -> Field:
 def _gather_indices(index: _Index, node: onnx.NodeProto, channels: int) -> np.ndarray:
     axis = int(_attr(node, "axis", 0))
     if axis != 1:
-        raise FieldPathError(f"node {_node_label(node)}: Gather on axis {axis}, not the channel axis 1")
+        raise FieldPathError(
+            f"node {_node_label(node)}: Gather on axis {axis}, not the channel axis 1"
+        )
     idx = index.constants.get(node.input[1])
     if idx is None:
         raise FieldPathError(f"node {_node_label(node)}: Gather indices are not a constant")
     if idx.ndim != 1:
-        raise FieldPathError(f"node {_node_label(node)}: Gather indices must be 1-D, got {idx.shape}")
+        raise FieldPathError(
+            f"node {_node_label(node)}: Gather indices must be 1-D, got {idx.shape}"
+        )
     idx = np.where(idx < 0, idx + channels, idx).astype(np.int64)
     if idx.size and (idx.min() < 0 or idx.max() >= channels):
         raise FieldPathError(f"node {_node_label(node)}: Gather index out of range for {channels}")
@@ -261,6 +269,12 @@ def _reshape_target(node: onnx.NodeProto, shape: tuple[int, ...], target: np.nda
         known = math.prod(d for d in out if d != -1)
         out[out.index(-1)] = math.prod(shape) // known if known else 0
     return out
+
+
+def _is_shape_of(index: _Index, tensor: str, of: str) -> bool:
+    """True when ``tensor`` is ``Shape(of)`` (how build.py restores a shuffle's dynamic shape)."""
+    node = index.producer.get(tensor)
+    return node is not None and node.op_type == "Shape" and not node.attribute and node.input[0] == of
 
 
 def _simulate_permutation(
@@ -285,6 +299,8 @@ def _simulate_permutation(
         for node in nodes:
             if node.op_type == "Reshape":
                 target = index.constants.get(node.input[1])
+                if target is None and _is_shape_of(index, node.input[1], first.input[0]):
+                    target = np.asarray(shape)  # Reshape(·, Shape(x)): back to x's own shape
                 if target is None:
                     raise FieldPathError(
                         f"node {_node_label(node)}: the shape is computed at run time; fold "
@@ -295,7 +311,9 @@ def _simulate_permutation(
                 perm = _attr(node, "perm", None)
                 x = np.transpose(x, perm if perm is not None else None)
     except ValueError as exc:
-        raise FieldPathError(f"nodes {label}: cannot simulate on shape {list(shape)}: {exc}") from exc
+        raise FieldPathError(
+            f"nodes {label}: cannot simulate on shape {list(shape)}: {exc}"
+        ) from exc
     if x.shape[0] != batch or tuple(x.shape[2:]) != tuple(spatial) or x.ndim != len(shape):
         raise FieldPathError(
             f"nodes {label}: output shape {list(x.shape)} is not a channel permutation of "

@@ -75,19 +75,21 @@ def _check_location(name: str, location: str, folder: Path) -> Path:
 
 
 def _parse(path: Path) -> onnx.ModelProto:
-    if not path.exists():
-        raise UserError(f"{path}: no such file")
-    if path.is_dir():
-        raise UserError(f"{path} is a directory, not an ONNX model file")
     try:
-        size = path.stat().st_size
-        if size == 0:
+        if not path.exists():
+            raise UserError(f"{path}: no such file")
+        if path.is_dir():
+            raise UserError(f"{path} is a directory, not an ONNX model file")
+        if path.stat().st_size == 0:
             raise UserError(f"{path} is empty (0 bytes), not an ONNX model")
-        model = onnx.load_model(str(path), load_external_data=False)
-    except UserError:
-        raise
+        with open(path, "rb") as fh:
+            data = fh.read()
     except PermissionError:
         raise UserError(f"{path}: permission denied") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory, not an ONNX model file") from None
+    try:
+        model = onnx.load_model_from_string(data)
     except Exception:
         raise UserError(
             f"{path} is not a valid ONNX model (protobuf parse failed: truncated, corrupt or not a model)"

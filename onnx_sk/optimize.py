@@ -166,6 +166,10 @@ def optimize(
     verify: bool = True,
     input_shape: list[str] | None = None,
     overwrite: bool = False,
+    provider: str | None = None,
+    threads: int | None = None,
+    lut: str | os.PathLike | None = None,
+    lut_from_target: bool = False,
 ) -> tuple[onnx.ModelProto, Report]:
     """Replace the dense convs of ``model`` with SK designs (Mode 1: reduce).
 
@@ -184,5 +188,9 @@ def optimize(
         init=init,
         verify=verify,
         input_shapes=parse_input_shapes(input_shape),
+        provider=provider,
+        threads=threads,
+        lut=None if lut is None else str(lut),
+        lut_foreign=lut_from_target,
     )
     return optimize_model(model, output, options, overwrite)

@@ -30,6 +30,11 @@ class Options:
     init: str = "he"
     verify: bool = True
     input_shapes: dict = field(default_factory=dict)
+    #: --objective latency only: where to measure, and the latency table (onnx_sk.latency)
+    provider: str | None = None
+    threads: int | None = None
+    lut: str | None = None
+    lut_foreign: bool = False
 
     def validate(self) -> None:
         from onnx_sk.weight_init import INITIALISERS
@@ -46,6 +51,9 @@ class Options:
             raise UserError(f"--min-channels {self.min_channels}: expected a positive integer")
         if self.init not in INITIALISERS:
             raise UserError(f"--init {self.init!r}: expected one of {', '.join(INITIALISERS)}")
+        from onnx_sk.latency import validate_options
+
+        validate_options(self)
 
 
 @dataclass
@@ -90,4 +98,8 @@ def decide(site: ConvSite, options: Options) -> Decision:
 
 
 def plan(sites: list[ConvSite], options: Options) -> list[Decision]:
+    if options.objective == "latency":
+        from onnx_sk.latency import plan_latency
+
+        return plan_latency(sites, options)
     return [decide(s, options) for s in sites]

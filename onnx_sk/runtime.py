@@ -8,16 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from onnx_sk.errors import UserError
 from onnx_sk.io import EXTERNAL_DATA_THRESHOLD, save_model
 
 OPT_LEVELS = {
-    "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    "disabled": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
 }
 _NP_TYPES = {
     onnx.TensorProto.FLOAT: np.float32,
@@ -31,7 +30,15 @@ _NP_TYPES = {
 }
 
 
+def _ort():
+    """onnxruntime, imported on first use (it is slow to import and may log on import)."""
+    import onnxruntime
+
+    return onnxruntime
+
+
 def check_providers(providers: list[str]) -> list[str]:
+    ort = _ort()
     available = ort.get_available_providers()
     for p in providers:
         if p not in available:
@@ -47,11 +54,20 @@ def session(
     providers: list[str] | None = None,
     threads: int = 1,
     opt_level: str = "disabled",
-) -> ort.InferenceSession:
-    """A session with explicit providers, thread count and optimisation level."""
+    profile_prefix: str | None = None,
+) -> "onnxruntime.InferenceSession":  # noqa: F821
+    """A session with explicit providers, thread count and optimisation level.
+
+    ``profile_prefix``: turn on ONNX Runtime's profiler, writing ``<prefix>_<date>.json``
+    (``end_profiling()`` returns the file).
+    """
+    ort = _ort()
     providers = check_providers(providers or ["CPUExecutionProvider"])
     so = ort.SessionOptions()
-    so.graph_optimization_level = OPT_LEVELS[opt_level]
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[opt_level])
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3

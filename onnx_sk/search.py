@@ -85,6 +85,7 @@ PAPER_DESIGNS = {
     (PWG, DW, PWG): "pwg-dw-pwg",
 }
 KERNEL_SHAPE = (3, 3)
+_AREA = KERNEL_SHAPE[0] * KERNEL_SHAPE[1]
 REFERENCE_SPATIAL = (56, 56)
 DEFAULT_CHANNELS = 16
 DEFAULT_MAX_LENGTH = 6
@@ -205,7 +206,7 @@ class _Searcher:
             restore = self.k is not None and width == self.k and w_out == self.c
             if f.size == before and not restore:
                 out.append(((shuffle, group, w_out), "no_growth"))
-            elif any(a > b for a, b in zip(f.size, self.standard)):
+            elif any(a > b for a, b in zip(f.size, self.standard, strict=True)):
                 out.append(((shuffle, group, w_out), "overshoot"))
             else:
                 out.append(((shuffle, group, w_out), f))
@@ -229,7 +230,9 @@ def _extend(path: _Path, kind: str, choice: tuple[int, int, int], w_in: int) -> 
     if shuffle:
         stages = (*stages[:-1], replace(stages[-1], shuffle=shuffle))
     new = _stage(kind, w_in, w_out, group)
-    return _Path(path.params + new.weight_params(KERNEL_SHAPE), (*stages, new), path.count)
+    # [c_out, c_in // group, kh, kw]
+    params = w_out * (w_in // group) * (_AREA if new.spatial else 1)
+    return _Path(path.params + params, (*stages, new), path.count)
 
 
 def _merge(states: dict, f: Field, path: _Path) -> None:
@@ -238,9 +241,8 @@ def _merge(states: dict, f: Field, path: _Path) -> None:
         states[f.key] = (f, path)
         return
     best = old[1]
-    cheaper = (path.params, len([s for s in path.stages if s.shuffle])) < (
-        best.params,
-        len([s for s in best.stages if s.shuffle]),
+    cheaper = path.params < best.params or (
+        path.params == best.params and _shuffles(path) < _shuffles(best)
     )
     winner = path if cheaper else best
     states[f.key] = (f, _Path(winner.params, winner.stages, best.count + path.count))
@@ -409,11 +411,7 @@ def passing_choices(
 
 def sequences(kernels: Sequence[str], max_length: int) -> list[tuple[str, ...]]:
     """Every sequence of ``kernels`` of length 1..max_length (the original design space)."""
-    return [
-        seq
-        for n in range(1, max_length + 1)
-        for seq in itertools.product(kernels, repeat=n)
-    ]
+    return [seq for n in range(1, max_length + 1) for seq in itertools.product(kernels, repeat=n)]
 
 
 def witness_text(stages: Sequence[Stage]) -> str:

@@ -5,8 +5,13 @@ fan_in = c_in/group · kh·kw of the stage, drawn from the seeded generator, sta
 order; the papers retrain from scratch with this. The bias of the original conv goes unchanged
 to the last stage.
 
-Each initialiser has the signature ``(real, weight, bias, rng) -> list[np.ndarray]`` where
-``weight`` is the original kernel ``[c_out, c_in, kh, kw]`` and the result has one array per
+``approx``: the stage weights that best approximate the original kernel (``approx.fit``: exact
+truncated SVDs for the two-factor designs, CP-ALS for the bottleneck designs, refined on the
+layer's input patches when the target carries calibration data; a following BN is folded in).
+
+Each initialiser has the signature ``(real, weight, bias, rng, target=None) -> list[np.ndarray]``
+where ``weight`` is the original kernel ``[c_out, c_in, kh, kw]``, ``target`` an optional
+:class:`~onnx_sk.approx.Target` (BN scale, calibration patches) and the result has one array per
 stage, shaped ``[c_out, c_in // group, kh, kw]`` of that stage, in ``weight``'s dtype.
 """
 
@@ -17,6 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from onnx_sk import approx
 from onnx_sk.designs import Realisation
 
 Initialiser = Callable[[Realisation, np.ndarray, "np.ndarray | None", np.random.Generator], list]
@@ -35,7 +41,11 @@ def initialiser(name: str) -> Callable[[Initialiser], Initialiser]:
 
 @initialiser("he")
 def he_init(
-    real: Realisation, weight: np.ndarray, bias: np.ndarray | None, rng: np.random.Generator
+    real: Realisation,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    rng: np.random.Generator,
+    target: approx.Target | None = None,
 ) -> list[np.ndarray]:
     out = []
     for s in real.stages:
@@ -43,3 +53,14 @@ def he_init(
         fan_in = int(np.prod(shape[1:]))
         out.append((rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(weight.dtype))
     return out
+
+
+@initialiser("approx")
+def approx_init(
+    real: Realisation,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    rng: np.random.Generator,
+    target: approx.Target | None = None,
+) -> list[np.ndarray]:
+    return approx.fit(real, weight, target)

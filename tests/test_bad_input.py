@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -147,12 +148,44 @@ def test_output_equal_to_input_is_refused(small_model):
     assert _digest(small_model) == before
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere")
-def test_output_folder_not_writable(tmp_path, small_model):
-    ro = tmp_path / "ro"
+def _as_unprivileged_user() -> list[str]:
+    """Command prefix that drops root to uid 65534 (root may read and write anywhere)."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv to drop privileges")
+    return [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+
+
+@pytest.fixture
+def open_dir(small_model: Path):
+    """A world-readable folder (pytest's tmp folders are private to root) with a model in it."""
+    folder = Path(tempfile.mkdtemp(prefix="onnx-sk-perm-"))
+    folder.chmod(0o755)
+    model = folder / "in.onnx"
+    shutil.copy(small_model, model)
+    model.chmod(0o644)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def test_output_folder_not_writable(open_dir):
+    ro = open_dir / "ro"
     ro.mkdir()
-    ro.chmod(0o500)
-    _assert_clean_error(run_cli("optimize", small_model, ro / "o.onnx"), f"output folder {ro} is not writable")
+    ro.chmod(0o555)
+    cmd = [*_as_unprivileged_user(), *CLI, "optimize", str(open_dir / "in.onnx"), str(ro / "o.onnx")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=open_dir)
+    _assert_clean_error(proc, f"output folder {ro} is not writable")
+    assert not list(ro.iterdir())
+
+
+def test_input_not_readable(open_dir):
+    model = open_dir / "in.onnx"
+    model.chmod(0o600)
+    cmd = [*_as_unprivileged_user(), *CLI, "analyze", str(model)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=open_dir)
+    _assert_clean_error(proc, f"{model}: permission denied")
 
 
 def test_bad_input_shape(small_model):

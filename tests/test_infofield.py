@@ -174,9 +174,11 @@ def _sk_model(stages, k=(3, 3), s=(1, 1), d=(1, 1), style="static", hw=8, zero=F
         if zero:
             w[:] = 0
         inits.append(numpy_helper.from_array(w, f"w{i}"))
-        ek = [(kk - 1) * dd + 1 for kk, dd in zip(kernel, dil)]
+        ek = [(kk - 1) * dd + 1 for kk, dd in zip(kernel, dil, strict=True)]
         pads = [e // 2 for e in ek] * 2
-        size = tuple((n + 2 * (e // 2) - e) // st_ + 1 for n, e, st_ in zip(size, ek, strides))
+        size = tuple(
+            (n + 2 * (e // 2) - e) // st_ + 1 for n, e, st_ in zip(size, ek, strides, strict=True)
+        )
         nodes.append(
             helper.make_node(
                 "Conv", [x, f"w{i}"], [f"c{i}"], name=f"conv{i}", group=st.group,
@@ -252,14 +254,16 @@ def test_shuffle_subgraph_is_the_designs_permutation_in_onnxruntime(style):
     y = sess.run(None, {"c0": x})[0]
     np.testing.assert_array_equal(y[0, :, 0, 0], shuffle_permutation(c, g))
     field = field_between(shuffle_only, "c0", "y")
-    np.testing.assert_array_equal(field.connectivity, np.eye(c, dtype=bool)[shuffle_permutation(c, g)])
+    np.testing.assert_array_equal(
+        field.connectivity, np.eye(c, dtype=bool)[shuffle_permutation(c, g)]
+    )
 
 
 @pytest.mark.parametrize(("k", "s", "d"), GEOMETRY[:5])
 def test_graph_field_reads_strides_dilations_and_passes_bn_relu(k, s, d):
     c = 8
     spec = _spec(c, c, k, s, d)
-    real = realisations("gc-pwg", spec)[-1]
+    real = next(r for r in realisations("gc-pwg", spec) if r.shuffles)
     for style in ("static", "zero", "gather"):
         model = _sk_model(real.stages, k, s, d, style, 16, extras=("BatchNormalization", "Relu"))
         assert field_between(model.graph, "x", "y").equals(field_of_conv(spec))

@@ -78,9 +78,20 @@ def test_ort_matches_reference(name):
     np.testing.assert_allclose(out.astype(np.float64), ref["output"], atol=atol, rtol=rtol)
 
 
-@pytest.mark.parametrize("name", ["resnet20_cifar", "resnet20_cifar_dynamo", "table1_w16",
-                                  "table1_w16_bn", "tiny_cnn", "const_weights",
-                                  "keras_cnn_tf2onnx", "fp16_cnn", "loop_conv"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "resnet20_cifar",
+        "resnet20_cifar_dynamo",
+        "table1_w16",
+        "table1_w16_bn",
+        "tiny_cnn",
+        "const_weights",
+        "keras_cnn_tf2onnx",
+        "fp16_cnn",
+        "loop_conv",
+    ],
+)
 def test_dynamic_batch(name):
     sess = _session(_path(name))
     ref = _ref(name)
@@ -90,7 +101,7 @@ def test_dynamic_batch(name):
     (one,) = sess.run(None, {sess.get_inputs()[0].name: x})
     assert out.shape[0] == 3 * x.shape[0]
     np.testing.assert_allclose(out[: len(x)], one, atol=1e-5, rtol=1e-4)
-    np.testing.assert_allclose(out[-len(x):], one, atol=1e-5, rtol=1e-4)
+    np.testing.assert_allclose(out[-len(x) :], one, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["table1_w16", "table1_w16_bn"])
@@ -160,8 +171,10 @@ def test_features_exercised():
 
     m = onnx.load(_path("resnet20_cifar_dynamo"))
     assert m.opset_import[0].version == 20
-    assert any(n.op_type == "Reshape" and any(a.name == "allowzero" and a.i == 1 for a in n.attribute)
-               for n in m.graph.node)
+    assert any(
+        n.op_type == "Reshape" and any(a.name == "allowzero" and a.i == 1 for a in n.attribute)
+        for n in m.graph.node
+    )
     assert onnx.load(_path("resnet20_cifar")).opset_import[0].version == 17
 
 
@@ -172,15 +185,20 @@ def test_external_data():
     m = onnx.load(path, load_external_data=False)
     ext = [t for t in m.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     assert len(ext) >= 20
-    assert {e.value for t in ext for e in t.external_data if e.key == "location"} == {"model.onnx.data"}
+    assert {e.value for t in ext for e in t.external_data if e.key == "location"} == {
+        "model.onnx.data"
+    }
     full = onnx.load(path)
     assert sum(t.ByteSize() for t in full.graph.initializer) > data.stat().st_size * 0.99
     assert os.path.getsize(path) < 64 * 1024
 
 
 def test_committed_size_budget():
-    total = sum(p.stat().st_size for p in MODELS.rglob("*")
-                if p.is_file() and "big" not in p.relative_to(MODELS).parts)
+    total = sum(
+        p.stat().st_size
+        for p in MODELS.rglob("*")
+        if p.is_file() and "big" not in p.relative_to(MODELS).parts
+    )
     assert total < 6.5 * 2**20, total
 
 
@@ -191,8 +209,20 @@ def test_make_torch_models_cifar(tmp_path, exporter):
     if exporter == "dynamo":
         pytest.importorskip("onnxscript")
     out = tmp_path / f"r20_{exporter}.onnx"
-    cmd = [sys.executable, str(MODELS / "make_torch_models.py"), "resnet20_cifar",
-           "--exporter", exporter, "--dynamic", "batch", "--batch", "2", "--ref", "-o", str(out)]
+    cmd = [
+        sys.executable,
+        str(MODELS / "make_torch_models.py"),
+        "resnet20_cifar",
+        "--exporter",
+        exporter,
+        "--dynamic",
+        "batch",
+        "--batch",
+        "2",
+        "--ref",
+        "-o",
+        str(out),
+    ]
     if exporter == "torchscript":
         cmd += ["--opset", "17"]
     subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600)
@@ -212,9 +242,28 @@ def test_make_torch_models_cifar(tmp_path, exporter):
 def test_make_torch_models_keep_bn(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "t1_bn.onnx"
-    subprocess.run([sys.executable, str(MODELS / "make_torch_models.py"), "table1", "--width", "8",
-                    "--blocks", "1", "--num-classes", "10", "--input-size", "32", "--dynamic",
-                    "--keep-bn", "-o", str(out)], check=True, capture_output=True, text=True,
-                   timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            str(MODELS / "make_torch_models.py"),
+            "table1",
+            "--width",
+            "8",
+            "--blocks",
+            "1",
+            "--num-classes",
+            "10",
+            "--input-size",
+            "32",
+            "--dynamic",
+            "--keep-bn",
+            "-o",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
     assert ops.count("BatchNormalization") == ops.count("Conv") == 12

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from onnx_sk.analyze import analyze
@@ -22,7 +20,7 @@ def _groups(best: dict | None) -> str:
 
 @app.command("analyze")
 def analyze_cmd(
-    model: Path = typer.Argument(..., help="ONNX model file."),
+    model: str = typer.Argument(..., help="ONNX model file."),
     input_shape: list[str] = typer.Option(
         None, "--input-shape", help="NAME:1x3x224x224 to fix an input's dims (repeatable)."
     ),

@@ -56,11 +56,11 @@ def print_report(report: Report) -> None:
 
 @app.command("optimize")
 def optimize_cmd(
-    model: Path = typer.Argument(..., help="Input ONNX model (never modified)."),
-    output: Path = typer.Argument(..., help="Output ONNX model (written atomically)."),
+    model: str = typer.Argument(..., help="Input ONNX model (never modified)."),
+    output: str = typer.Argument(..., help="Output ONNX model (written atomically)."),
     mode: str = typer.Option("reduce", help="reduce: replace dense convs with SK designs."),
     design: str = typer.Option(None, help="Force a design: dw-pw, gc-pwg, pw-dw-pw, pwg-dw-pwg."),
-    objective: str = typer.Option("params", help="Choose designs by params or macs."),
+    objective: str = typer.Option("params", help="Choose designs by params, macs or latency (measured)."),
     seed: int = typer.Option(0, help="Seed of the weight initialiser."),
     init: str = typer.Option("he", help="Weight initialiser for the new stages."),
     include_first: bool = typer.Option(False, "--include-first", help="Also replace the first conv."),
@@ -68,16 +68,22 @@ def optimize_cmd(
     exclude: list[str] = typer.Option(None, help="Keep this conv (node or output name; repeatable)."),
     bottleneck_ratio: float = typer.Option(0.25, help="Bottleneck K/F of the bottleneck designs."),
     input_shape: list[str] = typer.Option(None, help="NAME:1x3x224x224 for MACs and verification."),
-    report: Path = typer.Option(None, help="Write the JSON report to this file."),
+    report: str = typer.Option(None, help="Write the JSON report to this file."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip verification (not advised)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Allow OUTPUT to be the input file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the summary line."),
+    provider: str = typer.Option(None, help="--objective latency: execution provider to measure on."),
+    threads: int = typer.Option(None, help="--objective latency: intra-op threads (default 1)."),
+    lut: str = typer.Option(None, help="--objective latency: latency table (JSON) to read and extend."),
+    lut_from_target: bool = typer.Option(
+        False, "--lut-from-target", help="The --lut was measured on the target device: use it, measure nothing."
+    ),
 ) -> None:
     """Replace every qualifying dense conv with its most efficient SK design (Mode 1: reduce)."""
-    if report is not None and not report.parent.exists():
+    if report is not None and not Path(report).parent.exists():
         from onnx_sk.errors import UserError
 
-        raise UserError(f"report folder {report.parent} does not exist")
+        raise UserError(f"report folder {Path(report).parent} does not exist")
     if mode != "reduce":
         from onnx_sk.errors import UserError
 
@@ -96,6 +102,10 @@ def optimize_cmd(
         verify=not no_verify,
         input_shape=input_shape,
         overwrite=overwrite,
+        provider=provider,
+        threads=threads,
+        lut=lut,
+        lut_from_target=lut_from_target,
     )
     if report is not None:
         save_json(rep.to_dict(), report)

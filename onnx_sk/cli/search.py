@@ -27,7 +27,9 @@ _REASON_TEXT = {
 
 @app.command("search")
 def search_cmd(
-    channels: int = typer.Option(DEFAULT_CHANNELS, "--channels", help="C of the dense C→C 3×3 target."),
+    channels: int = typer.Option(
+        DEFAULT_CHANNELS, "--channels", help="C of the dense C→C 3×3 target."
+    ),
     max_length: int = typer.Option(DEFAULT_MAX_LENGTH, "--max-length", help="Longest design L."),
     kernels: str = typer.Option(
         ",".join(KERNEL_TYPES), "--kernels", help="Kernel types to combine (GC,DW,PW,PWG)."

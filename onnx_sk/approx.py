@@ -1,0 +1,345 @@
+"""Fitting a design's stage weights to a dense kernel (``--init approx``); numpy only.
+
+Every design computes ``W_eq = A · M`` (``designs.dense_equivalent``) with ``W  # [F, C, S]``
+(S = kh·kw, C = c_in, F = c_out) and an intermediate channel ``j`` between the last pointwise
+stage ``A`` and the rest. Each ``j`` belongs to one output group ``n(j)`` of ``A`` (N groups) and
+reads one input group ``m(j)`` (M groups; the shuffle decides which), so ``W`` splits into blocks
+``W[f ∈ n, c ∈ m, :]`` that only the channels ``J(n, m) = {j : n(j) = n, m(j) = m}`` touch:
+
+- two-factor designs (``dw-pw``, ``gc-pwg``): ``M[j, c, s]`` is the spatial stage, so each block
+  ``[F/N, (C/M)·S]`` is a rank-|J(n,m)| matrix product and its truncated SVD is the exact optimum
+  of ``||W − W_eq||_F`` (Eckart–Young). For DW+PW (M = C, N = 1) this is one rank-1 SVD per
+  input channel.
+- three-factor designs (``pw-dw-pw``, ``pwg-dw-pwg``): ``W_eq[f, c, s] = Σ_j A[f, j] d[j, s]
+  B[j, c]``, so each block is a rank-|J(n,m)| CP decomposition of a ``[F/N, C/M, S]`` tensor
+  (Lebedev et al. 2015), fitted by ALS from an SVD start with a small ridge term
+  ``λ = ridge · tr(G)/r`` on each Gram matrix ``G`` against CP-ALS's diverging components.
+
+Data-aware fitting minimises the layer's output error ``||(W − W_eq) L||_F`` instead, where
+``L  # [C·S, P]`` holds P input patches (im2col of the conv's input activations) / sqrt(P). Starting
+from the weight fit, it alternates over the factors; with the others fixed ``W_eq`` is linear in
+each, so each step is a masked least-squares problem solved by CGLS (conjugate gradients on the
+normal equations), which never increases the error.
+
+A following BatchNormalization with scale ``γ / sqrt(var + ε)`` is folded in by fitting
+``diag(scale) · W`` and dividing the rows of the last stage by the scale afterwards: the design
+then approximates the conv+BN pair, and the graph keeps its BN. The fit draws no random numbers
+(SVD starts; padding columns come from a fixed-seed generator), so it is reproducible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from onnx_sk.designs import Realisation, shuffle_permutation
+
+DEFAULT_RIDGE = 1e-9
+CP_ITERATIONS = 300
+CP_TOLERANCE = 1e-10
+DATA_SWEEPS = 12
+CG_ITERATIONS = 8
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a conv's replacement is fitted to, besides its kernel."""
+
+    row_scale: np.ndarray | None = None  # [c_out]: the following BN's γ / sqrt(var + ε)
+    patches: np.ndarray | None = None  # [c_in·kh·kw, P]: input patches / sqrt(P)
+
+
+@dataclass
+class Factors:
+    """A realisation's weights as dense masked factors, indexed by intermediate channel j."""
+
+    a: np.ndarray  # [F, J], zero where n(f) != n(j)
+    mid: np.ndarray  # two-factor: [J, C, S] (zero off the input group); three-factor: d [J, S]
+    b: np.ndarray | None  # three-factor: [J, C], zero off the input group
+    mask_a: np.ndarray  # [F, J] bool
+    mask_in: np.ndarray  # [J, C] bool
+
+    def dense(self) -> np.ndarray:
+        """W_eq flattened to [F, C·S]."""
+        if self.b is None:
+            return self.a @ self.mid.reshape(self.mid.shape[0], -1)
+        return self.a @ (self.b[:, :, None] * self.mid[:, None, :]).reshape(self.b.shape[0], -1)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each intermediate channel j sits: output group, input group, pre-shuffle row."""
+
+    three: bool
+    c_in: int
+    c_out: int
+    width: int  # J
+    n_groups: int  # N of the last stage
+    m_groups: int  # M of the input side
+    n_of_j: np.ndarray  # [J]
+    m_of_j: np.ndarray  # [J]
+    row_of_j: np.ndarray  # [J]: row of the first stage's weight that channel j comes from
+
+
+def layout(real: Realisation) -> Layout:
+    stages = real.stages
+    first, last = stages[0], stages[-1]
+    width = last.c_in
+    perm = shuffle_permutation(width, first.shuffle) if first.shuffle > 1 else np.arange(width)
+    n_of_j = np.arange(width) // (width // last.group)
+    m_of_j = perm // (width // first.group)
+    return Layout(
+        len(stages) == 3, first.c_in, last.c_out, width, last.group, first.group, n_of_j, m_of_j, perm
+    )
+
+
+def _masks(lay: Layout) -> tuple[np.ndarray, np.ndarray]:
+    n_of_f = np.arange(lay.c_out) // (lay.c_out // lay.n_groups)
+    m_of_c = np.arange(lay.c_in) // (lay.c_in // lay.m_groups)
+    return n_of_f[:, None] == lay.n_of_j[None, :], lay.m_of_j[:, None] == m_of_c[None, :]
+
+
+def _blocks(lay: Layout):
+    """(f rows, c columns, j channels) of every non-empty block."""
+    fo, ci = lay.c_out // lay.n_groups, lay.c_in // lay.m_groups
+    for n in range(lay.n_groups):
+        for m in range(lay.m_groups):
+            js = np.flatnonzero((lay.n_of_j == n) & (lay.m_of_j == m))
+            if js.size:
+                yield np.arange(n * fo, (n + 1) * fo), np.arange(m * ci, (m + 1) * ci), js
+
+
+def _svd_block(t: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best rank-r factors (balanced) of t [p, q]; zero columns beyond t's rank."""
+    u, sig, vt = np.linalg.svd(t, full_matrices=False)
+    k = min(r, sig.size)
+    root = np.sqrt(sig[:k])
+    left = np.zeros((t.shape[0], r))
+    right = np.zeros((r, t.shape[1]))
+    left[:, :k] = u[:, :k] * root
+    right[:k] = root[:, None] * vt[:k]
+    return left, right
+
+
+def _leading(mat: np.ndarray, r: int, gen: np.random.Generator) -> np.ndarray:
+    """r leading left singular vectors of mat, padded with random unit columns."""
+    u, _, _ = np.linalg.svd(mat, full_matrices=False)
+    out = gen.standard_normal((mat.shape[0], r))
+    out /= np.linalg.norm(out, axis=0)
+    k = min(r, u.shape[1])
+    out[:, :k] = u[:, :k]
+    return out
+
+
+def _solve(gram: np.ndarray, rhs: np.ndarray, ridge: float) -> np.ndarray:
+    """rhs · (gram + λI)^-1 with λ = ridge · tr(gram)/r (gram symmetric PSD)."""
+    lam = ridge * max(np.trace(gram) / gram.shape[0], 1e-300)
+    return np.linalg.solve(gram + lam * np.eye(gram.shape[0]), rhs.T).T
+
+
+def _cp_error(t: np.ndarray, norm2: float, a, b, d) -> float:
+    """||t − [[a, b, d]]||² / ||t||² from the inner product and the r×r Gram matrices."""
+    inner = float(np.sum(np.einsum("pqr,qr->pr", t @ d, b) * a))
+    gram = (a.T @ a) * (b.T @ b) * (d.T @ d)
+    return (norm2 - 2 * inner + float(np.sum(gram))) / norm2
+
+
+def cp_als(
+    t: np.ndarray, r: int, ridge: float = DEFAULT_RIDGE, iterations: int = CP_ITERATIONS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rank-r CP of t [p, q, s] ≈ Σ_r a[:, r] ⊗ b[:, r] ⊗ d[:, r] by ridge ALS from an SVD start.
+
+    Each sweep is followed by a line-search extrapolation ``x + k^(1/3)·(x − x_prev)`` (Bro 1998),
+    kept only when it lowers the error: it shortens the "swamps" in which plain ALS stalls.
+    """
+    p, q, s = t.shape
+    gen = np.random.default_rng(0)
+    a = _leading(t.reshape(p, q * s), r, gen)
+    b = _leading(t.transpose(1, 0, 2).reshape(q, p * s), r, gen)
+    d = _leading(t.transpose(2, 0, 1).reshape(s, p * q), r, gen)
+    norm2 = float(np.sum(t * t)) or 1.0
+    prev = np.inf
+    for k in range(iterations):
+        old = (a, b, d)
+        a = _solve((b.T @ b) * (d.T @ d), np.einsum("pqr,qr->pr", t @ d, b), ridge)
+        b = _solve((a.T @ a) * (d.T @ d), np.einsum("pqr,pr->qr", t @ d, a), ridge)
+        mttkrp = np.einsum("psr,pr->sr", np.einsum("pqs,qr->psr", t, b), a)
+        d = _solve((a.T @ a) * (b.T @ b), mttkrp, ridge)
+        gram = (a.T @ a) * (b.T @ b) * (d.T @ d)
+        err = (norm2 - 2 * float(np.sum(mttkrp * d)) + float(np.sum(gram))) / norm2
+        if k > 0:
+            step = (k + 1) ** (1 / 3)
+            jump = tuple(x + step * (x - o) for x, o in zip((a, b, d), old))
+            jerr = _cp_error(t, norm2, *jump)
+            if jerr < err:
+                (a, b, d), err = jump, jerr
+        if prev - err < CP_TOLERANCE * max(err, 1e-12) or err < 1e-22:
+            break
+        prev = err
+    # balance the column norms across the three factors
+    na, nb, nd = (np.linalg.norm(x, axis=0) + 1e-300 for x in (a, b, d))
+    g = np.cbrt(na * nb * nd)
+    return a * (g / na), b * (g / nb), d * (g / nd)
+
+
+def fit_weight(real: Realisation, w: np.ndarray, ridge: float = DEFAULT_RIDGE) -> Factors:
+    """The weight-space fit of real's factors to w [F, C, S] (float64)."""
+    lay = layout(real)
+    mask_a, mask_in = _masks(lay)
+    f, c, s = w.shape
+    a = np.zeros((f, lay.width))
+    if not lay.three:
+        mid = np.zeros((lay.width, c, s))
+        for fs, cs, js in _blocks(lay):
+            block = w[np.ix_(fs, cs)].reshape(fs.size, cs.size * s)
+            left, right = _svd_block(block, js.size)
+            a[np.ix_(fs, js)] = left
+            mid[np.ix_(js, cs)] = right.reshape(js.size, cs.size, s)
+        return Factors(a, mid, None, mask_a, mask_in)
+    d = np.zeros((lay.width, s))
+    b = np.zeros((lay.width, c))
+    for fs, cs, js in _blocks(lay):
+        fa, fb, fd = cp_als(w[np.ix_(fs, cs)], js.size, ridge)
+        a[np.ix_(fs, js)] = fa
+        b[np.ix_(js, cs)] = fb.T
+        d[js] = fd.T
+    return Factors(a, d, b, mask_a, mask_in)
+
+
+# ---- data-aware refinement: CGLS on one factor at a time ------------------------------------
+
+
+def _cgls(apply, adjoint, x0: np.ndarray, resid: np.ndarray, iters: int) -> np.ndarray:
+    """min ||resid − apply(Δ)|| over Δ, from Δ = 0, returned as x0 + Δ (apply/adjoint linear)."""
+    x = x0.copy()
+    r = resid.copy()
+    g = adjoint(r)
+    p = g.copy()
+    gamma = float(np.sum(g * g))
+    for _ in range(iters):
+        if gamma <= 1e-300:
+            break
+        q = apply(p)
+        qq = float(np.sum(q * q))
+        if qq <= 1e-300:
+            break
+        alpha = gamma / qq
+        x += alpha * p
+        r -= alpha * q
+        g = adjoint(r)
+        new = float(np.sum(g * g))
+        p = g + (new / gamma) * p
+        gamma = new
+    return x
+
+
+def refine_data(
+    fac: Factors, w: np.ndarray, patches: np.ndarray, sweeps: int = DATA_SWEEPS, iters: int = CG_ITERATIONS
+) -> Factors:
+    """Lower ||(W − W_eq) L||_F by alternating CGLS over the factors (never increases it)."""
+    f, c, s = w.shape
+    wl = w.reshape(f, -1) @ patches  # [F, P]
+    lt = patches.T  # [P, C·S]
+
+    def resid() -> np.ndarray:
+        return wl - fac.dense() @ patches
+
+    for _ in range(sweeps):
+        if fac.b is None:
+            mflat = fac.mid.reshape(fac.mid.shape[0], -1) @ patches  # [J, P]
+            fac.a = _cgls(
+                lambda x: x @ mflat, lambda r: (r @ mflat.T) * fac.mask_a, fac.a, resid(), iters
+            )
+            mask = np.repeat(fac.mask_in[:, :, None], s, axis=2).reshape(fac.mask_in.shape[0], -1)
+            am = fac.a
+            flat = _cgls(
+                lambda x: am @ (x @ patches),
+                lambda r: (am.T @ (r @ lt)) * mask,
+                fac.mid.reshape(mask.shape),
+                resid(),
+                iters,
+            )
+            fac.mid = flat.reshape(fac.mid.shape)
+            continue
+        j = fac.b.shape[0]
+
+        def kr(b, d):  # [J, C·S]
+            return (b[:, :, None] * d[:, None, :]).reshape(j, -1)
+
+        mflat = kr(fac.b, fac.mid) @ patches
+        fac.a = _cgls(lambda x: x @ mflat, lambda r: (r @ mflat.T) * fac.mask_a, fac.a, resid(), iters)
+        am, bm = fac.a, fac.b
+        fac.mid = _cgls(
+            lambda x: am @ (kr(bm, x) @ patches),
+            lambda r: np.einsum("jcs,jc->js", (am.T @ (r @ lt)).reshape(j, c, s), bm),
+            fac.mid,
+            resid(),
+            iters,
+        )
+        dm = fac.mid
+        fac.b = _cgls(
+            lambda x: am @ (kr(x, dm) @ patches),
+            lambda r: np.einsum("jcs,js->jc", (am.T @ (r @ lt)).reshape(j, c, s), dm) * fac.mask_in,
+            fac.b,
+            resid(),
+            iters,
+        )
+    return fac
+
+
+# ---- factors <-> stage weights -------------------------------------------------------------
+
+
+def stage_weights(real: Realisation, fac: Factors, dtype) -> list[np.ndarray]:
+    """The factors as the stages' ONNX weights ``[c_out, c_in // group, kh, kw]``."""
+    lay = layout(real)
+    kernel = real.spec.kernel_shape
+    first, last = real.stages[0], real.stages[-1]
+    fo, jn = lay.c_out // lay.n_groups, lay.width // lay.n_groups
+    a = np.stack([fac.a[f, (f // fo) * jn : (f // fo + 1) * jn] for f in range(lay.c_out)])
+    a_w = a.reshape(*last.weight_shape(kernel))
+    ci = lay.c_in // lay.m_groups
+    order = np.argsort(lay.row_of_j)  # j of each first-stage row
+    if not lay.three:
+        rows = [fac.mid[j, lay.m_of_j[j] * ci : (lay.m_of_j[j] + 1) * ci] for j in order]
+        first_w = np.stack(rows).reshape(*first.weight_shape(kernel))
+        return [first_w.astype(dtype), a_w.astype(dtype)]
+    rows = [fac.b[j, lay.m_of_j[j] * ci : (lay.m_of_j[j] + 1) * ci] for j in order]
+    first_w = np.stack(rows).reshape(*first.weight_shape(kernel))
+    dw = fac.mid.reshape(*real.stages[1].weight_shape(kernel))
+    return [first_w.astype(dtype), dw.astype(dtype), a_w.astype(dtype)]
+
+
+def _scale(target: Target | None, c_out: int) -> np.ndarray:
+    if target is None or target.row_scale is None:
+        return np.ones(c_out)
+    s = np.asarray(target.row_scale, dtype=np.float64).reshape(c_out)
+    return np.where(np.abs(s) > 1e-12, s, 1.0)  # a dead BN channel: fit the conv alone
+
+
+def fit(real: Realisation, weight: np.ndarray, target: Target | None = None) -> list[np.ndarray]:
+    """Stage weights of ``real`` approximating ``weight`` [F, C, kh, kw] (and the target)."""
+    f = weight.shape[0]
+    scale = _scale(target, f)
+    w = weight.astype(np.float64).reshape(f, weight.shape[1], -1) * scale[:, None, None]
+    fac = fit_weight(real, w)
+    if target is not None and target.patches is not None:
+        fac = refine_data(fac, w, np.asarray(target.patches, dtype=np.float64))
+    fac.a = fac.a / scale[:, None]
+    return stage_weights(real, fac, weight.dtype)
+
+
+def relative_errors(
+    weight: np.ndarray, w_eq: np.ndarray, target: Target | None = None
+) -> tuple[float, float | None]:
+    """(weight error, output error or None): ||s·(W − W_eq)[·L]|| / ||s·W[·L]||."""
+    f = weight.shape[0]
+    scale = _scale(target, f)
+    w = weight.astype(np.float64).reshape(f, -1) * scale[:, None]
+    e = w - w_eq.astype(np.float64).reshape(f, -1) * scale[:, None]
+    werr = float(np.linalg.norm(e) / (np.linalg.norm(w) or 1.0))
+    if target is None or target.patches is None:
+        return werr, None
+    lp = np.asarray(target.patches, dtype=np.float64)
+    return werr, float(np.linalg.norm(e @ lp) / (np.linalg.norm(w @ lp) or 1.0))

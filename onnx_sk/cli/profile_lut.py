@@ -1,0 +1,39 @@
+"""``onnx-sk profile-lut MODEL --out lut.json``: measure a model's conv shapes into a latency table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from onnx_sk.cli import app
+from onnx_sk.cli.bench import parse_threads, progress_bar
+from onnx_sk.cli.output import console
+from onnx_sk.latency import profile_lut
+from onnx_sk.shapes import parse_input_shapes
+
+
+@app.command("profile-lut")
+def profile_lut_cmd(
+    model: Path = typer.Argument(..., help="ONNX model whose dense convs to measure."),
+    out: Path = typer.Option(..., "--out", help="Latency table (JSON); merged into when it exists."),
+    provider: list[str] = typer.Option(None, "--provider", help="Execution provider (repeatable)."),
+    threads: str = typer.Option("1", help="Intra-op thread counts, comma-separated: 1,2."),
+    input_shape: list[str] = typer.Option(None, "--input-shape", help="NAME:1x3x224x224 (repeatable)."),
+    bottleneck_ratio: float = typer.Option(0.25, help="Bottleneck K/F of the bottleneck designs."),
+) -> None:
+    """Time every eligible conv shape's dense conv and SK candidates on this machine (run it on
+    the edge device, then ``optimize --objective latency --lut FILE --lut-from-target``)."""
+    with progress_bar() as bar:
+        task = bar.add_task("profile-lut", total=1.0)
+        summary = profile_lut(
+            model, out, tuple(provider or ("CPUExecutionProvider",)), parse_threads(threads),
+            parse_input_shapes(input_shape), bottleneck_ratio,
+            progress=lambda f, what: bar.update(task, completed=f, description=what[:60]),
+        )  # fmt: skip
+    for row in summary["configs"]:
+        console.print(
+            f"{row['provider']} × {row['threads']} thread(s): {row['shapes']} conv shapes, "
+            f"{row['measured']} measured now, {row['shapes'] - row['measured']} already in the table"
+        )
+    console.print(f"wrote {summary['lut']} (onnxruntime {summary['onnxruntime']}, {summary['cpu']})")

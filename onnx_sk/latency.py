@@ -1,0 +1,421 @@
+"""Latency-aware design choice: measure each conv shape's candidates on the target runtime.
+
+The papers chose designs by parameter count and found the speed-up "not scalable to the parameter
+reduction"; ONNX Runtime runs grouped convs far below their MAC ideal unless their channels per
+group fit its blocked layout. So ``--objective latency`` measures instead of counting.
+
+For every distinct conv *shape* (``shape_key``: c_in, c_out, kernel_shape, strides, pads,
+dilations, auto_pad, bias, input N×H×W, bottleneck ratio) the dense conv and each candidate are
+built as one-conv ONNX models (the candidate by :func:`onnx_sk.build.replace_conv`, exactly as in
+the optimized network) and run on the target provider and thread count at ORT_ENABLE_ALL:
+
+- candidates (``candidates``): every admissible integer realisation of each design whose
+  information field equals the dense conv's and whose MACs are below the dense conv's, pruned
+  per design to the ``BEST_BY_MACS`` cheapest by MACs plus the ``BEST_BLOCKED`` cheapest whose
+  grouped stages have channels per group (in and out) that are multiples of 16, and of 8 (the
+  NCHWc block sizes of AVX-512 and AVX2 CPUs); a candidate with a shuffle comes twice, with the
+  Reshape→Transpose→Reshape shuffle and with the Gather shuffle;
+- timing (``measure_shape``): ``WARMUP`` runs each, then rounds in which every model runs once
+  in a seeded random order, as many rounds as fit in ``budget_s`` (between ``MIN_ROUNDS`` and
+  ``MAX_ROUNDS``); a candidate's ``speedup`` is the median over rounds of
+  t_dense[r] / t_candidate[r] (pair by pair, so machine noise cancels), ``ms`` its median;
+- choice (``decide``): the candidate with the greatest speedup, if that is at least
+  ``MIN_SPEEDUP``; otherwise the conv is kept with the reason "no SK design is faster than the
+  dense conv on <provider>". A conv is never replaced by something measured slower.
+
+Measurements go into a :class:`onnx_sk.lut.Lut` so a shape is measured once per machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import TensorProto, helper, numpy_helper
+
+from onnx_sk.build import replace_conv
+from onnx_sk.convs import ConvSite
+from onnx_sk.designs import DESIGNS, Realisation, realisations
+from onnx_sk.errors import UserError
+from onnx_sk.infofield import field_of_conv, field_of_stages
+from onnx_sk.lut import Lut
+from onnx_sk.runtime import session
+from onnx_sk.spec import ConvSpec
+from onnx_sk.weight_init import INITIALISERS
+
+log = logging.getLogger(__name__)
+
+BEST_BY_MACS = 2
+BEST_BLOCKED = 2
+BLOCKS = (16, 8)
+MIN_SPEEDUP = 1.05
+WARMUP = 2
+MIN_ROUNDS, MAX_ROUNDS = 7, 40
+BUDGET_S = 1.5
+DENSE = "dense"
+#: (fraction done, what) → None
+Progress = Callable[[float, str], None]
+
+
+def shape_key(spec: ConvSpec, in_shape: tuple[int, ...], ratio: float) -> str:
+    n, _, *spatial = in_shape
+
+    def j(v) -> str:
+        return "x".join(str(int(x)) for x in v)
+
+    return (
+        f"c{spec.c_in}-f{spec.c_out}-k{j(spec.kernel_shape)}-s{j(spec.strides)}-p{j(spec.pads)}"
+        f"-d{j(spec.dilations)}-{spec.auto_pad}-{'bias' if spec.has_bias else 'nobias'}"
+        f"-in{n}x{j(spatial)}-r{ratio:g}"
+    )
+
+
+def candidate_key(real: Realisation) -> str:
+    parts = [real.design, *(f"{k}={v}" for k, v in real.groups)]
+    if real.bottleneck:
+        parts.append(f"K={real.bottleneck}")
+    if real.shuffles:
+        parts.append(real.shuffle_impl)
+    return " ".join(parts)
+
+
+def _blocked(real: Realisation, block: int) -> bool:
+    """Every grouped (not depthwise) stage has in and out channels per group divisible by block."""
+    for s in real.stages:
+        if s.group > 1 and not (s.group == s.c_in == s.c_out):
+            if (s.c_in // s.group) % block or (s.c_out // s.group) % block:
+                return False
+    return True
+
+
+def _keeps_field(real: Realisation, spec: ConvSpec) -> bool:
+    got = field_of_stages(real.stages, spec.kernel_shape, spec.strides, spec.dilations)
+    return got.equals(field_of_conv(spec))
+
+
+def candidates(spec: ConvSpec, ratio: float, designs: list[str] | None = None) -> list[Realisation]:
+    """The pruned candidate set for one conv (module docstring), shuffle variants included."""
+    out: list[Realisation] = []
+    for name in designs or list(DESIGNS):
+        reals = [r for r in realisations(name, spec, ratio) if r.macs_per_output_pixel() < spec.weight_params]
+        reals.sort(key=lambda r: (r.macs_per_output_pixel(), r.shuffles, r.groups))
+        keep = reals[:BEST_BY_MACS]
+        for block in BLOCKS:
+            keep += [r for r in reals if _blocked(r, block)][:BEST_BLOCKED]
+        seen = set()
+        for r in keep:
+            if r.groups in seen or not _keeps_field(r, spec):
+                continue
+            seen.add(r.groups)
+            out.append(r)
+            if r.shuffles:
+                out.append(dataclasses.replace(r, shuffle_impl="gather"))
+    return out
+
+
+def _conv_attrs(spec: ConvSpec) -> dict:
+    a = {
+        "kernel_shape": list(spec.kernel_shape),
+        "strides": list(spec.strides),
+        "dilations": list(spec.dilations),
+    }
+    if spec.auto_pad in ("SAME_UPPER", "SAME_LOWER", "VALID"):
+        a["auto_pad"] = spec.auto_pad
+    else:
+        a["pads"] = list(spec.pads)
+    return a
+
+
+def micro_model(
+    spec: ConvSpec, in_shape: tuple[int, ...], real: Realisation | None, seed: int = 0
+) -> onnx.ModelProto:
+    """x [N, C, H, W] → the dense conv (``real`` None) or its SK realisation → y."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((spec.c_out, spec.c_in, *spec.kernel_shape)) * 0.1).astype(np.float32)
+    bias = rng.standard_normal(spec.c_out).astype(np.float32) if spec.has_bias else None
+    inits = [numpy_helper.from_array(w, "w")] + ([numpy_helper.from_array(bias, "b")] if bias is not None else [])
+    node = helper.make_node("Conv", ["x", "w", *(["b"] if bias is not None else [])], ["y"], name="conv", **_conv_attrs(spec))
+    graph = helper.make_graph(
+        [node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    if real is None:
+        return model
+    g = gs.import_onnx(model)
+    conv = next(n for n in g.nodes if n.op == "Conv")
+    weights = INITIALISERS["he"](real, w, bias, rng)
+    replace_conv(g, conv, real, weights, bias, {n.name for n in g.nodes} | set(g.tensors()))
+    g.cleanup().toposort()
+    return gs.export_onnx(g)
+
+
+def _providers(provider: str) -> list[str]:
+    return [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+
+
+def _open(model: onnx.ModelProto, provider: str, threads: int, x: np.ndarray, what: str):
+    try:
+        sess = session(model, _providers(provider), threads, "all")
+        sess.run(None, {"x": x})
+        return sess
+    except UserError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{provider} cannot run the {what} conv: {first}") from None
+
+
+def _round(sessions: list, order: np.ndarray, x: np.ndarray, times: list[list[float]]) -> None:
+    for i in order:
+        start = time.perf_counter()
+        sessions[i].run(None, {"x": x})
+        times[i].append(time.perf_counter() - start)
+
+
+def measure_shape(
+    spec: ConvSpec,
+    in_shape: tuple[int, ...],
+    provider: str,
+    threads: int,
+    ratio: float,
+    seed: int = 0,
+    budget_s: float = BUDGET_S,
+) -> dict:
+    """Time the dense conv and every candidate, interleaved; returns the LUT entry."""
+    cands = candidates(spec, ratio)
+    x = np.random.default_rng(seed).standard_normal(in_shape).astype(np.float32)
+    sessions = [_open(micro_model(spec, in_shape, None, seed), provider, threads, x, "dense")]
+    for real in cands:
+        sessions.append(_open(micro_model(spec, in_shape, real, seed), provider, threads, x, candidate_key(real)))
+    times: list[list[float]] = [[] for _ in sessions]
+    rng = np.random.default_rng(seed)
+    for _ in range(WARMUP):
+        _round(sessions, np.arange(len(sessions)), x, [[] for _ in sessions])
+    start = time.perf_counter()
+    _round(sessions, rng.permutation(len(sessions)), x, times)
+    per_round = time.perf_counter() - start
+    rounds = min(MAX_ROUNDS, max(MIN_ROUNDS, math.ceil(budget_s / max(per_round, 1e-9))))
+    for _ in range(rounds - 1):
+        _round(sessions, rng.permutation(len(sessions)), x, times)
+    dense = np.asarray(times[0])
+    entry_cands = {}
+    for real, t in zip(cands, times[1:], strict=True):
+        entry_cands[candidate_key(real)] = {
+            "design": real.design,
+            "groups": real.group_dict,
+            "bottleneck": real.bottleneck,
+            "shuffle": real.shuffle_impl if real.shuffles else None,
+            "macs_ratio": real.macs_per_output_pixel() / spec.weight_params,
+            "ms": float(np.median(t)) * 1e3,
+            "speedup": float(np.median(dense / np.asarray(t))),
+        }
+    return {
+        "provider": provider,
+        "threads": threads,
+        "shape": {
+            "c_in": spec.c_in, "c_out": spec.c_out, "kernel_shape": list(spec.kernel_shape),
+            "strides": list(spec.strides), "pads": list(spec.pads),
+            "dilations": list(spec.dilations), "auto_pad": spec.auto_pad,
+            "has_bias": spec.has_bias, "input": list(in_shape), "bottleneck_ratio": ratio,
+        },  # fmt: skip
+        "dense_ms": float(np.median(dense)) * 1e3,
+        "rounds": len(dense),
+        "candidates": entry_cands,
+    }
+
+
+def in_shape_of(site: ConvSite) -> tuple[int, ...] | None:
+    shape = site.in_shape
+    if shape is None or len(shape) < 3 or any(d is None for d in shape):
+        return None
+    return tuple(int(d) for d in shape)  # type: ignore[arg-type]
+
+
+def fill(
+    lut: Lut,
+    sites: list[ConvSite],
+    provider: str,
+    threads: int,
+    ratio: float,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> int:
+    """Measure every shape of ``sites`` the LUT lacks; returns how many shapes were measured."""
+    todo: dict[str, tuple[ConvSpec, tuple[int, ...]]] = {}
+    for site in sites:
+        shape = in_shape_of(site)
+        if site.spec is None or shape is None:
+            continue
+        key = shape_key(site.spec, shape, ratio)
+        if lut.get(provider, threads, key) is None:
+            todo.setdefault(key, (site.spec, shape))
+    if todo and lut.foreign:
+        key = next(iter(todo))
+        raise UserError(
+            f"the target's latency table {lut.path} has no measurement of conv shape {key} on "
+            f"{provider} with {threads} thread(s): run onnx-sk profile-lut on the target for this model"
+        )
+    for i, (key, (spec, shape)) in enumerate(todo.items()):
+        if progress is not None:
+            progress(i / len(todo), key)
+        log.info("measuring %s on %s × %d threads", key, provider, threads)
+        lut.put(provider, threads, key, measure_shape(spec, shape, provider, threads, ratio, seed))
+    if progress is not None:
+        progress(1.0, "done")
+    return len(todo)
+
+
+def realise(spec: ConvSpec, cand: dict, ratio: float) -> Realisation | None:
+    """The realisation a LUT candidate names, for this conv (None if not admissible here)."""
+    for real in realisations(cand["design"], spec, ratio):
+        if real.group_dict == cand["groups"] and real.bottleneck == cand["bottleneck"]:
+            impl = cand.get("shuffle") or "reshape"
+            return dataclasses.replace(real, shuffle_impl=impl)
+    return None
+
+
+def decide(
+    site: ConvSite, entry: dict, designs: list[str] | None, ratio: float
+) -> tuple[Realisation | None, str | None, str]:
+    """(realisation, None, note) for the fastest candidate, or (None, reason, note)."""
+    assert site.spec is not None
+    provider, threads = entry["provider"], entry["threads"]
+    allowed = [
+        (key, c) for key, c in entry["candidates"].items() if designs is None or c["design"] in designs
+    ]
+    if not allowed:
+        return None, f"no SK candidate of {', '.join(designs or DESIGNS)} to measure", ""
+    key, best = max(allowed, key=lambda kc: kc[1]["speedup"])
+    where = f"{provider}, {threads} thread{'s' if threads > 1 else ''}"
+    note = (
+        f"latency on {where}: {best['ms']:.3g} ms vs dense {entry['dense_ms']:.3g} ms "
+        f"({best['speedup']:.2f}×, {key})"
+    )
+    if best["speedup"] < MIN_SPEEDUP:
+        return None, f"no SK design is faster than the dense conv on {provider}", f"best measured: {note}"
+    real = realise(site.spec, best, ratio)
+    if real is None:  # the LUT entry came from another bottleneck ratio: never here (ratio in key)
+        return None, f"measured candidate {key} is not admissible for this conv", note
+    return real, None, note
+
+
+def validate_options(options) -> None:
+    """The latency fields of ``plan.Options``: only with --objective latency, and sane."""
+    from onnx_sk.runtime import check_providers
+
+    given = [
+        flag
+        for flag, value in (
+            ("--provider", options.provider),
+            ("--threads", options.threads),
+            ("--lut", options.lut),
+            ("--lut-from-target", options.lut_foreign or None),
+        )
+        if value is not None
+    ]
+    if options.objective != "latency":
+        if given:
+            raise UserError(f"{', '.join(given)} apply to --objective latency only")
+        return
+    if options.threads is not None and options.threads < 1:
+        raise UserError(f"--threads {options.threads}: expected a positive integer")
+    if options.lut_foreign and options.lut is None:
+        raise UserError("--lut-from-target needs --lut FILE")
+    if not options.lut_foreign:
+        check_providers([options.provider or "CPUExecutionProvider"])
+
+
+def plan_latency(sites: list[ConvSite], options, progress: Progress | None = None) -> list:
+    """``plan.plan`` for --objective latency: policy first, then the measured choice."""
+    from onnx_sk.lut import load_lut
+    from onnx_sk.plan import Decision, _policy_reason
+
+    provider = options.provider or "CPUExecutionProvider"
+    threads = options.threads or 1
+    ratio = options.bottleneck_ratio
+    designs = [options.design] if options.design else None
+    lut = load_lut(options.lut, options.lut_foreign)
+    todo, decisions = [], []
+    for site in sites:
+        reason = _policy_reason(site, options)
+        if reason is None and in_shape_of(site) is None:
+            reason = "input size unknown: give --input-shape to measure latency"
+        decisions.append(Decision(site, None, reason))
+        if reason is None:
+            todo.append(site)
+    measured = fill(lut, todo, provider, threads, ratio, options.seed, progress)
+    if measured and options.lut is not None:
+        lut.save(options.lut)
+    for d in decisions:
+        if d.reason is None:
+            assert d.site.spec is not None
+            key = shape_key(d.site.spec, in_shape_of(d.site), ratio)  # type: ignore[arg-type]
+            d.real, d.reason, d.note = decide(d.site, lut.get(provider, threads, key), designs, ratio)
+            d.note = d.note or None
+    return decisions
+
+
+def profile_lut(
+    model,
+    out,
+    providers: tuple[str, ...] = ("CPUExecutionProvider",),
+    threads: tuple[int, ...] = (1,),
+    input_shapes: dict | None = None,
+    ratio: float | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> dict:
+    """Measure every eligible conv shape of ``model`` into the LUT ``out`` (merged if it exists).
+
+    Returns a summary: the LUT path, the machine, and per provider × threads how many shapes were
+    measured now and how many were already in the table.
+    """
+    from pathlib import Path
+
+    from onnx_sk.convs import find_convs
+    from onnx_sk.designs import DEFAULT_BOTTLENECK_RATIO
+    from onnx_sk.io import load_model
+    from onnx_sk.lut import load_lut
+    from onnx_sk.runtime import check_providers
+    from onnx_sk.shapes import infer_shapes
+
+    ratio = DEFAULT_BOTTLENECK_RATIO if ratio is None else ratio
+    if not 0 < ratio <= 1:
+        raise UserError(f"--bottleneck-ratio {ratio}: expected 0 < R <= 1")
+    if not threads or any(t < 1 for t in threads):
+        raise UserError(f"--threads {threads}: expected positive integers like 1,2")
+    check_providers(list(providers))
+    out = Path(out)
+    if not out.parent.exists():
+        raise UserError(f"output folder {out.parent} does not exist")
+    loaded = load_model(model)
+    shapes = infer_shapes(loaded.model, input_shapes or {})
+    sites = [s for s in find_convs(loaded.model, shapes) if s.reason is None]
+    if not sites:
+        raise UserError(f"{model}: no conv that an SK design could replace: nothing to measure")
+    unknown = [s.name for s in sites if in_shape_of(s) is None]
+    if unknown:
+        raise UserError(
+            f"{model}: the input size of conv {unknown[0]!r} is unknown: give --input-shape NAME:DIMS"
+        )
+    lut = load_lut(out)
+    shapes_total = len({shape_key(s.spec, in_shape_of(s), ratio) for s in sites})  # type: ignore[arg-type]
+    configs = [(p, t) for p in providers for t in threads]
+    rows = []
+    for k, (provider, t) in enumerate(configs):
+
+        def tick(frac: float, what: str, k: int = k) -> None:
+            if progress is not None:
+                progress((k + frac) / len(configs), what)
+
+        measured = fill(lut, sites, provider, t, ratio, seed, tick)
+        lut.save(out)
+        rows.append({"provider": provider, "threads": t, "shapes": shapes_total, "measured": measured})
+    return {"lut": str(out), **lut.machine, "configs": rows}

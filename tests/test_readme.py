@@ -1,0 +1,53 @@
+"""The README's two fresh-machine commands stay true: CI runs the test command, and the set-up
+command works in a fresh copy of the repository with a fresh virtual environment."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import onnx
+from conftest import ROOT
+
+
+def _command_after(heading: str) -> str:
+    text = (ROOT / "README.md").read_text()
+    start = text.index(heading)
+    block = re.search(r"```bash\n(.*?)```", text[start:], flags=re.S)
+    assert block, f"no bash block after {heading!r}"
+    return block.group(1).strip()
+
+
+SETUP = _command_after("Set up and run the main job")
+TESTS = _command_after("Run the tests")
+
+
+def test_ci_runs_the_readme_test_command():
+    lines = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))
+    ]
+    assert " && ".join(lines) == TESTS
+
+
+def test_setup_command_runs_on_a_fresh_copy(tmp_path):
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    copy = tmp_path / "repo"
+    for name in files:
+        src = ROOT / name
+        if src.is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, copy / name)
+    proc = subprocess.run(
+        ["bash", "-c", SETUP], cwd=copy, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    out = SETUP.split()[SETUP.split().index("optimize") + 2]
+    model = onnx.load(copy / out)
+    onnx.checker.check_model(model, full_check=True)
+    assert "replaced" in proc.stdout and "verified" in proc.stdout
