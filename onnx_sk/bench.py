@@ -1,9 +1,10 @@
 """ONNX Runtime timing of whole models: interleaved runs, latency statistics, memory, profile.
 
 For each (provider, threads) configuration every model gets its own session (explicit provider
-and thread count, the chosen graph optimisation level), created and run once while the process's
-peak resident memory is watched (:func:`onnx_sk.machine.peak_rss_delta`). Then ``warmup`` runs
-per model, then timed runs interleaved across the models (A B A B …) so that a noisy machine
+and thread count, the chosen graph optimisation level). Its memory is measured apart, in a fresh
+Python process per model that imports onnxruntime, then creates the session and runs it once
+while its peak resident memory is watched (:func:`onnx_sk.machine.peak_rss_delta`): in this
+process freed memory would be reused and hide the cost. Then ``warmup`` runs per model, then timed runs interleaved across the models (A B A B …) so that a noisy machine
 slows every model alike: round ``r`` times each model once, in order.
 
 Statistics per model (milliseconds of ``session.run`` wall time, ``time.perf_counter``): p50,
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -359,16 +362,46 @@ def profile_model(model: BenchModel, provider: str, threads: int, options: Bench
         return parse_profile(out, model.conv_kinds, model.origins)
 
 
+MEMORY_METHOD = "fresh process: {method} around session creation + first run"
+
+
+def memory_probe(model: BenchModel, provider: str, threads: int, opt_level: str) -> tuple[int | None, str]:
+    """Peak extra memory of creating ``model``'s session and running it once, in a fresh process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        feeds = Path(tmp) / "feeds.npz"
+        np.savez(feeds, **model.feeds)
+        code = "import sys; from onnx_sk.bench import _memory_probe_main; _memory_probe_main(sys.argv[1:])"
+        args = [str(model.path), provider, str(threads), opt_level, str(feeds)]
+        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        log.warning("memory probe of %s failed: %s", model.path, proc.stderr.strip()[-300:])
+        return None, "unavailable (the probe process failed)"
+    doc = json.loads(proc.stdout.strip().splitlines()[-1])
+    return doc["bytes"], MEMORY_METHOD.format(method=doc["method"])
+
+
+def _memory_probe_main(argv: list[str]) -> None:
+    path, provider, threads, opt_level, feeds_path = argv
+    import onnxruntime  # noqa: F401  (imported before the baseline is read)
+
+    feeds = dict(np.load(feeds_path))
+
+    def block() -> None:
+        sess = session(path, _providers(provider), int(threads), opt_level)
+        sess.run(None, feeds)
+
+    _, extra, method = peak_rss_delta(block)
+    print(json.dumps({"bytes": extra, "method": method}))
+
+
 def _config(
     models: list[BenchModel], provider: str, threads: int, options: BenchOptions, tick
 ) -> dict:
     sessions, memory, method = [], [], ""
     for m in models:
-        sess, extra, method = peak_rss_delta(
-            lambda m=m: open_session(m, provider, threads, options.opt_level)
-        )
-        sessions.append(sess)
+        extra, method = memory_probe(m, provider, threads, options.opt_level)
         memory.append(extra)
+        sessions.append(open_session(m, provider, threads, options.opt_level))
     times = _interleave(sessions, models, options, tick)
     del sessions
     speed = _speedups(times)

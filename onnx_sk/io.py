@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -212,7 +213,7 @@ def save_model(
     os.close(fd)
     tmp = Path(tmp_name)
     data_name = f"{out.name}.data"
-    tmp_data = folder / f".{data_name}.{tmp.name}.tmp"
+    tmp_data = folder / f".{data_name}.{secrets.token_hex(6)}.tmp"  # no '..' in the name
     try:
         if external_data:
             external_data = _save_external(model, tmp, tmp_data, data_name)

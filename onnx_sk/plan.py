@@ -35,13 +35,22 @@ class Options:
     threads: int | None = None
     lut: str | None = None
     lut_foreign: bool = False
+    #: --mode widen only (onnx_sk.widen_mode)
+    budget: str = "conv"
+    width_scale: float | None = None
+    param_budget: int | None = None
+    round_to: int = 1
+    widen_init: str = "he"
 
     def validate(self) -> None:
         from onnx_sk.weight_init import INITIALISERS
 
-        if self.mode not in ("reduce",):
-            raise UserError(f"--mode {self.mode!r}: expected reduce")
-        if self.design is not None and self.design not in DESIGNS:
+        if self.mode not in ("reduce", "widen"):
+            raise UserError(f"--mode {self.mode!r}: expected reduce or widen")
+        from onnx_sk.widen_mode import validate_widen
+
+        validate_widen(self)
+        if self.design not in (None, "none", *DESIGNS):
             raise UserError(f"--design {self.design!r}: expected one of {', '.join(DESIGNS)}")
         if self.objective not in OBJECTIVES:
             raise UserError(f"--objective {self.objective!r}: expected one of {', '.join(OBJECTIVES)}")

@@ -173,7 +173,7 @@ def test_bad_options(tmp_path):
     )
     _assert_clean_error(
         run_cli("optimize", src, out, "--objective", "speed"),
-        "--objective 'speed': expected one of params, macs",
+        "--objective 'speed': expected one of params, macs, latency",
     )
     _assert_clean_error(
         run_cli("optimize", src, out, "--bottleneck-ratio", "0"),
