@@ -1,28 +1,34 @@
-"""The only code that writes SK nodes into a graph (onnx-graphsurgeon).
+"""The only code that writes SK nodes into a graph.
 
 One dense ``Conv`` becomes the stages of a :class:`~onnx_sk.designs.Realisation`:
 
 - the spatial stage carries the conv's ``kernel_shape``, ``strides``, ``pads`` (asymmetric kept),
   ``dilations`` and ``auto_pad``; the other stages are 1×1 convs with their ``group``;
-- only the last stage carries the bias, and it writes the original output tensor, so consumers
-  and graph outputs never move;
-- a channel shuffle with ``g`` groups on ``C`` channels is
-  ``Reshape(x, [0, g, C/g, -1]) → Transpose(perm=[0, 2, 1, 3]) → Reshape(·, Shape(x))``:
-  no baked batch, height or width, so dynamic shapes keep working; or, when the realisation's
-  ``shuffle_impl`` is ``"gather"``, one ``Gather(x, perm, axis=1)`` with
-  ``perm = designs.shuffle_permutation(C, g)`` (output channel ``o`` reads ``perm[o]``);
+- only the last stage carries the bias (the original bias tensor, by name: no copy), and it
+  writes the original output tensor, so consumers and graph outputs never move;
+- a channel shuffle with ``g`` groups on ``C`` channels is either
+  ``Shape(x)``, ``Reshape(x, [0, g, C/g, -1]) → Transpose(perm=[0, 2, 1, 3]) → Reshape(·, Shape(x))``
+  (``"reshape"``, the default: no baked batch, height or width) or ``Gather(x, perm, axis=1)``
+  (``"gather"``, with ``perm[o] = (o mod g)·(C/g) + o div g``); both give identical outputs;
 - new nodes and tensors get deterministic names derived from the original conv's name.
 
-The original node is detached (its input/output lists cleared), never a shared tensor.
+The graph is edited in place, as a ``GraphProto``: the conv node is replaced by the new nodes at
+its own position (the graph stays topologically sorted), new weights are appended as
+initializers, and the old kernel is dropped once nothing reads it. Editing the proto in place
+(rather than an import/export round trip through onnx-graphsurgeon, which copies every tensor)
+keeps peak memory near one copy of the model, which matters for models of several GB.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import onnx_graphsurgeon as gs
+import onnx
+from onnx import helper, numpy_helper
 
 from onnx_sk.designs import Realisation, Stage, shuffle_permutation
 from onnx_sk.spec import ConvSpec
+
+SHUFFLES = ("reshape", "gather")
 
 
 def _spatial_attrs(spec: ConvSpec) -> dict:
@@ -39,15 +45,12 @@ def _spatial_attrs(spec: ConvSpec) -> dict:
 
 
 def _stage_attrs(stage: Stage, spec: ConvSpec) -> dict:
-    if stage.spatial:
-        a = _spatial_attrs(spec)
-    else:
-        a = {"kernel_shape": [1] * spec.spatial_rank}
+    a = _spatial_attrs(spec) if stage.spatial else {"kernel_shape": [1] * spec.spatial_rank}
     a["group"] = stage.group
     return a
 
 
-class _Namer:
+class Namer:
     """Deterministic, collision-free names under the original conv's name."""
 
     def __init__(self, base: str, taken: set[str]) -> None:
@@ -62,64 +65,112 @@ class _Namer:
         return name
 
 
-def _shuffle(graph: gs.Graph, x: gs.Variable, channels: int, groups: int, name) -> gs.Variable:
-    """ShuffleNet channel shuffle of ``x`` [N, C, H, W] with ``groups`` groups."""
-    shape_x = gs.Variable(name("shuffle/shape"), dtype=np.int64)
-    graph.nodes.append(gs.Node("Shape", name("shuffle/Shape"), inputs=[x], outputs=[shape_x]))
-    split = gs.Constant(
-        name("shuffle/split_shape"), np.array([0, groups, channels // groups, -1], dtype=np.int64)
+def _shuffle(x: str, channels: int, groups: int, how: str, name: Namer, nodes, inits) -> str:
+    """Channel shuffle of ``x`` [N, C, H, W] with ``groups`` groups; returns the output name."""
+    out = name("shuffle/out")
+    if how == "gather":
+        perm = name("shuffle/perm")
+        inits.append(numpy_helper.from_array(shuffle_permutation(channels, groups).astype(np.int64), perm))
+        nodes.append(helper.make_node("Gather", [x, perm], [out], name("shuffle/Gather"), axis=1))
+        return out
+    shape_x, split, grouped, moved = (
+        name("shuffle/shape"), name("shuffle/split_shape"), name("shuffle/grouped"), name("shuffle/transposed"),
     )
-    r1 = gs.Variable(name("shuffle/grouped"), dtype=x.dtype or np.float32)
-    graph.nodes.append(gs.Node("Reshape", name("shuffle/Reshape"), inputs=[x, split], outputs=[r1]))
-    t = gs.Variable(name("shuffle/transposed"), dtype=x.dtype or np.float32)
-    graph.nodes.append(
-        gs.Node("Transpose", name("shuffle/Transpose"), {"perm": [0, 2, 1, 3]}, [r1], [t])
-    )
-    out = gs.Variable(name("shuffle/out"), dtype=x.dtype or np.float32)
-    graph.nodes.append(
-        gs.Node("Reshape", name("shuffle/Reshape_back"), inputs=[t, shape_x], outputs=[out])
-    )
+    inits.append(numpy_helper.from_array(np.array([0, groups, channels // groups, -1], np.int64), split))
+    nodes += [
+        helper.make_node("Shape", [x], [shape_x], name("shuffle/Shape")),
+        helper.make_node("Reshape", [x, split], [grouped], name("shuffle/Reshape")),
+        helper.make_node("Transpose", [grouped], [moved], name("shuffle/Transpose"), perm=[0, 2, 1, 3]),
+        helper.make_node("Reshape", [moved, shape_x], [out], name("shuffle/Reshape_back")),
+    ]
     return out
 
 
-def _shuffle_gather(graph: gs.Graph, x: gs.Variable, channels: int, groups: int, name) -> gs.Variable:
-    """The same channel shuffle as one Gather on axis 1 with constant indices [C]."""
-    perm = gs.Constant(name("shuffle/indices"), shuffle_permutation(channels, groups).astype(np.int64))
-    out = gs.Variable(name("shuffle/out"), dtype=x.dtype or np.float32)
-    graph.nodes.append(gs.Node("Gather", name("shuffle/Gather"), {"axis": 1}, [x, perm], [out]))
-    return out
+def sk_nodes(
+    conv: onnx.NodeProto,
+    real: Realisation,
+    weights: list[np.ndarray],
+    taken: set[str],
+    shuffle: str = "reshape",
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """The nodes and initializers that compute ``conv`` as ``real``'s stages."""
+    x, y = conv.input[0], conv.output[0]
+    bias = conv.input[2] if len(conv.input) > 2 and conv.input[2] else None
+    name = Namer(conv.name or y, taken)
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    current, last = x, len(real.stages) - 1
+    for i, (stage, w) in enumerate(zip(real.stages, weights, strict=True)):
+        tag = f"{i}_{stage.kind.lower()}"
+        w_name = name(f"{tag}/weight")
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(w), w_name))
+        inputs = [current, w_name] + ([bias] if i == last and bias else [])
+        out = y if i == last and stage.shuffle <= 1 else name(f"{tag}/out")
+        nodes.append(helper.make_node("Conv", inputs, [out], name(tag), **_stage_attrs(stage, real.spec)))
+        current = out
+        if stage.shuffle > 1:
+            current = _shuffle(current, stage.c_out, stage.shuffle, shuffle, name, nodes, inits)
+    if current != y:  # a shuffle after the last stage (never in the four designs)
+        nodes.append(helper.make_node("Identity", [current], [y], name("out")))
+    return nodes, inits
 
 
-SHUFFLES = {"reshape": _shuffle, "gather": _shuffle_gather}
+def graph_names(graph: onnx.GraphProto) -> set[str]:
+    """Every node and tensor name of a graph (new names must avoid them)."""
+    names = {n.name for n in graph.node}
+    names |= {t for n in graph.node for t in (*n.input, *n.output)}
+    names |= {i.name for i in graph.initializer} | {v.name for v in (*graph.input, *graph.output)}
+    return names
+
+
+def drop_unused_constants(graph: onnx.GraphProto, candidates: set[str]) -> None:
+    """Remove the initializers / Constant nodes named in ``candidates`` that nothing reads."""
+    used = {t for n in graph.node for t in n.input} | {o.name for o in graph.output}
+    used |= _subgraph_reads(graph)
+    dead = candidates - used
+    if not dead:
+        return
+    for i in reversed(range(len(graph.initializer))):
+        if graph.initializer[i].name in dead:
+            del graph.initializer[i]
+    for i in reversed(range(len(graph.node))):
+        node = graph.node[i]
+        if node.op_type == "Constant" and node.output[0] in dead:
+            del graph.node[i]
+
+
+def _subgraph_reads(graph: onnx.GraphProto) -> set[str]:
+    reads: set[str] = set()
+    for node in graph.node:
+        for a in node.attribute:
+            subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+            for sub in subs:
+                reads |= {t for n in sub.node for t in n.input} | _subgraph_reads(sub)
+    return reads
 
 
 def replace_conv(
-    graph: gs.Graph,
-    node: gs.Node,
+    graph: onnx.GraphProto,
+    conv_output: str,
     real: Realisation,
     weights: list[np.ndarray],
-    bias: np.ndarray | None,
-    taken: set[str],
+    shuffle: str | None = None,
+    taken: set[str] | None = None,
 ) -> list[str]:
-    """Replace ``node`` (a Conv of ``graph``) by ``real``'s stages; returns the new node names."""
-    x, y = node.inputs[0], node.outputs[0]
-    node.inputs.clear()
-    node.outputs.clear()
-    graph.nodes.remove(node)
-    name = _Namer(node.name or y.name, taken)
-    created_from = len(graph.nodes)
-    current = x
-    last = len(real.stages) - 1
-    for i, (stage, w) in enumerate(zip(real.stages, weights, strict=True)):
-        tag = f"{i}_{stage.kind.lower()}"
-        inputs = [current, gs.Constant(name(f"{tag}/weight"), w)]
-        if i == last and bias is not None:
-            inputs.append(gs.Constant(name(f"{tag}/bias"), bias))
-        out = y if i == last and stage.shuffle <= 1 else gs.Variable(name(f"{tag}/out"), dtype=x.dtype or np.float32)
-        graph.nodes.append(gs.Node("Conv", name(tag), _stage_attrs(stage, real.spec), inputs, [out]))
-        current = out
-        if stage.shuffle > 1:
-            current = SHUFFLES[real.shuffle_impl](graph, current, stage.c_out, stage.shuffle, name)
-    if current is not y:  # a shuffle after the last stage (never in the four designs)
-        graph.nodes.append(gs.Node("Identity", name("out"), inputs=[current], outputs=[y]))
-    return [n.name for n in graph.nodes[created_from:]]
+    """Replace the Conv writing ``conv_output`` by ``real``'s stages in place; new node names.
+
+    ``shuffle``: "reshape" or "gather"; by default the realisation's ``shuffle_impl``.
+    """
+    index = next(
+        i for i, n in enumerate(graph.node) if n.op_type == "Conv" and n.output[0] == conv_output
+    )
+    conv = onnx.NodeProto()
+    conv.CopyFrom(graph.node[index])
+    taken = graph_names(graph) if taken is None else taken
+    nodes, inits = sk_nodes(conv, real, weights, taken, shuffle or real.shuffle_impl)
+    del graph.node[index]
+    for k, node in enumerate(nodes):
+        graph.node.insert(index + k, node)
+    graph.initializer.extend(inits)
+    drop_unused_constants(graph, {conv.input[1]})
+    return [n.name for n in nodes]

@@ -49,7 +49,7 @@ def _concat(w: Walk, i: int, node: onnx.NodeProto) -> None:
         w.layouts[node.output[0]] = first
         return
     atoms: list[int] = []
-    for t, lay in zip(node.input, lays):
+    for t, lay in zip(node.input, lays, strict=False):
         if lay is None:
             s = w.shape(t)
             why = f"{label(node)}: input {t!r} is not a channel tensor"
@@ -94,7 +94,7 @@ def _split(w: Walk, i: int, node: onnx.NodeProto) -> None:
     offsets = list(np.cumsum([s // lay.inner for s in sizes])[:-1])
     pieces = w.spaces.cut(lay.atoms, [int(o) for o in offsets if 0 < o < w.total(lay)])
     pieces = _align_pieces(w, lay, sizes, pieces)
-    for t, p in zip(outs, pieces):
+    for t, p in zip(outs, pieces, strict=False):
         w.layouts[t] = Layout(axis, p, lay.inner)
     values = tuple(Count(p, mult=lay.inner) for p in pieces)
     if w.opset >= 13:
@@ -155,10 +155,9 @@ def _slice(w: Walk, i: int, node: onnx.NodeProto) -> None:
     new_s = list(starts)
     new_s[k] = Count(before) if s > 0 else 0
     w.int_edits.append(IntEdit(i, tuple(new_s), input=1))
-    if e < total:
-        new_e = list(ends)
-        new_e[k] = Count(before + mid)
-        w.int_edits.append(IntEdit(i, tuple(new_e), input=2))
+    new_e = list(ends)
+    new_e[k] = Count(before + mid)
+    w.int_edits.append(IntEdit(i, tuple(new_e), input=2))
 
 
 @rule("Gather")

@@ -230,11 +230,12 @@ def dense_equivalent(stages: tuple[Stage, ...], weights: list[np.ndarray]) -> np
         if t is None:
             t = d
         elif stage.spatial:
-            # t is still 1×1 here: [j, c_in, 1, 1]
-            t = np.einsum("kj...,jc->kc...", d, t.reshape(t.shape[0], t.shape[1]))
+            # d [k, j, kh, kw] · t [j, c_in] (t is still 1×1 here) → [k, c_in, kh, kw]
+            t = np.moveaxis(np.tensordot(d, t.reshape(t.shape[0], t.shape[1]), axes=(1, 0)), -1, 1)
         else:
-            # d is 1×1: [o, k, 1, 1]
-            t = np.einsum("ok,kc...->oc...", d.reshape(d.shape[0], d.shape[1]), t)
+            # d [o, k] (1×1) · t [k, c_in, ...] → [o, c_in, ...]
+            rest = t.shape[1:]
+            t = (d.reshape(d.shape[0], d.shape[1]) @ t.reshape(t.shape[0], -1)).reshape(-1, *rest)
         if stage.shuffle > 1:
             t = t[shuffle_permutation(t.shape[0], stage.shuffle)]
     assert t is not None

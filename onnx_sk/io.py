@@ -16,6 +16,7 @@ import contextlib
 import os
 import secrets
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,9 +169,21 @@ def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
     return None
 
 
-def model_size(model: onnx.ModelProto) -> int:
-    """Bytes the model would take as one protobuf (tensors with raw data counted by length)."""
-    return model.ByteSize()
+def is_large(model: onnx.ModelProto, known: bool | None = None) -> bool:
+    """Whether the model must go through external data (``known`` skips the estimate)."""
+    return known if known is not None else tensor_bytes(model) > EXTERNAL_DATA_THRESHOLD
+
+
+def tensor_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the model's tensors from their dims and dtypes, without serialising anything."""
+    total = 0
+    for tensor in _all_tensors(model):
+        size = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize if tensor.data_type else 1
+        n = 1
+        for d in tensor.dims:
+            n *= d
+        total += n * size
+    return total
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -203,12 +216,17 @@ def save_model(
     out: str | os.PathLike,
     *,
     external_data: bool | None = None,
+    before_rename: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write ``model`` to ``out`` atomically; external data beside it when asked or needed."""
+    """Write ``model`` to ``out`` atomically; external data beside it when asked or needed.
+
+    ``before_rename(tmp_path)`` runs on the complete temporary file (without external data)
+    before it becomes ``out``; if it raises, nothing is written.
+    """
     out = Path(out)
     folder = out.parent
     if external_data is None:
-        external_data = model_size(model) > EXTERNAL_DATA_THRESHOLD
+        external_data = is_large(model)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -222,6 +240,10 @@ def save_model(
                 fh.write(model.SerializeToString())
                 fh.flush()
                 os.fsync(fh.fileno())
+            if before_rename is not None:
+                before_rename(tmp)
+        elif before_rename is not None:
+            before_rename(None)
         if external_data:
             os.replace(tmp_data, folder / data_name)
         os.replace(tmp, out)

@@ -36,7 +36,6 @@ from collections.abc import Callable
 
 import numpy as np
 import onnx
-import onnx_graphsurgeon as gs
 from onnx import TensorProto, helper, numpy_helper
 
 from onnx_sk.build import replace_conv
@@ -148,12 +147,9 @@ def micro_model(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     if real is None:
         return model
-    g = gs.import_onnx(model)
-    conv = next(n for n in g.nodes if n.op == "Conv")
     weights = INITIALISERS["he"](real, w, bias, rng)
-    replace_conv(g, conv, real, weights, bias, {n.name for n in g.nodes} | set(g.tensors()))
-    g.cleanup().toposort()
-    return gs.export_onnx(g)
+    replace_conv(model.graph, "y", real, weights, real.shuffle_impl)
+    return model
 
 
 def _providers(provider: str) -> list[str]:

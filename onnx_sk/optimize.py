@@ -16,11 +16,11 @@ import onnx
 
 from onnx_sk.analyze import _float_params
 from onnx_sk.convs import find_convs
-from onnx_sk.io import check_output_path, load_model, save_model
-from onnx_sk.passes.reduce import Replacement, run_reduce
+from onnx_sk.io import check_output_path, is_large, load_model, save_model
+from onnx_sk.passes.reduce import apply, prepare
 from onnx_sk.plan import Decision, Options, plan
 from onnx_sk.shapes import infer_shapes, parse_input_shapes
-from onnx_sk.verify import verify
+from onnx_sk.verify import dense_twin_outputs, verify_result
 
 
 @dataclass
@@ -34,6 +34,7 @@ class Report:
     totals: dict = field(default_factory=dict)
     verification: dict | None = None
     message: str = ""
+    widen: dict | None = None  # --mode widen: s, budget, achieved ratio, per-layer widths
 
     @property
     def replaced(self) -> int:
@@ -48,6 +49,7 @@ class Report:
             "totals": self.totals,
             "verification": self.verification,
             "message": self.message,
+            **({"widen": self.widen} if self.widen is not None else {}),
         }
 
 
@@ -81,11 +83,11 @@ def _sum(rows, key):
     return sum(values) if len(values) == len(rows) else None
 
 
-def _totals(rows: list[dict], before: onnx.ModelProto, after: onnx.ModelProto) -> dict:
+def _totals(rows: list[dict], before: onnx.ModelProto | int, after: onnx.ModelProto) -> dict:
     t = {
         "convs": len(rows),
         "replaced": sum(1 for r in rows if r["design"]),
-        "params_before": _float_params(before),
+        "params_before": before if isinstance(before, int) else _float_params(before),
         "params_after": _float_params(after),
         "conv_params_before": _sum(rows, "params_before"),
         "conv_params_after": _sum(rows, "params_after"),
@@ -104,32 +106,55 @@ def optimize_model(
     options.validate()
     loaded = load_model(source)
     out = check_output_path(output, [loaded.path], overwrite) if output is not None else None
+    if options.mode == "widen":
+        from onnx_sk.widen_mode import optimize_widen
+
+        return optimize_widen(loaded, out, options)
     shapes = infer_shapes(loaded.model, options.input_shapes)
-    sites = [s for s in find_convs(loaded.model, shapes)]
+    sites = find_convs(loaded.model, shapes)
     decisions = plan(sites, options)
-    result, replaced = run_reduce(loaded.model, decisions, options.init, options.seed)
+    replaced = prepare(decisions, options.init, options.seed)
+    rows = [_conv_row(d) for d in decisions]
     report = Report(
         model=str(loaded.path) if loaded.path else None,
         output=str(out) if out else None,
         options=_options_dict(options),
-        convs=[_conv_row(d) for d in decisions],
-        totals=_totals([_conv_row(d) for d in decisions], loaded.model, result),
+        convs=rows,
     )
     if not replaced:
+        report.totals = _totals(rows, loaded.model, loaded.model)
         report.message = "no conv was replaced: the model is written unchanged"
         if out is not None:
             _write_unchanged(loaded, out)
         return loaded.model, report
-    if options.verify:
-        report.verification = _verify(loaded.model, result, replaced, options).to_dict()
+    model = _owned(loaded)
+    large = is_large(model, True if loaded.used_external_data else None)
+    params_before = _float_params(model)
+    twin = dense_twin_outputs(model, replaced, options.input_shapes or None, options.seed, large)
+    if not options.verify:
+        twin = None
+    apply(model, replaced)  # in place: one copy of the model in memory
+    report.totals = _totals(rows, params_before, model)
     report.message = f"replaced {len(replaced)} of {len(sites)} convs"
-    if out is not None:
-        save_model(result, out, external_data=loaded.used_external_data or None)
-    return result, report
+
+    def _verify(path: Path | None) -> None:
+        if twin is not None:
+            report.verification = verify_result(model, replaced, twin, large, path).to_dict()
+
+    if out is None:
+        _verify(None)
+    else:  # verified from the written temporary file, renamed into place only if it passes
+        save_model(model, out, external_data=large or loaded.used_external_data, before_rename=_verify)
+    return model, report
 
 
-def _verify(original, result, replaced: list[Replacement], options: Options):
-    return verify(original, result, replaced, options.input_shapes or None, options.seed)
+def _owned(loaded) -> onnx.ModelProto:
+    """The model to rewrite in place: ours when loaded from a path, else a copy of the caller's."""
+    if loaded.path is not None:
+        return loaded.model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(loaded.model)
+    return copy
 
 
 def _write_unchanged(loaded, out: Path) -> None:
@@ -170,8 +195,16 @@ def optimize(
     threads: int | None = None,
     lut: str | os.PathLike | None = None,
     lut_from_target: bool = False,
+    mode: str = "reduce",
+    budget: str = "conv",
+    width_scale: float | None = None,
+    param_budget: int | None = None,
+    round_to: int = 1,
+    widen_init: str = "he",
 ) -> tuple[onnx.ModelProto, Report]:
-    """Replace the dense convs of ``model`` with SK designs (Mode 1: reduce).
+    """Replace the dense convs of ``model`` with SK designs (Mode 1: reduce), or with
+    ``mode="widen"`` also scale every free channel space back to the parameter budget (Mode 2,
+    :mod:`onnx_sk.widen_mode`).
 
     Returns the optimized ``ModelProto`` and a :class:`Report`; writes ``output`` atomically when
     given. Raises :class:`~onnx_sk.errors.UserError` for bad input and
@@ -192,5 +225,11 @@ def optimize(
         threads=threads,
         lut=None if lut is None else str(lut),
         lut_foreign=lut_from_target,
+        mode=mode,
+        budget=budget,
+        width_scale=width_scale,
+        param_budget=param_budget,
+        round_to=round_to,
+        widen_init=widen_init,
     )
     return optimize_model(model, output, options, overwrite)

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 
 from onnx_sk.errors import UserError
-from onnx_sk.io import EXTERNAL_DATA_THRESHOLD, save_model
+from onnx_sk.io import is_large, save_model
 
 OPT_LEVELS = {
     "disabled": "ORT_DISABLE_ALL",
@@ -55,7 +55,8 @@ def session(
     threads: int = 1,
     opt_level: str = "disabled",
     profile_prefix: str | None = None,
-) -> "onnxruntime.InferenceSession":  # noqa: F821
+    large: bool | None = None,
+) -> onnxruntime.InferenceSession:  # noqa: F821
     """A session with explicit providers, thread count and optimisation level.
 
     ``profile_prefix``: turn on ONNX Runtime's profiler, writing ``<prefix>_<date>.json``
@@ -72,7 +73,7 @@ def session(
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
     if isinstance(model, onnx.ModelProto):
-        if model.ByteSize() > EXTERNAL_DATA_THRESHOLD:
+        if is_large(model, large):
             with tempfile.TemporaryDirectory() as tmp:
                 path = save_model(model, Path(tmp) / "model.onnx", external_data=True)
                 return ort.InferenceSession(str(path), so, providers=providers)

@@ -85,7 +85,7 @@ def apply_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]
                 f"--input-shape {name}: rank {len(dims)} does not match the input's rank "
                 f"{len(tensor_type.shape.dim)}"
             )
-        for dim, value in zip(tensor_type.shape.dim, dims):
+        for dim, value in zip(tensor_type.shape.dim, dims, strict=True):
             if dim.HasField("dim_value") and dim.dim_value != value:
                 raise UserError(
                     f"--input-shape {name}: dim {value} contradicts the model's fixed dim {dim.dim_value}"

@@ -90,7 +90,7 @@ class ConvSpec:
     @property
     def effective_kernel(self) -> tuple[int, ...]:
         """Spatial extent covered by the kernel, dilation included: d·(k−1)+1 per axis."""
-        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_shape, self.dilations))
+        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_shape, self.dilations, strict=True))
 
     def output_spatial(self, in_spatial: tuple[int, ...]) -> tuple[int, ...]:
         """Output spatial size for a static input spatial size (ONNX Conv shape rule)."""

@@ -31,6 +31,7 @@ Widths = dict[int, int]
 #: the budget of --budget: conv parameters (the papers') or all parameters
 BUDGETS = ("conv", "all")
 MAX_SCALE = 64.0
+SCAN_POINTS = 241
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,11 @@ class Solution:
 
 
 def solve_scale(count: Callable[[float], int], target: int, lo: float, hi: float = MAX_SCALE) -> Solution:
-    """The ``s`` in [lo, hi] whose ``count(s)`` is closest to ``target`` (bisection on a step function)."""
+    """The widest ``s`` in [lo, hi] whose ``count(s)`` is within ±1% of ``target``, else the closest.
+
+    Bisection finds a crossing of the step function ``count``; a scan of ±25% around it follows.
+    """
+    lo_bound, hi_bound = lo, hi
     c_lo, c_hi = count(lo), count(hi)
     if c_lo >= target:
         return Solution(lo, c_lo, target)
@@ -225,5 +230,23 @@ def solve_scale(count: Callable[[float], int], target: int, lo: float, hi: float
             hi, c_hi = mid, c
         if hi - lo < 1e-6:
             break
-    best = min((Solution(lo, c_lo, target), Solution(hi, c_hi, target)), key=lambda s: abs(s.ratio - 1))
-    return best
+    found = [Solution(lo, c_lo, target), Solution(hi, c_hi, target)]
+    # With group numbers re-chosen per width the count is not monotone (a prime width has few
+    # admissible groups): scan around the crossing and keep the widest s within ±1%.
+    centre = (lo + hi) / 2
+    for s in np.linspace(max(lo_bound, 0.75 * centre), min(hi_bound, 1.25 * centre), SCAN_POINTS):
+        found.append(Solution(float(s), count(float(s)), target))
+    within = [s for s in found if s.met]
+    return max(within, key=lambda s: s.scale) if within else min(found, key=lambda s: abs(s.ratio - 1))
+
+
+def channel_report(model, input_shape: list[str] | None = None) -> dict:
+    """Library entry point of ``onnx-sk analyze --channels``: the spaces as a JSON-able dict."""
+    from onnx_sk.io import load_model
+    from onnx_sk.shapes import infer_shapes, parse_input_shapes
+
+    loaded = load_model(model)
+    shapes = infer_shapes(loaded.model, parse_input_shapes(input_shape))
+    doc = analyze_channels(loaded.model, shapes).to_dict()
+    doc["model"] = str(loaded.path) if loaded.path else None
+    return doc

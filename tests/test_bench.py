@@ -33,7 +33,7 @@ def two_models(tmp_path: Path, rng) -> list[Path]:
     paths = []
     for i, c in enumerate((8, 16)):
         w = rng.standard_normal((c, 4, 3, 3)).astype(np.float32)
-        model = conv_model(w, np.zeros(c), attrs={"pads": [1, 1, 1, 1]}, dims=(1, None, 12, 12))
+        model = conv_model(w, np.zeros(c), attrs={"pads": [1, 1, 1, 1]}, dims=("N", None, 12, 12))
         paths.append(tmp_path / f"m{i}.onnx")
         onnx.save(model, paths[-1])
     return paths
@@ -55,7 +55,8 @@ def _check_doc(doc: dict, n_models: int, threads: list[int], profile: bool) -> N
             assert set(lat) == LATENCY_FIELDS
             assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
             assert lat["min"] <= lat["mean"] <= lat["max"]
-            assert row["throughput_per_s"] == pytest.approx(1e3 / lat["mean"])
+            batch = doc["models"][i]["batch"]
+            assert row["throughput_per_s"] == pytest.approx(batch * 1e3 / lat["mean"])
             assert row["memory_bytes"] is None or row["memory_bytes"] >= 0
             if i == 0:
                 assert row["speedup_vs_first"] == 1.0 == row["speedup_p50_vs_first"]

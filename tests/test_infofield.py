@@ -148,6 +148,13 @@ def _shuffle_nodes(nodes, inits, x: str, out: str, c: int, g: int, style: str, h
         inits.append(numpy_helper.from_array(idx, f"{out}_idx"))
         nodes.append(helper.make_node("Gather", [x, f"{out}_idx"], [out], axis=1))
         return
+    if style == "shape_of":  # as build.py writes it: Reshape(x, [0, g, C/g, -1]) … Shape(x)
+        a = _const(nodes, f"{out}_s1", np.array([0, g, c // g, -1], dtype=np.int64))
+        nodes.append(helper.make_node("Shape", [x], [f"{out}_shape"]))
+        nodes.append(helper.make_node("Reshape", [x, a], [f"{out}_r1"]))
+        nodes.append(helper.make_node("Transpose", [f"{out}_r1"], [f"{out}_t"], perm=[0, 2, 1, 3]))
+        nodes.append(helper.make_node("Reshape", [f"{out}_t", f"{out}_shape"], [out]))
+        return
     if style == "static":
         s1, s2 = [1, g, c // g, *hw], [1, c, *hw]
     else:  # ONNX's 0 (copy) and -1 (infer) entries
@@ -219,7 +226,7 @@ def _run(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     return sess.run(None, {"x": x})[0]
 
 
-@pytest.mark.parametrize("style", ["static", "zero", "gather"])
+@pytest.mark.parametrize("style", ["static", "zero", "gather", "shape_of"])
 @pytest.mark.parametrize(("c", "f"), [(8, 8), (16, 32), (12, 24)])
 def test_graph_field_agrees_with_the_pure_calculation(style, c, f):
     spec = _spec(c, f, (3, 3), (1, 1), (1, 1))
@@ -233,7 +240,7 @@ def test_graph_field_agrees_with_the_pure_calculation(style, c, f):
             assert _run(model, np.ones((1, c, 8, 8), np.float32)).shape == (1, f, 8, 8)
 
 
-@pytest.mark.parametrize("style", ["static", "zero", "gather"])
+@pytest.mark.parametrize("style", ["static", "zero", "gather", "shape_of"])
 def test_shuffle_subgraph_is_the_designs_permutation_in_onnxruntime(style):
     c, g = 12, 3
     model = _sk_model([Stage(PW, c, c, 1, False, g)], style=style, hw=4)
@@ -264,7 +271,7 @@ def test_graph_field_reads_strides_dilations_and_passes_bn_relu(k, s, d):
     c = 8
     spec = _spec(c, c, k, s, d)
     real = next(r for r in realisations("gc-pwg", spec) if r.shuffles)
-    for style in ("static", "zero", "gather"):
+    for style in ("static", "zero", "gather", "shape_of"):
         model = _sk_model(real.stages, k, s, d, style, 16, extras=("BatchNormalization", "Relu"))
         assert field_between(model.graph, "x", "y").equals(field_of_conv(spec))
         _run(model, np.ones((1, c, 16, 16), np.float32))

@@ -18,6 +18,21 @@ def _groups(best: dict | None) -> str:
     return " ".join(parts)
 
 
+def _print_channels(model: str, input_shape: list[str] | None, json_out: bool) -> None:
+    from onnx_sk.width import channel_report
+
+    doc = channel_report(model, input_shape)
+    if json_out:
+        print_json(doc)
+        return
+    t = table(f"{model}: {len(doc['spaces'])} channel spaces", ["space", "size", "divisor", "frozen / why", "members"])
+    for sp in doc["spaces"]:
+        why = "; ".join(sp["why"]) if sp["frozen"] else "free"
+        t.add_row(str(sp["id"]), str(sp["size"]), str(sp["divisor"]), why, ", ".join(sp["members"]))
+    console.print(t)
+    console.print(f"{doc['free']} free, {doc['frozen']} frozen")
+
+
 @app.command("analyze")
 def analyze_cmd(
     model: str = typer.Argument(..., help="ONNX model file."),
@@ -26,8 +41,14 @@ def analyze_cmd(
     ),
     bottleneck_ratio: float = typer.Option(0.25, help="Bottleneck K/F of PW+DW+PW and PWG+DW+PWG."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    channels: bool = typer.Option(
+        False, "--channels", help="Print the channel spaces (what --mode widen scales) instead."
+    ),
 ) -> None:
     """Per-conv analysis: kind, params, MACs, information field, eligibility, best SK design."""
+    if channels:
+        _print_channels(model, input_shape, json_out)
+        return
     report = analyze(model, input_shape, bottleneck_ratio)
     if json_out:
         print_json(report)

@@ -54,12 +54,31 @@ def print_report(report: Report) -> None:
     console.print(report.message)
 
 
+def print_widen_report(report: Report) -> None:
+    """Mode 2: the widths conv by conv, then Mode 1's table when convs were replaced."""
+    w = report.widen
+    t = table(f"widen: s = {w['scale']:.4f}", ["conv", "c_in → after", "c_out → after"])
+    for r in w["layers"]:
+        t.add_row(r["name"], f"{r['c_in']} → {r['c_in_after']}", f"{r['c_out']} → {r['c_out_after']}")
+    console.print(t)
+    for f in w["frozen_by"]:
+        console.print(f"frozen by {f['op']}: {f['reason']}")
+    if report.convs:
+        print_report(report)
+    else:
+        console.print(report.message)
+
+
 @app.command("optimize")
 def optimize_cmd(
     model: str = typer.Argument(..., help="Input ONNX model (never modified)."),
     output: str = typer.Argument(..., help="Output ONNX model (written atomically)."),
-    mode: str = typer.Option("reduce", help="reduce: replace dense convs with SK designs."),
-    design: str = typer.Option(None, help="Force a design: dw-pw, gc-pwg, pw-dw-pw, pwg-dw-pwg."),
+    mode: str = typer.Option(
+        "reduce", help="reduce: replace dense convs with SK designs; widen: then scale widths back to the budget."
+    ),
+    design: str = typer.Option(
+        None, help="Force a design: dw-pw, gc-pwg, pw-dw-pw, pwg-dw-pwg; none (--mode widen): widen only."
+    ),
     objective: str = typer.Option("params", help="Choose designs by params, macs or latency (measured)."),
     seed: int = typer.Option(0, help="Seed of the weight initialiser."),
     init: str = typer.Option("he", help="Weight initialiser for the new stages."),
@@ -78,16 +97,19 @@ def optimize_cmd(
     lut_from_target: bool = typer.Option(
         False, "--lut-from-target", help="The --lut was measured on the target device: use it, measure nothing."
     ),
+    budget: str = typer.Option("conv", help="--mode widen: match conv params (conv) or all params (all)."),
+    width_scale: float = typer.Option(None, help="--mode widen: scale every free channel space by S."),
+    param_budget: int = typer.Option(None, help="--mode widen: target parameter count instead of the original's."),
+    round_to: int = typer.Option(1, help="--mode widen: widths are multiples of N (e.g. 8)."),
+    widen_init: str = typer.Option(
+        "he", help="--mode widen: he (groups re-chosen) or preserve (zero outgoing weights, same function)."
+    ),
 ) -> None:
     """Replace every qualifying dense conv with its most efficient SK design (Mode 1: reduce)."""
     if report is not None and not Path(report).parent.exists():
         from onnx_sk.errors import UserError
 
         raise UserError(f"report folder {Path(report).parent} does not exist")
-    if mode != "reduce":
-        from onnx_sk.errors import UserError
-
-        raise UserError(f"--mode {mode!r}: expected reduce")
     _, rep = optimize(
         model,
         output,
@@ -106,10 +128,18 @@ def optimize_cmd(
         threads=threads,
         lut=lut,
         lut_from_target=lut_from_target,
+        mode=mode,
+        budget=budget,
+        width_scale=width_scale,
+        param_budget=param_budget,
+        round_to=round_to,
+        widen_init=widen_init,
     )
     if report is not None:
         save_json(rep.to_dict(), report)
     if quiet:
         console.print(rep.message)
+    elif rep.widen is not None:
+        print_widen_report(rep)
     else:
         print_report(rep)

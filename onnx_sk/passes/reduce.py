@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-import onnx_graphsurgeon as gs
 
-from onnx_sk.build import replace_conv
+from onnx_sk.build import graph_names, replace_conv
 from onnx_sk.designs import Realisation
 from onnx_sk.plan import Decision
 from onnx_sk.weight_init import INITIALISERS
@@ -31,37 +30,37 @@ class Replacement:
     new_nodes: list[str]
 
 
-def _copy_model_fields(src: onnx.ModelProto, dst: onnx.ModelProto) -> None:
-    dst.ir_version = src.ir_version
-    dst.producer_name, dst.producer_version = src.producer_name, src.producer_version
-    dst.domain, dst.model_version, dst.doc_string = src.domain, src.model_version, src.doc_string
-    del dst.metadata_props[:]
-    dst.metadata_props.extend(src.metadata_props)
+def prepare(decisions: list[Decision], init: str, seed: int) -> list[Replacement]:
+    """Stage weights for every planned conv, drawn in graph order from one seeded generator."""
+    rng = np.random.default_rng(seed)
+    fn = INITIALISERS[init]
+    done = []
+    for d in decisions:
+        if d.real is None:
+            continue
+        site = d.site
+        weights = fn(d.real, site.weight, site.bias, rng)
+        node = site.node
+        done.append(Replacement(site.name, node.input[0], node.output[0], d.real, weights, site.bias, []))
+    return done
+
+
+def apply(model: onnx.ModelProto, replacements: list[Replacement]) -> None:
+    """Write the replacements into ``model``'s main graph, in place."""
+    graph = model.graph
+    taken = graph_names(graph)
+    for r in replacements:
+        r.new_nodes = replace_conv(graph, r.output, r.real, r.weights, r.real.shuffle_impl, taken)
 
 
 def run_reduce(
     model: onnx.ModelProto, decisions: list[Decision], init: str, seed: int
 ) -> tuple[onnx.ModelProto, list[Replacement]]:
-    """Apply the decisions; returns the new model and what was replaced."""
-    todo = {d.site.node.output[0]: d for d in decisions if d.real is not None}
-    if not todo:
+    """Apply the decisions to a copy of ``model``; returns the new model and what was replaced."""
+    replacements = prepare(decisions, init, seed)
+    if not replacements:
         return model, []
-    graph = gs.import_onnx(model)
-    by_output = {n.outputs[0].name: n for n in graph.nodes if n.op == "Conv" and n.outputs}
-    taken = {n.name for n in graph.nodes} | set(graph.tensors().keys())
-    rng = np.random.default_rng(seed)
-    fn = INITIALISERS[init]
-    done = []
-    for d in decisions:  # graph order
-        if d.real is None:
-            continue
-        site = d.site
-        weights = fn(d.real, site.weight, site.bias, rng)
-        node = by_output[site.node.output[0]]
-        x, y = node.inputs[0].name, node.outputs[0].name
-        new = replace_conv(graph, node, d.real, weights, site.bias, taken)
-        done.append(Replacement(site.name, x, y, d.real, weights, site.bias, new))
-    graph.cleanup().toposort()
-    out = gs.export_onnx(graph)
-    _copy_model_fields(model, out)
-    return out, done
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    apply(out, replacements)
+    return out, replacements
