@@ -20,7 +20,7 @@ import onnx
 
 from onnx_sk.convs import QUANTIZED_CONVS, ConvSite, attrs, find_convs
 from onnx_sk.designs import DEFAULT_BOTTLENECK_RATIO
-from onnx_sk.io import LoadedModel, constant_values, load_model
+from onnx_sk.io import LoadedModel, all_tensors, load_model
 from onnx_sk.select import choose
 from onnx_sk.shapes import Shape, infer_shapes, parse_input_shapes
 
@@ -71,20 +71,17 @@ def conv_row(site: ConvSite, ratio: float = DEFAULT_BOTTLENECK_RATIO) -> dict:
     return row
 
 
+_FLOAT_TYPES = {
+    onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16,
+}
+
+
 def _float_params(model: onnx.ModelProto) -> int:
+    """Elements of every floating-point initializer and Constant tensor (read from dims only)."""
     total = 0
-    graphs = [model.graph]
-    while graphs:
-        g = graphs.pop()
-        for value in constant_values(g).values():
-            if np.issubdtype(value.dtype, np.floating):
-                total += int(value.size)
-        for node in g.node:
-            for a in node.attribute:
-                if a.type == onnx.AttributeProto.GRAPH:
-                    graphs.append(a.g)
-                elif a.type == onnx.AttributeProto.GRAPHS:
-                    graphs.extend(a.graphs)
+    for tensor in all_tensors(model):
+        if tensor.data_type in _FLOAT_TYPES:
+            total += int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
     return total
 
 

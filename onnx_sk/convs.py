@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnx_sk.io import constant_values
+from onnx_sk.io import ConstantIndex
 from onnx_sk.shapes import Shape
 from onnx_sk.spec import DENSE, DEPTHWISE, GROUPED, POINTWISE, ConvSpec
 
@@ -23,17 +23,36 @@ _SCOPE_NAMES = {"Loop": "a Loop body", "If": "an If branch", "Scan": "a Scan bod
 
 @dataclass
 class ConvSite:
-    """One Conv node with its resolved weights and shapes. ``scope`` is '' in the main graph."""
+    """One Conv node with its resolved weights and shapes. ``scope`` is '' in the main graph.
+
+    ``weight`` [c_out, c_in // group, kh, kw] and ``bias`` [c_out] are converted to numpy on
+    first use only (``None`` when not constant).
+    """
 
     node: onnx.NodeProto
     scope: str
     spec: ConvSpec | None
-    weight: np.ndarray | None  # [c_out, c_in // group, kh, kw]
-    bias: np.ndarray | None  # [c_out]
+    consts: ConstantIndex
     in_shape: Shape | None
     out_shape: Shape | None
     first: bool = False
     reason: str | None = None
+
+    @property
+    def weight(self) -> np.ndarray | None:
+        return self.consts.get(self.node.input[1])
+
+    @property
+    def weight_is_constant(self) -> bool:
+        return self.node.input[1] in self.consts
+
+    @property
+    def bias_name(self) -> str:
+        return self.node.input[2] if len(self.node.input) > 2 else ""
+
+    @property
+    def bias(self) -> np.ndarray | None:
+        return self.consts.get(self.bias_name) if self.bias_name else None
 
     @property
     def name(self) -> str:
@@ -96,9 +115,9 @@ def why_not(site: ConvSite) -> str | None:
         return f"inside {site.scope}"
     if site.spec is None:
         return "weight shape unknown"
-    if site.weight is None:
+    if not site.weight_is_constant:
         return "weights are not constant (a graph input or computed)"
-    if len(site.node.input) > 2 and site.node.input[2] and site.bias is None:
+    if site.bias_name and site.bias_name not in site.consts:
         return "bias is not constant (a graph input or computed)"
     if site.spec.spatial_rank != 2:
         return f"not a 2-D convolution ({site.spec.spatial_rank} spatial axes)"
@@ -110,8 +129,9 @@ def why_not(site: ConvSite) -> str | None:
     if kind == GROUPED:
         return f"grouped conv (group={site.spec.group})"
     assert kind == DENSE
-    if site.weight.dtype != np.float32:
-        return f"weights are {site.weight.dtype}: only float32 convs are rewritten"
+    dtype = site.weight.dtype
+    if dtype != np.float32:
+        return f"weights are {dtype}: only float32 convs are rewritten"
     return None
 
 
@@ -157,9 +177,8 @@ def find_convs(model: onnx.ModelProto, shapes: dict[str, Shape]) -> list[ConvSit
     """Every Conv of the model (subgraphs included) with its spec, weights, shapes and reason."""
     sites = []
     first = _first_convs(model.graph)
-    main_consts = constant_values(model.graph)
     for graph, scope in _walk(model.graph, ""):
-        consts = main_consts if not scope else {**main_consts, **constant_values(graph)}
+        consts = ConstantIndex(model.graph) if not scope else ConstantIndex(model.graph, graph)
         for node in graph.node:
             if node.op_type != "Conv":
                 continue
@@ -167,16 +186,14 @@ def find_convs(model: onnx.ModelProto, shapes: dict[str, Shape]) -> list[ConvSit
     return sites
 
 
-def _site(node, scope, consts, shapes, first) -> ConvSite:
-    weight = consts.get(node.input[1])
+def _site(node, scope, consts: ConstantIndex, shapes, first) -> ConvSite:
     bias_name = node.input[2] if len(node.input) > 2 else ""
-    bias = consts.get(bias_name) if bias_name else None
-    w_shape = tuple(weight.shape) if weight is not None else shapes.get(node.input[1])
+    w_shape = consts.dims(node.input[1]) or shapes.get(node.input[1])
     spec = None
     if w_shape is not None and len(w_shape) >= 3 and all(d is not None for d in w_shape):
         spec = read_spec(node, w_shape, bool(bias_name))
     site = ConvSite(
-        node, scope, spec, weight, bias, shapes.get(node.input[0]), shapes.get(node.output[0]), first
+        node, scope, spec, consts, shapes.get(node.input[0]), shapes.get(node.output[0]), first
     )
     site.reason = why_not(site)
     return site

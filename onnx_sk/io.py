@@ -44,17 +44,29 @@ class LoadedModel:
 def _external_locations(model: onnx.ModelProto) -> list[tuple[str, str]]:
     """(tensor name, location) for every tensor stored as external data, subgraphs included."""
     out = []
-    for tensor in _all_tensors(model):
+    for tensor in all_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             info = {e.key: e.value for e in tensor.external_data}
             out.append((tensor.name, info.get("location", "")))
     return out
 
 
-def _all_tensors(model: onnx.ModelProto):
-    from onnx.external_data_helper import _get_all_tensors
-
-    return _get_all_tensors(model)
+def all_tensors(model: onnx.ModelProto):
+    """Every TensorProto of the model: initializers and tensor attributes, subgraphs included."""
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        yield from graph.initializer
+        for node in graph.node:
+            for a in node.attribute:
+                if a.type == onnx.AttributeProto.TENSOR:
+                    yield a.t
+                elif a.type == onnx.AttributeProto.TENSORS:
+                    yield from a.tensors
+                elif a.type == onnx.AttributeProto.GRAPH:
+                    graphs.append(a.g)
+                elif a.type == onnx.AttributeProto.GRAPHS:
+                    graphs.extend(a.graphs)
 
 
 def _check_location(name: str, location: str, folder: Path) -> Path:
@@ -154,6 +166,49 @@ def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     return values
 
 
+class ConstantIndex:
+    """The constants of a graph by name, converted to numpy only when asked (dtype kept).
+
+    Unlike :func:`constant_values` this copies nothing up front, so indexing a multi-GB model
+    costs no memory; ``dims``/``dtype`` read the TensorProto header only.
+    """
+
+    def __init__(self, *graphs: onnx.GraphProto) -> None:
+        self._protos: dict[str, onnx.TensorProto | onnx.NodeProto] = {}
+        self._cache: dict[str, np.ndarray] = {}
+        for graph in graphs:
+            for init in graph.initializer:
+                self._protos[init.name] = init
+            for node in graph.node:
+                if node.op_type == "Constant" and node.output:
+                    self._protos[node.output[0]] = node
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._protos
+
+    def get(self, name: str) -> np.ndarray | None:
+        if name not in self._protos:
+            return None
+        if name not in self._cache:
+            proto = self._protos[name]
+            value = (
+                numpy_helper.to_array(proto)
+                if isinstance(proto, onnx.TensorProto)
+                else _constant_node_value(proto)
+            )
+            if value is None:
+                return None
+            self._cache[name] = value
+        return self._cache[name]
+
+    def dims(self, name: str) -> tuple[int, ...] | None:
+        proto = self._protos.get(name)
+        if isinstance(proto, onnx.TensorProto):
+            return tuple(proto.dims)
+        value = self.get(name)
+        return None if value is None else tuple(value.shape)
+
+
 def _constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
     for attr in node.attribute:
         if attr.name == "value":
@@ -177,7 +232,7 @@ def is_large(model: onnx.ModelProto, known: bool | None = None) -> bool:
 def tensor_bytes(model: onnx.ModelProto) -> int:
     """Bytes of the model's tensors from their dims and dtypes, without serialising anything."""
     total = 0
-    for tensor in _all_tensors(model):
+    for tensor in all_tensors(model):
         size = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize if tensor.data_type else 1
         n = 1
         for d in tensor.dims:
@@ -272,7 +327,7 @@ def _save_external(model: onnx.ModelProto, tmp: Path, tmp_data: Path, data_name:
     model = write_external_data_tensors(model, str(tmp_data.parent))
     if not tmp_data.exists():
         return False
-    for tensor in _all_tensors(model):
+    for tensor in all_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             for entry in tensor.external_data:
                 if entry.key == "location":

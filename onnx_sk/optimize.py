@@ -130,9 +130,11 @@ def optimize_model(
     model = _owned(loaded)
     large = is_large(model, True if loaded.used_external_data else None)
     params_before = _float_params(model)
-    twin = dense_twin_outputs(model, replaced, options.input_shapes or None, options.seed, large)
-    if not options.verify:
-        twin = None
+    twin = None
+    if options.verify:
+        twin = dense_twin_outputs(
+            model, replaced, options.input_shapes or None, options.seed, large, loaded.path
+        )
     apply(model, replaced)  # in place: one copy of the model in memory
     report.totals = _totals(rows, params_before, model)
     report.message = f"replaced {len(replaced)} of {len(sites)} convs"

@@ -56,11 +56,15 @@ def session(
     opt_level: str = "disabled",
     profile_prefix: str | None = None,
     large: bool | None = None,
+    overrides: dict[str, np.ndarray] | None = None,
+    arena: bool = True,
 ) -> onnxruntime.InferenceSession:  # noqa: F821
     """A session with explicit providers, thread count and optimisation level.
 
     ``profile_prefix``: turn on ONNX Runtime's profiler, writing ``<prefix>_<date>.json``
-    (``end_profiling()`` returns the file).
+    (``end_profiling()`` returns the file). ``overrides``: initializer values used instead of
+    the model's, without copying the model (the arrays must outlive the session).
+    ``arena=False`` returns memory to the system when the session goes (one-shot sessions).
     """
     ort = _ort()
     providers = check_providers(providers or ["CPUExecutionProvider"])
@@ -72,6 +76,17 @@ def session(
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
+    so.enable_cpu_mem_arena = arena
+    keep = []  # ORT reads these OrtValues (and their arrays) for the session's whole life
+    for name, value in (overrides or {}).items():
+        keep.append(ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value)))
+        so.add_initializer(name, keep[-1])
+    sess = _open(ort, model, so, providers, large)
+    sess._onnx_sk_keep = keep
+    return sess
+
+
+def _open(ort, model, so, providers: list[str], large: bool | None):
     if isinstance(model, onnx.ModelProto):
         if is_large(model, large):
             with tempfile.TemporaryDirectory() as tmp:
@@ -114,3 +129,16 @@ def random_inputs(
         else:
             feeds[vi.name] = np.zeros(shape, dtype=dtype)
     return feeds
+
+
+def release_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc keeps them after a large session is gone)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name:
+        try:
+            ctypes.CDLL(name).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc
+            pass
