@@ -154,6 +154,18 @@ def analyze(
     model: str | os.PathLike | onnx.ModelProto,
     input_shape: list[str] | None = None,
     bottleneck_ratio: float = DEFAULT_BOTTLENECK_RATIO,
+    fields: bool = False,
 ) -> dict:
-    """Library entry point of ``onnx-sk analyze``: load, analyze, return the report."""
-    return analyze_model(load_model(model), parse_input_shapes(input_shape), bottleneck_ratio)
+    """Library entry point of ``onnx-sk analyze``: load, analyze, return the report.
+
+    ``fields``: add ``units``, the information field of every chain of convs linked only by
+    shuffles / Gather / per-channel ops (e.g. a ShuffleNet unit or an SK design), read off the
+    ONNX nodes, and whether its channel field is full.
+    """
+    loaded = load_model(model)
+    report = analyze_model(loaded, parse_input_shapes(input_shape), bottleneck_ratio)
+    if fields:
+        from onnx_sk.infofield_graph import unit_fields
+
+        report["units"] = unit_fields(loaded.model)
+    return report

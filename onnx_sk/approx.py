@@ -37,7 +37,7 @@ from onnx_sk.designs import Realisation, shuffle_permutation
 
 DEFAULT_RIDGE = 1e-9
 CP_ITERATIONS = 200
-CP_TOLERANCE = 1e-4
+CP_TOLERANCE = 1e-6
 DATA_SWEEPS = 12
 CG_ITERATIONS = 8
 
@@ -123,8 +123,10 @@ def _svd_block(t: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _leading(mat: np.ndarray, r: int, gen: np.random.Generator) -> np.ndarray:
-    """r leading left singular vectors of mat, padded with random unit columns."""
-    u, _, _ = np.linalg.svd(mat, full_matrices=False)
+    """r leading left singular vectors of mat (eigenvectors of mat·matᵀ), padded with random
+    unit columns."""
+    _, vecs = np.linalg.eigh(mat @ mat.T)
+    u = vecs[:, ::-1]
     out = gen.standard_normal((mat.shape[0], r))
     out /= np.linalg.norm(out, axis=0)
     k = min(r, u.shape[1])
@@ -136,6 +138,11 @@ def _solve(gram: np.ndarray, rhs: np.ndarray, ridge: float) -> np.ndarray:
     """rhs · (gram + λI)^-1 with λ = ridge · tr(gram)/r (gram symmetric PSD)."""
     lam = ridge * max(np.trace(gram) / gram.shape[0], 1e-300)
     return np.linalg.solve(gram + lam * np.eye(gram.shape[0]), rhs.T).T
+
+
+def _khatri_rao(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Column-wise Kronecker product [rows_x · rows_y, r] (y's index fastest)."""
+    return (x[:, None, :] * y[None, :, :]).reshape(-1, x.shape[1])
 
 
 def cp_als(
@@ -152,17 +159,16 @@ def cp_als(
     """
     p, q, s = t.shape
     gen = np.random.default_rng(0)
-    a = _leading(t.reshape(p, q * s), r, gen)
-    b = _leading(t.transpose(1, 0, 2).reshape(q, p * s), r, gen)
-    d = _leading(t.transpose(2, 0, 1).reshape(s, p * q), r, gen)
-    tt = np.ascontiguousarray(t.transpose(0, 2, 1))  # [p, s, q]
+    t1 = t.reshape(p, q * s)
+    t2 = np.ascontiguousarray(t.transpose(1, 0, 2)).reshape(q, p * s)
+    t3 = np.ascontiguousarray(t.transpose(2, 0, 1)).reshape(s, p * q)
+    a, b, d = (_leading(x, r, gen) for x in (t1, t2, t3))
     norm2 = float(np.sum(t * t)) or 1.0
     prev = np.inf
     for _ in range(iterations):
-        td = t @ d  # [p, q, r]
-        a = _solve((b.T @ b) * (d.T @ d), np.einsum("pqr,qr->pr", td, b), ridge)
-        b = _solve((a.T @ a) * (d.T @ d), np.einsum("pqr,pr->qr", td, a), ridge)
-        mttkrp = np.einsum("psr,pr->sr", tt @ b, a)
+        a = _solve((b.T @ b) * (d.T @ d), t1 @ _khatri_rao(b, d), ridge)
+        b = _solve((a.T @ a) * (d.T @ d), t2 @ _khatri_rao(a, d), ridge)
+        mttkrp = t3 @ _khatri_rao(a, b)
         d = _solve((a.T @ a) * (b.T @ b), mttkrp, ridge)
         # ||t − t̂||² = ||t||² − 2<t, t̂> + ||t̂||², all from r×r quantities
         gram = (a.T @ a) * (b.T @ b) * (d.T @ d)

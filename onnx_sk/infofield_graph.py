@@ -335,7 +335,8 @@ def _link_successor(index: _Index, conv: onnx.NodeProto) -> onnx.NodeProto | Non
     """The conv that reads this conv's output through permutations / per-channel ops only."""
     tensor = conv.output[0]
     for _ in range(len(index.producer) + 1):
-        users = index.consumers.get(tensor, [])
+        # a Shape reader only restores a shuffle's dynamic shape (build.py): not a branch
+        users = [u for u in index.consumers.get(tensor, []) if u.op_type != "Shape"]
         if len(users) != 1 or tensor in index.outputs:
             return None
         node = users[0]

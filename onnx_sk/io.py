@@ -241,6 +241,13 @@ def tensor_bytes(model: onnx.ModelProto) -> int:
     return total
 
 
+def _default_mode(path: Path) -> None:
+    """mkstemp makes 0600 files; give the output the mode a plain open() would (0666 & ~umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
@@ -300,7 +307,9 @@ def save_model(
         elif before_rename is not None:
             before_rename(None)
         if external_data:
+            _default_mode(tmp_data)
             os.replace(tmp_data, folder / data_name)
+        _default_mode(tmp)
         os.replace(tmp, out)
     except BaseException:
         for p in (tmp, tmp_data):
@@ -358,6 +367,7 @@ def save_json(doc: object, out: str | os.PathLike) -> Path:
             json.dump(doc, fh, indent=2, default=json_default)
             fh.flush()
             os.fsync(fh.fileno())
+        _default_mode(Path(tmp))
         os.replace(tmp, out)
     except BaseException:
         with contextlib.suppress(OSError):

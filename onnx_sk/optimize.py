@@ -14,10 +14,13 @@ from pathlib import Path
 
 import onnx
 
+from onnx_sk import fit_targets
 from onnx_sk.analyze import _float_params
+from onnx_sk.error_budget import within_error
 from onnx_sk.convs import find_convs
 from onnx_sk.io import check_output_path, is_large, load_model, save_model
 from onnx_sk.passes.reduce import apply, prepare
+from onnx_sk.passes.training_bn import insert_identity_bn
 from onnx_sk.plan import Decision, Options, plan
 from onnx_sk.shapes import infer_shapes, parse_input_shapes
 from onnx_sk.verify import dense_twin_outputs, verify_result
@@ -113,8 +116,12 @@ def optimize_model(
     shapes = infer_shapes(loaded.model, options.input_shapes)
     sites = find_convs(loaded.model, shapes)
     decisions = plan(sites, options)
-    replaced = prepare(decisions, options.init, options.seed)
+    targets = _fit_targets(loaded.model, sites, options)
+    if options.max_error is not None:
+        decisions = within_error(decisions, options, targets)
+    replaced = prepare(decisions, options.init, options.seed, targets)
     rows = [_conv_row(d) for d in decisions]
+    _add_init_errors(rows, replaced)
     report = Report(
         model=str(loaded.path) if loaded.path else None,
         output=str(out) if out else None,
@@ -136,6 +143,8 @@ def optimize_model(
             model, replaced, options.input_shapes or None, options.seed, large, loaded.path
         )
     apply(model, replaced)  # in place: one copy of the model in memory
+    if options.for_training:
+        insert_identity_bn(model, replaced)
     report.totals = _totals(rows, params_before, model)
     report.message = f"replaced {len(replaced)} of {len(sites)} convs"
 
@@ -148,6 +157,22 @@ def optimize_model(
     else:  # verified from the written temporary file, renamed into place only if it passes
         save_model(model, out, external_data=large or loaded.used_external_data, before_rename=_verify)
     return model, report
+
+
+def _fit_targets(model: onnx.ModelProto, sites, options: Options) -> dict:
+    """BN scales and calibration patches for --init approx (nothing for other initialisers)."""
+    if options.init != "approx":
+        return {}
+    return fit_targets.targets(model, sites, options.calibration, options.seed)
+
+
+def _add_init_errors(rows: list[dict], replaced) -> None:
+    """init_error (relative weight error, BN-scaled) and init_output_error (on calibration data)."""
+    by_name = {r.name: r for r in replaced}
+    for row in rows:
+        r = by_name.get(row["name"]) if row["design"] else None
+        row["init_error"] = r.init_error if r else None
+        row["init_output_error"] = r.init_output_error if r else None
 
 
 def _owned(loaded) -> onnx.ModelProto:
@@ -203,6 +228,9 @@ def optimize(
     param_budget: int | None = None,
     round_to: int = 1,
     widen_init: str = "he",
+    calibration: str | os.PathLike | None = None,
+    max_error: float | None = None,
+    for_training: bool = False,
 ) -> tuple[onnx.ModelProto, Report]:
     """Replace the dense convs of ``model`` with SK designs (Mode 1: reduce), or with
     ``mode="widen"`` also scale every free channel space back to the parameter budget (Mode 2,
@@ -233,5 +261,8 @@ def optimize(
         param_budget=param_budget,
         round_to=round_to,
         widen_init=widen_init,
+        calibration=None if calibration is None else str(calibration),
+        max_error=max_error,
+        for_training=for_training,
     )
     return optimize_model(model, output, options, overwrite)

@@ -41,6 +41,11 @@ class Options:
     param_budget: int | None = None
     round_to: int = 1
     widen_init: str = "he"
+    #: --init approx / --max-error (onnx_sk.approx, onnx_sk.error_budget, onnx_sk.fit_targets)
+    calibration: str | None = None
+    max_error: float | None = None
+    #: insert identity BatchNormalization after each new stage (onnx_sk.passes.training_bn)
+    for_training: bool = False
 
     def validate(self) -> None:
         from onnx_sk.weight_init import INITIALISERS
@@ -58,6 +63,9 @@ class Options:
             raise UserError(f"--bottleneck-ratio {self.bottleneck_ratio}: expected 0 < R <= 1")
         if self.min_channels < 1:
             raise UserError(f"--min-channels {self.min_channels}: expected a positive integer")
+        from onnx_sk.error_budget import validate_approx
+
+        validate_approx(self)
         if self.init not in INITIALISERS:
             raise UserError(f"--init {self.init!r}: expected one of {', '.join(INITIALISERS)}")
         from onnx_sk.latency import validate_options

@@ -120,3 +120,48 @@ def test_torch_resnets_match_published_figures(tmp_path, arch, macs, params):
     # BN is folded into the convs by the exporter, so the file has 2 fewer tensors per BN
     bn_params = params - report["totals"]["all_params"]
     assert 0 <= bn_params / params < 0.01
+
+
+def _shufflenet_unit(shuffle: bool) -> onnx.ModelProto:
+    """GC(4 groups, 3×3) → [shuffle] → PWG(4 groups, 1×1): ShuffleNet's unit without BN/ReLU."""
+    from onnx import TensorProto, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((16, 4, 3, 3)).astype(np.float32), "w1"),
+        numpy_helper.from_array(rng.standard_normal((16, 4, 1, 1)).astype(np.float32), "w2"),
+        numpy_helper.from_array(np.array([0, 4, 4, -1], np.int64), "split"),
+    ]
+    nodes = [onnx.helper.make_node("Conv", ["x", "w1"], ["a"], "gc", group=4, pads=[1, 1, 1, 1])]
+    src = "a"
+    if shuffle:
+        nodes += [
+            onnx.helper.make_node("Shape", ["a"], ["s"], "shape"),
+            onnx.helper.make_node("Reshape", ["a", "split"], ["r"], "r1"),
+            onnx.helper.make_node("Transpose", ["r"], ["t"], "tr", perm=[0, 2, 1, 3]),
+            onnx.helper.make_node("Reshape", ["t", "s"], ["b"], "r2"),
+        ]
+        src = "b"
+    nodes.append(onnx.helper.make_node("Conv", [src, "w2"], ["y"], "pwg", group=4))
+    graph = onnx.helper.make_graph(
+        nodes, "unit",
+        [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 8, 8])],
+        [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 8, 8])],
+        inits,
+    )  # fmt: skip
+    return onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+
+
+def test_fields_report_a_shufflenet_unit_full_and_a_plain_grouped_chain_not():
+    with_shuffle = analyze(_shufflenet_unit(True), fields=True)["units"]
+    without = analyze(_shufflenet_unit(False), fields=True)["units"]
+    assert [(u["nodes"], u["full"], u["size"]) for u in with_shuffle] == [(["gc", "pwg"], True, [3, 3, 16])]
+    assert [(u["nodes"], u["full"], u["size"]) for u in without] == [(["gc", "pwg"], False, [3, 3, 4])]
+
+
+def test_cli_fields_table(tmp_path):
+    path = tmp_path / "unit.onnx"
+    onnx.save(_shufflenet_unit(False), path)
+    proc = run_cli("analyze", path, "--fields")
+    assert proc.returncode == 0, proc.stderr
+    assert "no: an output sees only part of the input channels" in proc.stdout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 from pathlib import Path
 
@@ -159,7 +160,7 @@ def test_cli_report_json(tmp_path):
     row = next(c for c in doc["convs"] if c["design"])
     assert set(row) == {
         "name", "design", "groups", "bottleneck", "params_before", "params_after",
-        "macs_before", "macs_after", "reason", "note",
+        "macs_before", "macs_after", "reason", "note", "init_error", "init_output_error",
     }
     assert doc["options"]["seed"] == 3
 
@@ -193,3 +194,15 @@ def test_verification_catches_a_wrong_rewrite(rng):
     got = session(conv_model(w_bad, attrs={"pads": [1, 1, 1, 1]})).run(None, feeds)
     with pytest.raises(VerificationError, match="differs from the dense-equivalent model"):
         compare_outputs(["y"], want, ["y"], got)
+
+
+def test_output_file_mode_follows_umask(tmp_path):
+    out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
+    onnx_sk.optimize(MODELS / "resnet20_cifar.onnx", out)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask
+    from onnx_sk.io import save_json
+
+    save_json({"a": 1}, rep)
+    assert rep.stat().st_mode & 0o777 == 0o666 & ~umask

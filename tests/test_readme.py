@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 
 import onnx
 from conftest import ROOT
@@ -51,3 +52,18 @@ def test_setup_command_runs_on_a_fresh_copy(tmp_path):
     model = onnx.load(copy / out)
     onnx.checker.check_model(model, full_check=True)
     assert "replaced" in proc.stdout and "verified" in proc.stdout
+
+
+def test_python_api_snippet_runs(tmp_path):
+    """The README's post-export snippet, run as written (torch extra)."""
+    import pytest
+
+    pytest.importorskip("torch")
+    text = (ROOT / "README.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", text, flags=re.S).group(1)
+    proc = subprocess.run(
+        [sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "replaced 2 of 3 convs" in proc.stdout
+    onnx.checker.check_model(str(tmp_path / "model_sk.onnx"), full_check=True)

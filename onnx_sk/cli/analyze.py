@@ -33,6 +33,17 @@ def _print_channels(model: str, input_shape: list[str] | None, json_out: bool) -
     console.print(f"{doc['free']} free, {doc['frozen']} frozen")
 
 
+def _print_units(units: list[dict]) -> None:
+    t = table("information field per conv chain", ["chain", "c_in→c_out", "field (kh, kw, channels)", "full"])
+    for u in units:
+        if "error" in u:
+            t.add_row(" → ".join(u["nodes"]), "", u["error"], "?")
+            continue
+        full = "yes" if u["full"] else "no: an output sees only part of the input channels"
+        t.add_row(" → ".join(u["nodes"]), f"{u['c_in']}→{u['c_out']}", str(tuple(u["size"])), full)
+    console.print(t)
+
+
 @app.command("analyze")
 def analyze_cmd(
     model: str = typer.Argument(..., help="ONNX model file."),
@@ -44,15 +55,20 @@ def analyze_cmd(
     channels: bool = typer.Option(
         False, "--channels", help="Print the channel spaces (what --mode widen scales) instead."
     ),
+    fields: bool = typer.Option(
+        False, "--fields", help="Also the information field of every conv chain (shuffle units)."
+    ),
 ) -> None:
     """Per-conv analysis: kind, params, MACs, information field, eligibility, best SK design."""
     if channels:
         _print_channels(model, input_shape, json_out)
         return
-    report = analyze(model, input_shape, bottleneck_ratio)
+    report = analyze(model, input_shape, bottleneck_ratio, fields)
     if json_out:
         print_json(report)
         return
+    if fields:
+        _print_units(report["units"])
     t = table(
         f"{model}: {report['totals']['convs']} convs",
         ["conv", "c_in→c_out", "kernel", "stride", "group", "kind", "params", "MACs", "field",

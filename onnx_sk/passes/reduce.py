@@ -1,7 +1,9 @@
 """ReducePass (Mode 1): every planned conv becomes its SK design, weights from the initialiser.
 
 Weights are drawn conv by conv in graph order from one seeded generator, so the same model,
-options and seed give a byte-identical output.
+options and seed give a byte-identical output. Each replacement records the relative error of
+its dense-equivalent kernel against the original (``approx.relative_errors``: in weight space,
+BN-scaled when a BN follows, and on the calibration patches when the target has them).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from onnx_sk.approx import Target, relative_errors
 from onnx_sk.build import graph_names, replace_conv
-from onnx_sk.designs import Realisation
+from onnx_sk.designs import Realisation, dense_equivalent
 from onnx_sk.plan import Decision
 from onnx_sk.weight_init import INITIALISERS
 
@@ -28,10 +31,19 @@ class Replacement:
     weights: list[np.ndarray]
     bias: np.ndarray | None
     new_nodes: list[str]
+    init_error: float | None = None
+    init_output_error: float | None = None
 
 
-def prepare(decisions: list[Decision], init: str, seed: int) -> list[Replacement]:
-    """Stage weights for every planned conv, drawn in graph order from one seeded generator."""
+def prepare(
+    decisions: list[Decision], init: str, seed: int, targets: dict[str, Target] | None = None
+) -> list[Replacement]:
+    """Stage weights for every planned conv, drawn in graph order from one seeded generator.
+
+    ``targets`` (conv output name → :class:`~onnx_sk.approx.Target`: BN scale, calibration
+    patches) goes to the initialiser and to the recorded errors.
+    """
+    targets = targets or {}
     rng = np.random.default_rng(seed)
     fn = INITIALISERS[init]
     done = []
@@ -39,9 +51,15 @@ def prepare(decisions: list[Decision], init: str, seed: int) -> list[Replacement
         if d.real is None:
             continue
         site = d.site
-        weights = fn(d.real, site.weight, site.bias, rng)
         node = site.node
-        done.append(Replacement(site.name, node.input[0], node.output[0], d.real, weights, site.bias, []))
+        target = targets.get(node.output[0])
+        weights = fn(d.real, site.weight, site.bias, rng, target)
+        errors = relative_errors(site.weight, dense_equivalent(d.real.stages, weights), target)
+        done.append(
+            Replacement(
+                site.name, node.input[0], node.output[0], d.real, weights, site.bias, [], *errors
+            )
+        )
     return done
 
 
@@ -54,10 +72,14 @@ def apply(model: onnx.ModelProto, replacements: list[Replacement]) -> None:
 
 
 def run_reduce(
-    model: onnx.ModelProto, decisions: list[Decision], init: str, seed: int
+    model: onnx.ModelProto,
+    decisions: list[Decision],
+    init: str,
+    seed: int,
+    targets: dict[str, Target] | None = None,
 ) -> tuple[onnx.ModelProto, list[Replacement]]:
     """Apply the decisions to a copy of ``model``; returns the new model and what was replaced."""
-    replacements = prepare(decisions, init, seed)
+    replacements = prepare(decisions, init, seed, targets)
     if not replacements:
         return model, []
     out = onnx.ModelProto()

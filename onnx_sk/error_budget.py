@@ -1,0 +1,87 @@
+"""``--max-error τ``: deploy without retraining by replacing only convs that approximate well.
+
+A planning step after ``plan.plan``: the policy's decisions (first conv, ``--exclude``,
+``--min-channels``, ineligible convs) stand with their reasons; for every conv the policy would
+replace, the admissible realisations of the allowed designs that are cheaper than the dense conv
+(by ``--objective``) are fitted with ``approx.fit`` in increasing cost, and the first whose
+relative error is ≤ τ is chosen. The error is the output error on the calibration patches with
+``--calibration``, the (BN-scaled) weight error otherwise. A conv with no such design is kept, and
+its reason names the best error found.
+"""
+
+from __future__ import annotations
+
+from onnx_sk.approx import Target, fit, relative_errors
+from onnx_sk.designs import DESIGNS, Realisation, dense_equivalent
+from onnx_sk.errors import UserError
+from onnx_sk.plan import Decision, Options
+from onnx_sk.select import candidates, cost
+
+
+def validate_approx(options: Options) -> None:
+    """The option checks of --calibration, --max-error and --for-training."""
+    if options.max_error is not None:
+        if not options.max_error >= 0:
+            raise UserError(f"--max-error {options.max_error}: expected a relative error >= 0")
+        if options.init != "approx":
+            raise UserError("--max-error needs --init approx (He weights do not approximate anything)")
+        if options.mode != "reduce":
+            raise UserError("--max-error works with --mode reduce only")
+    if options.calibration is not None and options.init != "approx":
+        raise UserError("--calibration needs --init approx")
+
+
+def layer_error(real: Realisation, weight, target: Target | None) -> float:
+    """The error --max-error compares with τ: output error with calibration data, else weight error."""
+    weight_error, output_error = relative_errors(
+        weight, dense_equivalent(real.stages, fit(real, weight, target)), target
+    )
+    return weight_error if output_error is None else output_error
+
+
+def _ranked(d: Decision, options: Options) -> list[Realisation]:
+    spec = d.site.spec
+    assert spec is not None
+    order = [options.design] if options.design in DESIGNS else list(DESIGNS)
+    objective = options.objective if options.objective in ("params", "macs") else "params"
+    other = "macs" if objective == "params" else "params"
+    dense = spec.params if objective == "params" else spec.weight_params
+    found = [r for r in candidates(spec, order, options.bottleneck_ratio) if cost(r, objective) < dense]
+    return sorted(found, key=lambda r: (cost(r, objective), cost(r, other), order.index(r.design)))
+
+
+def _label(real: Realisation) -> str:
+    groups = " ".join(f"{k}={v}" for k, v in real.groups)
+    k = f" K={real.bottleneck}" if real.bottleneck else ""
+    return f"{real.design}{' ' + groups if groups else ''}{k}"
+
+
+def decide_within(d: Decision, options: Options, target: Target | None) -> Decision:
+    """The cheapest realisation with error ≤ τ, or the conv kept with the best error found."""
+    tau = options.max_error
+    assert tau is not None
+    best: tuple[float, Realisation] | None = None
+    for real in _ranked(d, options):
+        err = layer_error(real, d.site.weight, target)
+        if err <= tau:
+            return Decision(d.site, real, note=f"error {err:.3g} ≤ --max-error {tau:g}")
+        if best is None or err < best[0]:
+            best = (err, real)
+    if best is None:
+        return Decision(d.site, None, d.reason or "no SK design is cheaper than the dense conv")
+    return Decision(
+        d.site, None, f"no design within --max-error {tau:g} (best: {_label(best[1])}, error {best[0]:.3g})"
+    )
+
+
+def within_error(
+    decisions: list[Decision], options: Options, targets: dict[str, Target]
+) -> list[Decision]:
+    """Re-decide every conv the policy would replace under --max-error (others unchanged)."""
+    out = []
+    for d in decisions:
+        if d.real is None:
+            out.append(d)
+            continue
+        out.append(decide_within(d, options, targets.get(d.site.node.output[0])))
+    return out

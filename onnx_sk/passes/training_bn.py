@@ -1,0 +1,60 @@
+"""TrainingBNPass (``optimize --for-training``): an identity BatchNormalization after each new stage.
+
+The papers train every layer followed by BN. For each replaced conv, every inserted ``Conv``
+stage but the last gets ``BatchNormalization(scale=1, B=0, mean=0, var=1−ε, epsilon=ε)``, which
+computes ``(x − 0)/sqrt(1 − ε + ε)·1 + 0 = x``: the model's outputs do not change, and a
+framework importer turns each into a trainable BN. The last stage writes the original conv's
+output, which already feeds whatever followed the dense conv (usually its own BN).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnx_sk.passes.reduce import Replacement
+
+EPSILON = 1e-5
+
+
+def _bn_params(graph: onnx.GraphProto, base: str, channels: int) -> list[str]:
+    values = {
+        "scale": np.ones(channels, np.float32),
+        "bias": np.zeros(channels, np.float32),
+        "mean": np.zeros(channels, np.float32),
+        "var": np.full(channels, 1.0 - EPSILON, np.float32),
+    }
+    names = []
+    for key, value in values.items():
+        name = f"{base}/{key}"
+        graph.initializer.append(numpy_helper.from_array(value, name))
+        names.append(name)
+    return names
+
+
+def insert_identity_bn(model: onnx.ModelProto, replacements: list[Replacement]) -> int:
+    """Insert the BNs in place; returns how many were inserted."""
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    count = 0
+    for r in replacements:
+        new = set(r.new_nodes)
+        convs = [n for n in graph.node if n.name in new and n.op_type == "Conv"]
+        for conv in convs[:-1]:
+            channels = inits[conv.input[1]].dims[0]
+            out = conv.output[0]
+            base = f"{conv.name}/bn"
+            conv.output[0] = f"{out}/pre_bn"
+            bn = helper.make_node(
+                "BatchNormalization",
+                [conv.output[0], *_bn_params(graph, base, channels)],
+                [out],
+                name=base,
+                epsilon=EPSILON,
+            )
+            position = list(graph.node).index(conv) + 1
+            graph.node.insert(position, bn)
+            r.new_nodes.append(base)
+            count += 1
+    return count

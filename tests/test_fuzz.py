@@ -1,0 +1,316 @@
+"""Property-based fuzzing of ``optimize``: random CNN graphs through every design and mode.
+
+For each random graph (:mod:`cnn_graphs`: chains, residual Adds, Concat, Split, BN, activations,
+odd and prime channel counts, kernels 1-5 (non-square too), strides, pads (asymmetric too),
+``auto_pad``, dilations, groups, symbolic batch/height/width) the result must
+
+- pass ``onnx.checker.check_model(full_check=True)`` and run in ONNX Runtime;
+- keep the output names, the declared input/output types and the runtime output shapes;
+- carry optimize's own verification (checker, information fields, dense-twin outputs);
+- and, checked here independently of ``onnx_sk.verify``: every inserted subgraph, cut out of
+  the written file with its weights, equals one dense Conv with the
+  ``designs.dense_equivalent`` kernel of those weights (rtol 1e-4, atol 1e-5; the weights are
+  He-scaled, so the outputs are of unit scale and the tolerance is tight).
+
+Profiles (``hypothesis.settings``): ``onnx-sk-ci`` (default; a few hundred examples in all,
+derandomized so CI is reproducible) and ``long`` (thousands, random)::
+
+    HYPOTHESIS_PROFILE=long .venv/bin/pytest tests/test_fuzz.py -q -p no:cacheprovider
+
+Every failure found becomes a literal example in ``tests/test_fuzz_regressions.py``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from cnn_graphs import ACTIVATIONS, ConvCfg, Net, build, feed_shape
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from onnx import helper
+
+import onnx_sk
+from onnx_sk.convs import read_spec
+from onnx_sk.designs import DESIGNS, dense_equivalent, divisors, realisations
+from onnx_sk.errors import UserError
+from onnx_sk.passes.reduce import Replacement
+from onnx_sk.runtime import session
+from onnx_sk.verify import inserted_subgraph
+
+_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("onnx-sk-ci", max_examples=30, derandomize=True, database=None, **_COMMON)
+settings.register_profile("long", max_examples=600, derandomize=False, print_blob=True, **_COMMON)
+FUZZ = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "onnx-sk-ci"))
+if os.environ.get("HYPOTHESIS_PROFILE") not in (None, "onnx-sk-ci", "long"):
+    FUZZ = settings(FUZZ, **_COMMON)
+#: per example, the widen test runs two optimizations' worth of work: fewer examples
+FUZZ_WIDEN = settings(FUZZ, max_examples=max(10, FUZZ.max_examples * 2 // 3))
+
+RTOL, ATOL = 1e-4, 1e-5
+VERIFIER_SIZE = (64, 64)  # the spatial size verify feeds symbolic dims first
+CHANNELS = st.sampled_from([1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 16, 17, 23, 24])
+DESIGN_CHOICES = [None, *DESIGNS]
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+@st.composite
+def conv_cfgs(draw, c_in: int, size: tuple[int, int], preserve: bool = False, c_out: int | None = None):
+    """A conv for a [N, c_in, *size] input; ``preserve``: stride 1 and the same output size."""
+    kh = draw(st.integers(1, 5))
+    kw = draw(st.one_of(st.just(kh), st.integers(1, 5)))
+    dil = draw(st.sampled_from([(1, 1), (1, 1), (2, 2), (1, 2), (2, 1)]))
+    c_out = draw(CHANNELS) if c_out is None else c_out
+    group = draw(st.one_of(st.just(1), st.sampled_from(divisors(math.gcd(c_in, c_out)))))
+    bias = draw(st.booleans())
+    spans = (dil[0] * (kh - 1), dil[1] * (kw - 1))
+    if preserve:
+        auto_pad = draw(st.sampled_from(["NOTSET", "NOTSET", "SAME_UPPER", "SAME_LOWER"]))
+        top, left = draw(st.integers(0, spans[0])), draw(st.integers(0, spans[1]))
+        pads = (top, left, spans[0] - top, spans[1] - left)
+        strides = (1, 1)
+    else:
+        auto_pad = draw(st.sampled_from(["NOTSET"] * 5 + ["SAME_UPPER", "SAME_LOWER", "VALID"]))
+        pads = tuple(draw(st.integers(0, spans[i % 2] + 1)) for i in range(4))
+        strides = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    cfg = ConvCfg(c_out, (kh, kw), strides, pads, dil, group, bias, auto_pad)
+    if min(cfg.out_size(size)) < 1:  # too small an input for this conv: keep the size
+        cfg = replace(cfg, strides=(1, 1), auto_pad="SAME_UPPER")
+    return cfg
+
+
+def _partition(draw, total: int) -> tuple[int, ...]:
+    parts = draw(st.integers(2, min(3, total)))
+    cuts = sorted(draw(st.sets(st.integers(1, total - 1), min_size=parts - 1, max_size=parts - 1)))
+    return tuple(b - a for a, b in zip([0, *cuts], [*cuts, total], strict=True))
+
+
+@st.composite
+def nets(draw, max_layers: int = 6) -> Net:
+    c = c_in = draw(CHANNELS)
+    batch = draw(st.sampled_from(["N", 1, 2]))
+    shape = draw(st.sampled_from(["symbolic", "symbolic+given", "fixed"]))
+    if shape == "symbolic":
+        size, dims = VERIFIER_SIZE, (batch, "H", "W")
+    else:
+        size = (draw(st.integers(3, 20)), draw(st.integers(3, 20)))
+        dims = (batch, "H", "W") if shape == "symbolic+given" else (batch, *size)
+    layers = []
+    for _ in range(draw(st.integers(1, max_layers))):
+        kind = draw(st.sampled_from(["conv", "conv", "conv", "bn", "act", "residual", "concat", "split"]))
+        if kind == "split" and c < 2:
+            kind = "conv"
+        if kind == "conv":
+            cfg = draw(conv_cfgs(c, size))
+            layers.append(("conv", cfg))
+            c, size = cfg.c_out, cfg.out_size(size)
+        elif kind == "bn":
+            layers.append(("bn",))
+        elif kind == "act":
+            layers.append(("act", draw(st.sampled_from(ACTIVATIONS))))
+        elif kind == "residual":
+            layers.append(("residual", draw(conv_cfgs(c, size, preserve=True, c_out=c))))
+        elif kind == "concat":
+            a, b = draw(conv_cfgs(c, size, preserve=True)), draw(conv_cfgs(c, size, preserve=True))
+            layers.append(("concat", a, b))
+            c = a.c_out + b.c_out
+        else:
+            sizes = _partition(draw, c)
+            cfgs = tuple(draw(conv_cfgs(s, size, preserve=True)) for s in sizes)
+            layers.append(("split", sizes, cfgs))
+            c = sum(cfg.c_out for cfg in cfgs)
+    extra = draw(st.integers(-1, len(layers) - 1))
+    return Net(c_in, dims, tuple(layers), extra, draw(st.integers(0, 2**16)), 17, size)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def input_shape_option(net: Net) -> list[str] | None:
+    """``--input-shape`` for a symbolic net meant to run at a size other than the verifier's."""
+    if all(isinstance(d, int) for d in net.dims[1:]) or net.size == VERIFIER_SIZE:
+        return None
+    return ["x:" + "x".join(map(str, feed_shape(net)))]
+
+
+def io_signature(model: onnx.ModelProto) -> list:
+    sig = []
+    for vi in [*model.graph.input, *model.graph.output]:
+        t = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in t.shape.dim]
+        sig.append((vi.name, t.elem_type, dims if t.HasField("shape") else None))
+    return sig
+
+
+def run(model: onnx.ModelProto | str, feeds: dict) -> dict[str, np.ndarray]:
+    sess = session(model, opt_level="disabled")
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds), strict=True))
+
+
+def _replacement(original: onnx.ModelProto, written: onnx.ModelProto, row: dict, ratio: float):
+    """A Replacement rebuilt from the report row and the written file (its weights, its nodes)."""
+    conv = next(n for n in original.graph.node if (n.name or n.output[0]) == row["name"])
+    inits = {i.name: i for i in original.graph.initializer}
+    spec = read_spec(conv, tuple(inits[conv.input[1]].dims), len(conv.input) > 2 and bool(conv.input[2]))
+    real = next(
+        r for r in realisations(row["design"], spec, ratio)
+        if r.group_dict == (row["groups"] or {}) and r.bottleneck == row["bottleneck"]
+    )  # fmt: skip
+    new = [n for n in written.graph.node if n.name.startswith(f"{row['name']}/sk/")]
+    stage_nodes = [n for n in new if n.op_type == "Conv"]
+    assert len(stage_nodes) == len(real.stages), row
+    w_inits = {i.name: i for i in written.graph.initializer}
+    weights = [onnx.numpy_helper.to_array(w_inits[n.input[1]]) for n in stage_nodes]
+    for stage, w in zip(real.stages, weights, strict=True):
+        assert w.shape == stage.weight_shape(spec.kernel_shape), (row, stage)
+    rep = Replacement(
+        name=row["name"], input=conv.input[0], output=conv.output[0], real=real, weights=weights,
+        bias=None, new_nodes=[n.name for n in new],
+    )  # fmt: skip
+    return conv, rep
+
+
+def check_subgraphs(original: onnx.ModelProto, written: onnx.ModelProto, report, ratio=0.25) -> int:
+    """Each inserted subgraph alone equals one dense Conv with its dense-equivalent kernel."""
+    rng = np.random.default_rng(0)
+    opsets = list(written.opset_import)
+    checked = 0
+    for row in report.convs:
+        if not row["design"]:
+            continue
+        conv, rep = _replacement(original, written, row, ratio)
+        sub = inserted_subgraph(written, rep)
+        sk = helper.make_model(sub, opset_imports=opsets, ir_version=written.ir_version)
+        onnx.checker.check_model(sk, full_check=True)
+        w_eq = dense_equivalent(rep.real.stages, rep.weights).astype(np.float32)
+        dense_inputs = [rep.input, "w_eq", *conv.input[2:3]]
+        inits = [onnx.numpy_helper.from_array(w_eq, "w_eq")]
+        inits += [i for i in original.graph.initializer if i.name in conv.input[2:3]]
+        node = helper.make_node("Conv", dense_inputs, [rep.output])
+        node.attribute.extend(conv.attribute)
+        dense_graph = helper.make_graph([node], "dense", list(sub.input), list(sub.output), inits)
+        dense = helper.make_model(dense_graph, opset_imports=opsets, ir_version=written.ir_version)
+        spec = rep.real.spec
+        size = [spec.dilations[i] * (spec.kernel_shape[i] - 1) + 1 + 2 * spec.strides[i] for i in range(2)]
+        feeds = {rep.input: rng.standard_normal((2, spec.c_in, *size)).astype(np.float32)}
+        got, want = run(sk, feeds)[rep.output], run(dense, feeds)[rep.output]
+        assert got.shape == want.shape
+        assert np.max(np.abs(want)) > 1e-2, "a vacuous comparison: the outputs are ~0"
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=f"conv {row['name']}")
+        checked += 1
+    return checked
+
+
+def _clean_folder(folder: Path, expected: set[str]) -> None:
+    left = {p.name for p in folder.iterdir()}
+    assert left == expected, f"unexpected files: {sorted(left - expected)}"
+
+
+def check_reduce(net: Net, design: str | None, include_first: bool, objective: str) -> None:
+    model = build(net)
+    feeds = {"x": np.random.default_rng(net.seed).standard_normal(feed_shape(net)).astype(np.float32)}
+    want = run(model, feeds)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        onnx.save(model, src)
+        before = src.read_bytes()
+        _, report = onnx_sk.optimize(
+            src, out, design=design, include_first=include_first, objective=objective,
+            input_shape=input_shape_option(net),
+        )  # fmt: skip
+        assert src.read_bytes() == before
+        _clean_folder(Path(tmp), {"in.onnx", "out.onnx"})
+        onnx.checker.check_model(str(out), full_check=True)
+        written = onnx.load(out)
+    assert io_signature(written) == io_signature(model)
+    got = run(written, feeds)
+    assert list(got) == list(want)
+    assert [g.shape for g in got.values()] == [w.shape for w in want.values()]
+    if report.replaced:
+        v = report.verification
+        assert v["checker"] and v["fields_checked"] == report.replaced, v
+        assert check_subgraphs(model, written, report) == report.replaced
+    else:
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+
+
+def check_widen(net: Net, design: str | None, widen_init: str, width_scale: float | None) -> None:
+    model = build(net)
+    feeds = {"x": np.random.default_rng(net.seed).standard_normal(feed_shape(net)).astype(np.float32)}
+    want = run(model, feeds)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
+        onnx.save(model, src)
+        try:
+            _, report = onnx_sk.optimize(
+                src, out, mode="widen", design=design, include_first=True, widen_init=widen_init,
+                width_scale=width_scale, input_shape=input_shape_option(net),
+            )  # fmt: skip
+        except UserError as exc:
+            assert str(exc).startswith("nothing could be widened: every channel space is frozen"), exc
+            _clean_folder(Path(tmp), {"in.onnx"})
+            return
+        _clean_folder(Path(tmp), {"in.onnx", "out.onnx"})
+        onnx.checker.check_model(str(out), full_check=True)
+        written = onnx.load(out)
+    assert io_signature(written) == io_signature(model)
+    got = run(written, feeds)
+    assert list(got) == list(want)
+    assert [g.shape for g in got.values()] == [w.shape for w in want.values()]
+    assert report.verification is not None and report.verification["checker"]
+
+
+# --------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("design", DESIGN_CHOICES, ids=lambda d: d or "auto")
+@FUZZ
+@given(
+    net=nets(),
+    include_first=st.sampled_from([True, True, False]),
+    objective=st.sampled_from(["params", "macs"]),
+)
+def test_reduce_random_graphs(design, net, include_first, objective):
+    check_reduce(net, design, include_first, objective)
+
+
+@FUZZ_WIDEN
+@given(
+    net=nets(max_layers=4),
+    design=st.sampled_from([*DESIGN_CHOICES, "none"]),
+    widen_init=st.sampled_from(["he", "preserve"]),
+    width_scale=st.sampled_from([None, None, 1.5]),
+)
+def test_widen_random_graphs(net, design, widen_init, width_scale):
+    if design == "none" and width_scale is None:
+        width_scale = 1.25
+    check_widen(net, design, widen_init, width_scale)
+
+
+def test_graph_builder_covers_the_layer_kinds():
+    """The strategy's building blocks, once each, by hand: the builder itself is sound."""
+    a = ConvCfg(7, (3, 3), pads=(1, 1, 1, 1))
+    net = Net(
+        5, ("N", "H", "W"),
+        (
+            ("conv", ConvCfg(6, (3, 2), (2, 1), (1, 0, 0, 1), (1, 2))), ("bn",), ("act", "Relu"),
+            ("residual", ConvCfg(6, (3, 3), pads=(0, 2, 2, 0))), ("concat", a, ConvCfg(4, (1, 1))),
+            ("split", (5, 6), (ConvCfg(5, (3, 3), auto_pad="SAME_LOWER"), ConvCfg(2, (5, 5), pads=(2, 2, 2, 2)))),
+        ),
+        extra_output=2,
+    )  # fmt: skip
+    model = build(net)
+    ops = [n.op_type for n in model.graph.node]
+    for op in ("Conv", "BatchNormalization", "Relu", "Add", "Concat", "Split"):
+        assert op in ops
+    outs = run(model, {"x": np.zeros(feed_shape(net), np.float32)})
+    assert [o.shape for o in outs.values()] == [(1, 6, 32, 63), (1, 7, 32, 63)]
