@@ -76,7 +76,7 @@ _FLOAT_TYPES = {
 }
 
 
-def _float_params(model: onnx.ModelProto) -> int:
+def float_params(model: onnx.ModelProto) -> int:
     """Elements of every floating-point initializer and Constant tensor (read from dims only)."""
     total = 0
     for tensor in all_tensors(model):
@@ -127,7 +127,7 @@ def analyze_model(
             "convs": len(rows),
             "eligible": len(eligible),
             "conv_params": conv_params,
-            "all_params": _float_params(model),
+            "all_params": float_params(model),
             "conv_macs": conv_macs,
             "gemm_macs": fc_macs,
             "total_macs": None if conv_macs is None or fc_macs is None else conv_macs + fc_macs,

@@ -15,9 +15,9 @@ from pathlib import Path
 import onnx
 
 from onnx_sk import fit_targets
-from onnx_sk.analyze import _float_params
-from onnx_sk.error_budget import within_error
+from onnx_sk.analyze import float_params
 from onnx_sk.convs import find_convs
+from onnx_sk.error_budget import within_error
 from onnx_sk.io import check_output_path, is_large, load_model, save_model
 from onnx_sk.passes.reduce import apply, prepare
 from onnx_sk.passes.training_bn import insert_identity_bn
@@ -90,8 +90,8 @@ def _totals(rows: list[dict], before: onnx.ModelProto | int, after: onnx.ModelPr
     t = {
         "convs": len(rows),
         "replaced": sum(1 for r in rows if r["design"]),
-        "params_before": before if isinstance(before, int) else _float_params(before),
-        "params_after": _float_params(after),
+        "params_before": before if isinstance(before, int) else float_params(before),
+        "params_after": float_params(after),
         "conv_params_before": _sum(rows, "params_before"),
         "conv_params_after": _sum(rows, "params_after"),
         "conv_macs_before": _sum(rows, "macs_before"),
@@ -136,7 +136,7 @@ def optimize_model(
         return loaded.model, report
     model = _owned(loaded)
     large = is_large(model, True if loaded.used_external_data else None)
-    params_before = _float_params(model)
+    params_before = float_params(model)
     twin = None
     if options.verify:
         twin = dense_twin_outputs(

@@ -16,7 +16,7 @@ This module imports numpy and the standard library only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 DENSE = "dense"
 POINTWISE = "pointwise"
@@ -38,7 +38,6 @@ class ConvSpec:
     auto_pad: str = "NOTSET"
     has_bias: bool = False
     name: str = ""
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         n = len(self.kernel_shape)

@@ -26,7 +26,7 @@ import math
 import numpy as np
 import onnx
 
-from onnx_sk.analyze import _float_params
+from onnx_sk.analyze import float_params
 from onnx_sk.convs import find_convs
 from onnx_sk.errors import UserError
 from onnx_sk.io import LoadedModel, save_model
@@ -154,7 +154,7 @@ def optimize_widen(loaded: LoadedModel, out, options: Options):
     if options.param_budget is not None:
         target = options.param_budget
     else:
-        target = model_conv_params(original) if options.budget == "conv" else _float_params(original)
+        target = model_conv_params(original) if options.budget == "conv" else float_params(original)
     base, decisions, replaced = original, [], []
     if preserve and reduce:
         decisions = plan(sites, options)
@@ -218,7 +218,7 @@ def widen_solution(model: onnx.ModelProto, options: Options) -> dict:
     analysis = analyze_channels(model, shapes)
     count = _Counter(analysis, options, find_convs(model, shapes), options.design != "none")
     target = options.param_budget or (
-        model_conv_params(model) if options.budget == "conv" else _float_params(model)
+        model_conv_params(model) if options.budget == "conv" else float_params(model)
     )
     if options.width_scale is not None:
         sol = Solution(options.width_scale, count(options.width_scale), target)
@@ -227,7 +227,7 @@ def widen_solution(model: onnx.ModelProto, options: Options) -> dict:
     widths = count.widths(sol.scale)
     return {
         "scale": sol.scale, "target": target, "achieved": sol.count, "ratio": sol.ratio,
-        "params_before": _float_params(model), "params_after": analysis.float_params(widths)
+        "params_before": float_params(model), "params_after": analysis.float_params(widths)
         + (sol.count - sum(analysis.conv_params(widths).values()) if options.budget == "conv" else 0),
         "layers": _layers(analysis, widths),
     }  # fmt: skip
@@ -243,8 +243,8 @@ def _widen_totals(before: onnx.ModelProto, after: onnx.ModelProto, rows: list[di
     t = {
         "convs": sum(1 for n in before.graph.node if n.op_type == "Conv"),
         "replaced": sum(1 for r in rows if r["design"]),
-        "params_before": _float_params(before),
-        "params_after": _float_params(after),
+        "params_before": float_params(before),
+        "params_after": float_params(after),
         "conv_params_before": model_conv_params(before),
         "conv_params_after": model_conv_params(after),
         "conv_macs_before": None,

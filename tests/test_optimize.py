@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -206,3 +207,14 @@ def test_output_file_mode_follows_umask(tmp_path):
 
     save_json({"a": 1}, rep)
     assert rep.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_overwrite_input_when_asked(tmp_path):
+    src = tmp_path / "m.onnx"
+    shutil.copy(MODELS / "table1_w16.onnx", src)
+    proc = run_cli("optimize", src, src, "--overwrite", "-q")
+    assert proc.returncode == 0, proc.stderr
+    model = onnx.load(src)
+    onnx.checker.check_model(model, full_check=True)
+    assert any("/sk/" in n.name for n in model.graph.node)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"], "no temporary file left behind"
