@@ -6,13 +6,16 @@ replace, the admissible realisations of the allowed designs that are cheaper tha
 (by ``--objective``) are fitted with ``approx.fit`` in increasing cost, and the first whose
 relative error is ≤ τ is chosen. The error is the output error on the calibration patches with
 ``--calibration``, the (BN-scaled) weight error otherwise. A conv with no such design is kept, and
-its reason names the best error found.
+its reason names the best error found. Each design is screened first by its loosest realisation
+(M = N = 1), whose kernels include those of every other realisation: a design whose loosest
+error exceeds τ is skipped whole (for the bottleneck designs this relies on CP-ALS finding a
+near-optimal fit).
 """
 
 from __future__ import annotations
 
 from onnx_sk.approx import Target, fit, relative_errors
-from onnx_sk.designs import DESIGNS, Realisation, dense_equivalent
+from onnx_sk.designs import DESIGNS, Realisation, dense_equivalent, realisations
 from onnx_sk.errors import UserError
 from onnx_sk.plan import Decision, Options
 from onnx_sk.select import candidates, cost
@@ -50,6 +53,15 @@ def _ranked(d: Decision, options: Options) -> list[Realisation]:
     return sorted(found, key=lambda r: (cost(r, objective), cost(r, other), order.index(r.design)))
 
 
+def _loosest(real: Realisation, options: Options) -> Realisation:
+    """The design's realisation with M = N = 1: every other one's kernels are among its kernels
+    (grouping only adds zeros), so its optimal error bounds theirs from below."""
+    for r in realisations(real.design, real.spec, options.bottleneck_ratio):
+        if all(v == 1 for _, v in r.groups):
+            return r
+    return real
+
+
 def _label(real: Realisation) -> str:
     groups = " ".join(f"{k}={v}" for k, v in real.groups)
     k = f" K={real.bottleneck}" if real.bottleneck else ""
@@ -61,7 +73,15 @@ def decide_within(d: Decision, options: Options, target: Target | None) -> Decis
     tau = options.max_error
     assert tau is not None
     best: tuple[float, Realisation] | None = None
+    bounds: dict[str, float] = {}
     for real in _ranked(d, options):
+        if real.design not in bounds:
+            loosest = _loosest(real, options)
+            bounds[real.design] = layer_error(loosest, d.site.weight, target)
+            if best is None or bounds[real.design] < best[0]:
+                best = (bounds[real.design], loosest)
+        if bounds[real.design] > tau:
+            continue  # no realisation of this design can fit better than its loosest one
         err = layer_error(real, d.site.weight, target)
         if err <= tau:
             return Decision(d.site, real, note=f"error {err:.3g} ≤ --max-error {tau:g}")

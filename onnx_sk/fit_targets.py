@@ -57,23 +57,25 @@ def bn_scales(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return scales
 
 
-def load_calibration(path: str | os.PathLike, model: onnx.ModelProto) -> dict[str, np.ndarray]:
+def load_calibration(
+    path: str | os.PathLike, model: onnx.ModelProto, flag: str = "--calibration"
+) -> dict[str, np.ndarray]:
     """The model's input tensors from an .npz (keys = input names; one array for one input)."""
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"--calibration {p}: no such file")
+        raise UserError(f"{flag} {p}: no such file")
     try:
         with np.load(p, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}
     except Exception as exc:
-        raise UserError(f"--calibration {p}: not a readable .npz file ({type(exc).__name__})") from None
+        raise UserError(f"{flag} {p}: not a readable .npz file ({type(exc).__name__})") from None
     names = [vi.name for vi in real_inputs(model)]
     if len(names) == 1 and len(arrays) == 1:
         return {names[0]: next(iter(arrays.values()))}
     missing = [n for n in names if n not in arrays]
     if missing:
         raise UserError(
-            f"--calibration {p}: no array for input(s) {', '.join(missing)} "
+            f"{flag} {p}: no array for input(s) {', '.join(missing)} "
             f"(the file has {', '.join(arrays) or 'none'})"
         )
     return {n: arrays[n] for n in names}

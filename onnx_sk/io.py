@@ -29,6 +29,8 @@ from onnx_sk.errors import UserError
 PROTOBUF_LIMIT = 2**31 - 1
 #: stay well below protobuf's hard limit when deciding to write external data
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+#: the oldest default-domain opset accepted (the oldest ONNX Runtime supports)
+OLDEST_OPSET = 7
 
 
 @dataclass
@@ -39,6 +41,11 @@ class LoadedModel:
     path: Path | None = None
     used_external_data: bool = False
     external_files: list[str] = field(default_factory=list)
+
+    @property
+    def data_paths(self) -> list[Path]:
+        """The external data files the model was read from."""
+        return [self.path.parent / f for f in self.external_files] if self.path else []
 
 
 def _external_locations(model: onnx.ModelProto) -> list[tuple[str, str]]:
@@ -125,6 +132,44 @@ def _check_is_model(model: onnx.ModelProto, what: str) -> None:
             f"{what} has IR version {model.ir_version}, newer than this onnx "
             f"({onnx.__version__}) knows ({onnx.IR_VERSION})"
         )
+    _check_opset(model, what)
+    _check_dims(model, what)
+
+
+def _check_opset(model: onnx.ModelProto, what: str) -> None:
+    """The default domain's opset must be one ONNX Runtime supports and this onnx knows."""
+    newest = onnx.defs.onnx_opset_version()
+    for entry in model.opset_import:
+        if entry.domain not in ("", "ai.onnx"):
+            continue
+        if entry.version < OLDEST_OPSET:
+            raise UserError(
+                f"{what} uses opset {entry.version} of the default ONNX domain; onnx-sk supports "
+                f"opsets {OLDEST_OPSET} to {newest} (upgrade it with onnx.version_converter)"
+            )
+        if entry.version > newest:
+            raise UserError(
+                f"{what} uses opset {entry.version} of the default ONNX domain, newer than this "
+                f"onnx ({onnx.__version__}) knows ({newest})"
+            )
+
+
+def _check_dims(model: onnx.ModelProto, what: str) -> None:
+    """No negative dim in the main graph's declared shapes or in any tensor (headers only)."""
+    g = model.graph
+    for vi in (*g.input, *g.output, *g.value_info):
+        for d in vi.type.tensor_type.shape.dim:
+            if d.HasField("dim_value") and d.dim_value < 0:
+                raise UserError(
+                    f"{what}: tensor {vi.name!r} has a negative dim ({d.dim_value}): "
+                    "not a valid ONNX model"
+                )
+    for tensor in all_tensors(model):
+        if any(d < 0 for d in tensor.dims):
+            raise UserError(
+                f"{what}: tensor {tensor.name!r} has negative dims {list(tensor.dims)}: "
+                "not a valid ONNX model"
+            )
 
 
 def load_model(source: str | os.PathLike | onnx.ModelProto) -> LoadedModel:
@@ -255,8 +300,11 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_output_path(out: str | os.PathLike, inputs: list[Path], overwrite_input: bool) -> Path:
-    """Refuse an output in a missing folder, or over an input unless asked."""
+def check_output_path(
+    out: str | os.PathLike, inputs: list[Path], overwrite_input: bool, input_data: list[Path] = ()
+) -> Path:
+    """Refuse an output in a missing folder, over an input unless asked, or whose external data
+    file (``OUT.data``) would overwrite an input's external data (``input_data``)."""
     out = Path(out)
     if out.is_dir():
         raise UserError(f"output path {out} is a directory")
@@ -270,6 +318,14 @@ def check_output_path(out: str | os.PathLike, inputs: list[Path], overwrite_inpu
                 f"output path {out} is the input model: refusing to overwrite it "
                 "(pass --overwrite to allow)"
             )
+    replaces_input = any(src is not None and _same_file(src, out) for src in inputs)
+    for data in input_data:
+        for target in (out, out.parent / f"{out.name}.data"):
+            if _same_file(data, target) and not (target != out and replaces_input):
+                raise UserError(
+                    f"output path {out} would overwrite {target.name}, the input model's "
+                    "external data: refused (choose another output name)"
+                )
     return out
 
 
@@ -289,12 +345,11 @@ def save_model(
     folder = out.parent
     if external_data is None:
         external_data = is_large(model)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    tmp = Path(tmp_name)
     data_name = f"{out.name}.data"
     tmp_data = folder / f".{data_name}.{secrets.token_hex(6)}.tmp"  # no '..' in the name
+    tmp = folder / f".{out.name}.{secrets.token_hex(6)}.tmp"
     try:
+        tmp.touch(exist_ok=False)  # inside the try: an interrupt right after leaves nothing
         if external_data:
             external_data = _save_external(model, tmp, tmp_data, data_name)
         if not external_data:
@@ -306,17 +361,48 @@ def save_model(
                 before_rename(tmp)
         elif before_rename is not None:
             before_rename(None)
-        if external_data:
-            _default_mode(tmp_data)
-            os.replace(tmp_data, folder / data_name)
-        _default_mode(tmp)
-        os.replace(tmp, out)
+        with _signals_deferred():  # the data file and the model are renamed as a pair
+            if external_data:
+                _default_mode(tmp_data)
+                os.replace(tmp_data, folder / data_name)
+            _default_mode(tmp)
+            os.replace(tmp, out)
+            _fsync_folder(folder)
     except BaseException:
         for p in (tmp, tmp_data):
             with contextlib.suppress(OSError):
                 p.unlink()
         raise
     return out
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """SIGINT/SIGTERM held back (delivered on exit) while a few renames must happen together."""
+    import signal
+
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make the renames durable (POSIX; a no-op where a folder cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _save_external(model: onnx.ModelProto, tmp: Path, tmp_data: Path, data_name: str) -> bool:

@@ -108,7 +108,11 @@ def optimize_model(
 ) -> tuple[onnx.ModelProto, Report]:
     options.validate()
     loaded = load_model(source)
-    out = check_output_path(output, [loaded.path], overwrite) if output is not None else None
+    out = (
+        check_output_path(output, [loaded.path], overwrite, loaded.data_paths)
+        if output is not None
+        else None
+    )
     if options.mode == "widen":
         from onnx_sk.widen_mode import optimize_widen
 

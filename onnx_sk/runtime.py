@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -11,6 +12,7 @@ import onnx
 
 from onnx_sk.errors import UserError
 from onnx_sk.io import is_large, save_model
+from onnx_sk.shapes import MAX_ELEMENTS
 
 OPT_LEVELS = {
     "disabled": "ORT_DISABLE_ALL",
@@ -124,11 +126,41 @@ def random_inputs(
         dtype = _NP_TYPES.get(t.elem_type)
         if dtype is None:
             raise UserError(f"input {vi.name!r} has an element type onnx-sk cannot feed ({t.elem_type})")
+        _check_feed_size(vi.name, shape, np.dtype(dtype))
         if np.issubdtype(dtype, np.floating):
             feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
         else:
             feeds[vi.name] = np.zeros(shape, dtype=dtype)
     return feeds
+
+
+def _check_feed_size(name: str, shape: list[int], dtype: np.dtype) -> None:
+    """Refuse, before allocating, a random input too large to make (absurd dims in the model)."""
+    count = math.prod(shape)
+    dims = "x".join(map(str, shape))
+    if count > MAX_ELEMENTS:
+        raise UserError(
+            f"input {name!r} of shape {dims}: {count} elements is absurdly large for a random input: refused"
+        )
+    need = count * (8 + dtype.itemsize)  # the float64 draw and its cast
+    available = _available_memory()
+    if available is not None and need > available:
+        raise UserError(
+            f"input {name!r} of shape {dims}: a random input needs {need / 2**30:.1f} GiB, more than "
+            f"the {available / 2**30:.1f} GiB of memory available: refused"
+        )
+
+
+def _available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (None where there is none)."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def release_memory() -> None:

@@ -268,7 +268,7 @@ def _verify(original, base, widened, result, replaced, options: Options) -> dict
     else:
         check(result)
     reference = base if options.widen_init == "preserve" else original
-    feeds, (names, want) = _feeds_and_twin_outputs(reference, seed, shapes)
+    feeds, names, want = _feeds_and_twin_outputs(reference, seed, shapes)
     got_names, got = _run(result, feeds)
     if options.widen_init == "preserve":
         abs_max, rel_max = compare_outputs(names, want, got_names, got)

@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 import pytest
 from cnn_graphs import ACTIVATIONS, ConvCfg, Net, build, feed_shape
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from onnx import helper
 
@@ -45,8 +45,8 @@ from onnx_sk.runtime import session
 from onnx_sk.verify import inserted_subgraph
 
 _COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-settings.register_profile("onnx-sk-ci", max_examples=30, derandomize=True, database=None, **_COMMON)
-settings.register_profile("long", max_examples=600, derandomize=False, print_blob=True, **_COMMON)
+settings.register_profile("onnx-sk-ci", max_examples=60, derandomize=True, database=None, **_COMMON)
+settings.register_profile("long", max_examples=2000, derandomize=False, print_blob=True, **_COMMON)
 FUZZ = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "onnx-sk-ci"))
 if os.environ.get("HYPOTHESIS_PROFILE") not in (None, "onnx-sk-ci", "long"):
     FUZZ = settings(FUZZ, **_COMMON)
@@ -235,6 +235,7 @@ def check_reduce(net: Net, design: str | None, include_first: bool, objective: s
     got = run(written, feeds)
     assert list(got) == list(want)
     assert [g.shape for g in got.values()] == [w.shape for w in want.values()]
+    event(f"reduce: replaced {min(report.replaced, 3)}{'+' if report.replaced >= 3 else ''} convs")
     if report.replaced:
         v = report.verification
         assert v["checker"] and v["fields_checked"] == report.replaced, v
@@ -258,6 +259,7 @@ def check_widen(net: Net, design: str | None, widen_init: str, width_scale: floa
             )  # fmt: skip
         except UserError as exc:
             assert str(exc).startswith("nothing could be widened: every channel space is frozen"), exc
+            event("widen: nothing to widen")
             _clean_folder(Path(tmp), {"in.onnx"})
             return
         _clean_folder(Path(tmp), {"in.onnx", "out.onnx"})
@@ -268,6 +270,7 @@ def check_widen(net: Net, design: str | None, widen_init: str, width_scale: floa
     assert list(got) == list(want)
     assert [g.shape for g in got.values()] == [w.shape for w in want.values()]
     assert report.verification is not None and report.verification["checker"]
+    event(f"widen: replaced {min(report.replaced, 3)}{'+' if report.replaced >= 3 else ''} convs")
 
 
 # --------------------------------------------------------------------------- tests

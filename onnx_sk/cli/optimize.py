@@ -23,14 +23,24 @@ def _design_cell(row: dict) -> str:
     return " ".join(parts)
 
 
+def _error_cell(row: dict) -> str:
+    """Relative weight error (BN-scaled), and the output error on calibration data when given."""
+    if row.get("init_error") is None:
+        return ""
+    out = row.get("init_output_error")
+    return f"{row['init_error']:.3f}" + (f" (output {out:.3f})" if out is not None else "")
+
+
 def print_report(report: Report) -> None:
-    t = table("optimize", ["conv", "design / reason", "params", "MACs"])
+    errors = any(r.get("init_error") is not None for r in report.convs)
+    t = table("optimize", ["conv", "design / reason", "params", "MACs", *(["init error"] if errors else [])])
     for r in report.convs:
         t.add_row(
             r["name"],
             _design_cell(r),
             f"{fmt_count(r['params_before'])} → {fmt_count(r['params_after'])}",
             f"{fmt_count(r['macs_before'])} → {fmt_count(r['macs_after'])}",
+            *([_error_cell(r)] if errors else []),
         )
     console.print(t)
     tot = report.totals
@@ -104,6 +114,15 @@ def optimize_cmd(
     widen_init: str = typer.Option(
         "he", help="--mode widen: he (groups re-chosen) or preserve (zero outgoing weights, same function)."
     ),
+    calibration: str = typer.Option(
+        None, help="--init approx: .npz of input samples; fit each conv to its actual input activations."
+    ),
+    max_error: float = typer.Option(
+        None, help="--init approx: replace only convs whose relative approximation error is <= TAU."
+    ),
+    for_training: bool = typer.Option(
+        False, "--for-training", help="Insert an identity BatchNormalization after each new stage."
+    ),
 ) -> None:
     """Replace every qualifying dense conv with its most efficient SK design (Mode 1: reduce)."""
     if report is not None and not Path(report).parent.exists():
@@ -134,6 +153,9 @@ def optimize_cmd(
         param_budget=param_budget,
         round_to=round_to,
         widen_init=widen_init,
+        calibration=calibration,
+        max_error=max_error,
+        for_training=for_training,
     )
     if report is not None:
         save_json(rep.to_dict(), report)

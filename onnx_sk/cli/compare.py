@@ -1,0 +1,33 @@
+"""``onnx-sk compare A B``: output differences of two models on the same inputs."""
+
+from __future__ import annotations
+
+import typer
+
+from onnx_sk.cli import app
+from onnx_sk.cli.output import console, print_json, table
+from onnx_sk.compare import compare, to_dict
+from onnx_sk.shapes import parse_input_shapes
+
+
+@app.command("compare")
+def compare_cmd(
+    a: str = typer.Argument(..., help="Reference ONNX model."),
+    b: str = typer.Argument(..., help="ONNX model to compare with A."),
+    inputs: str = typer.Option(None, help=".npz of input tensors (keys = input names)."),
+    samples: int = typer.Option(8, help="Without --inputs: this many seeded random inputs."),
+    seed: int = typer.Option(0, help="Seed of the random inputs."),
+    input_shape: list[str] = typer.Option(None, help="NAME:1x3x224x224 for the random inputs."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Max/mean absolute difference, cosine similarity and top-1 agreement of each output."""
+    rows = compare(a, b, inputs, samples, seed, parse_input_shapes(input_shape))
+    if json_out:
+        print_json(to_dict(rows))
+        return
+    t = table(f"{a} vs {b}", ["output", "shape", "max |diff|", "mean |diff|", "cosine", "top-1 agreement"])
+    for r in rows:
+        top1 = "" if r.top1_agreement is None else f"{r.top1_agreement:.3f}"
+        t.add_row(r.name, "×".join(map(str, r.shape)), f"{r.max_abs_diff:.3g}", f"{r.mean_abs_diff:.3g}",
+                  f"{r.cosine:.6f}", top1)
+    console.print(t)

@@ -1,0 +1,49 @@
+"""``onnx-sk export-torch``: an ONNX model as a trainable ``torch.nn.Module``; torch imported lazily.
+
+The conversion itself is :class:`onnx_sk.torch_module.OnnxModule` (see there for the op list and
+what becomes a parameter). ``export_torch`` writes the module with ``torch.save``; load it with
+``torch.load(path, weights_only=False)`` where onnx-sk and torch are installed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx
+
+from onnx_sk.errors import UserError
+from onnx_sk.io import load_model
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise UserError("export-torch needs PyTorch: pip install 'onnx-sk[torch]'") from None
+    return torch
+
+
+def to_torch(model: str | os.PathLike | onnx.ModelProto):
+    """A trainable ``torch.nn.Module`` computing ``model`` (in eval mode, like ONNX Runtime)."""
+    _torch()
+    from onnx_sk.torch_module import OnnxModule
+
+    return OnnxModule(load_model(model).model).eval()
+
+
+def export_torch(model: str | os.PathLike | onnx.ModelProto, output: str | os.PathLike) -> Path:
+    """Write ``to_torch(model)`` with ``torch.save`` (load with ``torch.load(path, weights_only=False)``
+    where onnx-sk is installed)."""
+    torch = _torch()
+    out = Path(output)
+    if not out.parent.exists():
+        raise UserError(f"output folder {out.parent} does not exist")
+    module = to_torch(model)
+    tmp = out.parent / f".{out.name}.tmp"
+    try:
+        torch.save(module, tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out

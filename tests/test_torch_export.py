@@ -1,0 +1,122 @@
+"""export-torch: forward equals ONNX Runtime, the module trains, and it exports to ONNX again."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from conftest import MODELS
+from onnx import helper
+from test_bad_input import _assert_clean_error, run_cli
+
+import onnx_sk
+from onnx_sk.errors import UserError
+from onnx_sk.runtime import random_inputs, session
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
+
+from onnx_sk.torch_export import export_torch, to_torch  # noqa: E402
+
+CASES = [
+    ("resnet20_cifar.onnx", None),
+    ("resnet20_cifar_dynamo.onnx", "pw-dw-pw"),
+    ("table1_w16_bn.onnx", "gc-pwg"),
+    ("keras_cnn_tf2onnx.onnx", "pwg-dw-pwg"),
+    ("resnet18_w8_ext/model.onnx", "dw-pw"),
+    ("const_weights.onnx", None),
+]
+
+
+def _model(name: str, design: str | None, for_training: bool = True) -> onnx.ModelProto:
+    if design is None:
+        return onnx.load(MODELS / name)
+    model, _ = onnx_sk.optimize(MODELS / name, design=design, include_first=True, for_training=for_training)
+    return model
+
+
+def _forward(module, feeds: dict) -> list[np.ndarray]:
+    with torch.no_grad():
+        out = module(*[torch.from_numpy(v) for v in feeds.values()])
+    return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+
+
+@pytest.mark.parametrize(("name", "design"), CASES)
+def test_forward_matches_onnx_runtime(name, design):
+    model = _model(name, design)
+    feeds = random_inputs(model, np.random.default_rng(0), None, 64)
+    want = session(model).run(None, feeds)
+    got = _forward(to_torch(model), feeds)
+    for a, b in zip(got, want, strict=True):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(np.abs(b).max()))
+
+
+def test_every_weight_is_a_parameter_and_bn_statistics_are_buffers():
+    model = _model("table1_w16_bn.onnx", "pw-dw-pw")
+    module = to_torch(model)
+    floats = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT]
+    bns = [n for n in model.graph.node if n.op_type == "BatchNormalization"]
+    assert len(list(module.buffers())) == 2 * len(bns)
+    assert len(list(module.parameters())) == len(floats) - 2 * len(bns)
+    assert all(p.requires_grad for p in module.parameters())
+
+
+def test_training_changes_weights_lowers_the_loss_and_reexports(tmp_path):
+    model = _model("table1_w16_bn.onnx", "pwg-dw-pwg")
+    module = to_torch(model).train()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(8, 3, 24, 24, generator=gen)
+    labels = torch.randint(0, 10, (8,), generator=gen)
+    before = {k: v.detach().clone() for k, v in module.named_parameters()}
+    opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(8):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(module(x), labels)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.8 * losses[0]
+    sk = [k for k in before if "/sk/" in k or "_sk_" in k]
+    assert sk and all(not torch.equal(before[k], dict(module.named_parameters())[k]) for k in sk)
+    module.eval()
+    out = tmp_path / "retrained.onnx"
+    torch.onnx.export(module, (x[:2],), str(out), input_names=["input"], output_names=["logits"], dynamo=False)
+    onnx.checker.check_model(str(out), full_check=True)
+    (got,) = session(onnx.load(out)).run(None, {"input": x[:2].numpy()})
+    with torch.no_grad():
+        want = module(x[:2]).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_export_torch_cli_writes_a_loadable_module(tmp_path):
+    src = tmp_path / "sk.onnx"
+    onnx_sk.optimize(MODELS / "resnet20_cifar.onnx", src, design="dw-pw", for_training=True)
+    out = tmp_path / "sk.pt"
+    proc = run_cli("export-torch", src, out)
+    assert proc.returncode == 0, proc.stderr
+    module = torch.load(out, weights_only=False)
+    feeds = random_inputs(onnx.load(src), np.random.default_rng(1), None, 32)
+    np.testing.assert_allclose(
+        _forward(module, feeds)[0], session(onnx.load(src)).run(None, feeds)[0], rtol=1e-4, atol=1e-4
+    )
+
+
+def test_unsupported_op_is_a_clear_error(tmp_path):
+    graph = helper.make_graph(
+        [helper.make_node("Erf", ["x"], ["y"], name="erf")],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    with pytest.raises(UserError, match="op 'Erf' \\(node 'erf'\\) is not supported"):
+        to_torch(model)
+    path = tmp_path / "erf.onnx"
+    onnx.save(model, path)
+    proc = run_cli("export-torch", path, tmp_path / "erf.pt")
+    assert proc.returncode == 2 and proc.stderr.startswith("error: export-torch: op 'Erf' (node 'erf')")
+    _assert_clean_error(
+        run_cli("export-torch", path, tmp_path / "nope" / "x.pt"), f"output folder {tmp_path / 'nope'} does not exist"
+    )
