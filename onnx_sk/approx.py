@@ -37,6 +37,10 @@ from onnx_sk.designs import Realisation, shuffle_permutation
 
 DEFAULT_RIDGE = 1e-9
 CP_ITERATIONS = 200
+CP_MIN_ITERATIONS = 10
+#: arithmetic budget of one CP-ALS fit (a sweep costs ≈ 3·p·q·s·r multiply-adds): big layers get
+#: fewer sweeps (at least CP_MIN_ITERATIONS), small ones up to CP_ITERATIONS
+CP_FLOP_BUDGET = 5e9
 CP_TOLERANCE = 1e-6
 DATA_SWEEPS = 12
 CG_ITERATIONS = 8
@@ -111,15 +115,29 @@ def _blocks(lay: Layout):
 
 
 def _svd_block(t: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
-    """Best rank-r factors (balanced) of t [p, q]; zero columns beyond t's rank."""
-    u, sig, vt = np.linalg.svd(t, full_matrices=False)
-    k = min(r, sig.size)
-    root = np.sqrt(sig[:k])
-    left = np.zeros((t.shape[0], r))
-    right = np.zeros((r, t.shape[1]))
-    left[:, :k] = u[:, :k] * root
-    right[:k] = root[:, None] * vt[:k]
-    return left, right
+    """Best rank-r factors (balanced) of t [p, q]; zero columns beyond t's rank.
+
+    The singular vectors come from the eigenvectors of the smaller Gram matrix (t·tᵀ or tᵀ·t):
+    far cheaper than an SVD of a wide block, and the projection onto them is the same optimum.
+    """
+    p, q = t.shape
+    k = min(r, p, q)
+    if p <= q:
+        _, vecs = np.linalg.eigh(t @ t.T)
+        u = vecs[:, ::-1][:, :k]
+        left, right = u, u.T @ t
+    else:
+        _, vecs = np.linalg.eigh(t.T @ t)
+        v = vecs[:, ::-1][:, :k]
+        left, right = t @ v, v.T
+    norms = np.sqrt(np.linalg.norm(left, axis=0) * np.linalg.norm(right, axis=1)) + 1e-300
+    scale_l = norms / (np.linalg.norm(left, axis=0) + 1e-300)
+    scale_r = norms / (np.linalg.norm(right, axis=1) + 1e-300)
+    out_l = np.zeros((p, r))
+    out_r = np.zeros((r, q))
+    out_l[:, :k] = left * scale_l
+    out_r[:k] = right * scale_r[:, None]
+    return out_l, out_r
 
 
 def _leading(mat: np.ndarray, r: int, gen: np.random.Generator) -> np.ndarray:
@@ -149,15 +167,19 @@ def cp_als(
     t: np.ndarray,
     r: int,
     ridge: float = DEFAULT_RIDGE,
-    iterations: int = CP_ITERATIONS,
+    iterations: int | None = None,
     tolerance: float = CP_TOLERANCE,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rank-r CP of t [p, q, s] ≈ Σ_r a[:, r] ⊗ b[:, r] ⊗ d[:, r] by ridge ALS from an SVD start.
 
-    Stops after ``iterations`` sweeps or when a sweep lowers the squared error by less than
-    ``tolerance`` of itself.
+    Stops after ``iterations`` sweeps (default: as many as ``CP_FLOP_BUDGET`` allows, between
+    ``CP_MIN_ITERATIONS`` and ``CP_ITERATIONS``) or when a sweep lowers the squared error by less
+    than ``tolerance`` of itself.
     """
     p, q, s = t.shape
+    if iterations is None:
+        per_sweep = 3.0 * p * q * s * r
+        iterations = int(min(CP_ITERATIONS, max(CP_MIN_ITERATIONS, CP_FLOP_BUDGET // per_sweep)))
     gen = np.random.default_rng(0)
     t1 = t.reshape(p, q * s)
     t2 = np.ascontiguousarray(t.transpose(1, 0, 2)).reshape(q, p * s)
@@ -233,57 +255,70 @@ def _cgls(apply, adjoint, x0: np.ndarray, resid: np.ndarray, iters: int) -> np.n
     return x
 
 
+def _kr(b: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Rows of the input-side factor of a three-factor design: [J, C·S] = b[j, c]·d[j, s]."""
+    return (b[:, :, None] * d[:, None, :]).reshape(b.shape[0], -1)
+
+
+def _update_a(fac: Factors, mid_flat: np.ndarray, wl, patches, iters: int) -> None:
+    """A given the input side ``mid_flat  # [J, C·S]``: rows of A are independent least squares."""
+    m = mid_flat @ patches  # [J, P]
+    resid = wl - fac.a @ m
+    fac.a = _cgls(lambda x: x @ m, lambda r: (r @ m.T) * fac.mask_a, fac.a, resid, iters)
+
+
+def _update_spatial(fac: Factors, wl, patches, iters: int) -> None:
+    """Two-factor designs: the spatial stage [J, C·S], masked to each channel's input group."""
+    j, s = fac.mid.shape[0], fac.mid.shape[2]
+    mask = np.repeat(fac.mask_in[:, :, None], s, axis=2).reshape(j, -1)
+    a, lt = fac.a, patches.T
+    flat = fac.mid.reshape(j, -1)
+    resid = wl - a @ (flat @ patches)
+    flat = _cgls(lambda x: a @ (x @ patches), lambda r: (a.T @ (r @ lt)) * mask, flat, resid, iters)
+    fac.mid = flat.reshape(fac.mid.shape)
+
+
+def _update_dw(fac: Factors, wl, patches, iters: int) -> None:
+    """Three-factor designs: the depthwise taps d [J, S] given A and B."""
+    a, b, lt = fac.a, fac.b, patches.T
+    j, c, s = b.shape[0], b.shape[1], fac.mid.shape[1]
+    resid = wl - a @ (_kr(b, fac.mid) @ patches)
+    fac.mid = _cgls(
+        lambda x: a @ (_kr(b, x) @ patches),
+        lambda r: np.einsum("jcs,jc->js", (a.T @ (r @ lt)).reshape(j, c, s), b),
+        fac.mid,
+        resid,
+        iters,
+    )
+
+
+def _update_b(fac: Factors, wl, patches, iters: int) -> None:
+    """Three-factor designs: the first pointwise stage B [J, C] given A and d."""
+    a, d, lt = fac.a, fac.mid, patches.T
+    j, c, s = fac.b.shape[0], fac.b.shape[1], d.shape[1]
+    resid = wl - a @ (_kr(fac.b, d) @ patches)
+    fac.b = _cgls(
+        lambda x: a @ (_kr(x, d) @ patches),
+        lambda r: np.einsum("jcs,js->jc", (a.T @ (r @ lt)).reshape(j, c, s), d) * fac.mask_in,
+        fac.b,
+        resid,
+        iters,
+    )
+
+
 def refine_data(
     fac: Factors, w: np.ndarray, patches: np.ndarray, sweeps: int = DATA_SWEEPS, iters: int = CG_ITERATIONS
 ) -> Factors:
     """Lower ||(W − W_eq) L||_F by alternating CGLS over the factors (never increases it)."""
-    f, c, s = w.shape
-    wl = w.reshape(f, -1) @ patches  # [F, P]
-    lt = patches.T  # [P, C·S]
-
-    def resid() -> np.ndarray:
-        return wl - fac.dense() @ patches
-
+    wl = w.reshape(w.shape[0], -1) @ patches  # [F, P]
     for _ in range(sweeps):
         if fac.b is None:
-            mflat = fac.mid.reshape(fac.mid.shape[0], -1) @ patches  # [J, P]
-            fac.a = _cgls(
-                lambda x: x @ mflat, lambda r: (r @ mflat.T) * fac.mask_a, fac.a, resid(), iters
-            )
-            mask = np.repeat(fac.mask_in[:, :, None], s, axis=2).reshape(fac.mask_in.shape[0], -1)
-            am = fac.a
-            flat = _cgls(
-                lambda x: am @ (x @ patches),
-                lambda r: (am.T @ (r @ lt)) * mask,
-                fac.mid.reshape(mask.shape),
-                resid(),
-                iters,
-            )
-            fac.mid = flat.reshape(fac.mid.shape)
-            continue
-        j = fac.b.shape[0]
-
-        def kr(b, d):  # [J, C·S]
-            return (b[:, :, None] * d[:, None, :]).reshape(j, -1)
-
-        mflat = kr(fac.b, fac.mid) @ patches
-        fac.a = _cgls(lambda x: x @ mflat, lambda r: (r @ mflat.T) * fac.mask_a, fac.a, resid(), iters)
-        am, bm = fac.a, fac.b
-        fac.mid = _cgls(
-            lambda x: am @ (kr(bm, x) @ patches),
-            lambda r: np.einsum("jcs,jc->js", (am.T @ (r @ lt)).reshape(j, c, s), bm),
-            fac.mid,
-            resid(),
-            iters,
-        )
-        dm = fac.mid
-        fac.b = _cgls(
-            lambda x: am @ (kr(x, dm) @ patches),
-            lambda r: np.einsum("jcs,js->jc", (am.T @ (r @ lt)).reshape(j, c, s), dm) * fac.mask_in,
-            fac.b,
-            resid(),
-            iters,
-        )
+            _update_a(fac, fac.mid.reshape(fac.mid.shape[0], -1), wl, patches, iters)
+            _update_spatial(fac, wl, patches, iters)
+        else:
+            _update_a(fac, _kr(fac.b, fac.mid), wl, patches, iters)
+            _update_dw(fac, wl, patches, iters)
+            _update_b(fac, wl, patches, iters)
     return fac
 
 
@@ -332,13 +367,26 @@ def fit(real: Realisation, weight: np.ndarray, target: Target | None = None) -> 
 def relative_errors(
     weight: np.ndarray, w_eq: np.ndarray, target: Target | None = None
 ) -> tuple[float, float | None]:
-    """(weight error, output error or None): ||s·(W − W_eq)[·L]|| / ||s·W[·L]||."""
+    """(weight error, output error or None): ||s·(W − W_eq)[·L]|| / ||s·W[·L]||.
+
+    Summed over blocks of output rows (squared norms add up), so a multi-GB kernel needs
+    ~64 MB of float64 temporaries, not four copies of itself.
+    """
     f = weight.shape[0]
     scale = _scale(target, f)
-    w = weight.astype(np.float64).reshape(f, -1) * scale[:, None]
-    e = w - w_eq.astype(np.float64).reshape(f, -1) * scale[:, None]
-    werr = float(np.linalg.norm(e) / (np.linalg.norm(w) or 1.0))
-    if target is None or target.patches is None:
+    lp = None if target is None or target.patches is None else np.asarray(target.patches, np.float64)
+    w_all, eq_all = weight.reshape(f, -1), w_eq.reshape(f, -1)
+    sums = np.zeros(4)  # ||e||², ||w||², ||e·L||², ||w·L||²
+    step = max(1, (8 << 20) // max(1, w_all.shape[1]))
+    for lo in range(0, f, step):
+        s = scale[lo : lo + step, None]
+        w = w_all[lo : lo + step].astype(np.float64) * s
+        e = w - eq_all[lo : lo + step].astype(np.float64) * s
+        sums[:2] += (np.vdot(e, e), np.vdot(w, w))
+        if lp is not None:
+            el, wl = e @ lp, w @ lp
+            sums[2:] += (np.vdot(el, el), np.vdot(wl, wl))
+    werr = float(np.sqrt(sums[0]) / (np.sqrt(sums[1]) or 1.0))
+    if lp is None:
         return werr, None
-    lp = np.asarray(target.patches, dtype=np.float64)
-    return werr, float(np.linalg.norm(e @ lp) / (np.linalg.norm(w @ lp) or 1.0))
+    return werr, float(np.sqrt(sums[2]) / (np.sqrt(sums[3]) or 1.0))

@@ -51,7 +51,7 @@ def _top1(a: np.ndarray, b: np.ndarray) -> float | None:
 
 def compare_outputs(names: list[str], want: list[np.ndarray], got: list[np.ndarray]) -> list[OutputComparison]:
     out = []
-    for name, a, b in zip(names, want, got):
+    for name, a, b in zip(names, want, got, strict=False):
         if a.shape != b.shape:
             raise UserError(f"output {name!r} has shape {list(a.shape)} in A but {list(b.shape)} in B")
         a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()

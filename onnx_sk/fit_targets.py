@@ -88,7 +88,7 @@ def _pads(site: ConvSite, h: int, w: int) -> tuple[int, int, int, int]:
         return 0, 0, 0, 0
     if spec.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
         pads = []
-        for size, s, ek in zip((h, w), spec.strides, spec.effective_kernel):
+        for size, s, ek in zip((h, w), spec.strides, spec.effective_kernel, strict=False):
             total = max(0, (math.ceil(size / s) - 1) * s + ek - size)
             small, big = total // 2, total - total // 2
             pads.append((small, big) if spec.auto_pad == "SAME_UPPER" else (big, small))
@@ -135,7 +135,7 @@ def collect_patches(
     try:
         sess = session(probe, opt_level="disabled")
         names = [o.name for o in sess.get_outputs()]
-        values = dict(zip(names, sess.run(None, feeds)))
+        values = dict(zip(names, sess.run(None, feeds), strict=False))
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"--calibration: the model does not run on these inputs: {first}") from None

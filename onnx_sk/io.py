@@ -218,6 +218,9 @@ class ConstantIndex:
     costs no memory; ``dims``/``dtype`` read the TensorProto header only.
     """
 
+    #: arrays above this many bytes are not cached (a second copy of a multi-GB model's weights)
+    CACHE_LIMIT = 16 * 2**20
+
     def __init__(self, *graphs: onnx.GraphProto) -> None:
         self._protos: dict[str, onnx.TensorProto | onnx.NodeProto] = {}
         self._cache: dict[str, np.ndarray] = {}
@@ -243,6 +246,8 @@ class ConstantIndex:
             )
             if value is None:
                 return None
+            if value.nbytes > self.CACHE_LIMIT:  # a big kernel is converted per use, never kept
+                return value
             self._cache[name] = value
         return self._cache[name]
 

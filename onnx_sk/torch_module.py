@@ -19,11 +19,8 @@ AveragePool, GlobalAveragePool, ReduceMean, Softmax, Gemm, MatMul, Constant.
 from __future__ import annotations
 
 import math
-import os
 import re
 from collections.abc import Callable
-from pathlib import Path
-
 from typing import NamedTuple
 
 import numpy as np
@@ -75,7 +72,7 @@ def _pad_args(x, a: dict, kernel: list[int], torch_f):
     auto = a.get("auto_pad", "NOTSET")
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         pads = []
-        for size, s, k, d in zip(x.shape[2:], strides, kernel, dil):
+        for size, s, k, d in zip(x.shape[2:], strides, kernel, dil, strict=False):
             total = max(0, (math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size)
             small = total // 2
             pads.append((small, total - small) if auto == "SAME_UPPER" else (total - small, small))
@@ -88,7 +85,7 @@ def _pad_args(x, a: dict, kernel: list[int], torch_f):
     if begin == end:
         return x, begin
     flat = []
-    for b, e in zip(reversed(begin), reversed(end)):
+    for b, e in zip(reversed(begin), reversed(end), strict=False):
         flat += [b, e]
     return torch_f.pad(x, flat), [0] * n
 
@@ -230,7 +227,7 @@ def _pool(m, node, a, x):
 
 def _flip(pads, n):
     flat = []
-    for b, e in zip(reversed(pads[:n]), reversed(pads[n:])):
+    for b, e in zip(reversed(pads[:n]), reversed(pads[n:]), strict=False):
         flat += [b, e]
     return flat
 
@@ -322,7 +319,7 @@ class OnnxModule(torch.nn.Module):
         return self.lists[name]
 
     def forward(self, *args):
-        env = dict(zip(self.inputs, args))
+        env = dict(zip(self.inputs, args, strict=False))
         for node, ins, outs, a in self.nodes:
             values = [self._value(env, i) if i else None for i in ins]
             while values and values[-1] is None:

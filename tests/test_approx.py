@@ -67,7 +67,7 @@ def test_bottleneck_error_falls_as_the_bottleneck_widens(rng):
     w = rng.standard_normal((32, 16, 3, 3))
     for name in ("pw-dw-pw", "pwg-dw-pwg"):
         errors = [_error(realisations(name, SPEC, ratio)[0], w) for ratio in (0.125, 0.25, 0.5, 1.0)]
-        assert all(b <= a + 1e-6 for a, b in zip(errors, errors[1:])), (name, errors)
+        assert all(b <= a + 1e-6 for a, b in zip(errors, errors[1:], strict=False)), (name, errors)
         assert errors[-1] < errors[0] - 0.05
 
 
@@ -75,14 +75,14 @@ def test_pwg_dw_pwg_error_rises_with_the_output_groups(rng):
     w = rng.standard_normal((32, 16, 3, 3))
     reals = {tuple(r.groups): r for r in realisations("pwg-dw-pwg", SPEC, 0.5)}
     errors = [_error(reals[(("M", 1), ("N", n))], w) for n in (1, 2, 4, 8)]
-    assert all(b >= a - 1e-6 for a, b in zip(errors, errors[1:])), errors
+    assert all(b >= a - 1e-6 for a, b in zip(errors, errors[1:], strict=False)), errors
 
 
 def test_he_init_statistics():
     real = realisations("pw-dw-pw", ConvSpec(256, 512, (3, 3)))[0]
     w = np.zeros((512, 256, 3, 3), np.float32)
     weights = INITIALISERS["he"](real, w, None, np.random.default_rng(0))
-    for stage, x in zip(real.stages, weights):
+    for stage, x in zip(real.stages, weights, strict=False):
         fan_in = stage.weight_shape((3, 3))[1] * (9 if stage.spatial else 1)
         assert x.dtype == np.float32
         assert abs(float(x.mean())) < 0.05 * math.sqrt(2 / fan_in)
@@ -94,7 +94,7 @@ def test_approx_draws_no_randomness(rng):
     real = realisations("pwg-dw-pwg", SPEC)[3]
     a = INITIALISERS["approx"](real, w, None, np.random.default_rng(1))
     b = INITIALISERS["approx"](real, w, None, np.random.default_rng(2))
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=False))
 
 
 def test_bn_scale_weights_the_fit(rng):
@@ -162,7 +162,7 @@ def test_refine_never_increases_the_output_error(rng):
         for _ in range(4):
             errors.append(float(np.linalg.norm((w.reshape(32, -1) - fac.dense()) @ lp)))
             fac = approx.refine_data(fac, w, lp, sweeps=1)
-        assert all(b <= a * (1 + 1e-9) for a, b in zip(errors, errors[1:])), (name, errors)
+        assert all(b <= a * (1 + 1e-9) for a, b in zip(errors, errors[1:], strict=False)), (name, errors)
 
 
 def _conv_bn_model(w: np.ndarray, scale: np.ndarray) -> onnx.ModelProto:

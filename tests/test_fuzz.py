@@ -9,8 +9,8 @@ odd and prime channel counts, kernels 1-5 (non-square too), strides, pads (asymm
 - carry optimize's own verification (checker, information fields, dense-twin outputs);
 - and, checked here independently of ``onnx_sk.verify``: every inserted subgraph, cut out of
   the written file with its weights, equals one dense Conv with the
-  ``designs.dense_equivalent`` kernel of those weights (rtol 1e-4, atol 1e-5; the weights are
-  He-scaled, so the outputs are of unit scale and the tolerance is tight).
+  ``designs.dense_equivalent`` kernel of those weights (rtol 1e-4, atol 1e-5, both outputs
+  divided by the dense output's max |y| so that the tolerance means the same at every scale).
 
 Profiles (``hypothesis.settings``): ``onnx-sk-ci`` (default; a few hundred examples in all,
 derandomized so CI is reproducible) and ``long`` (thousands, random)::
@@ -204,8 +204,11 @@ def check_subgraphs(original: onnx.ModelProto, written: onnx.ModelProto, report,
         feeds = {rep.input: rng.standard_normal((2, spec.c_in, *size)).astype(np.float32)}
         got, want = run(sk, feeds)[rep.output], run(dense, feeds)[rep.output]
         assert got.shape == want.shape
-        assert np.max(np.abs(want)) > 1e-2, "a vacuous comparison: the outputs are ~0"
-        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=f"conv {row['name']}")
+        scale = float(np.max(np.abs(want)))  # compared at unit output scale: He weights of a
+        assert scale > 0, "a vacuous comparison"  # narrow conv can give outputs of ~1e-3
+        np.testing.assert_allclose(
+            got / scale, want / scale, rtol=RTOL, atol=ATOL, err_msg=f"conv {row['name']}"
+        )
         checked += 1
     return checked
 

@@ -16,7 +16,7 @@ from onnx_sk.runtime import random_inputs, session
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
-from onnx_sk.torch_export import export_torch, to_torch  # noqa: E402
+from onnx_sk.torch_export import to_torch  # noqa: E402
 
 CASES = [
     ("resnet20_cifar.onnx", None),
