@@ -15,8 +15,10 @@ The big files are deleted afterwards (``--keep`` keeps them)::
 
     .venv/bin/python bench/bench_large.py            # 5 × 4096² × 3×3 (3.0 GB)
     .venv/bin/python bench/bench_large.py --convs 10 # 6.0 GB (needs ~15 GB of memory)
+    # an output above 2 GB too: unknown options go to optimize
+    .venv/bin/python bench/bench_large.py --out bench/results/large_model_big_output.json --exclude conv1 --exclude conv2 --exclude conv3 --exclude conv4
 
-Results: ``bench/results/large_model.json`` and ``.md``.
+Results: ``bench/results/large_model.json`` / ``large_model_big_output.json`` and ``.md``.
 """
 
 from __future__ import annotations

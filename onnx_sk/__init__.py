@@ -8,8 +8,20 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from onnx_sk.analyze import analyze
+from onnx_sk.compare import compare
 from onnx_sk.errors import UserError
 from onnx_sk.optimize import Report, optimize
+from onnx_sk.torch_export import export_torch, to_torch
 from onnx_sk.verify import VerificationError
 
-__all__ = ["Report", "UserError", "VerificationError", "__version__", "analyze", "optimize"]
+__all__ = [
+    "Report",
+    "UserError",
+    "VerificationError",
+    "__version__",
+    "analyze",
+    "compare",
+    "export_torch",
+    "optimize",
+    "to_torch",
+]

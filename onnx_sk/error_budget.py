@@ -15,6 +15,7 @@ near-optimal fit).
 from __future__ import annotations
 
 from onnx_sk.approx import Target, fit, relative_errors
+from onnx_sk.blas_threads import single_blas_thread
 from onnx_sk.designs import DESIGNS, Realisation, dense_equivalent, realisations
 from onnx_sk.errors import UserError
 from onnx_sk.plan import Decision, Options
@@ -99,9 +100,10 @@ def within_error(
 ) -> list[Decision]:
     """Re-decide every conv the policy would replace under --max-error (others unchanged)."""
     out = []
-    for d in decisions:
-        if d.real is None:
-            out.append(d)
-            continue
-        out.append(decide_within(d, options, targets.get(d.site.node.output[0])))
+    with single_blas_thread():
+        for d in decisions:
+            if d.real is None:
+                out.append(d)
+                continue
+            out.append(decide_within(d, options, targets.get(d.site.node.output[0])))
     return out

@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 import pytest
 from cnn_graphs import ACTIVATIONS, ConvCfg, Net, build, feed_shape
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 from onnx import helper
 
@@ -213,6 +213,12 @@ def check_subgraphs(original: onnx.ModelProto, written: onnx.ModelProto, report,
     return checked
 
 
+def _event(text: str) -> None:
+    """Outcome statistics (``--hypothesis-show-statistics``); no-op in the regression tests."""
+    if currently_in_test_context():
+        event(text)
+
+
 def _clean_folder(folder: Path, expected: set[str]) -> None:
     left = {p.name for p in folder.iterdir()}
     assert left == expected, f"unexpected files: {sorted(left - expected)}"
@@ -238,7 +244,7 @@ def check_reduce(net: Net, design: str | None, include_first: bool, objective: s
     got = run(written, feeds)
     assert list(got) == list(want)
     assert [g.shape for g in got.values()] == [w.shape for w in want.values()]
-    event(f"reduce: replaced {min(report.replaced, 3)}{'+' if report.replaced >= 3 else ''} convs")
+    _event(f"reduce: replaced {min(report.replaced, 3)}{'+' if report.replaced >= 3 else ''} convs")
     if report.replaced:
         v = report.verification
         assert v["checker"] and v["fields_checked"] == report.replaced, v
@@ -262,7 +268,7 @@ def check_widen(net: Net, design: str | None, widen_init: str, width_scale: floa
             )  # fmt: skip
         except UserError as exc:
             assert str(exc).startswith("nothing could be widened: every channel space is frozen"), exc
-            event("widen: nothing to widen")
+            _event("widen: nothing to widen")
             _clean_folder(Path(tmp), {"in.onnx"})
             return
         _clean_folder(Path(tmp), {"in.onnx", "out.onnx"})
@@ -273,7 +279,7 @@ def check_widen(net: Net, design: str | None, widen_init: str, width_scale: floa
     assert list(got) == list(want)
     assert [g.shape for g in got.values()] == [w.shape for w in want.values()]
     assert report.verification is not None and report.verification["checker"]
-    event(f"widen: replaced {min(report.replaced, 3)}{'+' if report.replaced >= 3 else ''} convs")
+    _event(f"widen: replaced {min(report.replaced, 3)}{'+' if report.replaced >= 3 else ''} convs")
 
 
 # --------------------------------------------------------------------------- tests

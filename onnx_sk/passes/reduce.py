@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from onnx_sk.approx import Target, relative_errors
+from onnx_sk.blas_threads import single_blas_thread
 from onnx_sk.build import graph_names, replace_conv
 from onnx_sk.designs import Realisation, dense_equivalent
 from onnx_sk.plan import Decision
@@ -43,7 +44,11 @@ def prepare(
     ``targets`` (conv output name → :class:`~onnx_sk.approx.Target`: BN scale, calibration
     patches) goes to the initialiser and to the recorded errors.
     """
-    targets = targets or {}
+    with single_blas_thread():
+        return _prepare(decisions, init, seed, targets or {})
+
+
+def _prepare(decisions: list[Decision], init: str, seed: int, targets: dict[str, Target]) -> list[Replacement]:
     rng = np.random.default_rng(seed)
     fn = INITIALISERS[init]
     done = []
