@@ -22,8 +22,9 @@ from onnx_sk.io import check_output_path, is_large, load_model, save_model
 from onnx_sk.passes.reduce import apply, prepare
 from onnx_sk.passes.training_bn import insert_identity_bn
 from onnx_sk.plan import Decision, Options, plan
-from onnx_sk.shapes import infer_shapes, parse_input_shapes
-from onnx_sk.verify import dense_twin_outputs, verify_result
+from onnx_sk.runtime import release_memory
+from onnx_sk.shapes import infer_shapes, light_copy, parse_input_shapes
+from onnx_sk.verify import dense_twin_outputs, twin_overrides, verify_result
 
 
 @dataclass
@@ -141,16 +142,27 @@ def optimize_model(
     model = _owned(loaded)
     large = is_large(model, True if loaded.used_external_data else None)
     params_before = float_params(model)
-    twin = None
-    if options.verify:
+    n_sites, twin = len(sites), None
+    overrides = twin_overrides(model, replaced) if options.verify and loaded.path else None
+    if overrides is not None:
+        # ONNX Runtime loads the twin from the file: drop our copy of the weights meanwhile
+        # (peak memory ≈ one model, not two) and read the file again for the rewrite
+        light = light_copy(model)
+        del sites, decisions, targets
+        model = loaded.model = None
+        release_memory()
         twin = dense_twin_outputs(
-            model, replaced, options.input_shapes or None, options.seed, large, loaded.path
+            light, replaced, options.input_shapes or None, options.seed, large, loaded.path, overrides
         )
+        del overrides, light
+        model = loaded.model = load_model(loaded.path).model
+    elif options.verify:
+        twin = dense_twin_outputs(model, replaced, options.input_shapes or None, options.seed, large)
     apply(model, replaced)  # in place: one copy of the model in memory
     if options.for_training:
         insert_identity_bn(model, replaced)
     report.totals = _totals(rows, params_before, model)
-    report.message = f"replaced {len(replaced)} of {len(sites)} convs"
+    report.message = f"replaced {len(replaced)} of {n_sites} convs"
 
     def _verify(path: Path | None) -> None:
         if twin is not None:

@@ -39,7 +39,7 @@ def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
     return out
 
 
-def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
+def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model without the data of large initializers (dims kept): enough for shape inference."""
     light = onnx.ModelProto()
     light.ir_version = model.ir_version
@@ -108,7 +108,7 @@ def infer_shapes(
     model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None
 ) -> dict[str, Shape]:
     """Every tensor's shape that ONNX shape inference can tell (``None`` for symbolic dims)."""
-    light = _light_copy(model)
+    light = light_copy(model)
     apply_input_shapes(light, input_shapes or {})
     try:
         inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)

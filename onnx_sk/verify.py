@@ -99,7 +99,7 @@ def _undo(model: onnx.ModelProto, undo: list) -> None:
             del inits[k]
 
 
-def _twin_overrides(original: onnx.ModelProto, replacements: list[Replacement]) -> dict | None:
+def twin_overrides(original: onnx.ModelProto, replacements: list[Replacement]) -> dict | None:
     """Initializer overrides that turn the original into its dense twin, or None when a replaced
     kernel is not an initializer read by that conv alone (then the twin is built in place)."""
     inits = {i.name for i in original.graph.initializer}
@@ -124,6 +124,7 @@ def dense_twin_outputs(
     seed: int = 0,
     large: bool | None = None,
     path: Path | None = None,
+    overrides: dict | None = None,
 ) -> tuple[dict, list, list]:
     """Run the dense twin: (feeds, output names, outputs). ``original`` is left unchanged.
 
@@ -132,7 +133,8 @@ def dense_twin_outputs(
     session initializer overrides (no copy of the model in Python); otherwise the kernels are
     swapped in place and restored afterwards.
     """
-    overrides = _twin_overrides(original, replacements) if path is not None else None
+    if overrides is None and path is not None:
+        overrides = twin_overrides(original, replacements)
     if overrides is not None:
         return _feeds_and_twin_outputs(original, seed, input_shapes, large, path, overrides)
     undo = _swap_in_twin_kernels(original, replacements)
