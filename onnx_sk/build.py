@@ -31,7 +31,8 @@ from onnx_sk.spec import ConvSpec
 SHUFFLES = ("reshape", "gather")
 
 
-def _spatial_attrs(spec: ConvSpec) -> dict:
+def conv_attrs(spec: ConvSpec) -> dict:
+    """The spatial attributes of a conv, as ONNX spells them (auto_pad or explicit pads)."""
     a = {
         "kernel_shape": list(spec.kernel_shape),
         "strides": list(spec.strides),
@@ -45,7 +46,7 @@ def _spatial_attrs(spec: ConvSpec) -> dict:
 
 
 def _stage_attrs(stage: Stage, spec: ConvSpec) -> dict:
-    a = _spatial_attrs(spec) if stage.spatial else {"kernel_shape": [1] * spec.spatial_rank}
+    a = conv_attrs(spec) if stage.spatial else {"kernel_shape": [1] * spec.spatial_rank}
     a["group"] = stage.group
     return a
 

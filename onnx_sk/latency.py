@@ -38,7 +38,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnx_sk.build import replace_conv
+from onnx_sk.build import conv_attrs, replace_conv
 from onnx_sk.convs import ConvSite
 from onnx_sk.designs import DESIGNS, Realisation, realisations
 from onnx_sk.errors import UserError
@@ -118,19 +118,6 @@ def candidates(spec: ConvSpec, ratio: float, designs: list[str] | None = None) -
     return out
 
 
-def _conv_attrs(spec: ConvSpec) -> dict:
-    a = {
-        "kernel_shape": list(spec.kernel_shape),
-        "strides": list(spec.strides),
-        "dilations": list(spec.dilations),
-    }
-    if spec.auto_pad in ("SAME_UPPER", "SAME_LOWER", "VALID"):
-        a["auto_pad"] = spec.auto_pad
-    else:
-        a["pads"] = list(spec.pads)
-    return a
-
-
 def micro_model(
     spec: ConvSpec, in_shape: tuple[int, ...], real: Realisation | None, seed: int = 0
 ) -> onnx.ModelProto:
@@ -139,7 +126,7 @@ def micro_model(
     w = (rng.standard_normal((spec.c_out, spec.c_in, *spec.kernel_shape)) * 0.1).astype(np.float32)
     bias = rng.standard_normal(spec.c_out).astype(np.float32) if spec.has_bias else None
     inits = [numpy_helper.from_array(w, "w")] + ([numpy_helper.from_array(bias, "b")] if bias is not None else [])
-    node = helper.make_node("Conv", ["x", "w", *(["b"] if bias is not None else [])], ["y"], name="conv", **_conv_attrs(spec))
+    node = helper.make_node("Conv", ["x", "w", *(["b"] if bias is not None else [])], ["y"], name="conv", **conv_attrs(spec))
     graph = helper.make_graph(
         [node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
