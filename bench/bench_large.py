@@ -39,7 +39,7 @@ from onnx import TensorProto, helper
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-PROTOBUF_LIMIT = 2**31 - 1
+PROTOBUF_LIMIT = 2**31 - 1  # protobuf cannot serialise one message above this
 
 #: runs the CLI and, at exit, writes the process's own peak RSS (VmHWM, kB) to argv[1]
 CHILD = """

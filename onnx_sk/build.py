@@ -28,8 +28,6 @@ from onnx import helper, numpy_helper
 from onnx_sk.designs import Realisation, Stage, shuffle_permutation
 from onnx_sk.spec import ConvSpec
 
-SHUFFLES = ("reshape", "gather")
-
 
 def conv_attrs(spec: ConvSpec) -> dict:
     """The spatial attributes of a conv, as ONNX spells them (auto_pad or explicit pads)."""

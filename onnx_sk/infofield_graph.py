@@ -409,12 +409,3 @@ def unit_fields(model: onnx.ModelProto) -> list[dict]:
                 except FieldPathError as exc:
                     out.append({"nodes": [conv.name or conv.output[0]], "error": str(exc)})
     return out
-
-
-def conv_fields(model: onnx.ModelProto) -> dict[str, dict]:
-    """For each Conv name: its unit's nodes, the unit's field size and whether it is full."""
-    out = {}
-    for unit in unit_fields(model):
-        for name in unit["nodes"]:
-            out[name] = {k: unit.get(k) for k in ("nodes", "size", "full", "grouped", "error")}
-    return out

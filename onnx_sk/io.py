@@ -26,7 +26,6 @@ from onnx import numpy_helper
 
 from onnx_sk.errors import UserError
 
-PROTOBUF_LIMIT = 2**31 - 1
 #: stay well below protobuf's hard limit when deciding to write external data
 EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 #: the oldest default-domain opset accepted (the oldest ONNX Runtime supports)

@@ -91,21 +91,6 @@ class ConvSpec:
         """Spatial extent covered by the kernel, dilation included: d·(k−1)+1 per axis."""
         return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_shape, self.dilations, strict=True))
 
-    def output_spatial(self, in_spatial: tuple[int, ...]) -> tuple[int, ...]:
-        """Output spatial size for a static input spatial size (ONNX Conv shape rule)."""
-        out = []
-        n = self.spatial_rank
-        for i, size in enumerate(in_spatial):
-            s, ek = self.strides[i], self.effective_kernel[i]
-            if self.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-                out.append(-(-size // s))
-            elif self.auto_pad == "VALID":
-                out.append((size - ek) // s + 1)
-            else:
-                total = size + self.pads[i] + self.pads[i + n]
-                out.append((total - ek) // s + 1)
-        return tuple(out)
-
     def macs(self, out_spatial: tuple[int, ...]) -> int:
         """Multiply-accumulates for one image at the given output spatial size."""
         pixels = 1
