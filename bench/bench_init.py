@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import onnx_sk
-from onnx_sk.designs import DESIGNS
+from onnx_sk.maths.designs import DESIGNS
 
 
 def _run(model: str, design: str, init: str) -> tuple[float, dict]:

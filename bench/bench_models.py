@@ -4,7 +4,7 @@ For each model (made by ``models/make_torch_models.py`` into ``models/big/``):
 
 1. ``optimize`` with the default policy (first conv kept) and ``--objective params``, and with
    ``--objective latency`` measured on the CPU provider at 1 thread (LUT: ``bench/results/lut.json``);
-2. ``onnx_sk.bench.bench`` on [original, params, latency], interleaved, batch 1, 224×224, at 1 and
+2. ``onnx_sk.runtime.bench.bench`` on [original, params, latency], interleaved, batch 1, 224×224, at 1 and
    2 threads, with ORT's profiler;
 3. per replaced conv, the profiled time of its SK nodes (ORT node origins ``<conv>/sk/…``) against
    the dense conv's in the original model (1 thread): a replaced conv slower than its dense
@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from onnx_sk.bench import BenchOptions, bench  # noqa: E402
-from onnx_sk.io import save_json  # noqa: E402
-from onnx_sk.optimize import optimize  # noqa: E402
+from onnx_sk.runtime.bench import BenchOptions, bench  # noqa: E402
+from onnx_sk.graph.io import save_json  # noqa: E402
+from onnx_sk.pipeline import optimize  # noqa: E402
 
 MODELS = ["resnet18", "resnet34", "resnet50", "vgg16", "alexnet", "table1_224"]
 MAKE = {

@@ -1,4 +1,4 @@
-"""Time Algorithm 1 (``onnx_sk.search.search``) for C in (8, 16, 32, 64) and L in 3..6.
+"""Time Algorithm 1 (``onnx_sk.maths.search.search``) for C in (8, 16, 32, 64) and L in 3..6.
 
 Run: ``PYTHONPATH=. .venv/bin/python bench/bench_search.py [--bottleneck] [--regex start]``.
 Prints one row per (C, L): seconds (best of ``--repeat``), designs, survivors, removal counts.
@@ -10,7 +10,7 @@ import argparse
 import platform
 import time
 
-from onnx_sk.search import REASONS, search
+from onnx_sk.maths.search import REASONS, search
 
 
 def main() -> None:

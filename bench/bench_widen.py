@@ -13,9 +13,9 @@ import json
 import sys
 from pathlib import Path
 
-from onnx_sk.io import load_model
-from onnx_sk.plan import Options
-from onnx_sk.widen_mode import widen_solution
+from onnx_sk.graph.io import load_model
+from onnx_sk.passes.plan import Options
+from onnx_sk.passes.widen import widen_solution
 
 
 def _widths(layers: list[dict]) -> str:

@@ -3,7 +3,7 @@
 For each error budget τ: ``optimize --init approx --max-error τ`` (weight-space error, BN-scaled
 where a BN follows), then params and conv MACs from the report, ONNX Runtime latency (batch 1,
 1 thread, ORT_ENABLE_ALL, median of runs interleaved across all models) and the output agreement
-with the original model on seeded random inputs (``onnx_sk.compare``: cosine similarity, top-1
+with the original model on seeded random inputs (``onnx_sk.runtime.compare``: cosine similarity, top-1
 agreement, max |diff|).
 
     python bench/max_error_curve.py models/big/resnet18.onnx --out bench/results/max_error_resnet18.json
@@ -22,8 +22,8 @@ import numpy as np
 import onnx
 
 import onnx_sk
-from onnx_sk.compare import compare
-from onnx_sk.runtime import random_inputs, session
+from onnx_sk.runtime.compare import compare
+from onnx_sk.runtime.session import random_inputs, session
 
 
 def latencies(paths: dict[str, Path], rounds: int) -> dict[str, float]:

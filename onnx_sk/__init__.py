@@ -7,11 +7,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from onnx_sk.analyze import analyze
-from onnx_sk.compare import compare
+from onnx_sk.graph.analyze import analyze
+from onnx_sk.runtime.compare import compare
 from onnx_sk.errors import UserError
-from onnx_sk.optimize import Report, optimize
-from onnx_sk.torch_export import export_torch, to_torch
+from onnx_sk.pipeline import Report, optimize
+from onnx_sk.training.export import export_torch, to_torch
 from onnx_sk.verify import VerificationError
 
 __all__ = [

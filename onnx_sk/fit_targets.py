@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnx_sk.approx import Target
-from onnx_sk.convs import ConvSite, attrs
+from onnx_sk.maths.approx import Target
+from onnx_sk.graph.convs import ConvSite, attrs
 from onnx_sk.errors import UserError
-from onnx_sk.io import constant_values
-from onnx_sk.runtime import real_inputs, session
+from onnx_sk.graph.io import constant_values
+from onnx_sk.runtime.session import real_inputs, session
 
 DEFAULT_MAX_PATCHES = 2048
 

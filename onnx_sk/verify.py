@@ -20,12 +20,12 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from onnx_sk.designs import dense_equivalent
+from onnx_sk.maths.designs import dense_equivalent
 from onnx_sk.errors import UserError
-from onnx_sk.infofield import field_of_conv
-from onnx_sk.io import is_large, save_model
+from onnx_sk.maths.infofield import field_of_conv
+from onnx_sk.graph.io import is_large, save_model
 from onnx_sk.passes.reduce import Replacement
-from onnx_sk.runtime import random_inputs, release_memory, session
+from onnx_sk.runtime.session import random_inputs, release_memory, session
 
 #: graph optimisations disabled: the twin's kernels are session initializer overrides, and ORT
 #: (1.32) silently ignores an override once a fusion (Conv+BN, NCHWc) has rewritten that weight
@@ -159,7 +159,7 @@ def inserted_subgraph(result: onnx.ModelProto, r: Replacement) -> onnx.GraphProt
 
 def check_fields(result: onnx.ModelProto, replacements: list[Replacement]) -> int:
     """Each inserted subgraph's information field, read off its ONNX nodes, equals the conv's."""
-    from onnx_sk.infofield_graph import field_between
+    from onnx_sk.graph.fields import field_between
 
     for r in replacements:
         got = field_between(inserted_subgraph(result, r), r.input, r.output)

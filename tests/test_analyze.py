@@ -12,8 +12,8 @@ import pytest
 from conftest import MODELS, ROOT, conv_model
 from test_bad_input import run_cli
 
-from onnx_sk.analyze import analyze
-from onnx_sk.io import constant_values
+from onnx_sk.graph.analyze import analyze
+from onnx_sk.graph.io import constant_values
 
 
 def _conv_tensor_params(model: onnx.ModelProto) -> int:

@@ -10,14 +10,14 @@ import pytest
 from conftest import MODELS, conv_model
 from onnx import helper, numpy_helper
 
-from onnx_sk import approx
-from onnx_sk.convs import find_convs
-from onnx_sk.designs import DESIGNS, dense_equivalent, realisations
+from onnx_sk.maths import approx
+from onnx_sk.graph.convs import find_convs
+from onnx_sk.maths.designs import DESIGNS, dense_equivalent, realisations
 from onnx_sk.fit_targets import bn_scales, patches
-from onnx_sk.runtime import session
-from onnx_sk.shapes import infer_shapes
-from onnx_sk.spec import ConvSpec
-from onnx_sk.weight_init import INITIALISERS
+from onnx_sk.runtime.session import session
+from onnx_sk.graph.shapes import infer_shapes
+from onnx_sk.maths.spec import ConvSpec
+from onnx_sk.maths.weight_init import INITIALISERS
 
 SPEC = ConvSpec(16, 32, (3, 3))
 

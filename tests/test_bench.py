@@ -12,7 +12,7 @@ import pytest
 from conftest import conv_model
 from test_bad_input import _assert_clean_error, run_cli
 
-from onnx_sk.bench import BenchOptions, bench, latency_stats
+from onnx_sk.runtime.bench import BenchOptions, bench, latency_stats
 from onnx_sk.errors import UserError
 
 ENV_FIELDS = {"onnx_sk", "onnxruntime", "onnx", "numpy", "python", "platform", "cpu", "cpu_identity",

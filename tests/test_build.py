@@ -13,10 +13,10 @@ import onnx
 import pytest
 from conftest import conv_model
 
-from onnx_sk.build import replace_conv
-from onnx_sk.designs import DESIGNS, dense_equivalent, realisations
-from onnx_sk.runtime import session
-from onnx_sk.spec import ConvSpec
+from onnx_sk.graph.build import replace_conv
+from onnx_sk.maths.designs import DESIGNS, dense_equivalent, realisations
+from onnx_sk.runtime.session import session
+from onnx_sk.maths.spec import ConvSpec
 
 RTOL, ATOL = 1e-4, 1e-5
 

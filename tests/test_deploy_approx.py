@@ -11,9 +11,9 @@ from conftest import MODELS, conv_model
 from test_bad_input import _assert_clean_error, run_cli
 
 import onnx_sk
-from onnx_sk.compare import compare
-from onnx_sk.error_budget import layer_error
-from onnx_sk.runtime import session
+from onnx_sk.runtime.compare import compare
+from onnx_sk.passes.error_budget import layer_error
+from onnx_sk.runtime.session import session
 
 MODEL = MODELS / "table1_w16_bn.onnx"  # unfused Conv→BN pairs, input [N, 3, H, W]
 
@@ -73,8 +73,8 @@ def test_a_larger_budget_never_costs_more_parameters():
 
 
 def test_layer_error_matches_the_reported_error():
-    from onnx_sk.designs import realisations
-    from onnx_sk.spec import ConvSpec
+    from onnx_sk.maths.designs import realisations
+    from onnx_sk.maths.spec import ConvSpec
 
     w = np.random.default_rng(0).standard_normal((8, 8, 3, 3)).astype(np.float32)
     real = realisations("dw-pw", ConvSpec(8, 8, (3, 3)))[0]

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from onnx_sk import efficiency as eff
-from onnx_sk.designs import realisations
-from onnx_sk.spec import ConvSpec
+from onnx_sk.maths import efficiency as eff
+from onnx_sk.maths.designs import realisations
+from onnx_sk.maths.spec import ConvSpec
 
 DESIGNS = eff.DESIGN_ORDER
 GROUPED = ("gc-pwg", "pwg-dw-pwg")
@@ -349,4 +349,4 @@ def test_module_imports_numpy_and_stdlib_only() -> None:
         "__future__",
         "typing",
     }
-    assert inner <= {"onnx_sk.designs", "onnx_sk.errors", "onnx_sk.spec"}
+    assert inner <= {"onnx_sk.maths.designs", "onnx_sk.errors", "onnx_sk.maths.spec"}

@@ -16,12 +16,12 @@ import pytest
 from conftest import conv_model
 from test_bad_input import _assert_clean_error, run_cli
 
-from onnx_sk.build import replace_conv
-from onnx_sk.designs import dense_equivalent
+from onnx_sk.graph.build import replace_conv
+from onnx_sk.maths.designs import dense_equivalent
 from onnx_sk.errors import UserError
-from onnx_sk.infofield import field_of_conv, field_of_stages
-from onnx_sk.infofield_graph import field_between
-from onnx_sk.latency import (
+from onnx_sk.maths.infofield import field_of_conv, field_of_stages
+from onnx_sk.graph.fields import field_between
+from onnx_sk.runtime.latency import (
     MAX_ROUNDS,
     MIN_ROUNDS,
     MIN_SPEEDUP,
@@ -32,11 +32,11 @@ from onnx_sk.latency import (
     profile_lut,
     shape_key,
 )
-from onnx_sk.lut import FORMAT, VERSION, Lut, load_lut, this_machine
-from onnx_sk.optimize import optimize
-from onnx_sk.runtime import session
-from onnx_sk.spec import ConvSpec
-from onnx_sk.weight_init import he_init
+from onnx_sk.runtime.lut import FORMAT, VERSION, Lut, load_lut, this_machine
+from onnx_sk.pipeline import optimize
+from onnx_sk.runtime.session import session
+from onnx_sk.maths.spec import ConvSpec
+from onnx_sk.maths.weight_init import he_init
 
 SPEC = ConvSpec(32, 32, (3, 3), pads=(1, 1, 1, 1), has_bias=True)
 IN_SHAPE = (1, 32, 10, 10)

@@ -15,8 +15,8 @@ from conftest import MODELS, conv_model
 from test_bad_input import _assert_clean_error, run_cli
 
 import onnx_sk
-from onnx_sk.designs import DESIGNS
-from onnx_sk.runtime import random_inputs, session
+from onnx_sk.maths.designs import DESIGNS
+from onnx_sk.runtime.session import random_inputs, session
 from onnx_sk.verify import VerificationError, compare_outputs
 
 REFERENCE = [
@@ -203,7 +203,7 @@ def test_output_file_mode_follows_umask(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask
-    from onnx_sk.io import save_json
+    from onnx_sk.graph.io import save_json
 
     save_json({"a": 1}, rep)
     assert rep.stat().st_mode & 0o777 == 0o666 & ~umask

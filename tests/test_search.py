@@ -8,9 +8,9 @@ import re
 import pytest
 
 from onnx_sk.cli import main
-from onnx_sk.designs import GC, PW, PWG
-from onnx_sk.infofield import field_of_conv, field_of_stages
-from onnx_sk.search import (
+from onnx_sk.maths.designs import GC, PW, PWG
+from onnx_sk.maths.infofield import field_of_conv, field_of_stages
+from onnx_sk.maths.search import (
     DEFAULT_CHANNELS,
     LETTERS,
     PAPER_DESIGNS,
@@ -19,7 +19,7 @@ from onnx_sk.search import (
     search,
     sequences,
 )
-from onnx_sk.spec import ConvSpec
+from onnx_sk.maths.spec import ConvSpec
 
 C = DEFAULT_CHANNELS
 TOTAL_6 = sum(4**n for n in range(1, 7))

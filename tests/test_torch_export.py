@@ -11,12 +11,12 @@ from test_bad_input import _assert_clean_error, run_cli
 
 import onnx_sk
 from onnx_sk.errors import UserError
-from onnx_sk.runtime import random_inputs, session
+from onnx_sk.runtime.session import random_inputs, session
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
-from onnx_sk.torch_export import to_torch  # noqa: E402
+from onnx_sk.training.export import to_torch  # noqa: E402
 
 CASES = [
     ("resnet20_cifar.onnx", None),

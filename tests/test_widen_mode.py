@@ -10,9 +10,9 @@ from conftest import MODELS
 from test_bad_input import _assert_clean_error, run_cli
 from test_width import G
 
-from onnx_sk.optimize import optimize
-from onnx_sk.runtime import random_inputs, session
-from onnx_sk.widen_mode import model_conv_params
+from onnx_sk.pipeline import optimize
+from onnx_sk.runtime.session import random_inputs, session
+from onnx_sk.passes.widen import model_conv_params
 
 
 def densenet_like() -> onnx.ModelProto:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from onnx_sk.analyze import analyze
+from onnx_sk.graph.analyze import analyze
 from onnx_sk.cli import app
 from onnx_sk.cli.output import console, fmt_count, print_json, table
 
@@ -19,7 +19,7 @@ def _groups(best: dict | None) -> str:
 
 
 def _print_channels(model: str, input_shape: list[str] | None, json_out: bool) -> None:
-    from onnx_sk.width import channel_report
+    from onnx_sk.width.analysis import channel_report
 
     doc = channel_report(model, input_shape)
     if json_out:

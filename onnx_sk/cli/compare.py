@@ -6,8 +6,8 @@ import typer
 
 from onnx_sk.cli import app
 from onnx_sk.cli.output import console, print_json, table
-from onnx_sk.compare import compare, to_dict
-from onnx_sk.shapes import parse_input_shapes
+from onnx_sk.runtime.compare import compare, to_dict
+from onnx_sk.graph.shapes import parse_input_shapes
 
 
 @app.command("compare")

@@ -6,7 +6,7 @@ import typer
 
 from onnx_sk.cli import app
 from onnx_sk.cli.output import console, fmt_count, print_json, table
-from onnx_sk.efficiency import efficiency_table
+from onnx_sk.maths.efficiency import efficiency_table
 
 
 def _groups(groups: dict, bottleneck: float | int | None) -> str:

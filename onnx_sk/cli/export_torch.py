@@ -14,7 +14,7 @@ def export_torch_cmd(
     output: str = typer.Argument(..., help="Where to torch.save the nn.Module (.pt)."),
 ) -> None:
     """Write a trainable torch.nn.Module (every weight an nn.Parameter; needs onnx-sk[torch])."""
-    from onnx_sk.torch_export import export_torch
+    from onnx_sk.training.export import export_torch
 
     path = export_torch(model, output)
     console.print(f"wrote {path} (load with torch.load(path, weights_only=False))")

@@ -8,8 +8,8 @@ import typer
 
 from onnx_sk.cli import app
 from onnx_sk.cli.output import console, fmt_count, table
-from onnx_sk.io import save_json
-from onnx_sk.optimize import Report, optimize
+from onnx_sk.graph.io import save_json
+from onnx_sk.pipeline import Report, optimize
 
 
 def _design_cell(row: dict) -> str:

@@ -9,8 +9,8 @@ import typer
 from onnx_sk.cli import app
 from onnx_sk.cli.bench import parse_threads, progress_bar
 from onnx_sk.cli.output import console
-from onnx_sk.latency import profile_lut
-from onnx_sk.shapes import parse_input_shapes
+from onnx_sk.runtime.latency import profile_lut
+from onnx_sk.graph.shapes import parse_input_shapes
 
 
 @app.command("profile-lut")

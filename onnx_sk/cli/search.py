@@ -6,7 +6,7 @@ import typer
 
 from onnx_sk.cli import app
 from onnx_sk.cli.output import console, fmt_count, print_json, table
-from onnx_sk.search import (
+from onnx_sk.maths.search import (
     DEFAULT_CHANNELS,
     DEFAULT_MAX_LENGTH,
     KERNEL_TYPES,

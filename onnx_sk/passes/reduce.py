@@ -13,12 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnx_sk.approx import Target, relative_errors
-from onnx_sk.blas_threads import single_blas_thread
-from onnx_sk.build import graph_names, replace_conv
-from onnx_sk.designs import Realisation, dense_equivalent
-from onnx_sk.plan import Decision
-from onnx_sk.weight_init import INITIALISERS
+from onnx_sk.maths.approx import Target, relative_errors
+from onnx_sk.runtime.blas import single_blas_thread
+from onnx_sk.graph.build import graph_names, replace_conv
+from onnx_sk.maths.designs import Realisation, dense_equivalent
+from onnx_sk.passes.plan import Decision
+from onnx_sk.maths.weight_init import INITIALISERS
 
 
 @dataclass
@@ -41,7 +41,7 @@ def prepare(
 ) -> list[Replacement]:
     """Stage weights for every planned conv, drawn in graph order from one seeded generator.
 
-    ``targets`` (conv output name → :class:`~onnx_sk.approx.Target`: BN scale, calibration
+    ``targets`` (conv output name → :class:`~onnx_sk.maths.approx.Target`: BN scale, calibration
     patches) goes to the initialiser and to the recorded errors.
     """
     with single_blas_thread():

@@ -14,12 +14,12 @@ near-optimal fit).
 
 from __future__ import annotations
 
-from onnx_sk.approx import Target, fit, relative_errors
-from onnx_sk.blas_threads import single_blas_thread
-from onnx_sk.designs import DESIGNS, Realisation, dense_equivalent, realisations
+from onnx_sk.maths.approx import Target, fit, relative_errors
+from onnx_sk.runtime.blas import single_blas_thread
+from onnx_sk.maths.designs import DESIGNS, Realisation, dense_equivalent, realisations
 from onnx_sk.errors import UserError
-from onnx_sk.plan import Decision, Options
-from onnx_sk.select import candidates, cost
+from onnx_sk.passes.plan import Decision, Options
+from onnx_sk.maths.select import candidates, cost
 
 
 def validate_approx(options: Options) -> None:

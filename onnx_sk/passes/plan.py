@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from onnx_sk.convs import ConvSite
-from onnx_sk.designs import DEFAULT_BOTTLENECK_RATIO, DESIGNS, Realisation
+from onnx_sk.graph.convs import ConvSite
+from onnx_sk.maths.designs import DEFAULT_BOTTLENECK_RATIO, DESIGNS, Realisation
 from onnx_sk.errors import UserError
-from onnx_sk.select import OBJECTIVES, choose
+from onnx_sk.maths.select import OBJECTIVES, choose
 
 
 @dataclass(frozen=True)
@@ -30,29 +30,29 @@ class Options:
     init: str = "he"
     verify: bool = True
     input_shapes: dict = field(default_factory=dict)
-    #: --objective latency only: where to measure, and the latency table (onnx_sk.latency)
+    #: --objective latency only: where to measure, and the latency table (onnx_sk.runtime.latency)
     provider: str | None = None
     threads: int | None = None
     lut: str | None = None
     lut_foreign: bool = False
-    #: --mode widen only (onnx_sk.widen_mode)
+    #: --mode widen only (onnx_sk.passes.widen)
     budget: str = "conv"
     width_scale: float | None = None
     param_budget: int | None = None
     round_to: int = 1
     widen_init: str = "he"
-    #: --init approx / --max-error (onnx_sk.approx, onnx_sk.error_budget, onnx_sk.fit_targets)
+    #: --init approx / --max-error (onnx_sk.maths.approx, onnx_sk.passes.error_budget, onnx_sk.fit_targets)
     calibration: str | None = None
     max_error: float | None = None
     #: insert identity BatchNormalization after each new stage (onnx_sk.passes.training_bn)
     for_training: bool = False
 
     def validate(self) -> None:
-        from onnx_sk.weight_init import INITIALISERS
+        from onnx_sk.maths.weight_init import INITIALISERS
 
         if self.mode not in ("reduce", "widen"):
             raise UserError(f"--mode {self.mode!r}: expected reduce or widen")
-        from onnx_sk.widen_mode import validate_widen
+        from onnx_sk.passes.widen import validate_widen
 
         validate_widen(self)
         if self.design not in (None, "none", *DESIGNS):
@@ -63,12 +63,12 @@ class Options:
             raise UserError(f"--bottleneck-ratio {self.bottleneck_ratio}: expected 0 < R <= 1")
         if self.min_channels < 1:
             raise UserError(f"--min-channels {self.min_channels}: expected a positive integer")
-        from onnx_sk.error_budget import validate_approx
+        from onnx_sk.passes.error_budget import validate_approx
 
         validate_approx(self)
         if self.init not in INITIALISERS:
             raise UserError(f"--init {self.init!r}: expected one of {', '.join(INITIALISERS)}")
-        from onnx_sk.latency import validate_options
+        from onnx_sk.runtime.latency import validate_options
 
         validate_options(self)
 
@@ -116,7 +116,7 @@ def decide(site: ConvSite, options: Options) -> Decision:
 
 def plan(sites: list[ConvSite], options: Options) -> list[Decision]:
     if options.objective == "latency":
-        from onnx_sk.latency import plan_latency
+        from onnx_sk.runtime.latency import plan_latency
 
         return plan_latency(sites, options)
     return [decide(s, options) for s in sites]

@@ -44,8 +44,8 @@ from functools import cached_property
 
 import numpy as np
 
-from onnx_sk.designs import Stage, shuffle_permutation
-from onnx_sk.spec import ConvSpec
+from onnx_sk.maths.designs import Stage, shuffle_permutation
+from onnx_sk.maths.spec import ConvSpec
 
 
 def group_connectivity(c_in: int, c_out: int, group: int) -> np.ndarray:

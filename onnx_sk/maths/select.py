@@ -9,10 +9,10 @@ strictly smaller than the dense conv by the objective is never chosen.
 
 from __future__ import annotations
 
-from onnx_sk.designs import DEFAULT_BOTTLENECK_RATIO, DESIGNS, Realisation, realisations
-from onnx_sk.spec import ConvSpec
+from onnx_sk.maths.designs import DEFAULT_BOTTLENECK_RATIO, DESIGNS, Realisation, realisations
+from onnx_sk.maths.spec import ConvSpec
 
-#: objectives scored by counting here; "latency" is measured by ``onnx_sk.latency``
+#: objectives scored by counting here; "latency" is measured by ``onnx_sk.runtime.latency``
 COUNTED_OBJECTIVES = ("params", "macs")
 OBJECTIVES = (*COUNTED_OBJECTIVES, "latency")
 

@@ -15,15 +15,15 @@ from pathlib import Path
 import onnx
 
 from onnx_sk import fit_targets
-from onnx_sk.analyze import float_params
-from onnx_sk.convs import find_convs
-from onnx_sk.error_budget import within_error
-from onnx_sk.io import check_output_path, is_large, load_model, save_model
+from onnx_sk.graph.analyze import float_params
+from onnx_sk.graph.convs import find_convs
+from onnx_sk.passes.error_budget import within_error
+from onnx_sk.graph.io import check_output_path, is_large, load_model, save_model
 from onnx_sk.passes.reduce import apply, prepare
 from onnx_sk.passes.training_bn import insert_identity_bn
-from onnx_sk.plan import Decision, Options, plan
-from onnx_sk.runtime import release_memory
-from onnx_sk.shapes import infer_shapes, light_copy, parse_input_shapes
+from onnx_sk.passes.plan import Decision, Options, plan
+from onnx_sk.runtime.session import release_memory
+from onnx_sk.graph.shapes import infer_shapes, light_copy, parse_input_shapes
 from onnx_sk.verify import dense_twin_outputs, twin_overrides, verify_result
 
 
@@ -115,7 +115,7 @@ def optimize_model(
         else None
     )
     if options.mode == "widen":
-        from onnx_sk.widen_mode import optimize_widen
+        from onnx_sk.passes.widen import optimize_widen
 
         return optimize_widen(loaded, out, options)
     shapes = infer_shapes(loaded.model, options.input_shapes)
@@ -250,7 +250,7 @@ def optimize(
 ) -> tuple[onnx.ModelProto, Report]:
     """Replace the dense convs of ``model`` with SK designs (Mode 1: reduce), or with
     ``mode="widen"`` also scale every free channel space back to the parameter budget (Mode 2,
-    :mod:`onnx_sk.widen_mode`).
+    :mod:`onnx_sk.passes.widen`).
 
     Returns the optimized ``ModelProto`` and a :class:`Report`; writes ``output`` atomically when
     given. Raises :class:`~onnx_sk.errors.UserError` for bad input and

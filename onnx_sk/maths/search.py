@@ -22,7 +22,7 @@ The rules, in the order Algorithm 1 applies them (``docs/search-rules.md`` gives
    on names such as ``PWPWG`` the expression would see the false repeat ``PW PW``.
 2. Information field (lines 10–35, footnotes 1–2), from ``currInfo = (1, 1, 1)`` per design
    (the printed line 10 initialises it once, outside the loop; that is a slip), kernel by kernel,
-   on the exact field of :mod:`onnx_sk.infofield`:
+   on the exact field of :mod:`onnx_sk.maths.infofield`:
 
    - ``no_growth``: the size ``(kh, kw, #channels)`` after a kernel equals the size before it
      (efficiency case 1, line 16);
@@ -65,10 +65,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from onnx_sk.designs import DW, GC, PW, PWG, Realisation, Stage, divisors
+from onnx_sk.maths.designs import DW, GC, PW, PWG, Realisation, Stage, divisors
 from onnx_sk.errors import UserError
-from onnx_sk.infofield import Field
-from onnx_sk.spec import ConvSpec
+from onnx_sk.maths.infofield import Field
+from onnx_sk.maths.spec import ConvSpec
 
 KERNEL_TYPES = (GC, DW, PW, PWG)
 LETTERS = {GC: "G", DW: "D", PW: "P", PWG: "Q"}
@@ -215,7 +215,7 @@ class _Searcher:
 
 
 def _shuffle(channels: int, groups: int) -> list[int]:
-    from onnx_sk.designs import shuffle_permutation
+    from onnx_sk.maths.designs import shuffle_permutation
 
     return shuffle_permutation(channels, groups).tolist()
 

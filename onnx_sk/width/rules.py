@@ -1,7 +1,7 @@
 """One channel rule per ONNX op type: how an op ties, cuts or moves the channels of its tensors.
 
 ``walk(model, shapes)`` visits the main graph's nodes in order and calls ``RULES[op_type]``; each
-rule reads its inputs' :class:`~onnx_sk.channels.Layout` and
+rule reads its inputs' :class:`~onnx_sk.maths.channel_spaces.Layout` and
 
 - sets its outputs' layouts (the same atoms for per-channel ops, fresh atoms for a conv's output,
   a concatenation for Concat, pieces for Split/Slice, a moved axis for Transpose/Squeeze/Flatten);
@@ -16,7 +16,7 @@ rule reads its inputs' :class:`~onnx_sk.channels.Layout` and
 An op without a rule freezes every space it touches and makes its outputs *opaque*: a tensor
 with no known layout gets a frozen space of its own when a rule needs it (never a guess).
 Shape-only ops (``Shape``, ``Size``, ``Constant``, ...) are neutral: they read widths at run time.
-The rules for ops that move or cut the channel axis live in :mod:`onnx_sk.channel_rules_axes`.
+The rules for ops that move or cut the channel axis live in :mod:`onnx_sk.width.rules_axes`.
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from onnx_sk.channels import Layout, Spaces
-from onnx_sk.convs import attrs
-from onnx_sk.io import constant_values
-from onnx_sk.shapes import Shape
+from onnx_sk.maths.channel_spaces import Layout, Spaces
+from onnx_sk.graph.convs import attrs
+from onnx_sk.graph.io import constant_values
+from onnx_sk.graph.shapes import Shape
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ class Walk:
 
 def walk(model: onnx.ModelProto, shapes: dict[str, Shape]) -> Walk:
     """Run every rule over the main graph; graph inputs and outputs are frozen."""
-    from onnx_sk import channel_rules_axes  # noqa: F401  (registers the axis rules)
+    from onnx_sk.width import rules_axes  # noqa: F401  (registers the axis rules)
 
     w = Walk(model, shapes)
     for vi in w.graph.input:

@@ -1,7 +1,7 @@
 """The latency lookup table (LUT): measured conv latencies cached in a JSON file, per machine.
 
 A LUT is bound to one machine: the ONNX Runtime version and the CPU identity
-(:func:`onnx_sk.machine.cpu_identity`) it was measured with sit at its top. Its entries are keyed
+(:func:`onnx_sk.runtime.machine.cpu_identity`) it was measured with sit at its top. Its entries are keyed
 by ``<provider>|threads=<T>|<shape key>`` and hold the dense conv's median latency and, per
 candidate key (design, group numbers, bottleneck, shuffle implementation), the median latency and
 the paired speedup over the dense conv measured in the same interleaved rounds::
@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onnx_sk.errors import UserError
-from onnx_sk.io import save_json
-from onnx_sk.machine import cpu_identity
+from onnx_sk.graph.io import save_json
+from onnx_sk.runtime.machine import cpu_identity
 
 FORMAT = "onnx-sk-latency-lut"
 VERSION = 1

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnx_sk.designs import Realisation, shuffle_permutation
+from onnx_sk.maths.designs import Realisation, shuffle_permutation
 
 DEFAULT_RIDGE = 1e-9
 CP_ITERATIONS = 200

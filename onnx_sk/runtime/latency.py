@@ -6,7 +6,7 @@ group fit its blocked layout. So ``--objective latency`` measures instead of cou
 
 For every distinct conv *shape* (``shape_key``: c_in, c_out, kernel_shape, strides, pads,
 dilations, auto_pad, bias, input N×H×W, bottleneck ratio) the dense conv and each candidate are
-built as one-conv ONNX models (the candidate by :func:`onnx_sk.build.replace_conv`, exactly as in
+built as one-conv ONNX models (the candidate by :func:`onnx_sk.graph.build.replace_conv`, exactly as in
 the optimized network) and run on the target provider and thread count at ORT_ENABLE_ALL:
 
 - candidates (``candidates``): every admissible integer realisation of each design whose
@@ -23,7 +23,7 @@ the optimized network) and run on the target provider and thread count at ORT_EN
   ``MIN_SPEEDUP``; otherwise the conv is kept with the reason "no SK design is faster than the
   dense conv on <provider>". A conv is never replaced by something measured slower.
 
-Measurements go into a :class:`onnx_sk.lut.Lut` so a shape is measured once per machine.
+Measurements go into a :class:`onnx_sk.runtime.lut.Lut` so a shape is measured once per machine.
 """
 
 from __future__ import annotations
@@ -38,15 +38,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from onnx_sk.build import conv_attrs, replace_conv
-from onnx_sk.convs import ConvSite
-from onnx_sk.designs import DESIGNS, Realisation, realisations
+from onnx_sk.graph.build import conv_attrs, replace_conv
+from onnx_sk.graph.convs import ConvSite
+from onnx_sk.maths.designs import DESIGNS, Realisation, realisations
 from onnx_sk.errors import UserError
-from onnx_sk.infofield import field_of_conv, field_of_stages
-from onnx_sk.lut import Lut
-from onnx_sk.runtime import session
-from onnx_sk.spec import ConvSpec
-from onnx_sk.weight_init import INITIALISERS
+from onnx_sk.maths.infofield import field_of_conv, field_of_stages
+from onnx_sk.runtime.lut import Lut
+from onnx_sk.runtime.session import session
+from onnx_sk.maths.spec import ConvSpec
+from onnx_sk.maths.weight_init import INITIALISERS
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +291,7 @@ def decide(
 
 def validate_options(options) -> None:
     """The latency fields of ``plan.Options``: only with --objective latency, and sane."""
-    from onnx_sk.runtime import check_providers
+    from onnx_sk.runtime.session import check_providers
 
     given = [
         flag
@@ -317,8 +317,8 @@ def validate_options(options) -> None:
 
 def plan_latency(sites: list[ConvSite], options, progress: Progress | None = None) -> list:
     """``plan.plan`` for --objective latency: policy first, then the measured choice."""
-    from onnx_sk.lut import load_lut
-    from onnx_sk.plan import Decision, _policy_reason
+    from onnx_sk.runtime.lut import load_lut
+    from onnx_sk.passes.plan import Decision, _policy_reason
 
     provider = options.provider or "CPUExecutionProvider"
     threads = options.threads or 1
@@ -362,12 +362,12 @@ def profile_lut(
     """
     from pathlib import Path
 
-    from onnx_sk.convs import find_convs
-    from onnx_sk.designs import DEFAULT_BOTTLENECK_RATIO
-    from onnx_sk.io import load_model
-    from onnx_sk.lut import load_lut
-    from onnx_sk.runtime import check_providers
-    from onnx_sk.shapes import infer_shapes
+    from onnx_sk.graph.convs import find_convs
+    from onnx_sk.maths.designs import DEFAULT_BOTTLENECK_RATIO
+    from onnx_sk.graph.io import load_model
+    from onnx_sk.runtime.lut import load_lut
+    from onnx_sk.runtime.session import check_providers
+    from onnx_sk.graph.shapes import infer_shapes
 
     ratio = DEFAULT_BOTTLENECK_RATIO if ratio is None else ratio
     if not 0 < ratio <= 1:

@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from onnx_sk.designs import (
+from onnx_sk.maths.designs import (
     DEFAULT_BOTTLENECK_RATIO,
     PAPER_NAMES,
     Realisation,
@@ -64,7 +64,7 @@ from onnx_sk.designs import (
     realisations,
 )
 from onnx_sk.errors import UserError
-from onnx_sk.spec import ConvSpec
+from onnx_sk.maths.spec import ConvSpec
 
 DESIGN_ORDER = ("dw-pw", "gc-pwg", "pw-dw-pw", "pwg-dw-pwg")
 OBJECTIVES = ("params", "macs")

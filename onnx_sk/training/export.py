@@ -1,6 +1,6 @@
 """``onnx-sk export-torch``: an ONNX model as a trainable ``torch.nn.Module``; torch imported lazily.
 
-The conversion itself is :class:`onnx_sk.torch_module.OnnxModule` (see there for the op list and
+The conversion itself is :class:`onnx_sk.training.module.OnnxModule` (see there for the op list and
 what becomes a parameter). ``export_torch`` writes the module with ``torch.save``; load it with
 ``torch.load(path, weights_only=False)`` where onnx-sk and torch are installed.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 
 from onnx_sk.errors import UserError
-from onnx_sk.io import load_model
+from onnx_sk.graph.io import load_model
 
 
 def _torch():
@@ -27,7 +27,7 @@ def _torch():
 def to_torch(model: str | os.PathLike | onnx.ModelProto):
     """A trainable ``torch.nn.Module`` computing ``model`` (in eval mode, like ONNX Runtime)."""
     _torch()
-    from onnx_sk.torch_module import OnnxModule
+    from onnx_sk.training.module import OnnxModule
 
     return OnnxModule(load_model(model).model).eval()
 

@@ -2,7 +2,7 @@
 
 ``field_between(graph, src, dst)`` walks back from tensor ``dst`` along each node's data input
 until it reaches tensor ``src``, then composes, from ``src`` forward, the field of every node
-(:mod:`onnx_sk.infofield` gives the algebra):
+(:mod:`onnx_sk.maths.infofield` gives the algebra):
 
 - ``Conv``: ``[c_out, c_in // group, *kernel_shape]`` from the weight's shape (initializer,
   ``Constant`` node or inferred shape), ``group``, ``strides``, ``dilations``. Structural: a conv
@@ -37,7 +37,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnx_sk.errors import UserError
-from onnx_sk.infofield import Field
+from onnx_sk.maths.infofield import Field
 
 UNARY = frozenset(
     {

@@ -1,6 +1,6 @@
 """The only code that writes SK nodes into a graph.
 
-One dense ``Conv`` becomes the stages of a :class:`~onnx_sk.designs.Realisation`:
+One dense ``Conv`` becomes the stages of a :class:`~onnx_sk.maths.designs.Realisation`:
 
 - the spatial stage carries the conv's ``kernel_shape``, ``strides``, ``pads`` (asymmetric kept),
   ``dilations`` and ``auto_pad``; the other stages are 1×1 convs with their ``group``;
@@ -25,8 +25,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnx_sk.designs import Realisation, Stage, shuffle_permutation
-from onnx_sk.spec import ConvSpec
+from onnx_sk.maths.designs import Realisation, Stage, shuffle_permutation
+from onnx_sk.maths.spec import ConvSpec
 
 
 def conv_attrs(spec: ConvSpec) -> dict:

@@ -23,10 +23,10 @@ import math
 import numpy as np
 import onnx
 
-from onnx_sk.channel_rules import Count, IntEdit, Perm, Walk, axis_of, label, rule
-from onnx_sk.channels import Layout
-from onnx_sk.convs import attrs
-from onnx_sk.designs import shuffle_permutation
+from onnx_sk.width.rules import Count, IntEdit, Perm, Walk, axis_of, label, rule
+from onnx_sk.maths.channel_spaces import Layout
+from onnx_sk.graph.convs import attrs
+from onnx_sk.maths.designs import shuffle_permutation
 
 
 @rule("Concat")

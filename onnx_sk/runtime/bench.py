@@ -3,7 +3,7 @@
 For each (provider, threads) configuration every model gets its own session (explicit provider
 and thread count, the chosen graph optimisation level). Its memory is measured apart, in a fresh
 Python process per model that imports onnxruntime, then creates the session and runs it once
-while its peak resident memory is watched (:func:`onnx_sk.machine.peak_rss_delta`): in this
+while its peak resident memory is watched (:func:`onnx_sk.runtime.machine.peak_rss_delta`): in this
 process freed memory would be reused and hide the cost. Then ``warmup`` runs per model, then timed runs interleaved across the models (A B A B …) so that a noisy machine
 slows every model alike: round ``r`` times each model once, in order.
 
@@ -38,13 +38,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnx_sk.analyze import analyze_model
-from onnx_sk.convs import find_convs
+from onnx_sk.graph.analyze import analyze_model
+from onnx_sk.graph.convs import find_convs
 from onnx_sk.errors import UserError
-from onnx_sk.io import load_model
-from onnx_sk.machine import environment, peak_rss_delta
-from onnx_sk.runtime import OPT_LEVELS, check_providers, random_inputs, real_inputs, session
-from onnx_sk.shapes import infer_shapes
+from onnx_sk.graph.io import load_model
+from onnx_sk.runtime.machine import environment, peak_rss_delta
+from onnx_sk.runtime.session import OPT_LEVELS, check_providers, random_inputs, real_inputs, session
+from onnx_sk.graph.shapes import infer_shapes
 
 log = logging.getLogger(__name__)
 
@@ -370,7 +370,7 @@ def memory_probe(model: BenchModel, provider: str, threads: int, opt_level: str)
     with tempfile.TemporaryDirectory() as tmp:
         feeds = Path(tmp) / "feeds.npz"
         np.savez(feeds, **model.feeds)
-        code = "import sys; from onnx_sk.bench import _memory_probe_main; _memory_probe_main(sys.argv[1:])"
+        code = "import sys; from onnx_sk.runtime.bench import _memory_probe_main; _memory_probe_main(sys.argv[1:])"
         args = [str(model.path), provider, str(threads), opt_level, str(feeds)]
         proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:

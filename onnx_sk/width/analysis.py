@@ -1,6 +1,6 @@
 """Channel spaces of a model and their widths under one scale factor (T-ITS'21 Sec. V-B).
 
-``analyze_channels(model, shapes)`` runs the channel rules (:mod:`onnx_sk.channel_rules`) and
+``analyze_channels(model, shapes)`` runs the channel rules (:mod:`onnx_sk.width.rules`) and
 returns a :class:`ChannelAnalysis`: every space with its size, members, divisor and whether it is
 frozen (and why).
 
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnx_sk.channel_rules import AxisMap, ConstEdit, Count, Perm, Walk, walk
-from onnx_sk.designs import shuffle_permutation
-from onnx_sk.shapes import Shape
+from onnx_sk.width.rules import AxisMap, ConstEdit, Count, Perm, Walk, walk
+from onnx_sk.maths.designs import shuffle_permutation
+from onnx_sk.graph.shapes import Shape
 
 Widths = dict[int, int]
 #: the budget of --budget: conv parameters (the papers') or all parameters
@@ -242,8 +242,8 @@ def solve_scale(count: Callable[[float], int], target: int, lo: float, hi: float
 
 def channel_report(model, input_shape: list[str] | None = None) -> dict:
     """Library entry point of ``onnx-sk analyze --channels``: the spaces as a JSON-able dict."""
-    from onnx_sk.io import load_model
-    from onnx_sk.shapes import infer_shapes, parse_input_shapes
+    from onnx_sk.graph.io import load_model
+    from onnx_sk.graph.shapes import infer_shapes, parse_input_shapes
 
     loaded = load_model(model)
     shapes = infer_shapes(loaded.model, parse_input_shapes(input_shape))

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from onnx_sk.spec import ConvSpec
+from onnx_sk.maths.spec import ConvSpec
 
 DEFAULT_BOTTLENECK_RATIO = 0.25
 

@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 
 from onnx_sk.errors import UserError
-from onnx_sk.io import is_large, save_model
-from onnx_sk.shapes import MAX_ELEMENTS
+from onnx_sk.graph.io import is_large, save_model
+from onnx_sk.graph.shapes import MAX_ELEMENTS
 
 OPT_LEVELS = {
     "disabled": "ORT_DISABLE_ALL",

@@ -11,7 +11,7 @@ layer's input patches when the target carries calibration data; a following BN i
 
 Each initialiser has the signature ``(real, weight, bias, rng, target=None) -> list[np.ndarray]``
 where ``weight`` is the original kernel ``[c_out, c_in, kh, kw]``, ``target`` an optional
-:class:`~onnx_sk.approx.Target` (BN scale, calibration patches) and the result has one array per
+:class:`~onnx_sk.maths.approx.Target` (BN scale, calibration patches) and the result has one array per
 stage, shaped ``[c_out, c_in // group, kh, kw]`` of that stage, in ``weight``'s dtype.
 """
 
@@ -22,8 +22,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from onnx_sk import approx
-from onnx_sk.designs import Realisation
+from onnx_sk.maths import approx
+from onnx_sk.maths.designs import Realisation
 
 Initialiser = Callable[[Realisation, np.ndarray, "np.ndarray | None", np.random.Generator], list]
 INITIALISERS: dict[str, Initialiser] = {}

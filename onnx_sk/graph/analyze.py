@@ -18,11 +18,11 @@ from collections.abc import Iterable
 import numpy as np
 import onnx
 
-from onnx_sk.convs import QUANTIZED_CONVS, ConvSite, attrs, find_convs
-from onnx_sk.designs import DEFAULT_BOTTLENECK_RATIO
-from onnx_sk.io import LoadedModel, all_tensors, load_model
-from onnx_sk.select import choose
-from onnx_sk.shapes import Shape, infer_shapes, parse_input_shapes
+from onnx_sk.graph.convs import QUANTIZED_CONVS, ConvSite, attrs, find_convs
+from onnx_sk.maths.designs import DEFAULT_BOTTLENECK_RATIO
+from onnx_sk.graph.io import LoadedModel, all_tensors, load_model
+from onnx_sk.maths.select import choose
+from onnx_sk.graph.shapes import Shape, infer_shapes, parse_input_shapes
 
 
 def _sum_known(values: Iterable[int | None]) -> int | None:
@@ -165,7 +165,7 @@ def analyze(
     loaded = load_model(model)
     report = analyze_model(loaded, parse_input_shapes(input_shape), bottleneck_ratio)
     if fields:
-        from onnx_sk.infofield_graph import unit_fields
+        from onnx_sk.graph.fields import unit_fields
 
         report["units"] = unit_fields(loaded.model)
     return report

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnx_sk.io import ConstantIndex
-from onnx_sk.shapes import Shape
-from onnx_sk.spec import DENSE, DEPTHWISE, GROUPED, POINTWISE, ConvSpec
+from onnx_sk.graph.io import ConstantIndex
+from onnx_sk.graph.shapes import Shape
+from onnx_sk.maths.spec import DENSE, DEPTHWISE, GROUPED, POINTWISE, ConvSpec
 
 QUANTIZED_CONVS = ("QLinearConv", "ConvInteger")
 _SCOPE_NAMES = {"Loop": "a Loop body", "If": "an If branch", "Scan": "a Scan body"}

@@ -19,8 +19,8 @@ import onnx
 
 from onnx_sk.errors import UserError
 from onnx_sk.fit_targets import load_calibration
-from onnx_sk.io import load_model
-from onnx_sk.runtime import random_inputs, session
+from onnx_sk.graph.io import load_model
+from onnx_sk.runtime.session import random_inputs, session
 
 
 @dataclass(frozen=True)
