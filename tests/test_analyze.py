@@ -9,8 +9,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from conftest import MODELS, ROOT, conv_model
-from test_bad_input import run_cli
+from helpers import MODELS, ROOT, conv_model, run_cli
 
 from onnx_sk.graph.analyze import analyze
 from onnx_sk.graph.io import constant_values

@@ -7,17 +7,17 @@ import math
 import numpy as np
 import onnx
 import pytest
-from conftest import MODELS, conv_model
+from helpers import MODELS, conv_model
 from onnx import helper, numpy_helper
 
-from onnx_sk.maths import approx
-from onnx_sk.graph.convs import find_convs
-from onnx_sk.maths.designs import DESIGNS, dense_equivalent, realisations
 from onnx_sk.fit_targets import bn_scales, patches
-from onnx_sk.runtime.session import session
+from onnx_sk.graph.convs import find_convs
 from onnx_sk.graph.shapes import infer_shapes
+from onnx_sk.maths import approx
+from onnx_sk.maths.designs import DESIGNS, dense_equivalent, realisations
 from onnx_sk.maths.spec import ConvSpec
 from onnx_sk.maths.weight_init import INITIALISERS
+from onnx_sk.runtime.session import session
 
 SPEC = ConvSpec(16, 32, (3, 3))
 

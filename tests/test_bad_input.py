@@ -5,36 +5,16 @@ Each case runs the real console script in a subprocess, as a user would.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from conftest import MODELS, conv_model
-
-CLI = [sys.executable, "-m", "onnx_sk"]
-
-
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
-
-
-def _assert_clean_error(proc: subprocess.CompletedProcess, message: str, code: int = 2) -> None:
-    assert proc.returncode == code, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert lines[0] == f"error: {message}"
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from helpers import CLI, MODELS, assert_clean_error, conv_model, digest, run_cli
 
 
 @pytest.fixture
@@ -78,19 +58,19 @@ def _bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
 @pytest.mark.parametrize("command", ["analyze", "optimize"])
 def test_malformed_files(tmp_path, case, command):
     path, message = _bad_files(tmp_path)[case]
-    before = _digest(path)
+    before = digest(path)
     args = [command, path] + ([tmp_path / "out.onnx"] if command == "optimize" else [])
-    _assert_clean_error(run_cli(*args), message)
-    assert _digest(path) == before
+    assert_clean_error(run_cli(*args), message)
+    assert digest(path) == before
     assert not (tmp_path / "out.onnx").exists()
 
 
 def test_missing_file(tmp_path):
-    _assert_clean_error(run_cli("analyze", tmp_path / "nope.onnx"), f"{tmp_path / 'nope.onnx'}: no such file")
+    assert_clean_error(run_cli("analyze", tmp_path / "nope.onnx"), f"{tmp_path / 'nope.onnx'}: no such file")
 
 
 def test_directory(tmp_path):
-    _assert_clean_error(
+    assert_clean_error(
         run_cli("analyze", tmp_path), f"{tmp_path} is a directory, not an ONNX model file"
     )
 
@@ -126,26 +106,26 @@ def test_external_data_location_escaping(tmp_path, small_model, location, why):
     bad = tmp_path / "sub" / "escape.onnx"
     bad.parent.mkdir()
     bad.write_bytes(model.SerializeToString())
-    _assert_clean_error(
+    assert_clean_error(
         run_cli("analyze", bad), f"external data location {location!r} of tensor 'w' {why}"
     )
 
 
 def test_output_folder_missing(tmp_path, small_model):
     out = tmp_path / "no" / "such" / "out.onnx"
-    _assert_clean_error(
+    assert_clean_error(
         run_cli("optimize", small_model, out), f"output folder {out.parent} does not exist"
     )
     assert not out.parent.exists()
 
 
 def test_output_equal_to_input_is_refused(small_model):
-    before = _digest(small_model)
-    _assert_clean_error(
+    before = digest(small_model)
+    assert_clean_error(
         run_cli("optimize", small_model, small_model),
         f"output path {small_model} is the input model: refusing to overwrite it (pass --overwrite to allow)",
     )
-    assert _digest(small_model) == before
+    assert digest(small_model) == before
 
 
 def _as_unprivileged_user() -> list[str]:
@@ -176,7 +156,7 @@ def test_output_folder_not_writable(open_dir):
     ro.chmod(0o555)
     cmd = [*_as_unprivileged_user(), *CLI, "optimize", str(open_dir / "in.onnx"), str(ro / "o.onnx")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=open_dir)
-    _assert_clean_error(proc, f"output folder {ro} is not writable")
+    assert_clean_error(proc, f"output folder {ro} is not writable")
     assert not list(ro.iterdir())
 
 
@@ -185,19 +165,19 @@ def test_input_not_readable(open_dir):
     model.chmod(0o600)
     cmd = [*_as_unprivileged_user(), *CLI, "analyze", str(model)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=open_dir)
-    _assert_clean_error(proc, f"{model}: permission denied")
+    assert_clean_error(proc, f"{model}: permission denied")
 
 
 def test_bad_input_shape(small_model):
-    _assert_clean_error(
+    assert_clean_error(
         run_cli("analyze", small_model, "--input-shape", "x:1xAx8x8"),
         "--input-shape 'x:1xAx8x8': expected NAME:DIMS with DIMS like 1x3x224x224",
     )
-    _assert_clean_error(
+    assert_clean_error(
         run_cli("analyze", small_model, "--input-shape", "nope:1x8x8x8"),
         "--input-shape names 'nope', which is not a graph input (inputs: x)",
     )
-    _assert_clean_error(
+    assert_clean_error(
         run_cli("analyze", small_model, "--input-shape", "x:1x8x100000x100000x100"),
         "--input-shape 'x:1x8x100000x100000x100': 8000000000000 elements is absurdly large: refused",
     )

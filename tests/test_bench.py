@@ -9,11 +9,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import conv_model
-from test_bad_input import _assert_clean_error, run_cli
+from helpers import assert_clean_error, conv_model, run_cli
 
-from onnx_sk.runtime.bench import BenchOptions, bench, latency_stats
 from onnx_sk.errors import UserError
+from onnx_sk.runtime.bench import BenchOptions, bench, latency_stats
 
 ENV_FIELDS = {"onnx_sk", "onnxruntime", "onnx", "numpy", "python", "platform", "cpu", "cpu_identity",
               "cpu_count", "available_providers"}  # fmt: skip
@@ -102,7 +101,7 @@ def test_bench_cli_json_plot(two_models, tmp_path):
 def test_unavailable_provider_lists_available(two_models):
     proc = run_cli("bench", two_models[0], "--provider", "NopeExecutionProvider")
     available = ", ".join(ort.get_available_providers())
-    _assert_clean_error(
+    assert_clean_error(
         proc,
         f"execution provider 'NopeExecutionProvider' is not available in this onnxruntime "
         f"({ort.__version__}); available: {available}",
@@ -111,11 +110,11 @@ def test_unavailable_provider_lists_available(two_models):
 
 def test_runs_and_seconds_refused(two_models):
     proc = run_cli("bench", two_models[0], "--runs", "3", "--seconds", "1")
-    _assert_clean_error(proc, "give --runs or --seconds, not both")
+    assert_clean_error(proc, "give --runs or --seconds, not both")
 
 
 def test_bad_threads_and_symbolic_input(tmp_path, rng, two_models):
-    _assert_clean_error(run_cli("bench", two_models[0], "--threads", "1,x"),
+    assert_clean_error(run_cli("bench", two_models[0], "--threads", "1,x"),
                         "--threads '1,x': expected positive integers like 1,2")  # fmt: skip
     path = tmp_path / "sym.onnx"
     onnx.save(conv_model(rng.standard_normal((4, 4, 3, 3)).astype(np.float32)), path)

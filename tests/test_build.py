@@ -11,12 +11,12 @@ import itertools
 import numpy as np
 import onnx
 import pytest
-from conftest import conv_model
+from helpers import conv_model
 
 from onnx_sk.graph.build import replace_conv
 from onnx_sk.maths.designs import DESIGNS, dense_equivalent, realisations
-from onnx_sk.runtime.session import session
 from onnx_sk.maths.spec import ConvSpec
+from onnx_sk.runtime.session import session
 
 RTOL, ATOL = 1e-4, 1e-5
 

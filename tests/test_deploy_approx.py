@@ -7,12 +7,11 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import MODELS, conv_model
-from test_bad_input import _assert_clean_error, run_cli
+from helpers import MODELS, assert_clean_error, conv_model, run_cli
 
 import onnx_sk
-from onnx_sk.runtime.compare import compare
 from onnx_sk.passes.error_budget import layer_error
+from onnx_sk.runtime.compare import compare
 from onnx_sk.runtime.session import session
 
 MODEL = MODELS / "table1_w16_bn.onnx"  # unfused Conv→BN pairs, input [N, 3, H, W]
@@ -114,21 +113,21 @@ def test_compare_cli_json(tmp_path, calibration):
 
 def test_bad_inputs(tmp_path, calibration):
     out = tmp_path / "o.onnx"
-    _assert_clean_error(
+    assert_clean_error(
         run_cli("optimize", MODEL, out, "--max-error", "0.5"),
         "--max-error needs --init approx (He weights do not approximate anything)",
     )
-    _assert_clean_error(
+    assert_clean_error(
         run_cli("optimize", MODEL, out, "--init", "approx", "--calibration", tmp_path / "none.npz"),
         f"--calibration {tmp_path / 'none.npz'}: no such file",
     )
     bad = tmp_path / "bad.npz"
     np.savez(bad, other=np.zeros((1, 3, 8, 8), np.float32), more=np.zeros(1))
-    _assert_clean_error(
+    assert_clean_error(
         run_cli("optimize", MODEL, out, "--init", "approx", "--calibration", bad),
         f"--calibration {bad}: no array for input(s) {_input_name()} (the file has other, more)",
     )
-    _assert_clean_error(
+    assert_clean_error(
         run_cli("compare", MODEL, MODEL, "--samples", "0"), "--samples 0: expected a positive integer"
     )
     assert not out.exists()

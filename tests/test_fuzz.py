@@ -37,9 +37,9 @@ from hypothesis import strategies as st
 from onnx import helper
 
 import onnx_sk
+from onnx_sk.errors import UserError
 from onnx_sk.graph.convs import read_spec
 from onnx_sk.maths.designs import DESIGNS, dense_equivalent, divisors, realisations
-from onnx_sk.errors import UserError
 from onnx_sk.passes.reduce import Replacement
 from onnx_sk.runtime.session import session
 from onnx_sk.verify import inserted_subgraph

@@ -7,7 +7,6 @@ are in ``test_bad_input.py``.)
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -17,13 +16,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import MODELS, conv_model
+from helpers import MODELS, assert_clean_error, conv_model, digest, run_cli
 from onnx import TensorProto, helper, numpy_helper
-from test_bad_input import _assert_clean_error, run_cli
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _model(tmp: Path, name: str, edit=None, **kw) -> Path:
@@ -39,21 +33,21 @@ def _model(tmp: Path, name: str, edit=None, **kw) -> Path:
 
 def _refused(tmp: Path, src: Path, message: str, *extra: str) -> None:
     """optimize SRC OUT is refused with ``message``; SRC untouched, nothing written in ``tmp``."""
-    before, listing = _digest(src), sorted(p.name for p in tmp.iterdir())
+    before, listing = digest(src), sorted(p.name for p in tmp.iterdir())
     out = tmp / "out.onnx"
-    _assert_clean_error(run_cli("optimize", src, out, "--include-first", *extra), message)
-    assert _digest(src) == before
+    assert_clean_error(run_cli("optimize", src, out, "--include-first", *extra), message)
+    assert digest(src) == before
     assert sorted(p.name for p in tmp.iterdir()) == listing, "no output, no temporary file"
 
 
 def _kept(tmp: Path, src: Path, reasons: dict[str, str]) -> dict:
     """optimize SRC OUT exits 0 and the JSON report gives each named conv its skip reason."""
-    before = _digest(src)
+    before = digest(src)
     out, rep = tmp / "kept_out.onnx", tmp / "kept_report.json"
     proc = run_cli("optimize", src, out, "--include-first", "--report", rep)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert _digest(src) == before
+    assert digest(src) == before
     doc = json.loads(rep.read_text())
     got = {c["name"]: c["reason"] for c in doc["convs"]}
     for name, reason in reasons.items():
@@ -159,7 +153,7 @@ def test_float16_model_is_written_unchanged(tmp_path):
     reason = "weights are float16: only float32 convs are rewritten"
     doc = _kept(tmp_path, src, {"/features/features.0/Conv": reason, "/features/features.3/Conv": reason})
     assert doc["message"] == "no conv was replaced: the model is written unchanged"
-    assert _digest(tmp_path / "kept_out.onnx") == _digest(src)
+    assert digest(tmp_path / "kept_out.onnx") == digest(src)
 
 
 def test_bfloat16_model_is_written_unchanged(tmp_path):
@@ -174,7 +168,7 @@ def test_bfloat16_model_is_written_unchanged(tmp_path):
     src = _model(tmp_path, "bf16.onnx", edit, opset=22)  # Conv takes bfloat16 from opset 22
     doc = _kept(tmp_path, src, {"conv": "weights are bfloat16: only float32 convs are rewritten"})
     assert doc["message"] == "no conv was replaced: the model is written unchanged"
-    assert _digest(tmp_path / "kept_out.onnx") == _digest(src)
+    assert digest(tmp_path / "kept_out.onnx") == digest(src)
 
 
 @pytest.mark.parametrize("name", ["qlinear_conv.onnx", "qdq_conv.onnx"])
@@ -184,7 +178,7 @@ def test_quantized_model_is_written_unchanged(tmp_path, name):
     doc = _kept(tmp_path, src, {})
     assert all(c["design"] is None for c in doc["convs"])
     assert doc["message"] == "no conv was replaced: the model is written unchanged"
-    assert _digest(tmp_path / "kept_out.onnx") == _digest(src)
+    assert digest(tmp_path / "kept_out.onnx") == digest(src)
 
 
 @pytest.mark.parametrize("how", ["symlink", "hardlink", "dot-dot path"])
@@ -199,12 +193,12 @@ def test_output_is_the_input_by_another_name(tmp_path, how):
     else:
         (tmp_path / "sub").mkdir()
         out = tmp_path / "sub" / ".." / "in.onnx"
-    before, listing = _digest(src), sorted(p.name for p in tmp_path.iterdir())
-    _assert_clean_error(
+    before, listing = digest(src), sorted(p.name for p in tmp_path.iterdir())
+    assert_clean_error(
         run_cli("optimize", src, out, "--include-first"),
         f"output path {out} is the input model: refusing to overwrite it (pass --overwrite to allow)",
     )
-    assert _digest(src) == before
+    assert digest(src) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == listing
 
 
@@ -215,12 +209,12 @@ def test_output_would_overwrite_the_inputs_external_data(tmp_path, out_name):
     src = tmp_path / "model.onnx"
     onnx.save(model, src, save_as_external_data=True, location="out.onnx.data", size_threshold=1024)
     data = tmp_path / "out.onnx.data"
-    before, listing = _digest(data), sorted(p.name for p in tmp_path.iterdir())
+    before, listing = digest(data), sorted(p.name for p in tmp_path.iterdir())
     target = data.name if out_name == "out.onnx" else out_name
-    _assert_clean_error(
+    assert_clean_error(
         run_cli("optimize", src, tmp_path / out_name),
         f"output path {tmp_path / out_name} would overwrite {target}, the input model's external "
         "data: refused (choose another output name)",
     )
-    assert _digest(data) == before
+    assert digest(data) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == listing

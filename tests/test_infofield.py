@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from onnx_sk.graph.fields import FieldPathError, field_between, unit_fields
 from onnx_sk.maths.designs import (
     DESIGNS,
     DW,
@@ -22,7 +23,6 @@ from onnx_sk.maths.designs import (
     shuffle_permutation,
 )
 from onnx_sk.maths.infofield import Field, field_of_conv, field_of_stages, group_connectivity
-from onnx_sk.graph.fields import FieldPathError, field_between, unit_fields
 from onnx_sk.maths.spec import ConvSpec
 
 CHANNELS = [(8, 8), (16, 32), (32, 16), (12, 24), (24, 48)]

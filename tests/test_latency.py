@@ -13,14 +13,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import conv_model
-from test_bad_input import _assert_clean_error, run_cli
+from helpers import assert_clean_error, conv_model, run_cli
 
-from onnx_sk.graph.build import replace_conv
-from onnx_sk.maths.designs import dense_equivalent
 from onnx_sk.errors import UserError
-from onnx_sk.maths.infofield import field_of_conv, field_of_stages
+from onnx_sk.graph.build import replace_conv
 from onnx_sk.graph.fields import field_between
+from onnx_sk.maths.designs import dense_equivalent
+from onnx_sk.maths.infofield import field_of_conv, field_of_stages
+from onnx_sk.maths.spec import ConvSpec
+from onnx_sk.maths.weight_init import he_init
+from onnx_sk.pipeline import optimize
 from onnx_sk.runtime.latency import (
     MAX_ROUNDS,
     MIN_ROUNDS,
@@ -33,10 +35,7 @@ from onnx_sk.runtime.latency import (
     shape_key,
 )
 from onnx_sk.runtime.lut import FORMAT, VERSION, Lut, load_lut, this_machine
-from onnx_sk.pipeline import optimize
 from onnx_sk.runtime.session import session
-from onnx_sk.maths.spec import ConvSpec
-from onnx_sk.maths.weight_init import he_init
 
 SPEC = ConvSpec(32, 32, (3, 3), pads=(1, 1, 1, 1), has_bias=True)
 IN_SHAPE = (1, 32, 10, 10)
@@ -152,7 +151,7 @@ def test_stale_lut_refused(two_conv_model, tmp_path):
     lut = _write_lut(tmp_path / "stale.json", _entry({"dw-pw": 9.0}), other)
     here = this_machine()
     proc = run_cli("optimize", two_conv_model, tmp_path / "o.onnx", "--objective", "latency", "--lut", lut)
-    _assert_clean_error(
+    assert_clean_error(
         proc,
         f"{lut} is a stale latency table: measured with onnxruntime 0.9.0 on 'Some Other CPU "
         f"(riscv64, none)', this is onnxruntime {here['onnxruntime']} on {here['cpu']!r}; re-run "
@@ -182,12 +181,12 @@ def test_bad_lut_file(two_conv_model, tmp_path, content, why):
     bad = tmp_path / "bad.json"
     bad.write_bytes(content)
     proc = run_cli("optimize", two_conv_model, tmp_path / "o.onnx", "--objective", "latency", "--lut", bad)
-    _assert_clean_error(proc, f"{bad} is not a readable onnx-sk latency table: {why}")
+    assert_clean_error(proc, f"{bad} is not a readable onnx-sk latency table: {why}")
 
 
 def test_latency_flags_need_latency_objective(two_conv_model, tmp_path):
     proc = run_cli("optimize", two_conv_model, tmp_path / "o.onnx", "--lut", tmp_path / "l.json", "--threads", "2")
-    _assert_clean_error(proc, "--threads, --lut apply to --objective latency only")
+    assert_clean_error(proc, "--threads, --lut apply to --objective latency only")
     proc = run_cli("optimize", two_conv_model, tmp_path / "o.onnx", "--objective", "latency",
                    "--provider", "NopeExecutionProvider")  # fmt: skip
     assert proc.returncode == 2 and "'NopeExecutionProvider' is not available" in proc.stderr

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import MODELS, conv_model
-from test_bad_input import _assert_clean_error, run_cli
+from helpers import MODELS, assert_clean_error, conv_model, run_cli
 
 import onnx_sk
 from onnx_sk.maths.designs import DESIGNS
@@ -169,15 +168,15 @@ def test_cli_report_json(tmp_path):
 def test_bad_options(tmp_path):
     src = MODELS / "resnet20_cifar.onnx"
     out = tmp_path / "o.onnx"
-    _assert_clean_error(
+    assert_clean_error(
         run_cli("optimize", src, out, "--design", "nope"),
         "--design 'nope': expected one of dw-pw, gc-pwg, pw-dw-pw, pwg-dw-pwg",
     )
-    _assert_clean_error(
+    assert_clean_error(
         run_cli("optimize", src, out, "--objective", "speed"),
         "--objective 'speed': expected one of params, macs, latency",
     )
-    _assert_clean_error(
+    assert_clean_error(
         run_cli("optimize", src, out, "--bottleneck-ratio", "0"),
         "--bottleneck-ratio 0.0: expected 0 < R <= 1",
     )

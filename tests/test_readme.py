@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import onnx
-from conftest import ROOT
+from helpers import ROOT
 
 
 def _command_after(heading: str) -> str:

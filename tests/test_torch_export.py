@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import MODELS
+from helpers import MODELS, assert_clean_error, run_cli
 from onnx import helper
-from test_bad_input import _assert_clean_error, run_cli
 
 import onnx_sk
 from onnx_sk.errors import UserError
@@ -117,6 +116,6 @@ def test_unsupported_op_is_a_clear_error(tmp_path):
     onnx.save(model, path)
     proc = run_cli("export-torch", path, tmp_path / "erf.pt")
     assert proc.returncode == 2 and proc.stderr.startswith("error: export-torch: op 'Erf' (node 'erf')")
-    _assert_clean_error(
+    assert_clean_error(
         run_cli("export-torch", path, tmp_path / "nope" / "x.pt"), f"output folder {tmp_path / 'nope'} does not exist"
     )

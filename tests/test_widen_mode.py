@@ -6,13 +6,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-from conftest import MODELS
-from test_bad_input import _assert_clean_error, run_cli
+from helpers import MODELS, assert_clean_error, run_cli
 from test_width import G
 
+from onnx_sk.passes.widen import model_conv_params
 from onnx_sk.pipeline import optimize
 from onnx_sk.runtime.session import random_inputs, session
-from onnx_sk.passes.widen import model_conv_params
 
 
 def densenet_like() -> onnx.ModelProto:
@@ -131,13 +130,13 @@ def test_widen_alone_with_design_none():
 def test_bad_widen_options(args, message, tmp_path):
     out = tmp_path / "out.onnx"
     proc = run_cli("optimize", MODELS / "table1_w16.onnx", out, "--mode", "widen", *args)
-    _assert_clean_error(proc, message)
+    assert_clean_error(proc, message)
     assert not out.exists()
 
 
 def test_widen_options_need_widen_mode(tmp_path):
     proc = run_cli("optimize", MODELS / "table1_w16.onnx", tmp_path / "o.onnx", "--width-scale", "2")
-    _assert_clean_error(proc, "--width-scale needs --mode widen")
+    assert_clean_error(proc, "--width-scale needs --mode widen")
 
 
 def test_everything_frozen_says_nothing_could_be_widened(tmp_path):
@@ -147,7 +146,7 @@ def test_everything_frozen_says_nothing_could_be_widened(tmp_path):
     onnx.save(g.model([y]), path)
     proc = run_cli("optimize", path, tmp_path / "o.onnx", "--mode", "widen", "--design", "none",
                    "--width-scale", "2")  # fmt: skip
-    _assert_clean_error(
+    assert_clean_error(
         proc, "nothing could be widened: every channel space is frozen (graph input 'x'; graph output "
         f"{y!r})"
     )
