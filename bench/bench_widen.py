@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from onnx_sk.graph.io import load_model
+from onnx_sk.graph.load import load_model
 from onnx_sk.passes.plan import Options
 from onnx_sk.passes.widen import widen_solution
 

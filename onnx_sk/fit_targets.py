@@ -23,7 +23,7 @@ import onnx
 from onnx_sk.maths.approx import Target
 from onnx_sk.graph.convs import ConvSite, attrs
 from onnx_sk.errors import UserError
-from onnx_sk.graph.io import constant_values
+from onnx_sk.graph.index import constant_values
 from onnx_sk.runtime.session import real_inputs, session
 
 DEFAULT_MAX_PATCHES = 2048

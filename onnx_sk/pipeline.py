@@ -18,7 +18,9 @@ from onnx_sk import fit_targets
 from onnx_sk.graph.analyze import float_params
 from onnx_sk.graph.convs import find_convs
 from onnx_sk.passes.error_budget import within_error
-from onnx_sk.graph.io import check_output_path, is_large, load_model, save_model
+from onnx_sk.graph.load import load_model
+from onnx_sk.graph.save import check_output_path, save_model
+from onnx_sk.graph.tensors import is_large
 from onnx_sk.passes.reduce import apply, prepare
 from onnx_sk.passes.training_bn import insert_identity_bn
 from onnx_sk.passes.plan import Decision, Options, plan

@@ -23,7 +23,8 @@ from onnx import numpy_helper
 from onnx_sk.maths.designs import dense_equivalent
 from onnx_sk.errors import UserError
 from onnx_sk.maths.infofield import field_of_conv
-from onnx_sk.graph.io import is_large, save_model
+from onnx_sk.graph.save import save_model
+from onnx_sk.graph.tensors import is_large
 from onnx_sk.passes.reduce import Replacement
 from onnx_sk.runtime.session import random_inputs, release_memory, session
 

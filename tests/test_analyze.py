@@ -12,7 +12,7 @@ import pytest
 from helpers import MODELS, ROOT, conv_model, run_cli
 
 from onnx_sk.graph.analyze import analyze
-from onnx_sk.graph.io import constant_values
+from onnx_sk.graph.index import constant_values
 
 
 def _conv_tensor_params(model: onnx.ModelProto) -> int:

@@ -202,7 +202,7 @@ def test_output_file_mode_follows_umask(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert out.stat().st_mode & 0o777 == 0o666 & ~umask
-    from onnx_sk.graph.io import save_json
+    from onnx_sk.graph.save import save_json
 
     save_json({"a": 1}, rep)
     assert rep.stat().st_mode & 0o777 == 0o666 & ~umask

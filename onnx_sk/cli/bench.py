@@ -12,7 +12,7 @@ from onnx_sk.runtime.bench import BenchOptions, bench
 from onnx_sk.cli import app
 from onnx_sk.cli.output import console, fmt_count, table
 from onnx_sk.errors import UserError
-from onnx_sk.graph.io import save_json
+from onnx_sk.graph.save import save_json
 from onnx_sk.graph.shapes import parse_input_shapes
 
 

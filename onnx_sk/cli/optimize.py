@@ -8,7 +8,7 @@ import typer
 
 from onnx_sk.cli import app
 from onnx_sk.cli.output import console, fmt_count, table
-from onnx_sk.graph.io import save_json
+from onnx_sk.graph.save import save_json
 from onnx_sk.pipeline import Report, optimize
 
 

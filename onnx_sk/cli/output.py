@@ -8,7 +8,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from onnx_sk.graph.io import json_default
+from onnx_sk.graph.save import json_default
 
 console = Console(highlight=False, soft_wrap=False, width=200)
 

@@ -20,7 +20,8 @@ import onnx
 
 from onnx_sk.graph.convs import QUANTIZED_CONVS, ConvSite, attrs, find_convs
 from onnx_sk.maths.designs import DEFAULT_BOTTLENECK_RATIO
-from onnx_sk.graph.io import LoadedModel, all_tensors, load_model
+from onnx_sk.graph.load import LoadedModel, load_model
+from onnx_sk.graph.tensors import all_tensors
 from onnx_sk.maths.select import choose
 from onnx_sk.graph.shapes import Shape, infer_shapes, parse_input_shapes
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnx_sk.graph.io import ConstantIndex
+from onnx_sk.graph.index import ConstantIndex
 from onnx_sk.graph.shapes import Shape
 from onnx_sk.maths.spec import DENSE, DEPTHWISE, GROUPED, POINTWISE, ConvSpec
 

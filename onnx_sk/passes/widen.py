@@ -29,7 +29,8 @@ import onnx
 from onnx_sk.graph.analyze import float_params
 from onnx_sk.graph.convs import find_convs
 from onnx_sk.errors import UserError
-from onnx_sk.graph.io import LoadedModel, save_model
+from onnx_sk.graph.load import LoadedModel
+from onnx_sk.graph.save import save_model
 from onnx_sk.passes.reduce import run_reduce
 from onnx_sk.width.rewrite import run_widen
 from onnx_sk.passes.plan import Options, decide, plan
@@ -85,7 +86,7 @@ def validate_widen(o: Options) -> None:
 
 def model_conv_params(model: onnx.ModelProto) -> int:
     """Weight + bias elements of the main graph's Conv nodes (constants only)."""
-    from onnx_sk.graph.io import constant_values
+    from onnx_sk.graph.index import constant_values
 
     consts = constant_values(model.graph)
     total = 0

@@ -41,7 +41,7 @@ import onnx
 from onnx_sk.graph.analyze import analyze_model
 from onnx_sk.graph.convs import find_convs
 from onnx_sk.errors import UserError
-from onnx_sk.graph.io import load_model
+from onnx_sk.graph.load import load_model
 from onnx_sk.runtime.machine import environment, peak_rss_delta
 from onnx_sk.runtime.session import OPT_LEVELS, check_providers, random_inputs, real_inputs, session
 from onnx_sk.graph.shapes import infer_shapes

@@ -19,7 +19,7 @@ import onnx
 
 from onnx_sk.errors import UserError
 from onnx_sk.fit_targets import load_calibration
-from onnx_sk.graph.io import load_model
+from onnx_sk.graph.load import load_model
 from onnx_sk.runtime.session import random_inputs, session
 
 

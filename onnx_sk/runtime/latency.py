@@ -364,7 +364,7 @@ def profile_lut(
 
     from onnx_sk.graph.convs import find_convs
     from onnx_sk.maths.designs import DEFAULT_BOTTLENECK_RATIO
-    from onnx_sk.graph.io import load_model
+    from onnx_sk.graph.load import load_model
     from onnx_sk.runtime.lut import load_lut
     from onnx_sk.runtime.session import check_providers
     from onnx_sk.graph.shapes import infer_shapes

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onnx_sk.errors import UserError
-from onnx_sk.graph.io import save_json
+from onnx_sk.graph.save import save_json
 from onnx_sk.runtime.machine import cpu_identity
 
 FORMAT = "onnx-sk-latency-lut"

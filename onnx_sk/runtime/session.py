@@ -11,7 +11,8 @@ import numpy as np
 import onnx
 
 from onnx_sk.errors import UserError
-from onnx_sk.graph.io import is_large, save_model
+from onnx_sk.graph.save import save_model
+from onnx_sk.graph.tensors import is_large
 from onnx_sk.graph.shapes import MAX_ELEMENTS
 
 OPT_LEVELS = {

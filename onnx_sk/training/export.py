@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 
 from onnx_sk.errors import UserError
-from onnx_sk.graph.io import load_model
+from onnx_sk.graph.load import load_model
 
 
 def _torch():

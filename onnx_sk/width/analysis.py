@@ -242,7 +242,7 @@ def solve_scale(count: Callable[[float], int], target: int, lo: float, hi: float
 
 def channel_report(model, input_shape: list[str] | None = None) -> dict:
     """Library entry point of ``onnx-sk analyze --channels``: the spaces as a JSON-able dict."""
-    from onnx_sk.graph.io import load_model
+    from onnx_sk.graph.load import load_model
     from onnx_sk.graph.shapes import infer_shapes, parse_input_shapes
 
     loaded = load_model(model)

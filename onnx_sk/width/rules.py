@@ -29,7 +29,7 @@ import onnx
 
 from onnx_sk.maths.channel_spaces import Layout, Spaces
 from onnx_sk.graph.convs import attrs
-from onnx_sk.graph.io import constant_values
+from onnx_sk.graph.index import constant_values
 from onnx_sk.graph.shapes import Shape
 
 
