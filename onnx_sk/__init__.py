@@ -12,7 +12,7 @@ from onnx_sk.runtime.compare import compare
 from onnx_sk.errors import UserError
 from onnx_sk.pipeline import Report, optimize
 from onnx_sk.training.export import export_torch, to_torch
-from onnx_sk.verify import VerificationError
+from onnx_sk.errors import VerificationError
 
 __all__ = [
     "Report",

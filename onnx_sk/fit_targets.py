@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import onnx
 
 from onnx_sk.maths.approx import Target
+from onnx_sk.maths.patches import patches
 from onnx_sk.graph.convs import ConvSite, attrs
 from onnx_sk.errors import UserError
 from onnx_sk.graph.index import constant_values
@@ -81,38 +81,6 @@ def load_calibration(
     return {n: arrays[n] for n in names}
 
 
-def _pads(site: ConvSite, h: int, w: int) -> tuple[int, int, int, int]:
-    spec = site.spec
-    assert spec is not None
-    if spec.auto_pad == "VALID":
-        return 0, 0, 0, 0
-    if spec.auto_pad in ("SAME_UPPER", "SAME_LOWER"):
-        pads = []
-        for size, s, ek in zip((h, w), spec.strides, spec.effective_kernel, strict=False):
-            total = max(0, (math.ceil(size / s) - 1) * s + ek - size)
-            small, big = total // 2, total - total // 2
-            pads.append((small, big) if spec.auto_pad == "SAME_UPPER" else (big, small))
-        return pads[0][0], pads[1][0], pads[0][1], pads[1][1]
-    return tuple(spec.pads)  # type: ignore[return-value]
-
-
-def patches(site: ConvSite, x: np.ndarray, max_patches: int, rng: np.random.Generator) -> np.ndarray:
-    """``L  # [C·kh·kw, P]``: P seeded receptive fields of x [N, C, H, W], divided by sqrt(P)."""
-    spec = site.spec
-    assert spec is not None
-    n, c, h, w = x.shape
-    top, left, bottom, right = _pads(site, h, w)
-    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)))
-    (kh, kw), (sh, sw), (dh, dw) = spec.kernel_shape, spec.strides, spec.dilations
-    ho = (xp.shape[2] - spec.effective_kernel[0]) // sh + 1
-    wo = (xp.shape[3] - spec.effective_kernel[1]) // sw + 1
-    total = n * ho * wo
-    pick = np.sort(rng.choice(total, size=min(max_patches, total), replace=False))
-    b, oy, ox = pick // (ho * wo), (pick // wo) % ho, pick % wo
-    ys = oy[:, None] * sh + (np.arange(kh) * dh).repeat(kw)[None, :]  # [P, S]
-    xs = ox[:, None] * sw + np.tile(np.arange(kw) * dw, kh)[None, :]
-    cols = xp[b[:, None, None], np.arange(c)[None, :, None], ys[:, None, :], xs[:, None, :]]
-    return cols.reshape(pick.size, c * kh * kw).T / math.sqrt(pick.size)  # [C·S, P]
 
 
 def collect_patches(
@@ -142,7 +110,7 @@ def collect_patches(
     values.update(feeds)
     rng = np.random.default_rng(seed)
     return {
-        s.node.output[0]: patches(s, np.asarray(values[s.node.input[0]]), max_patches, rng)
+        s.node.output[0]: patches(s.spec, np.asarray(values[s.node.input[0]]), max_patches, rng)
         for s in wanted
     }
 

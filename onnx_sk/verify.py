@@ -21,7 +21,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnx_sk.maths.designs import dense_equivalent
-from onnx_sk.errors import UserError
+from onnx_sk.errors import VerificationError
 from onnx_sk.maths.infofield import field_of_conv
 from onnx_sk.graph.save import save_model
 from onnx_sk.graph.tensors import is_large
@@ -33,12 +33,6 @@ from onnx_sk.runtime.session import random_inputs, release_memory, session
 VERIFY_OPT_LEVEL = "disabled"
 RTOL = 1e-3
 ATOL = 1e-5
-
-
-class VerificationError(UserError):
-    """The optimized model failed a check: onnx-sk refuses to write it."""
-
-    exit_code = 1
 
 
 @dataclass(frozen=True)

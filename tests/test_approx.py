@@ -10,7 +10,8 @@ import pytest
 from helpers import MODELS, conv_model
 from onnx import helper, numpy_helper
 
-from onnx_sk.fit_targets import bn_scales, patches
+from onnx_sk.fit_targets import bn_scales
+from onnx_sk.maths.patches import patches
 from onnx_sk.graph.convs import find_convs
 from onnx_sk.graph.shapes import infer_shapes
 from onnx_sk.maths import approx
@@ -130,7 +131,7 @@ def test_patches_reproduce_the_conv_in_ort(attrs, rng):
     x = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
     (y,) = session(model).run(None, {"x": x})
     site = find_convs(model, infer_shapes(model, {}))[0]
-    lp = patches(site, x, max_patches=10**6, rng=np.random.default_rng(0))  # every position, in order
+    lp = patches(site.spec, x, max_patches=10**6, rng=np.random.default_rng(0))  # every position, in order
     got = (w.reshape(5, -1).astype(np.float64) @ lp) * math.sqrt(lp.shape[1])  # [F, N·Ho·Wo]
     want = y.transpose(1, 0, 2, 3).reshape(5, -1)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -1,7 +1,8 @@
 """The ``onnx-sk`` command line. One module per command; each calls one library function.
 
-Only this package imports typer. ``main()`` turns a :class:`~onnx_sk.errors.UserError` (bad
-input) into a one-line ``error: ...`` on stderr and exit code 2, never a traceback.
+Only this package imports typer. ``main()`` turns bad input (:data:`onnx_sk.errors.BAD_INPUT`)
+into a one-line ``error: ...`` on stderr and the error's exit code (2; 1 when verification
+failed), never a traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import typer
 from typer.exceptions import TyperException
 
 from onnx_sk import __version__
-from onnx_sk.errors import UserError
+from onnx_sk.errors import BAD_INPUT
 
 app = typer.Typer(
     name="onnx-sk",
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     _handle_signals()
     try:
         code = app(args=argv, standalone_mode=False)
-    except UserError as exc:
+    except BAD_INPUT as exc:
         typer.echo(f"error: {exc}", err=True)
         return exc.exit_code
     except typer.Exit as exc:

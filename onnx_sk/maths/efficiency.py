@@ -47,6 +47,7 @@ admissible integer; when r·F is not an integer the rounded K can make the integ
 cheaper (or dearer) than the real formula.
 
 This module imports numpy and the standard library only (plus onnx-sk's own maths modules).
+Arguments outside the formulas' domain raise :class:`~onnx_sk.maths.domain.DomainError`.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ from onnx_sk.maths.designs import (
     bottleneck_width,
     realisations,
 )
-from onnx_sk.errors import UserError
+from onnx_sk.maths.domain import DomainError
 from onnx_sk.maths.spec import ConvSpec
 
 DESIGN_ORDER = ("dw-pw", "gc-pwg", "pw-dw-pw", "pwg-dw-pwg")
@@ -263,13 +264,13 @@ def _check_inputs(
 ) -> None:
     for name, value in (("--c-in", c_in), ("--c-out", c_out), ("--kernel", kernel)):
         if value <= 0:
-            raise UserError(f"{name} must be a positive integer, got {value}")
+            raise DomainError(f"{name} must be a positive integer, got {value}")
     if budget is not None and not budget > 0:
-        raise UserError(f"--budget must be a positive number of parameters, got {budget}")
+        raise DomainError(f"--budget must be a positive number of parameters, got {budget}")
     if not (alpha > 0 and math.isfinite(alpha)):
-        raise UserError(f"--alpha must be a positive number (F = alpha·C), got {alpha}")
+        raise DomainError(f"--alpha must be a positive number (F = alpha·C), got {alpha}")
     if not 0 < ratio <= 1:
-        raise UserError(f"--bottleneck-ratio must be in (0, 1] (K = ratio·F), got {ratio}")
+        raise DomainError(f"--bottleneck-ratio must be in (0, 1] (K = ratio·F), got {ratio}")
 
 
 def _integer_row(real: Realisation) -> dict[str, Any]:

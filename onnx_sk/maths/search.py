@@ -66,7 +66,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from onnx_sk.maths.designs import DW, GC, PW, PWG, Realisation, Stage, divisors
-from onnx_sk.errors import UserError
+from onnx_sk.maths.domain import DomainError
 from onnx_sk.maths.infofield import Field
 from onnx_sk.maths.spec import ConvSpec
 
@@ -252,27 +252,27 @@ def _validate(
     channels: int, max_length: int, kernels: Sequence[str], regex: str, bottleneck: bool
 ) -> tuple[str, ...]:
     if max_length < 1:
-        raise UserError(f"--max-length must be at least 1, got {max_length}")
+        raise DomainError(f"--max-length must be at least 1, got {max_length}")
     if max_length > 8:
-        raise UserError(f"--max-length {max_length} is too large (at most 8: 4^8 designs)")
+        raise DomainError(f"--max-length {max_length} is too large (at most 8: 4^8 designs)")
     if channels < 4 or all(channels % m for m in range(2, channels)):
-        raise UserError(
+        raise DomainError(
             f"--channels must be a composite number ≥ 4 so that GC and PWG have a group number "
             f"1 < M < C, got {channels}"
         )
     if bottleneck and (channels % 4 or channels < 8):
-        raise UserError(f"--bottleneck needs --channels divisible by 4 and ≥ 8, got {channels}")
+        raise DomainError(f"--bottleneck needs --channels divisible by 4 and ≥ 8, got {channels}")
     if regex not in REGEX_MODES:
-        raise UserError(f"--regex must be one of {', '.join(REGEX_MODES)}, got {regex!r}")
+        raise DomainError(f"--regex must be one of {', '.join(REGEX_MODES)}, got {regex!r}")
     kinds = tuple(k.strip().upper() for k in kernels if k.strip())
     bad = [k for k in kinds if k not in KERNEL_TYPES]
     if bad or not kinds:
-        raise UserError(
+        raise DomainError(
             f"unknown kernel type(s) {', '.join(bad) or '(none given)'}; "
             f"choose from {', '.join(KERNEL_TYPES)}"
         )
     if len(set(kinds)) != len(kinds):
-        raise UserError(f"kernel types repeated in {', '.join(kinds)}")
+        raise DomainError(f"kernel types repeated in {', '.join(kinds)}")
     return kinds
 
 

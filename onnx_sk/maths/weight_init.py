@@ -39,6 +39,13 @@ def initialiser(name: str) -> Callable[[Initialiser], Initialiser]:
     return register
 
 
+def he_normal(
+    shape: tuple[int, ...], fan_in: int, rng: np.random.Generator, dtype: np.dtype | type
+) -> np.ndarray:
+    """He / Kaiming normal weights: N(0, 2 / fan_in), drawn from ``rng``, cast to ``dtype``."""
+    return (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(dtype)
+
+
 @initialiser("he")
 def he_init(
     real: Realisation,
@@ -50,8 +57,7 @@ def he_init(
     out = []
     for s in real.stages:
         shape = s.weight_shape(real.spec.kernel_shape)
-        fan_in = int(np.prod(shape[1:]))
-        out.append((rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(weight.dtype))
+        out.append(he_normal(shape, int(np.prod(shape[1:])), rng, weight.dtype))
     return out
 
 

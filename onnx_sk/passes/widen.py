@@ -281,7 +281,7 @@ def _verify(original, base, widened, result, replaced, options: Options) -> dict
 
 
 def _same_signature(want_names, want, got_names, got) -> None:
-    from onnx_sk.verify import VerificationError
+    from onnx_sk.errors import VerificationError
 
     if want_names != got_names:
         raise VerificationError(f"output names changed: {want_names} → {got_names}")
