@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 from fractions import Fraction
-from pathlib import Path
 
 import pytest
 
@@ -335,18 +333,3 @@ def test_cli_bad_input(extra: list[str], message: str, capsys) -> None:
     assert message in err and err.startswith("error: ") and err.count("\n") == 1
     assert out == ""
 
-
-def test_module_imports_numpy_and_stdlib_only() -> None:
-    tree = ast.parse(Path(eff.__file__).read_text())
-    roots = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            roots |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            roots.add(node.module.split(".")[0])
-    assert roots <= {"__future__", "math", "typing", "numpy", "onnx_sk"}
-    inner = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} - {
-        "__future__",
-        "typing",
-    }
-    assert inner <= {"onnx_sk.maths.designs", "onnx_sk.errors", "onnx_sk.maths.spec"}
