@@ -28,9 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from onnx_sk.runtime.bench import BenchOptions, bench  # noqa: E402
 from onnx_sk.graph.save import save_json  # noqa: E402
 from onnx_sk.pipeline import optimize  # noqa: E402
+from onnx_sk.runtime.bench import BenchOptions, bench  # noqa: E402
 
 MODELS = ["resnet18", "resnet34", "resnet50", "vgg16", "alexnet", "table1_224"]
 MAKE = {

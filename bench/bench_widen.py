@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from onnx_sk.graph.load import load_model
-from onnx_sk.passes.plan import Options
+from onnx_sk.options import OptimizeOptions
 from onnx_sk.passes.widen import widen_solution
 
 
@@ -34,8 +34,8 @@ def main(paths: list[str]) -> None:
     print("|---|---|---|---|---|---|")
     for path in paths:
         model = load_model(path).model
-        for label, opts in (("widen", Options(mode="widen")),
-                            ("widen --design none -s 1.4", Options(mode="widen", design="none", width_scale=1.4))):
+        for label, opts in (("widen", OptimizeOptions.from_flat(mode="widen")),
+                            ("widen --design none -s 1.4", OptimizeOptions.from_flat(mode="widen", design="none", width_scale=1.4))):
             if "mobilenet" not in path and "none" in label:
                 continue
             r = widen_solution(model, opts)

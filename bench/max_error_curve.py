@@ -23,7 +23,8 @@ import onnx
 
 import onnx_sk
 from onnx_sk.runtime.compare import compare
-from onnx_sk.runtime.session import random_inputs, session
+from onnx_sk.runtime.feeds import random_inputs
+from onnx_sk.runtime.session import session
 
 
 def latencies(paths: dict[str, Path], rounds: int) -> dict[str, float]:

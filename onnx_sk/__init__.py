@@ -7,14 +7,17 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from onnx_sk.errors import DomainError, UserError, VerificationError
 from onnx_sk.graph.analyze import analyze
+from onnx_sk.options import OptimizeOptions
+from onnx_sk.pipeline import optimize, optimize_model
+from onnx_sk.report import Report
 from onnx_sk.runtime.compare import compare
-from onnx_sk.errors import UserError
-from onnx_sk.pipeline import Report, optimize
 from onnx_sk.training.export import export_torch, to_torch
-from onnx_sk.errors import VerificationError
 
 __all__ = [
+    "DomainError",
+    "OptimizeOptions",
     "Report",
     "UserError",
     "VerificationError",
@@ -23,5 +26,6 @@ __all__ = [
     "compare",
     "export_torch",
     "optimize",
+    "optimize_model",
     "to_torch",
 ]

@@ -10,12 +10,12 @@ import pytest
 from helpers import MODELS, conv_model
 from onnx import helper, numpy_helper
 
-from onnx_sk.fit_targets import bn_scales
-from onnx_sk.maths.patches import patches
+from onnx_sk.graph.batchnorm import bn_scales
 from onnx_sk.graph.convs import find_convs
 from onnx_sk.graph.shapes import infer_shapes
 from onnx_sk.maths import approx
 from onnx_sk.maths.designs import DESIGNS, dense_equivalent, realisations
+from onnx_sk.maths.patches import patches
 from onnx_sk.maths.spec import ConvSpec
 from onnx_sk.maths.weight_init import INITIALISERS
 from onnx_sk.runtime.session import session

@@ -40,9 +40,9 @@ import onnx_sk
 from onnx_sk.errors import UserError
 from onnx_sk.graph.convs import read_spec
 from onnx_sk.maths.designs import DESIGNS, dense_equivalent, divisors, realisations
-from onnx_sk.passes.reduce import Replacement
+from onnx_sk.graph.build import Replacement
 from onnx_sk.runtime.session import session
-from onnx_sk.verify import inserted_subgraph
+from onnx_sk.graph.checks import inserted_subgraph
 
 _COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("onnx-sk-ci", max_examples=60, derandomize=True, database=None, **_COMMON)

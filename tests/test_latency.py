@@ -31,9 +31,9 @@ from onnx_sk.runtime.latency import (
     candidate_key,
     candidates,
     measure_shape,
-    profile_lut,
     shape_key,
 )
+from onnx_sk.runtime.profile_lut import profile_lut
 from onnx_sk.runtime.lut import FORMAT, VERSION, Lut, load_lut, this_machine
 from onnx_sk.runtime.session import session
 

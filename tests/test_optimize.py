@@ -14,10 +14,11 @@ import pytest
 from helpers import MODELS, assert_clean_error, conv_model, run_cli
 
 import onnx_sk
-from onnx_sk.maths.designs import DESIGNS
-from onnx_sk.runtime.session import random_inputs, session
 from onnx_sk.errors import VerificationError
-from onnx_sk.verify import compare_outputs
+from onnx_sk.maths.designs import DESIGNS
+from onnx_sk.runtime.feeds import random_inputs
+from onnx_sk.runtime.session import session
+from onnx_sk.runtime.verify import compare_outputs
 
 REFERENCE = [
     "resnet20_cifar.onnx",

@@ -10,7 +10,8 @@ from onnx import helper
 
 import onnx_sk
 from onnx_sk.errors import UserError
-from onnx_sk.runtime.session import random_inputs, session
+from onnx_sk.runtime.feeds import random_inputs
+from onnx_sk.runtime.session import session
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch

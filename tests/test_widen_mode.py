@@ -9,9 +9,10 @@ import pytest
 from helpers import MODELS, assert_clean_error, run_cli
 from test_width import G
 
-from onnx_sk.passes.widen import model_conv_params
+from onnx_sk.graph.counts import conv_params as model_conv_params
 from onnx_sk.pipeline import optimize
-from onnx_sk.runtime.session import random_inputs, session
+from onnx_sk.runtime.feeds import random_inputs
+from onnx_sk.runtime.session import session
 
 
 def densenet_like() -> onnx.ModelProto:

@@ -13,7 +13,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from onnx_sk.graph.shapes import infer_shapes
-from onnx_sk.runtime.session import random_inputs, session
+from onnx_sk.runtime.feeds import random_inputs
+from onnx_sk.runtime.session import session
 from onnx_sk.width.analysis import analyze_channels, solve_scale
 from onnx_sk.width.rewrite import run_widen
 

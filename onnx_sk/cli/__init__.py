@@ -13,35 +13,8 @@ import sys
 import typer
 from typer.exceptions import TyperException
 
-from onnx_sk import __version__
+from onnx_sk.cli.app import app
 from onnx_sk.errors import BAD_INPUT
-
-app = typer.Typer(
-    name="onnx-sk",
-    help="Turn dense CNNs in ONNX into sparse-kernel (SK) networks.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"onnx-sk {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-) -> None:
-    """Turn dense CNNs in ONNX into sparse-kernel (SK) networks."""
-
-
-# Each command module registers itself on ``app`` when imported.
-from onnx_sk.cli import commands  # noqa: E402,F401
 
 #: the signals (SIGINT, SIGTERM) that stopped this run: typer turns a KeyboardInterrupt into a
 #: return value, so the handlers record what happened here

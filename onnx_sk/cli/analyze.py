@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import typer
 
-from onnx_sk.graph.analyze import analyze
-from onnx_sk.cli import app
 from onnx_sk.cli.output import console, fmt_count, print_json, table
+from onnx_sk.graph.analyze import analyze
+from onnx_sk.width.report import channel_report
 
 
 def _groups(best: dict | None) -> str:
@@ -19,8 +19,6 @@ def _groups(best: dict | None) -> str:
 
 
 def _print_channels(model: str, input_shape: list[str] | None, json_out: bool) -> None:
-    from onnx_sk.width.analysis import channel_report
-
     doc = channel_report(model, input_shape)
     if json_out:
         print_json(doc)
@@ -44,7 +42,6 @@ def _print_units(units: list[dict]) -> None:
     console.print(t)
 
 
-@app.command("analyze")
 def analyze_cmd(
     model: str = typer.Argument(..., help="ONNX model file."),
     input_shape: list[str] = typer.Option(

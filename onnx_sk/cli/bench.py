@@ -8,12 +8,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from onnx_sk.runtime.bench import BenchOptions, bench
-from onnx_sk.cli import app
 from onnx_sk.cli.output import console, fmt_count, table
+from onnx_sk.cli.plot import check_plot_path, plot_bench
 from onnx_sk.errors import UserError
 from onnx_sk.graph.save import save_json
 from onnx_sk.graph.shapes import parse_input_shapes
+from onnx_sk.runtime.bench import BenchOptions, bench
 
 
 def parse_threads(text: str) -> tuple[int, ...]:
@@ -74,7 +74,6 @@ def _print_profile(m: dict) -> None:
     console.print(t)
 
 
-@app.command("bench")
 def bench_cmd(
     models: list[Path] = typer.Argument(..., help="ONNX models; the first is the baseline."),
     provider: list[str] = typer.Option(None, "--provider", help="Execution provider (repeatable; default CPUExecutionProvider)."),
@@ -94,8 +93,6 @@ def bench_cmd(
         if out is not None and not out.parent.exists():
             raise UserError(f"--json folder {out.parent} does not exist")
     if plot is not None:
-        from onnx_sk.cli.plot import check_plot_path
-
         check_plot_path(plot)
     options = BenchOptions(
         providers=tuple(provider or ("CPUExecutionProvider",)),
@@ -115,7 +112,5 @@ def bench_cmd(
     if json_out is not None:
         save_json(doc, json_out)
     if plot is not None:
-        from onnx_sk.cli.plot import plot_bench
-
         plot_bench(doc, plot)
     print_bench(doc)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from onnx_sk.cli import app
 from onnx_sk.cli.output import console, print_json, table
-from onnx_sk.runtime.compare import compare, to_dict
 from onnx_sk.graph.shapes import parse_input_shapes
+from onnx_sk.runtime.compare import compare, to_dict
 
 
-@app.command("compare")
 def compare_cmd(
     a: str = typer.Argument(..., help="Reference ONNX model."),
     b: str = typer.Argument(..., help="ONNX model to compare with A."),

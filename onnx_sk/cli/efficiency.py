@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from onnx_sk.cli import app
 from onnx_sk.cli.output import console, fmt_count, print_json, table
 from onnx_sk.maths.efficiency import efficiency_table
 
@@ -82,7 +81,6 @@ def _print_budget(doc: dict) -> None:
     console.print(t)
 
 
-@app.command("efficiency")
 def efficiency_cmd(
     c_in: int = typer.Option(..., "--c-in", help="Input channels C of the dense conv."),
     c_out: int = typer.Option(..., "--c-out", help="Output channels F of the dense conv."),

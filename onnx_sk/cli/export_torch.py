@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from onnx_sk.cli import app
 from onnx_sk.cli.output import console
+from onnx_sk.training.export import export_torch
 
 
-@app.command("export-torch")
 def export_torch_cmd(
     model: str = typer.Argument(..., help="ONNX model (e.g. the output of optimize --for-training)."),
     output: str = typer.Argument(..., help="Where to torch.save the nn.Module (.pt)."),
 ) -> None:
     """Write a trainable torch.nn.Module (every weight an nn.Parameter; needs onnx-sk[torch])."""
-    from onnx_sk.training.export import export_torch
-
     path = export_torch(model, output)
     console.print(f"wrote {path} (load with torch.load(path, weights_only=False))")

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, Optional
 
 import typer
 
-from onnx_sk.cli import app
 from onnx_sk.cli.output import console, fmt_count, table
+from onnx_sk.cli.params import option_parameters, options_from_cli
+from onnx_sk.errors import UserError
 from onnx_sk.graph.save import save_json
-from onnx_sk.pipeline import Report, optimize
+from onnx_sk.pipeline import optimize_model
+from onnx_sk.report import Report
 
 
 def _design_cell(row: dict) -> str:
@@ -79,84 +84,11 @@ def print_widen_report(report: Report) -> None:
         console.print(report.message)
 
 
-@app.command("optimize")
-def optimize_cmd(
-    model: str = typer.Argument(..., help="Input ONNX model (never modified)."),
-    output: str = typer.Argument(..., help="Output ONNX model (written atomically)."),
-    mode: str = typer.Option(
-        "reduce", help="reduce: replace dense convs with SK designs; widen: then scale widths back to the budget."
-    ),
-    design: str = typer.Option(
-        None, help="Force a design: dw-pw, gc-pwg, pw-dw-pw, pwg-dw-pwg; none (--mode widen): widen only."
-    ),
-    objective: str = typer.Option("params", help="Choose designs by params, macs or latency (measured)."),
-    seed: int = typer.Option(0, help="Seed of the weight initialiser."),
-    init: str = typer.Option("he", help="Weight initialiser for the new stages."),
-    include_first: bool = typer.Option(False, "--include-first", help="Also replace the first conv."),
-    min_channels: int = typer.Option(1, help="Keep convs with fewer input or output channels."),
-    exclude: list[str] = typer.Option(None, help="Keep this conv (node or output name; repeatable)."),
-    bottleneck_ratio: float = typer.Option(0.25, help="Bottleneck K/F of the bottleneck designs."),
-    input_shape: list[str] = typer.Option(None, help="NAME:1x3x224x224 for MACs and verification."),
-    report: str = typer.Option(None, help="Write the JSON report to this file."),
-    no_verify: bool = typer.Option(False, "--no-verify", help="Skip verification (not advised)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Allow OUTPUT to be the input file."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only the summary line."),
-    provider: str = typer.Option(None, help="--objective latency: execution provider to measure on."),
-    threads: int = typer.Option(None, help="--objective latency: intra-op threads (default 1)."),
-    lut: str = typer.Option(None, help="--objective latency: latency table (JSON) to read and extend."),
-    lut_from_target: bool = typer.Option(
-        False, "--lut-from-target", help="The --lut was measured on the target device: use it, measure nothing."
-    ),
-    budget: str = typer.Option("conv", help="--mode widen: match conv params (conv) or all params (all)."),
-    width_scale: float = typer.Option(None, help="--mode widen: scale every free channel space by S."),
-    param_budget: int = typer.Option(None, help="--mode widen: target parameter count instead of the original's."),
-    round_to: int = typer.Option(1, help="--mode widen: widths are multiples of N (e.g. 8)."),
-    widen_init: str = typer.Option(
-        "he", help="--mode widen: he (groups re-chosen) or preserve (zero outgoing weights, same function)."
-    ),
-    calibration: str = typer.Option(
-        None, help="--init approx: .npz of input samples; fit each conv to its actual input activations."
-    ),
-    max_error: float = typer.Option(
-        None, help="--init approx: replace only convs whose relative approximation error is <= TAU."
-    ),
-    for_training: bool = typer.Option(
-        False, "--for-training", help="Insert an identity BatchNormalization after each new stage."
-    ),
-) -> None:
+def _optimize(model: str, output: str, report: str | None, quiet: bool, **options: object) -> None:
     """Replace every qualifying dense conv with its most efficient SK design (Mode 1: reduce)."""
     if report is not None and not Path(report).parent.exists():
-        from onnx_sk.errors import UserError
-
         raise UserError(f"report folder {Path(report).parent} does not exist")
-    _, rep = optimize(
-        model,
-        output,
-        design=design,
-        objective=objective,
-        seed=seed,
-        include_first=include_first,
-        min_channels=min_channels,
-        exclude=exclude or (),
-        bottleneck_ratio=bottleneck_ratio,
-        init=init,
-        verify=not no_verify,
-        input_shape=input_shape,
-        overwrite=overwrite,
-        provider=provider,
-        threads=threads,
-        lut=lut,
-        lut_from_target=lut_from_target,
-        mode=mode,
-        budget=budget,
-        width_scale=width_scale,
-        param_budget=param_budget,
-        round_to=round_to,
-        widen_init=widen_init,
-        calibration=calibration,
-        max_error=max_error,
-        for_training=for_training,
-    )
+    _, rep = optimize_model(model, output, options_from_cli(options))
     if report is not None:
         save_json(rep.to_dict(), report)
     if quiet:
@@ -165,3 +97,36 @@ def optimize_cmd(
         print_widen_report(rep)
     else:
         print_report(rep)
+
+
+def optimize_cmd() -> Callable[..., None]:
+    """The ``optimize`` command: model and output, every declared option, --report and -q."""
+
+    def command(**kwargs: Any) -> None:
+        _optimize(**kwargs)
+
+    positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter(
+            "model", positional, annotation=str,
+            default=typer.Argument(..., help="Input ONNX model (never modified)."),
+        ),
+        inspect.Parameter(
+            "output", positional, annotation=str,
+            default=typer.Argument(..., help="Output ONNX model (written atomically)."),
+        ),
+        *option_parameters(),
+        inspect.Parameter(
+            "report", keyword, annotation=Optional[str],  # noqa: UP045  (read by Typer)
+            default=typer.Option(None, "--report", help="Write the JSON report to this file."),
+        ),
+        inspect.Parameter(
+            "quiet", keyword, annotation=bool,
+            default=typer.Option(False, "--quiet", "-q", help="Print only the summary line."),
+        ),
+    ]  # fmt: skip
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = _optimize.__doc__
+    return command

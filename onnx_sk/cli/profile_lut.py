@@ -6,14 +6,12 @@ from pathlib import Path
 
 import typer
 
-from onnx_sk.cli import app
 from onnx_sk.cli.bench import parse_threads, progress_bar
 from onnx_sk.cli.output import console
-from onnx_sk.runtime.latency import profile_lut
 from onnx_sk.graph.shapes import parse_input_shapes
+from onnx_sk.runtime.profile_lut import profile_lut
 
 
-@app.command("profile-lut")
 def profile_lut_cmd(
     model: Path = typer.Argument(..., help="ONNX model whose dense convs to measure."),
     out: Path = typer.Option(..., "--out", help="Latency table (JSON); merged into when it exists."),

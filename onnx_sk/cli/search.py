@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from onnx_sk.cli import app
 from onnx_sk.cli.output import console, fmt_count, print_json, table
 from onnx_sk.maths.search import (
     DEFAULT_CHANNELS,
@@ -25,7 +24,6 @@ _REASON_TEXT = {
 }
 
 
-@app.command("search")
 def search_cmd(
     channels: int = typer.Option(
         DEFAULT_CHANNELS, "--channels", help="C of the dense C→C 3×3 target."

@@ -19,11 +19,12 @@ import numpy as np
 import onnx
 
 from onnx_sk.graph.convs import QUANTIZED_CONVS, ConvSite, attrs, find_convs
-from onnx_sk.maths.designs import DEFAULT_BOTTLENECK_RATIO
+from onnx_sk.graph.counts import float_params
+from onnx_sk.graph.fields import unit_fields
 from onnx_sk.graph.load import LoadedModel, load_model
-from onnx_sk.graph.tensors import all_tensors
-from onnx_sk.maths.select import choose
 from onnx_sk.graph.shapes import Shape, infer_shapes, parse_input_shapes
+from onnx_sk.maths.designs import DEFAULT_BOTTLENECK_RATIO
+from onnx_sk.maths.select import choose
 
 
 def _sum_known(values: Iterable[int | None]) -> int | None:
@@ -72,18 +73,6 @@ def conv_row(site: ConvSite, ratio: float = DEFAULT_BOTTLENECK_RATIO) -> dict:
     return row
 
 
-_FLOAT_TYPES = {
-    onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16,
-}
-
-
-def float_params(model: onnx.ModelProto) -> int:
-    """Elements of every floating-point initializer and Constant tensor (read from dims only)."""
-    total = 0
-    for tensor in all_tensors(model):
-        if tensor.data_type in _FLOAT_TYPES:
-            total += int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
-    return total
 
 
 def _matmul_macs(node: onnx.NodeProto, shapes: dict[str, Shape]) -> int | None:
@@ -166,7 +155,5 @@ def analyze(
     loaded = load_model(model)
     report = analyze_model(loaded, parse_input_shapes(input_shape), bottleneck_ratio)
     if fields:
-        from onnx_sk.graph.fields import unit_fields
-
         report["units"] = unit_fields(loaded.model)
     return report

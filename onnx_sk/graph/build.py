@@ -12,21 +12,46 @@ One dense ``Conv`` becomes the stages of a :class:`~onnx_sk.maths.designs.Realis
   (``"gather"``, with ``perm[o] = (o mod g)·(C/g) + o div g``); both give identical outputs;
 - new nodes and tensors get deterministic names derived from the original conv's name.
 
-The graph is edited in place, as a ``GraphProto``: the conv node is replaced by the new nodes at
+The graph is edited in place, as a ``GraphProto``: each conv node is replaced by its new nodes at
 its own position (the graph stays topologically sorted), new weights are appended as
-initializers, and the old kernel is dropped once nothing reads it. Editing the proto in place
+initializers in graph order, and the old kernels are dropped, once, when nothing reads them.
+Names are allocated in graph order from one :class:`~onnx_sk.graph.index.NameAllocator`, and
+the nodes are spliced in from the last conv to the first, so the positions found in one scan
+stay valid and the rewrite is linear in the number of nodes. Editing the proto in place
 (rather than an import/export round trip through onnx-graphsurgeon, which copies every tensor)
 keeps peak memory near one copy of the model, which matters for models of several GB.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
+
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from onnx_sk.graph.index import NameAllocator, graph_names, subgraph_reads
 from onnx_sk.maths.designs import Realisation, Stage, shuffle_permutation
 from onnx_sk.maths.spec import ConvSpec
+
+
+@dataclass
+class Replacement:
+    """One conv and what replaces it: the realisation and its stage weights; ``new_nodes``: the
+    names of the nodes written (filled by :func:`apply_replacements`)."""
+
+    name: str
+    input: str
+    output: str
+    real: Realisation
+    weights: list[np.ndarray]  # one per stage: [c_out, c_in // group, kh, kw]
+    bias: np.ndarray | None = None
+    new_nodes: list[str] = field(default_factory=list)
+    #: relative error of the dense-equivalent kernel vs the original (weight space; on the
+    #: calibration patches when there are some), recorded by the initialiser
+    init_error: float | None = None
+    init_output_error: float | None = None
 
 
 def conv_attrs(spec: ConvSpec) -> dict:
@@ -50,18 +75,13 @@ def _stage_attrs(stage: Stage, spec: ConvSpec) -> dict:
 
 
 class Namer:
-    """Deterministic, collision-free names under the original conv's name."""
+    """Deterministic, collision-free names under the original conv's name: ``<base>/sk/<suffix>``."""
 
-    def __init__(self, base: str, taken: set[str]) -> None:
-        self.base, self.taken = base, taken
+    def __init__(self, base: str, names: NameAllocator) -> None:
+        self.base, self.names = base, names
 
     def __call__(self, suffix: str) -> str:
-        name, i = f"{self.base}/sk/{suffix}", 1
-        while name in self.taken:
-            i += 1
-            name = f"{self.base}/sk/{suffix}_{i}"
-        self.taken.add(name)
-        return name
+        return self.names.fresh(f"{self.base}/sk/{suffix}")
 
 
 def _shuffle(x: str, channels: int, groups: int, how: str, name: Namer, nodes, inits) -> str:
@@ -89,13 +109,13 @@ def sk_nodes(
     conv: onnx.NodeProto,
     real: Realisation,
     weights: list[np.ndarray],
-    taken: set[str],
+    names: NameAllocator,
     shuffle: str = "reshape",
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """The nodes and initializers that compute ``conv`` as ``real``'s stages."""
     x, y = conv.input[0], conv.output[0]
     bias = conv.input[2] if len(conv.input) > 2 and conv.input[2] else None
-    name = Namer(conv.name or y, taken)
+    name = Namer(conv.name or y, names)
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
     current, last = x, len(real.stages) - 1
@@ -114,18 +134,11 @@ def sk_nodes(
     return nodes, inits
 
 
-def graph_names(graph: onnx.GraphProto) -> set[str]:
-    """Every node and tensor name of a graph (new names must avoid them)."""
-    names = {n.name for n in graph.node}
-    names |= {t for n in graph.node for t in (*n.input, *n.output)}
-    names |= {i.name for i in graph.initializer} | {v.name for v in (*graph.input, *graph.output)}
-    return names
-
 
 def drop_unused_constants(graph: onnx.GraphProto, candidates: set[str]) -> None:
     """Remove the initializers / Constant nodes named in ``candidates`` that nothing reads."""
     used = {t for n in graph.node for t in n.input} | {o.name for o in graph.output}
-    used |= _subgraph_reads(graph)
+    used |= subgraph_reads(graph)
     dead = candidates - used
     if not dead:
         return
@@ -138,14 +151,38 @@ def drop_unused_constants(graph: onnx.GraphProto, candidates: set[str]) -> None:
             del graph.node[i]
 
 
-def _subgraph_reads(graph: onnx.GraphProto) -> set[str]:
-    reads: set[str] = set()
-    for node in graph.node:
-        for a in node.attribute:
-            subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
-            for sub in subs:
-                reads |= {t for n in sub.node for t in n.input} | _subgraph_reads(sub)
-    return reads
+
+def apply_replacements(graph: onnx.GraphProto, replacements: list[Replacement]) -> None:
+    """Write every replacement into ``graph`` in place; fills each one's ``new_nodes``.
+
+    The convs are found in one scan; their nodes are built in graph order (names allocated in
+    that order), then spliced in from the last conv to the first; the new weights are appended
+    in graph order and the old kernels dropped once nothing reads them.
+    """
+    if not replacements:
+        return
+    position: dict[str, int] = {}
+    for i, node in enumerate(graph.node):
+        if node.op_type == "Conv":
+            position.setdefault(node.output[0], i)
+    names = NameAllocator(graph_names(graph))
+    splices: list[tuple[int, list[onnx.NodeProto]]] = []
+    new_inits: list[onnx.TensorProto] = []
+    old_kernels: set[str] = set()
+    for r in replacements:
+        i = position[r.output]
+        conv = graph.node[i]
+        nodes, inits = sk_nodes(conv, r.real, r.weights, names, r.real.shuffle_impl)
+        r.new_nodes = [n.name for n in nodes]
+        splices.append((i, nodes))
+        new_inits.extend(inits)
+        old_kernels.add(conv.input[1])
+    for i, nodes in sorted(splices, key=lambda s: s[0], reverse=True):
+        del graph.node[i]
+        for k, node in enumerate(nodes):
+            graph.node.insert(i + k, node)
+    graph.initializer.extend(new_inits)
+    drop_unused_constants(graph, old_kernels)
 
 
 def replace_conv(
@@ -154,22 +191,14 @@ def replace_conv(
     real: Realisation,
     weights: list[np.ndarray],
     shuffle: str | None = None,
-    taken: set[str] | None = None,
 ) -> list[str]:
-    """Replace the Conv writing ``conv_output`` by ``real``'s stages in place; new node names.
+    """Replace the one Conv writing ``conv_output`` by ``real``'s stages in place; new node names.
 
     ``shuffle``: "reshape" or "gather"; by default the realisation's ``shuffle_impl``.
     """
-    index = next(
-        i for i, n in enumerate(graph.node) if n.op_type == "Conv" and n.output[0] == conv_output
-    )
-    conv = onnx.NodeProto()
-    conv.CopyFrom(graph.node[index])
-    taken = graph_names(graph) if taken is None else taken
-    nodes, inits = sk_nodes(conv, real, weights, taken, shuffle or real.shuffle_impl)
-    del graph.node[index]
-    for k, node in enumerate(nodes):
-        graph.node.insert(index + k, node)
-    graph.initializer.extend(inits)
-    drop_unused_constants(graph, {conv.input[1]})
-    return [n.name for n in nodes]
+    conv = next(n for n in graph.node if n.op_type == "Conv" and n.output[0] == conv_output)
+    if shuffle is not None and shuffle != real.shuffle_impl:
+        real = dataclasses.replace(real, shuffle_impl=shuffle)
+    r = Replacement(conv.name or conv_output, conv.input[0], conv_output, real, weights)
+    apply_replacements(graph, [r])
+    return r.new_nodes

@@ -143,7 +143,7 @@ def _check_dims(model: onnx.ModelProto, what: str) -> None:
             )
 
 
-def load_model(source: str | os.PathLike | onnx.ModelProto) -> LoadedModel:
+def load_model(source: str | os.PathLike[str] | onnx.ModelProto) -> LoadedModel:
     """Load a model from a path (external data read from its folder) or take a ``ModelProto``."""
     if isinstance(source, onnx.ModelProto):
         _check_is_model(source, "the model")

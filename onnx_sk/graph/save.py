@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import tempfile
 from collections.abc import Callable
@@ -69,51 +70,108 @@ def check_output_path(
     return out
 
 
+class OutputFile:
+    """A model written atomically: ``stage`` writes the temporary file(s) beside ``out``,
+    ``commit`` renames them into place (the external-data file first, as a pair, with SIGINT and
+    SIGTERM held back), and leaving the ``with`` block without a commit removes them.
+
+    ``external_data``: True writes tensors ≥ 1 KiB to ``OUT.data`` beside ``OUT``; None decides
+    by the model's size (protobuf's 2 GB limit).
+    """
+
+    def __init__(self, out: str | os.PathLike, external_data: bool | None = None) -> None:
+        self.out = Path(out)
+        self.external_data = external_data
+        self.data_name = f"{self.out.name}.data"
+        folder = self.out.parent
+        self.tmp = folder / f".{self.out.name}.{secrets.token_hex(6)}.tmp"
+        self.tmp_data = folder / f".{self.data_name}.{secrets.token_hex(6)}.tmp"  # no '..'
+        self.staged = False
+        self.wrote_data = False
+
+    def __enter__(self) -> OutputFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.staged or exc[0] is not None:
+            self.discard()
+
+    def stage(self, model: onnx.ModelProto) -> Path | None:
+        """Write ``model`` to the temporary file(s). Returns the temporary model file when it can be
+        read on its own, None when its tensors went to external data (which it names as the
+        final ``OUT.data``, so it can only be read once committed)."""
+        try:
+            self.tmp.touch(exist_ok=False)  # inside the try: an interrupt right after leaves nothing
+            external = is_large(model) if self.external_data is None else self.external_data
+            if external:
+                external = _save_external(model, self.tmp, self.tmp_data, self.data_name)
+            if not external:
+                with open(self.tmp, "wb") as fh:
+                    fh.write(model.SerializeToString())
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        except BaseException:
+            self.discard()
+            raise
+        self.staged, self.wrote_data = True, external
+        return None if external else self.tmp
+
+    def copy_from(self, source: Path) -> None:
+        """Stage a byte-for-byte copy of ``source`` (a model written unchanged)."""
+        try:
+            self.tmp.touch(exist_ok=False)
+            shutil.copyfile(source, self.tmp)
+            with open(self.tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        except BaseException:
+            self.discard()
+            raise
+        self.staged, self.wrote_data = True, False
+
+    def commit(self, model: onnx.ModelProto | None = None) -> Path:
+        """Rename the staged file(s) into place (staging ``model`` first if nothing is staged)."""
+        if not self.staged:
+            assert model is not None, "nothing staged and no model to write"
+            self.stage(model)
+        try:
+            with _signals_deferred():  # the data file and the model are renamed as a pair
+                if self.wrote_data:
+                    _default_mode(self.tmp_data)
+                    os.replace(self.tmp_data, self.out.parent / self.data_name)
+                _default_mode(self.tmp)
+                os.replace(self.tmp, self.out)
+                _fsync_folder(self.out.parent)
+        except BaseException:
+            self.discard()
+            raise
+        self.staged = False
+        return self.out
+
+    def discard(self) -> None:
+        """Remove the temporary files (no-op for those already renamed or never written)."""
+        for p in (self.tmp, self.tmp_data):
+            with contextlib.suppress(OSError):
+                p.unlink()
+        self.staged = False
+
+
 def save_model(
     model: onnx.ModelProto,
     out: str | os.PathLike,
     *,
     external_data: bool | None = None,
-    before_rename: Callable[[Path], None] | None = None,
+    before_rename: Callable[[Path | None], None] | None = None,
 ) -> Path:
     """Write ``model`` to ``out`` atomically; external data beside it when asked or needed.
 
-    ``before_rename(tmp_path)`` runs on the complete temporary file (without external data)
-    before it becomes ``out``; if it raises, nothing is written.
+    ``before_rename(tmp_path)`` runs on the complete temporary file (None when the tensors went
+    to external data) before it becomes ``out``; if it raises, nothing is written.
     """
-    out = Path(out)
-    folder = out.parent
-    if external_data is None:
-        external_data = is_large(model)
-    data_name = f"{out.name}.data"
-    tmp_data = folder / f".{data_name}.{secrets.token_hex(6)}.tmp"  # no '..' in the name
-    tmp = folder / f".{out.name}.{secrets.token_hex(6)}.tmp"
-    try:
-        tmp.touch(exist_ok=False)  # inside the try: an interrupt right after leaves nothing
-        if external_data:
-            external_data = _save_external(model, tmp, tmp_data, data_name)
-        if not external_data:
-            with open(tmp, "wb") as fh:
-                fh.write(model.SerializeToString())
-                fh.flush()
-                os.fsync(fh.fileno())
-            if before_rename is not None:
-                before_rename(tmp)
-        elif before_rename is not None:
-            before_rename(None)
-        with _signals_deferred():  # the data file and the model are renamed as a pair
-            if external_data:
-                _default_mode(tmp_data)
-                os.replace(tmp_data, folder / data_name)
-            _default_mode(tmp)
-            os.replace(tmp, out)
-            _fsync_folder(folder)
-    except BaseException:
-        for p in (tmp, tmp_data):
-            with contextlib.suppress(OSError):
-                p.unlink()
-        raise
-    return out
+    with OutputFile(out, external_data) as output:
+        path = output.stage(model)
+        if before_rename is not None:
+            before_rename(path)
+        return output.commit()
 
 
 @contextlib.contextmanager

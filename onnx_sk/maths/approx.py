@@ -29,9 +29,12 @@ then approximates the conv+BN pair, and the graph keeps its BN. The fit draws no
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from onnx_sk.maths.designs import Realisation, shuffle_permutation
 
@@ -44,6 +47,11 @@ CP_FLOP_BUDGET = 5e9
 CP_TOLERANCE = 1e-6
 DATA_SWEEPS = 12
 CG_ITERATIONS = 8
+
+#: a linear map between factor space and output space (CGLS's ``apply`` and ``adjoint``)
+LinearMap: TypeAlias = Callable[[np.ndarray], np.ndarray]
+#: (f rows, c columns, j channels) of one block
+Block: TypeAlias = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -104,7 +112,7 @@ def _masks(lay: Layout) -> tuple[np.ndarray, np.ndarray]:
     return n_of_f[:, None] == lay.n_of_j[None, :], lay.m_of_j[:, None] == m_of_c[None, :]
 
 
-def _blocks(lay: Layout):
+def _blocks(lay: Layout) -> Iterator[Block]:
     """(f rows, c columns, j channels) of every non-empty block."""
     fo, ci = lay.c_out // lay.n_groups, lay.c_in // lay.m_groups
     for n in range(lay.n_groups):
@@ -231,7 +239,9 @@ def fit_weight(real: Realisation, w: np.ndarray, ridge: float = DEFAULT_RIDGE) -
 # ---- data-aware refinement: CGLS on one factor at a time ------------------------------------
 
 
-def _cgls(apply, adjoint, x0: np.ndarray, resid: np.ndarray, iters: int) -> np.ndarray:
+def _cgls(
+    apply: LinearMap, adjoint: LinearMap, x0: np.ndarray, resid: np.ndarray, iters: int
+) -> np.ndarray:
     """min ||resid − apply(Δ)|| over Δ, from Δ = 0, returned as x0 + Δ (apply/adjoint linear)."""
     x = x0.copy()
     r = resid.copy()
@@ -260,14 +270,16 @@ def _kr(b: np.ndarray, d: np.ndarray) -> np.ndarray:
     return (b[:, :, None] * d[:, None, :]).reshape(b.shape[0], -1)
 
 
-def _update_a(fac: Factors, mid_flat: np.ndarray, wl, patches, iters: int) -> None:
+def _update_a(
+    fac: Factors, mid_flat: np.ndarray, wl: np.ndarray, patches: np.ndarray, iters: int
+) -> None:
     """A given the input side ``mid_flat  # [J, C·S]``: rows of A are independent least squares."""
     m = mid_flat @ patches  # [J, P]
     resid = wl - fac.a @ m
     fac.a = _cgls(lambda x: x @ m, lambda r: (r @ m.T) * fac.mask_a, fac.a, resid, iters)
 
 
-def _update_spatial(fac: Factors, wl, patches, iters: int) -> None:
+def _update_spatial(fac: Factors, wl: np.ndarray, patches: np.ndarray, iters: int) -> None:
     """Two-factor designs: the spatial stage [J, C·S], masked to each channel's input group."""
     j, s = fac.mid.shape[0], fac.mid.shape[2]
     mask = np.repeat(fac.mask_in[:, :, None], s, axis=2).reshape(j, -1)
@@ -278,9 +290,10 @@ def _update_spatial(fac: Factors, wl, patches, iters: int) -> None:
     fac.mid = flat.reshape(fac.mid.shape)
 
 
-def _update_dw(fac: Factors, wl, patches, iters: int) -> None:
+def _update_dw(fac: Factors, wl: np.ndarray, patches: np.ndarray, iters: int) -> None:
     """Three-factor designs: the depthwise taps d [J, S] given A and B."""
     a, b, lt = fac.a, fac.b, patches.T
+    assert b is not None  # three-factor designs have B
     j, c, s = b.shape[0], b.shape[1], fac.mid.shape[1]
     resid = wl - a @ (_kr(b, fac.mid) @ patches)
     fac.mid = _cgls(
@@ -292,15 +305,16 @@ def _update_dw(fac: Factors, wl, patches, iters: int) -> None:
     )
 
 
-def _update_b(fac: Factors, wl, patches, iters: int) -> None:
+def _update_b(fac: Factors, wl: np.ndarray, patches: np.ndarray, iters: int) -> None:
     """Three-factor designs: the first pointwise stage B [J, C] given A and d."""
-    a, d, lt = fac.a, fac.mid, patches.T
-    j, c, s = fac.b.shape[0], fac.b.shape[1], d.shape[1]
-    resid = wl - a @ (_kr(fac.b, d) @ patches)
+    a, b, d, lt = fac.a, fac.b, fac.mid, patches.T
+    assert b is not None  # three-factor designs have B
+    j, c, s = b.shape[0], b.shape[1], d.shape[1]
+    resid = wl - a @ (_kr(b, d) @ patches)
     fac.b = _cgls(
         lambda x: a @ (_kr(x, d) @ patches),
         lambda r: np.einsum("jcs,js->jc", (a.T @ (r @ lt)).reshape(j, c, s), d) * fac.mask_in,
-        fac.b,
+        b,
         resid,
         iters,
     )
@@ -325,7 +339,7 @@ def refine_data(
 # ---- factors <-> stage weights -------------------------------------------------------------
 
 
-def stage_weights(real: Realisation, fac: Factors, dtype) -> list[np.ndarray]:
+def stage_weights(real: Realisation, fac: Factors, dtype: DTypeLike) -> list[np.ndarray]:
     """The factors as the stages' ONNX weights ``[c_out, c_in // group, kh, kw]``."""
     lay = layout(real)
     kernel = real.spec.kernel_shape
@@ -339,7 +353,9 @@ def stage_weights(real: Realisation, fac: Factors, dtype) -> list[np.ndarray]:
         rows = [fac.mid[j, lay.m_of_j[j] * ci : (lay.m_of_j[j] + 1) * ci] for j in order]
         first_w = np.stack(rows).reshape(*first.weight_shape(kernel))
         return [first_w.astype(dtype), a_w.astype(dtype)]
-    rows = [fac.b[j, lay.m_of_j[j] * ci : (lay.m_of_j[j] + 1) * ci] for j in order]
+    b = fac.b
+    assert b is not None  # three-factor designs have B
+    rows = [b[j, lay.m_of_j[j] * ci : (lay.m_of_j[j] + 1) * ci] for j in order]
     first_w = np.stack(rows).reshape(*first.weight_shape(kernel))
     dw = fac.mid.reshape(*real.stages[1].weight_shape(kernel))
     return [first_w.astype(dtype), dw.astype(dtype), a_w.astype(dtype)]

@@ -53,7 +53,7 @@ Arguments outside the formulas' domain raise :class:`~onnx_sk.maths.domain.Domai
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -78,6 +78,9 @@ RATIO_FORMULAS = {
     "pw-dw-pw": "K·(C + F + S)/(S·C·F)",
     "pwg-dw-pwg": "K·(C/M + S + F/N)/(S·C·F)",
 }
+
+#: sort key of a realisation: (objective, other metric, shuffles, group numbers)
+_Score: TypeAlias = tuple[float, float, int, tuple[tuple[str, int], ...]]
 
 
 def dense_params(c_in: Any, c_out: Any, kernel_area: Any) -> Any:
@@ -136,6 +139,7 @@ def closed_form(
         n = math.sqrt(f / s)
         groups = {"M": c / n, "N": n}
     elif design == "pwg-dw-pwg":
+        assert k is not None  # set above for both bottleneck designs
         m = math.sqrt(c * k / f)  # = sqrt(r·C)
         groups = {"M": m, "N": k / m}
     params = float(design_params(design, c, f, s, k, groups.get("M", 1.0), groups.get("N", 1.0)))
@@ -165,7 +169,7 @@ def _admissible(
     return any(r.group_dict == want for r in realisations(design, spec, ratio))
 
 
-def _score(real: Realisation, objective: str) -> tuple:
+def _score(real: Realisation, objective: str) -> _Score:
     params, macs = real.params, real.macs_per_output_pixel()
     first, second = (params, macs) if objective == "params" else (macs, params)
     return (first, second, real.shuffles, real.groups)

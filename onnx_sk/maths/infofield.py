@@ -41,11 +41,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TypeAlias
 
 import numpy as np
 
 from onnx_sk.maths.designs import Stage, shuffle_permutation
 from onnx_sk.maths.spec import ConvSpec
+
+#: hashable identity of a field: (connectivity shape, packed connectivity bits, offsets, jump)
+FieldKey: TypeAlias = tuple[tuple[int, ...], bytes, tuple[tuple[int, ...], ...], tuple[int, ...]]
 
 
 def group_connectivity(c_in: int, c_out: int, group: int) -> np.ndarray:
@@ -143,7 +147,7 @@ class Field:
         if after.rank != self.rank:
             raise ValueError(f"cannot chain: spatial rank {self.rank} then {after.rank}")
         offsets = tuple(
-            sorted({a + b * j for a in oa for b in ob})
+            tuple(sorted({a + b * j for a in oa for b in ob}))
             for oa, ob, j in zip(self.offsets, after.offsets, self.jump, strict=True)
         )
         conn = (after.connectivity.astype(np.float32) @ self.connectivity.astype(np.float32)) > 0
@@ -213,7 +217,7 @@ class Field:
         return bool(self.connectivity.all())
 
     @cached_property
-    def key(self) -> tuple:
+    def key(self) -> FieldKey:
         """A hashable value that is equal for equal fields (for memoisation)."""
         return (
             self.connectivity.shape,

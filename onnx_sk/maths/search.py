@@ -64,10 +64,11 @@ import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any, TypeAlias
 
-from onnx_sk.maths.designs import DW, GC, PW, PWG, Realisation, Stage, divisors
+from onnx_sk.maths.designs import DW, GC, PW, PWG, Realisation, Stage, divisors, shuffle_permutation
 from onnx_sk.maths.domain import DomainError
-from onnx_sk.maths.infofield import Field
+from onnx_sk.maths.infofield import Field, FieldKey
 from onnx_sk.maths.spec import ConvSpec
 
 KERNEL_TYPES = (GC, DW, PW, PWG)
@@ -140,6 +141,14 @@ class _Path:
     count: int
 
 
+#: (shuffle before, group, output width) of one kernel
+_Choice: TypeAlias = tuple[int, int, int]
+#: a choice and what it led to: the new field, or the reason it was removed
+_Outcome: TypeAlias = tuple[_Choice, "Field | str"]
+#: live field states of one prefix: field key -> (field, cheapest path to it)
+_States: TypeAlias = dict[FieldKey, tuple[Field, _Path]]
+
+
 def _pw_group_choices(w_in: int, w_out: int, kind: str) -> list[int]:
     if kind == PW:
         return [1]
@@ -155,13 +164,13 @@ class _Searcher:
         self.c = channels
         self.k = bottleneck
         self.standard = (*KERNEL_SHAPE, channels)
-        self.memo: dict[tuple, list[tuple[tuple[int, int, int], Field | str]]] = {}
+        self.memo: dict[tuple[FieldKey, str, bool, bool], list[_Outcome]] = {}
 
     def is_standard(self, f: Field) -> bool:
         """The dense conv's field: size (3, 3, C) at width C (line 31 of Algorithm 1)."""
         return f.c_out == self.c and f.size == self.standard
 
-    def choices(self, width: int, kind: str, first: bool, last: bool) -> list[tuple[int, int, int]]:
+    def choices(self, width: int, kind: str, first: bool, last: bool) -> list[_Choice]:
         """(shuffle before, group, output width) choices for a kernel at ``width``."""
         if SPATIAL[kind]:
             outs = [width]
@@ -171,7 +180,7 @@ class _Searcher:
                 outs.append(self.k)
             if self.k is not None and width == self.k and last:
                 outs.append(self.c)
-        result = []
+        result: list[_Choice] = []
         for w_out in outs:
             if kind == GC:
                 groups = [m for m in divisors(width) if 1 < m < width]
@@ -186,7 +195,7 @@ class _Searcher:
                 result.extend((s, g, w_out) for s in shuffles)
         return result
 
-    def step(self, state: Field, kind: str, first: bool, last: bool) -> list:
+    def step(self, state: Field, kind: str, first: bool, last: bool) -> list[_Outcome]:
         """Outcomes ``((shuffle, group, w_out), Field | reason)`` of one kernel after ``state``."""
         last = last and self.k is not None  # only the bottleneck's restore depends on it
         key = (state.key, kind, first, last)
@@ -194,7 +203,7 @@ class _Searcher:
             return self.memo[key]
         width = state.c_out
         before = state.size
-        out: list = []
+        out: list[_Outcome] = []
         choices = self.choices(width, kind, first, last)
         if not choices:
             out.append(((0, 0, 0), "no_group"))
@@ -215,8 +224,6 @@ class _Searcher:
 
 
 def _shuffle(channels: int, groups: int) -> list[int]:
-    from onnx_sk.maths.designs import shuffle_permutation
-
     return shuffle_permutation(channels, groups).tolist()
 
 
@@ -224,7 +231,7 @@ def _stage(kind: str, w_in: int, w_out: int, group: int) -> Stage:
     return Stage(kind, w_in, w_out, group, SPATIAL[kind])
 
 
-def _extend(path: _Path, kind: str, choice: tuple[int, int, int], w_in: int) -> _Path:
+def _extend(path: _Path, kind: str, choice: _Choice, w_in: int) -> _Path:
     shuffle, group, w_out = choice
     stages = path.stages
     if shuffle:
@@ -235,7 +242,7 @@ def _extend(path: _Path, kind: str, choice: tuple[int, int, int], w_in: int) -> 
     return _Path(path.params + params, (*stages, new), path.count)
 
 
-def _merge(states: dict, f: Field, path: _Path) -> None:
+def _merge(states: _States, f: Field, path: _Path) -> None:
     old = states.get(f.key)
     if old is None:
         states[f.key] = (f, path)
@@ -295,11 +302,11 @@ def search(
 
     # trie walk: prefix → ({field key: (field, path)}, reason all choices died, if they did)
     start = Field.identity(channels, len(KERNEL_SHAPE))
-    level: dict[tuple[str, ...], tuple[dict, str | None]] = {
+    level: dict[tuple[str, ...], tuple[_States, str | None]] = {
         (): ({start.key: (start, _Path(0, (), 1))}, None)
     }
     for depth in range(1, max_length + 1):
-        nxt: dict[tuple[str, ...], tuple[dict, str | None]] = {}
+        nxt: dict[tuple[str, ...], tuple[_States, str | None]] = {}
         for prefix, (states, dead) in level.items():
             for kind in kinds:
                 seq = (*prefix, kind)
@@ -314,8 +321,13 @@ def search(
                     best = min(winners, key=lambda p: (p.params, _shuffles(p)))
                     passed[seq] = _Path(best.params, best.stages, sum(p.count for p in winners))
                     fate[seq] = "survived"
+                elif final:
+                    fate[seq] = "short"
                 else:
-                    fate[seq] = "short" if final else reason
+                    # nothing reached the end: alive is empty too (a final choice set contains the
+                    # non-final one), so _advance named the reason every choice died
+                    assert reason is not None
+                    fate[seq] = reason
                 if fate[seq] != "survived":
                     removed[fate[seq]] += 1
         level = nxt
@@ -333,13 +345,13 @@ def _shuffles(path: _Path) -> int:
 
 
 def _advance(
-    searcher: _Searcher, states: dict, kind: str, first: bool, dead: str | None
-) -> tuple[dict, dict, str | None]:
+    searcher: _Searcher, states: _States, kind: str, first: bool, dead: str | None
+) -> tuple[_States, _States, str | None]:
     """Apply ``kind`` to every live state: live states, final candidates, reason if all died."""
     if not states:
         return {}, {}, dead
-    alive: dict = {}
-    final: dict = {}
+    alive: _States = {}
+    final: _States = {}
     reasons: set[str] = set()
     passes = (False,) if searcher.k is None else (False, True)
     for f, path in states.values():
@@ -426,7 +438,7 @@ def witness_text(stages: Sequence[Stage]) -> str:
     return " → ".join(parts)
 
 
-def result_to_dict(result: SearchResult) -> dict:
+def result_to_dict(result: SearchResult) -> dict[str, Any]:
     """A JSON-ready document of a search."""
     return {
         "channels": result.channels,

@@ -25,7 +25,7 @@ def cost(real: Realisation, objective: str) -> float:
     return real.params if objective == "params" else real.macs_per_output_pixel()
 
 
-def _key(real: Realisation, objective: str, order: list[str]) -> tuple:
+def _key(real: Realisation, objective: str, order: list[str]) -> tuple[float, float, int, int, int]:
     other = "macs" if objective == "params" else "params"
     return (
         cost(real, objective),

@@ -19,13 +19,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 
 from onnx_sk.maths import approx
 from onnx_sk.maths.designs import Realisation
 
-Initialiser = Callable[[Realisation, np.ndarray, "np.ndarray | None", np.random.Generator], list]
+
+class Initialiser(Protocol):
+    """``(real, weight, bias, rng, target=None) -> list[np.ndarray]``, as the module docstring
+    describes; ``target`` is optional, so callers may pass four arguments or five."""
+
+    def __call__(
+        self,
+        real: Realisation,
+        weight: np.ndarray,
+        bias: np.ndarray | None,
+        rng: np.random.Generator,
+        target: approx.Target | None = None,
+    ) -> list[np.ndarray]: ...
+
 INITIALISERS: dict[str, Initialiser] = {}
 
 

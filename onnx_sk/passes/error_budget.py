@@ -1,6 +1,7 @@
-"""``--max-error τ``: deploy without retraining by replacing only convs that approximate well.
+"""ErrorBudgetPass (``--max-error τ``): deploy without retraining by replacing only convs that
+approximate well. Changes nothing in the model; re-decides the plan.
 
-A planning step after ``plan.plan``: the policy's decisions (first conv, ``--exclude``,
+After the plan and the fit targets: the policy's decisions (first conv, ``--exclude``,
 ``--min-channels``, ineligible convs) stand with their reasons; for every conv the policy would
 replace, the admissible realisations of the allowed designs that are cheaper than the dense conv
 (by ``--objective``) are fitted with ``approx.fit`` in increasing cost, and the first whose
@@ -14,25 +15,15 @@ near-optimal fit).
 
 from __future__ import annotations
 
+import onnx
+
 from onnx_sk.maths.approx import Target, fit, relative_errors
-from onnx_sk.runtime.blas import single_blas_thread
 from onnx_sk.maths.designs import DESIGNS, Realisation, dense_equivalent, realisations
-from onnx_sk.errors import UserError
-from onnx_sk.passes.plan import Decision, Options
 from onnx_sk.maths.select import candidates, cost
-
-
-def validate_approx(options: Options) -> None:
-    """The option checks of --calibration, --max-error and --for-training."""
-    if options.max_error is not None:
-        if not options.max_error >= 0:
-            raise UserError(f"--max-error {options.max_error}: expected a relative error >= 0")
-        if options.init != "approx":
-            raise UserError("--max-error needs --init approx (He weights do not approximate anything)")
-        if options.mode != "reduce":
-            raise UserError("--max-error works with --mode reduce only")
-    if options.calibration is not None and options.init != "approx":
-        raise UserError("--calibration needs --init approx")
+from onnx_sk.options import OptimizeOptions
+from onnx_sk.passes.base import PassResult
+from onnx_sk.passes.context import Decision, PassContext
+from onnx_sk.runtime.blas import single_blas_thread
 
 
 def layer_error(real: Realisation, weight, target: Target | None) -> float:
@@ -43,21 +34,22 @@ def layer_error(real: Realisation, weight, target: Target | None) -> float:
     return weight_error if output_error is None else output_error
 
 
-def _ranked(d: Decision, options: Options) -> list[Realisation]:
+def _ranked(d: Decision, options: OptimizeOptions) -> list[Realisation]:
     spec = d.site.spec
     assert spec is not None
-    order = [options.design] if options.design in DESIGNS else list(DESIGNS)
-    objective = options.objective if options.objective in ("params", "macs") else "params"
+    reduce = options.reduce
+    order = [reduce.design] if reduce.design in DESIGNS else list(DESIGNS)
+    objective = reduce.objective if reduce.objective in ("params", "macs") else "params"
     other = "macs" if objective == "params" else "params"
     dense = spec.params if objective == "params" else spec.weight_params
-    found = [r for r in candidates(spec, order, options.bottleneck_ratio) if cost(r, objective) < dense]
+    found = [r for r in candidates(spec, order, reduce.bottleneck_ratio) if cost(r, objective) < dense]
     return sorted(found, key=lambda r: (cost(r, objective), cost(r, other), order.index(r.design)))
 
 
-def _loosest(real: Realisation, options: Options) -> Realisation:
+def _loosest(real: Realisation, options: OptimizeOptions) -> Realisation:
     """The design's realisation with M = N = 1: every other one's kernels are among its kernels
     (grouping only adds zeros), so its optimal error bounds theirs from below."""
-    for r in realisations(real.design, real.spec, options.bottleneck_ratio):
+    for r in realisations(real.design, real.spec, options.reduce.bottleneck_ratio):
         if all(v == 1 for _, v in r.groups):
             return r
     return real
@@ -69,9 +61,9 @@ def _label(real: Realisation) -> str:
     return f"{real.design}{' ' + groups if groups else ''}{k}"
 
 
-def decide_within(d: Decision, options: Options, target: Target | None) -> Decision:
+def decide_within(d: Decision, options: OptimizeOptions, target: Target | None) -> Decision:
     """The cheapest realisation with error ≤ τ, or the conv kept with the best error found."""
-    tau = options.max_error
+    tau = options.fitting.max_error
     assert tau is not None
     best: tuple[float, Realisation] | None = None
     bounds: dict[str, float] = {}
@@ -96,7 +88,7 @@ def decide_within(d: Decision, options: Options, target: Target | None) -> Decis
 
 
 def within_error(
-    decisions: list[Decision], options: Options, targets: dict[str, Target]
+    decisions: list[Decision], options: OptimizeOptions, targets: dict[str, Target]
 ) -> list[Decision]:
     """Re-decide every conv the policy would replace under --max-error (others unchanged)."""
     out = []
@@ -107,3 +99,11 @@ def within_error(
                 continue
             out.append(decide_within(d, options, targets.get(d.site.node.output[0])))
     return out
+
+
+class ErrorBudgetPass:
+    name = "error-budget"
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        ctx.decisions = within_error(ctx.decisions, ctx.options, ctx.targets)
+        return PassResult(model, modified=False)

@@ -13,7 +13,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnx_sk.passes.reduce import Replacement
+from onnx_sk.graph.build import Replacement
+from onnx_sk.graph.index import ConstantIndex
+from onnx_sk.passes.base import PassResult
+from onnx_sk.passes.context import PassContext
 
 EPSILON = 1e-5
 
@@ -36,13 +39,15 @@ def _bn_params(graph: onnx.GraphProto, base: str, channels: int) -> list[str]:
 def insert_identity_bn(model: onnx.ModelProto, replacements: list[Replacement]) -> int:
     """Insert the BNs in place; returns how many were inserted."""
     graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
+    weights = ConstantIndex(graph)
     count = 0
     for r in replacements:
         new = set(r.new_nodes)
         convs = [n for n in graph.node if n.name in new and n.op_type == "Conv"]
         for conv in convs[:-1]:
-            channels = inits[conv.input[1]].dims[0]
+            dims = weights.dims(conv.input[1])
+            assert dims is not None  # a stage weight is an initializer
+            channels = dims[0]
             out = conv.output[0]
             base = f"{conv.name}/bn"
             conv.output[0] = f"{out}/pre_bn"
@@ -58,3 +63,10 @@ def insert_identity_bn(model: onnx.ModelProto, replacements: list[Replacement]) 
             r.new_nodes.append(base)
             count += 1
     return count
+
+
+class TrainingBNPass:
+    name = "training-bn"
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        return PassResult(model, modified=insert_identity_bn(model, ctx.replacements) > 0)

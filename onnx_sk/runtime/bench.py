@@ -38,13 +38,14 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from onnx_sk.errors import UserError
 from onnx_sk.graph.analyze import analyze_model
 from onnx_sk.graph.convs import find_convs
-from onnx_sk.errors import UserError
 from onnx_sk.graph.load import load_model
-from onnx_sk.runtime.machine import environment, peak_rss_delta
-from onnx_sk.runtime.session import OPT_LEVELS, check_providers, random_inputs, real_inputs, session
 from onnx_sk.graph.shapes import infer_shapes
+from onnx_sk.runtime.feeds import random_inputs, real_inputs
+from onnx_sk.runtime.machine import environment, peak_rss_delta
+from onnx_sk.runtime.session import OPT_LEVELS, check_providers, session
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import numpy as np
 import onnx
 
 from onnx_sk.errors import UserError
-from onnx_sk.fit_targets import load_calibration
 from onnx_sk.graph.load import load_model
-from onnx_sk.runtime.session import random_inputs, session
+from onnx_sk.runtime.feeds import load_calibration, random_inputs
+from onnx_sk.runtime.session import session
 
 
 @dataclass(frozen=True)
@@ -49,23 +49,42 @@ def _top1(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(np.mean(np.argmax(a, axis=1) == np.argmax(b, axis=1)))
 
 
-def compare_outputs(names: list[str], want: list[np.ndarray], got: list[np.ndarray]) -> list[OutputComparison]:
+@dataclass(frozen=True)
+class Difference:
+    """How far ``got`` is from ``want`` (float64): max and mean |got − want|, the cosine of the
+    flattened tensors, and the output scale max |want|."""
+
+    max_abs_diff: float
+    mean_abs_diff: float
+    cosine: float
+    scale: float
+
+
+def difference(want: np.ndarray, got: np.ndarray) -> Difference:
+    """The :class:`Difference` of two arrays of the same shape (also used by verification)."""
+    a64, b64 = want.astype(np.float64).ravel(), got.astype(np.float64).ravel()
+    diff = np.abs(b64 - a64)
+    norm = float(np.linalg.norm(a64) * np.linalg.norm(b64))
+    cosine = float(a64 @ b64 / norm) if norm else float(np.array_equal(a64, b64))
+    return Difference(
+        float(diff.max()) if diff.size else 0.0,
+        float(diff.mean()) if diff.size else 0.0,
+        cosine,
+        float(np.max(np.abs(a64))) if a64.size else 0.0,
+    )
+
+
+def compare_outputs(
+    names: list[str], want: list[np.ndarray], got: list[np.ndarray]
+) -> list[OutputComparison]:
     out = []
     for name, a, b in zip(names, want, got, strict=False):
         if a.shape != b.shape:
             raise UserError(f"output {name!r} has shape {list(a.shape)} in A but {list(b.shape)} in B")
-        a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-        diff = np.abs(b64 - a64)
-        norm = float(np.linalg.norm(a64) * np.linalg.norm(b64))
-        cosine = float(a64 @ b64 / norm) if norm else float(np.array_equal(a64, b64))
+        d = difference(a, b)
         out.append(
             OutputComparison(
-                name,
-                list(a.shape),
-                float(diff.max()) if diff.size else 0.0,
-                float(diff.mean()) if diff.size else 0.0,
-                cosine,
-                _top1(a, b),
+                name, list(a.shape), d.max_abs_diff, d.mean_abs_diff, d.cosine, _top1(a, b)
             )
         )
     return out

@@ -38,15 +38,15 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from onnx_sk.errors import UserError
 from onnx_sk.graph.build import conv_attrs, replace_conv
 from onnx_sk.graph.convs import ConvSite
 from onnx_sk.maths.designs import DESIGNS, Realisation, realisations
-from onnx_sk.errors import UserError
 from onnx_sk.maths.infofield import field_of_conv, field_of_stages
-from onnx_sk.runtime.lut import Lut
-from onnx_sk.runtime.session import session
 from onnx_sk.maths.spec import ConvSpec
 from onnx_sk.maths.weight_init import INITIALISERS
+from onnx_sk.runtime.lut import Lut
+from onnx_sk.runtime.session import session
 
 log = logging.getLogger(__name__)
 
@@ -287,118 +287,3 @@ def decide(
     if real is None:  # the LUT entry came from another bottleneck ratio: never here (ratio in key)
         return None, f"measured candidate {key} is not admissible for this conv", note
     return real, None, note
-
-
-def validate_options(options) -> None:
-    """The latency fields of ``plan.Options``: only with --objective latency, and sane."""
-    from onnx_sk.runtime.session import check_providers
-
-    given = [
-        flag
-        for flag, value in (
-            ("--provider", options.provider),
-            ("--threads", options.threads),
-            ("--lut", options.lut),
-            ("--lut-from-target", options.lut_foreign or None),
-        )
-        if value is not None
-    ]
-    if options.objective != "latency":
-        if given:
-            raise UserError(f"{', '.join(given)} apply to --objective latency only")
-        return
-    if options.threads is not None and options.threads < 1:
-        raise UserError(f"--threads {options.threads}: expected a positive integer")
-    if options.lut_foreign and options.lut is None:
-        raise UserError("--lut-from-target needs --lut FILE")
-    if not options.lut_foreign:
-        check_providers([options.provider or "CPUExecutionProvider"])
-
-
-def plan_latency(sites: list[ConvSite], options, progress: Progress | None = None) -> list:
-    """``plan.plan`` for --objective latency: policy first, then the measured choice."""
-    from onnx_sk.runtime.lut import load_lut
-    from onnx_sk.passes.plan import Decision, _policy_reason
-
-    provider = options.provider or "CPUExecutionProvider"
-    threads = options.threads or 1
-    ratio = options.bottleneck_ratio
-    designs = [options.design] if options.design else None
-    lut = load_lut(options.lut, options.lut_foreign)
-    todo, decisions = [], []
-    for site in sites:
-        reason = _policy_reason(site, options)
-        if reason is None and in_shape_of(site) is None:
-            reason = "input size unknown: give --input-shape to measure latency"
-        decisions.append(Decision(site, None, reason))
-        if reason is None:
-            todo.append(site)
-    measured = fill(lut, todo, provider, threads, ratio, options.seed, progress)
-    if measured and options.lut is not None:
-        lut.save(options.lut)
-    for d in decisions:
-        if d.reason is None:
-            assert d.site.spec is not None
-            key = shape_key(d.site.spec, in_shape_of(d.site), ratio)  # type: ignore[arg-type]
-            d.real, d.reason, d.note = decide(d.site, lut.get(provider, threads, key), designs, ratio)
-            d.note = d.note or None
-    return decisions
-
-
-def profile_lut(
-    model,
-    out,
-    providers: tuple[str, ...] = ("CPUExecutionProvider",),
-    threads: tuple[int, ...] = (1,),
-    input_shapes: dict | None = None,
-    ratio: float | None = None,
-    seed: int = 0,
-    progress: Progress | None = None,
-) -> dict:
-    """Measure every eligible conv shape of ``model`` into the LUT ``out`` (merged if it exists).
-
-    Returns a summary: the LUT path, the machine, and per provider × threads how many shapes were
-    measured now and how many were already in the table.
-    """
-    from pathlib import Path
-
-    from onnx_sk.graph.convs import find_convs
-    from onnx_sk.maths.designs import DEFAULT_BOTTLENECK_RATIO
-    from onnx_sk.graph.load import load_model
-    from onnx_sk.runtime.lut import load_lut
-    from onnx_sk.runtime.session import check_providers
-    from onnx_sk.graph.shapes import infer_shapes
-
-    ratio = DEFAULT_BOTTLENECK_RATIO if ratio is None else ratio
-    if not 0 < ratio <= 1:
-        raise UserError(f"--bottleneck-ratio {ratio}: expected 0 < R <= 1")
-    if not threads or any(t < 1 for t in threads):
-        raise UserError(f"--threads {threads}: expected positive integers like 1,2")
-    check_providers(list(providers))
-    out = Path(out)
-    if not out.parent.exists():
-        raise UserError(f"output folder {out.parent} does not exist")
-    loaded = load_model(model)
-    shapes = infer_shapes(loaded.model, input_shapes or {})
-    sites = [s for s in find_convs(loaded.model, shapes) if s.reason is None]
-    if not sites:
-        raise UserError(f"{model}: no conv that an SK design could replace: nothing to measure")
-    unknown = [s.name for s in sites if in_shape_of(s) is None]
-    if unknown:
-        raise UserError(
-            f"{model}: the input size of conv {unknown[0]!r} is unknown: give --input-shape NAME:DIMS"
-        )
-    lut = load_lut(out)
-    shapes_total = len({shape_key(s.spec, in_shape_of(s), ratio) for s in sites})  # type: ignore[arg-type]
-    configs = [(p, t) for p in providers for t in threads]
-    rows = []
-    for k, (provider, t) in enumerate(configs):
-
-        def tick(frac: float, what: str, k: int = k) -> None:
-            if progress is not None:
-                progress((k + frac) / len(configs), what)
-
-        measured = fill(lut, sites, provider, t, ratio, seed, tick)
-        lut.save(out)
-        rows.append({"provider": provider, "threads": t, "shapes": shapes_total, "measured": measured})
-    return {"lut": str(out), **lut.machine, "configs": rows}

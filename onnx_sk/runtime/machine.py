@@ -12,6 +12,7 @@ falls back to the change in ``VmRSS`` (a lower bound), and says which it measure
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 import sys
@@ -55,16 +56,22 @@ def cpu_identity() -> str:
     return f"{cpu_model()} ({platform.machine()}, {simd()})"
 
 
+def onnx_sk_version() -> str:
+    """The installed onnx-sk's version (its metadata; the package's ``__version__``)."""
+    try:
+        return importlib.metadata.version("onnx-sk")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def environment() -> dict:
     """Versions and machine for the header of a benchmark."""
     import numpy as np
     import onnx
     import onnxruntime as ort
 
-    from onnx_sk import __version__
-
     return {
-        "onnx_sk": __version__,
+        "onnx_sk": onnx_sk_version(),
         "onnxruntime": ort.__version__,
         "onnx": onnx.__version__,
         "numpy": np.__version__,

@@ -1,0 +1,65 @@
+"""Typer parameters generated from the option declarations of :mod:`onnx_sk.options`.
+
+Each declared option becomes one ``typer.Option`` with its flag, help text and help panel (its
+group). Repeatable options (tuples) become lists; a bool that defaults to True and is declared
+with a ``--no-…`` flag becomes that flag (``--no-verify`` sets ``verify=False``).
+``options_from_cli`` maps the command's keyword arguments back to ``OptimizeOptions``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from typing import Any
+
+import typer
+
+from onnx_sk.options import GROUPS, OptimizeOptions, flag_of, option_fields, panel_of
+
+
+def _inverted(f: dataclasses.Field) -> bool:
+    return f.default is True and flag_of(f).startswith("--no-")
+
+
+def _cli_name(f: dataclasses.Field) -> str:
+    return flag_of(f).removeprefix("--").replace("-", "_") if _inverted(f) else f.name
+
+
+def _cli_type(hint: Any) -> Any:
+    """The annotation Typer understands for a field's type (``X | None`` → ``Optional[X]``)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is tuple:
+        return typing.Optional[list[args[0]]]  # noqa: UP045  (Typer reads typing.Optional)
+    if type(None) in typing.get_args(hint):
+        return typing.Optional[args[0]]  # noqa: UP045
+    return hint
+
+
+def option_parameters() -> list[inspect.Parameter]:
+    """One keyword-only parameter per declared option, with its Typer Option as the default."""
+    hints = {None: typing.get_type_hints(OptimizeOptions)}
+    hints.update({g: typing.get_type_hints(cls) for g, cls in GROUPS.items()})
+    params = []
+    for group, f in option_fields():
+        inverted = _inverted(f)
+        default = False if inverted else (None if isinstance(f.default, tuple) else f.default)
+        info = typer.Option(
+            default, flag_of(f), help=f.metadata["help"], rich_help_panel=panel_of(group)
+        )
+        annotation = bool if inverted else _cli_type(hints[group][f.name])
+        params.append(
+            inspect.Parameter(
+                _cli_name(f), inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation
+            )
+        )
+    return params
+
+
+def options_from_cli(values: dict[str, Any]) -> OptimizeOptions:
+    """``OptimizeOptions`` from the keyword arguments Typer passes (CLI names, lists, flags)."""
+    flat = {}
+    for _, f in option_fields():
+        value = values[_cli_name(f)]
+        flat[f.name] = (not value) if _inverted(f) else value
+    return OptimizeOptions.from_flat(**flat)

@@ -1,0 +1,78 @@
+"""The structural half of verification: the ONNX checker and the information field of every
+inserted subgraph.
+
+1. ``check`` / ``check_file``: ``onnx.checker.check_model(full_check=True)`` on the result
+   (through a temporary file for models above 2 GB);
+2. ``check_fields``: for every replaced conv, the information field of the inserted subgraph,
+   read off its ONNX nodes between the conv's input and output tensors
+   (:func:`onnx_sk.graph.fields.field_between`), equals the dense conv's.
+
+A failure raises :class:`~onnx_sk.errors.VerificationError` (nothing is written). The numeric
+half (the result against its dense twin in ONNX Runtime) is :mod:`onnx_sk.runtime.verify`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from onnx_sk.errors import VerificationError
+from onnx_sk.graph.build import Replacement
+from onnx_sk.graph.fields import field_between
+from onnx_sk.graph.save import save_model
+from onnx_sk.graph.tensors import is_large
+from onnx_sk.maths.infofield import field_of_conv
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def check_file(path: Path) -> None:
+    """The full ONNX checker on a model file."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as exc:
+        raise VerificationError(f"the optimized model fails onnx.checker: {first_line(exc)}") from None
+
+
+def check(model: onnx.ModelProto, large: bool | None = None) -> None:
+    """The full ONNX checker (through a temporary file for models above 2 GB)."""
+    if is_large(model, large):
+        with tempfile.TemporaryDirectory() as tmp:
+            check_file(save_model(model, Path(tmp) / "model.onnx", external_data=True))
+        return
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise VerificationError(f"the optimized model fails onnx.checker: {first_line(exc)}") from None
+
+
+def inserted_subgraph(result: onnx.ModelProto, r: Replacement) -> onnx.GraphProto:
+    """The nodes that replaced one conv, with their weights: a graph from r.input to r.output."""
+    names = set(r.new_nodes)
+    nodes = [n for n in result.graph.node if n.name in names]
+    reads = {t for n in nodes for t in n.input}
+    inits = [t for t in result.graph.initializer if t.name in reads]
+    x = onnx.helper.make_tensor_value_info(
+        r.input, onnx.TensorProto.FLOAT, ["N", r.real.spec.c_in, *("HW"[: r.real.spec.spatial_rank])]
+    )
+    y = onnx.helper.make_tensor_value_info(r.output, onnx.TensorProto.FLOAT, None)
+    return onnx.helper.make_graph(nodes, "inserted", [x], [y], inits)
+
+
+def check_fields(result: onnx.ModelProto, replacements: list[Replacement]) -> int:
+    """Each inserted subgraph's information field, read off its ONNX nodes, equals the conv's."""
+    for r in replacements:
+        got = field_between(inserted_subgraph(result, r), r.input, r.output)
+        want = field_of_conv(r.real.spec)
+        if not got.equals(want):
+            raise VerificationError(
+                f"conv {r.name!r}: the inserted {r.real.design} subgraph has information field "
+                f"{got.size} but the dense conv has {want.size}"
+            )
+    return len(replacements)

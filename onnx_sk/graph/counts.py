@@ -1,0 +1,43 @@
+"""Parameter counts of a model, read from tensor headers (dims and data types) only.
+
+- ``float_params``: elements of every floating-point initializer and ``Constant`` tensor,
+  subgraphs included (the "all parameters" of analyze and of the optimize report);
+- ``conv_params``: weight + bias elements of the main graph's ``Conv`` nodes whose weight and
+  bias are constants (the papers' budget, ``--budget conv``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from onnx_sk.graph.index import ConstantIndex
+from onnx_sk.graph.tensors import all_tensors
+
+FLOAT_TYPES = frozenset(
+    {
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.BFLOAT16,
+    }
+)
+
+
+def float_params(model: onnx.ModelProto) -> int:
+    """Elements of every floating-point initializer and Constant tensor (read from dims only)."""
+    total = 0
+    for tensor in all_tensors(model):
+        if tensor.data_type in FLOAT_TYPES:
+            total += int(np.prod(tensor.dims, dtype=np.int64)) if tensor.dims else 1
+    return total
+
+
+def conv_params(model: onnx.ModelProto) -> int:
+    """Weight + bias elements of the main graph's Conv nodes (constants only)."""
+    consts = ConstantIndex(model.graph)
+    total = 0
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            total += sum(consts.size(t) for t in node.input[1:3] if t in consts)
+    return total

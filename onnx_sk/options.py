@@ -1,0 +1,184 @@
+"""Every option of ``onnx-sk optimize``, declared once.
+
+Each option is a field of one of the frozen dataclasses below, with its default, its help text
+and its command-line flag (``--`` + the field name with dashes, unless ``flag`` says otherwise).
+From these declarations:
+
+- the Typer command ``onnx-sk optimize`` is generated (:mod:`onnx_sk.cli.params`), one help panel
+  per group;
+- the Python API ``onnx_sk.optimize(model, output, **options)`` takes the same names
+  (:meth:`OptimizeOptions.from_flat`; its signature is generated from the fields too);
+- the report's ``options`` section is :meth:`OptimizeOptions.flat` (the same names again).
+
+Validation lives with the module that owns the option: the planning objectives check the
+reduce and latency groups (``passes/objectives.py``), the initialisation pass the fitting group
+(``passes/init_weights.py``), the widen pass the widen group (``passes/widen.py``), and the
+pipeline ``--mode`` and ``--input-shape`` (``pipeline.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from onnx_sk.maths.designs import DEFAULT_BOTTLENECK_RATIO
+
+
+def option(default: Any, help: str, *, flag: str | None = None) -> Any:
+    """A declared option: ``default``, one line of ``help``, and its flag (``--name`` by default;
+    a ``--no-…`` flag of a bool that defaults to True turns it off)."""
+    return field(default=default, metadata={"help": help, "flag": flag})
+
+
+def flag_of(f: dataclasses.Field) -> str:
+    """The command-line flag of an option field."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class ReduceOptions:
+    """Which convs are replaced, and by which design (Mode 1, "reduce")."""
+
+    PANEL = "Reduce (Mode 1)"
+
+    design: str | None = option(
+        None,
+        "Force a design: dw-pw, gc-pwg, pw-dw-pw, pwg-dw-pwg; none (--mode widen): widen only.",
+    )
+    objective: str = option("params", "Choose designs by params, macs or latency (measured).")
+    include_first: bool = option(False, "Also replace the first conv.")
+    min_channels: int = option(1, "Keep convs with fewer input or output channels.")
+    exclude: tuple[str, ...] = option((), "Keep this conv (node or output name; repeatable).")
+    bottleneck_ratio: float = option(
+        DEFAULT_BOTTLENECK_RATIO, "Bottleneck K/F of the bottleneck designs."
+    )
+
+
+@dataclass(frozen=True)
+class LatencyOptions:
+    """Where and how ``--objective latency`` measures."""
+
+    PANEL = "Latency objective"
+
+    provider: str | None = option(None, "--objective latency: execution provider to measure on.")
+    threads: int | None = option(None, "--objective latency: intra-op threads (default 1).")
+    lut: str | None = option(
+        None, "--objective latency: latency table (JSON) to read and extend."
+    )
+    lut_from_target: bool = option(
+        False, "The --lut was measured on the target device: use it, measure nothing."
+    )
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How the new stages' weights are initialised, and for what."""
+
+    PANEL = "Weights and fitting"
+
+    init: str = option("he", "Weight initialiser for the new stages: he or approx.")
+    calibration: str | None = option(
+        None,
+        "--init approx: .npz of input samples; fit each conv to its actual input activations.",
+    )
+    max_error: float | None = option(
+        None,
+        "--init approx: replace only convs whose relative approximation error is <= TAU.",
+    )
+    for_training: bool = option(
+        False, "Insert an identity BatchNormalization after each new stage."
+    )
+
+
+@dataclass(frozen=True)
+class WidenOptions:
+    """Mode 2, "widen": spend the saved parameters on width."""
+
+    PANEL = "Widen (Mode 2)"
+
+    budget: str = option("conv", "--mode widen: match conv params (conv) or all params (all).")
+    width_scale: float | None = option(
+        None, "--mode widen: scale every free channel space by S."
+    )
+    param_budget: int | None = option(
+        None, "--mode widen: target parameter count instead of the original's."
+    )
+    round_to: int = option(1, "--mode widen: widths are multiples of N (e.g. 8).")
+    widen_init: str = option(
+        "he",
+        "--mode widen: he (groups re-chosen) or preserve (zero outgoing weights, same function).",
+    )
+
+
+GROUPS = {
+    "reduce": ReduceOptions,
+    "latency": LatencyOptions,
+    "fitting": FitOptions,
+    "widen": WidenOptions,
+}
+
+
+@dataclass(frozen=True)
+class OptimizeOptions:
+    """All options of ``optimize``: the run's own, then one dataclass per group."""
+
+    PANEL = "Run"
+
+    mode: str = option(
+        "reduce",
+        "reduce: replace dense convs with SK designs; widen: then scale widths back to the budget.",
+    )
+    seed: int = option(0, "Seed of the weight initialiser.")
+    input_shape: tuple[str, ...] = option(
+        (), "NAME:1x3x224x224 for MACs and verification (repeatable)."
+    )
+    verify: bool = option(True, "Skip verification (not advised).", flag="--no-verify")
+    overwrite: bool = option(False, "Allow OUTPUT to be the input file.")
+    reduce: ReduceOptions = field(default_factory=ReduceOptions)
+    latency: LatencyOptions = field(default_factory=LatencyOptions)
+    fitting: FitOptions = field(default_factory=FitOptions)
+    widen: WidenOptions = field(default_factory=WidenOptions)
+
+    @classmethod
+    def from_flat(cls, **values: Any) -> OptimizeOptions:
+        """Options from flat names (``design=…, threads=…``), as the API and the CLI give them.
+
+        ``None`` for a repeatable option means none; an unknown name is a TypeError, as for any
+        Python function.
+        """
+        by_group: dict[str | None, dict[str, Any]] = {g: {} for g in (None, *GROUPS)}
+        known = {f.name: (group, f) for group, f in option_fields()}
+        for name, value in values.items():
+            if name not in known:
+                raise TypeError(f"optimize() got an unexpected keyword argument {name!r}")
+            group, f = known[name]
+            if isinstance(f.default, tuple):
+                value = tuple(value or ())
+            by_group[group][name] = value
+        groups = {g: GROUPS[g](**by_group[g]) for g in GROUPS}
+        return cls(**by_group[None], **groups)
+
+    def flat(self) -> dict[str, Any]:
+        """Every option by its flat name (tuples as lists): the report's ``options``."""
+        out: dict[str, Any] = {}
+        for group, f in option_fields():
+            value = getattr(getattr(self, group) if group else self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+def option_fields() -> Iterator[tuple[str | None, dataclasses.Field]]:
+    """(group name or None, field) of every option, in declaration order: the run's own first."""
+    for f in dataclasses.fields(OptimizeOptions):
+        if f.name not in GROUPS:
+            yield None, f
+    for name, cls in GROUPS.items():
+        for f in dataclasses.fields(cls):
+            yield name, f
+
+
+def panel_of(group: str | None) -> str:
+    """The help panel of a group's options."""
+    return (GROUPS[group] if group else OptimizeOptions).PANEL

@@ -1,0 +1,75 @@
+"""What the passes of one run share: the options, the source, the report, and what each pass
+leaves for the next (the plan, the fit targets, the replacements, the dense twin's outputs).
+
+Each field below names the pass that writes it; a pass reads only fields of passes before it in
+its pipeline (``onnx_sk/pipeline.py`` lists the pipelines).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+
+from onnx_sk.graph.build import Replacement
+from onnx_sk.graph.convs import ConvSite
+from onnx_sk.graph.load import LoadedModel
+from onnx_sk.graph.save import OutputFile
+from onnx_sk.maths.approx import Target
+from onnx_sk.maths.designs import Realisation
+from onnx_sk.options import OptimizeOptions
+from onnx_sk.report import ModelCounts, Report
+from onnx_sk.runtime.verify import Outputs
+
+#: progress callback: (fraction done in [0, 1], what is running)
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class Decision:
+    """The plan for one conv: its realisation, or None and the reason it is kept."""
+
+    site: ConvSite
+    real: Realisation | None
+    reason: str | None = None
+    note: str | None = None
+
+
+@dataclass
+class PassContext:
+    """The state of one optimize run, passed to every pass."""
+
+    options: OptimizeOptions
+    #: ``--input-shape``, parsed (name → dims; "" names the only input)
+    input_shapes: dict[str, tuple[int, ...]]
+    #: where the model came from; the dense-twin pass drops ``source.model`` while ONNX Runtime
+    #: reads the file
+    source: LoadedModel
+    report: Report
+    #: counted on the model before any pass ran (the totals' "before")
+    before: ModelCounts
+    #: the atomic output, when the run writes one (the verify pass checks the staged file)
+    output: OutputFile | None = None
+    progress: Progress | None = None
+    #: the runner: the passes that completed, and whether any changed the model
+    passes_run: list[str] = field(default_factory=list)
+    modified: bool = False
+    #: plan: every conv of the planned model, and the decision for each
+    sites: list[ConvSite] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    #: fit-targets: conv output name → what its weights are fitted to (BN scale, patches)
+    targets: dict[str, Target] = field(default_factory=dict)
+    #: init-weights: every conv to replace, with its stage weights (reduce fills ``new_nodes``)
+    replacements: list[Replacement] = field(default_factory=list)
+    #: dense-twin: the reference outputs every replaced conv must reproduce
+    twin: Outputs | None = None
+    #: widen: the model before widening (the reference of the widened model's outputs)
+    reference: onnx.ModelProto | None = None
+    #: widen: the solution (scale, target, spaces, widths per conv)
+    widen: dict[str, Any] | None = None
+
+    def forget_plan(self) -> None:
+        """Drop what refers into the model (sites, decisions, targets), so that it can be freed."""
+        self.sites, self.decisions, self.targets = [], [], {}

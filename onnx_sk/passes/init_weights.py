@@ -1,0 +1,88 @@
+"""InitPass: the stage weights of every conv the plan replaces, and the report's conv rows.
+
+Weights are drawn conv by conv in graph order from one seeded generator (``--seed``) by the
+initialiser ``--init`` names (:data:`onnx_sk.maths.weight_init.INITIALISERS`: ``he`` draws
+He-normal weights, ``approx`` fits the original kernel), so the same model, options and seed
+give a byte-identical output. Each replacement records the relative error of its
+dense-equivalent kernel against the original (``approx.relative_errors``: in weight space,
+BN-scaled when a BN follows, and on the calibration patches when the targets have them).
+Changes nothing in the model.
+
+``validate`` checks the options this module owns (the fitting group).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from onnx_sk.errors import UserError
+from onnx_sk.graph.build import Replacement
+from onnx_sk.maths.approx import Target, relative_errors
+from onnx_sk.maths.designs import dense_equivalent
+from onnx_sk.maths.weight_init import INITIALISERS
+from onnx_sk.options import OptimizeOptions
+from onnx_sk.passes.base import PassResult
+from onnx_sk.passes.context import Decision, PassContext
+from onnx_sk.report import conv_row
+from onnx_sk.runtime.blas import single_blas_thread
+
+
+def prepare(
+    decisions: list[Decision], init: str, seed: int, targets: dict[str, Target]
+) -> list[Replacement]:
+    """Stage weights for every planned conv, drawn in graph order from one seeded generator."""
+    rng = np.random.default_rng(seed)
+    fn = INITIALISERS[init]
+    done = []
+    with single_blas_thread():
+        for d in decisions:
+            if d.real is None:
+                continue
+            site = d.site
+            weight = site.weight
+            assert weight is not None  # an eligible conv has constant weights
+            target = targets.get(site.node.output[0])
+            weights = fn(d.real, weight, site.bias, rng, target)
+            init_error, output_error = relative_errors(
+                weight, dense_equivalent(d.real.stages, weights), target
+            )
+            done.append(
+                Replacement(
+                    site.name, site.node.input[0], site.node.output[0], d.real, weights,
+                    site.bias, [], init_error, output_error,
+                )
+            )  # fmt: skip
+    return done
+
+
+class InitPass:
+    name = "init-weights"
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        o = ctx.options
+        ctx.replacements = prepare(ctx.decisions, o.fitting.init, o.seed, ctx.targets)
+        by_output = {r.output: r for r in ctx.replacements}
+        ctx.report.convs = [
+            conv_row(d.site, d.real, d.reason, d.note, by_output.get(d.site.node.output[0]))
+            for d in ctx.decisions
+        ]
+        return PassResult(model, modified=False)
+
+
+def validate(options: OptimizeOptions) -> None:
+    """--max-error and --calibration need --init approx; --init names an initialiser."""
+    fitting = options.fitting
+    if fitting.max_error is not None:
+        if not fitting.max_error >= 0:
+            raise UserError(f"--max-error {fitting.max_error}: expected a relative error >= 0")
+        if fitting.init != "approx":
+            raise UserError(
+                "--max-error needs --init approx (He weights do not approximate anything)"
+            )
+        if options.mode != "reduce":
+            raise UserError("--max-error works with --mode reduce only")
+    if fitting.calibration is not None and fitting.init != "approx":
+        raise UserError("--calibration needs --init approx")
+    if fitting.init not in INITIALISERS:
+        raise UserError(f"--init {fitting.init!r}: expected one of {', '.join(INITIALISERS)}")

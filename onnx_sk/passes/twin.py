@@ -1,0 +1,50 @@
+"""DenseTwinPass: run the dense twin before the rewrite, as the reference of verification.
+
+The twin is the model with every replaced conv's kernel swapped for its SK design's
+dense-equivalent kernel (:mod:`onnx_sk.graph.twin`); its outputs on seeded random input are what
+the optimized model must reproduce (:class:`~onnx_sk.passes.verify.VerifyPass`). Skipped with
+``--no-verify`` or when nothing is replaced. Changes nothing in the model.
+
+Memory: when the model is still the unmodified file it came from, ONNX Runtime loads that file
+with the twin kernels as initializer overrides, and this pass lets go of the Python copy of the
+weights meanwhile (the plan that refers into it included) and reads the file again afterwards,
+so the peak holds one copy of the model, not two. Otherwise the kernels are swapped in place
+and restored.
+"""
+
+from __future__ import annotations
+
+import onnx
+
+from onnx_sk.graph.load import load_model
+from onnx_sk.graph.shapes import light_copy
+from onnx_sk.graph.twin import overrides, swapped_kernels
+from onnx_sk.passes.base import PassResult
+from onnx_sk.passes.context import PassContext
+from onnx_sk.runtime.session import release_memory
+from onnx_sk.runtime.verify import reference_outputs
+
+
+class DenseTwinPass:
+    name = "dense-twin"
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        replaced = ctx.replacements
+        if not ctx.options.verify or not replaced:
+            return PassResult(model, modified=False)
+        seed, shapes = ctx.options.seed, ctx.input_shapes or None
+        path = ctx.source.path if not ctx.modified else None
+        kernels = overrides(model, replaced) if path is not None else None
+        if path is None or kernels is None:
+            with swapped_kernels(model, replaced):
+                ctx.twin = reference_outputs(model, seed, shapes)
+            return PassResult(model, modified=False)
+        light = light_copy(model)  # the graph without its weights: enough to make the feeds
+        ctx.forget_plan()
+        ctx.source.model = None
+        del model
+        release_memory()
+        ctx.twin = reference_outputs(light, seed, shapes, path=path, overrides=kernels)
+        del kernels, light
+        ctx.source.model = load_model(path).model
+        return PassResult(ctx.source.model, modified=False)

@@ -1,0 +1,188 @@
+"""The report of ``optimize``, one for every mode: conv by conv, the totals, verification, widen.
+
+``Report.to_dict()`` is the JSON report (``--report FILE``). Its sections:
+
+- ``convs``: one row per conv of the model that was planned (``conv_row``): the design and
+  its group numbers, or the reason it was kept; parameters and MACs before and after; the
+  initialiser's relative error (``init_error``, ``init_output_error``);
+- ``totals``: parameters of the whole model, of its convs, and conv MACs, before, after and their
+  ratio. Mode 1 sums the rows (MACs at the static input shape; unknown when a dim is symbolic);
+  Mode 2 counts the main graph's Conv nodes of the model before and after (no MACs);
+- ``verification``: what the verify pass checked (checker, information fields, outputs);
+- ``widen`` (Mode 2 only): the scale factor, the budget and how closely it was met, the widths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+
+from onnx_sk.graph.build import Replacement
+from onnx_sk.graph.convs import ConvSite
+from onnx_sk.graph.counts import conv_params, float_params
+from onnx_sk.maths.designs import Realisation
+
+#: the widen budget is met when the achieved count is within this fraction of the target
+BUDGET_TOLERANCE = 0.01
+
+
+@dataclass
+class Report:
+    """What optimize did, conv by conv, and the totals (``to_dict`` is the JSON report)."""
+
+    model: str | None
+    output: str | None
+    options: dict[str, Any]
+    convs: list[dict[str, Any]] = field(default_factory=list)
+    totals: dict[str, Any] = field(default_factory=dict)
+    verification: dict[str, Any] | None = None
+    message: str = ""
+    widen: dict[str, Any] | None = None  # --mode widen: s, budget, achieved ratio, widths
+
+    @property
+    def replaced(self) -> int:
+        return sum(1 for c in self.convs if c["design"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "output": self.output,
+            "options": self.options,
+            "convs": self.convs,
+            "totals": self.totals,
+            "verification": self.verification,
+            "message": self.message,
+            **({"widen": self.widen} if self.widen is not None else {}),
+        }
+
+
+@dataclass(frozen=True)
+class ModelCounts:
+    """What the totals compare against, counted on the model before any pass ran."""
+
+    params: int  # every floating-point constant
+    conv_params: int  # weights + biases of the main graph's Conv nodes
+    convs: int  # the main graph's Conv nodes
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto) -> ModelCounts:
+        convs = sum(1 for n in model.graph.node if n.op_type == "Conv")
+        return cls(float_params(model), conv_params(model), convs)
+
+
+def conv_row(
+    site: ConvSite,
+    real: Realisation | None,
+    reason: str | None,
+    note: str | None,
+    replacement: Replacement | None = None,
+) -> dict[str, Any]:
+    """One row of ``convs``: what was decided for ``site`` and what it costs before and after."""
+    spec = site.spec
+    macs = site.macs()
+    macs_after = macs
+    if real is not None:
+        known = site.in_spatial is not None and site.out_spatial is not None
+        per_image = real.macs(site.in_spatial, site.out_spatial) if known else None  # type: ignore[arg-type]
+        macs_after = None if per_image is None or site.batch is None else per_image * site.batch
+    return {
+        "name": site.name,
+        "design": real.design if real else None,
+        "groups": real.group_dict if real else None,
+        "bottleneck": real.bottleneck if real else None,
+        "params_before": spec.params if spec else None,
+        "params_after": (real.params if real else spec.params) if spec else None,
+        "macs_before": macs,
+        "macs_after": macs_after,
+        "reason": reason,
+        "note": note,
+        "init_error": replacement.init_error if replacement else None,
+        "init_output_error": replacement.init_output_error if replacement else None,
+    }
+
+
+def _sum(rows: list[dict[str, Any]], key: str) -> int | None:
+    values = [r[key] for r in rows if r[key] is not None]
+    return sum(values) if len(values) == len(rows) else None
+
+
+def _ratios(t: dict[str, Any]) -> dict[str, Any]:
+    for what in ("params", "conv_params", "conv_macs"):
+        b, a = t[f"{what}_before"], t[f"{what}_after"]
+        t[f"{what}_ratio"] = a / b if a is not None and b else None
+    return t
+
+
+def reduce_totals(
+    rows: list[dict[str, Any]], before: ModelCounts, after: onnx.ModelProto
+) -> dict[str, Any]:
+    """Mode 1: the rows summed (conv parameters and MACs) and the whole model's parameters."""
+    return _ratios(
+        {
+            "convs": len(rows),
+            "replaced": sum(1 for r in rows if r["design"]),
+            "params_before": before.params,
+            "params_after": float_params(after),
+            "conv_params_before": _sum(rows, "params_before"),
+            "conv_params_after": _sum(rows, "params_after"),
+            "conv_macs_before": _sum(rows, "macs_before"),
+            "conv_macs_after": _sum(rows, "macs_after"),
+        }
+    )
+
+
+def widen_totals(
+    rows: list[dict[str, Any]], before: ModelCounts, after: onnx.ModelProto
+) -> dict[str, Any]:
+    """Mode 2: the main graph's Conv nodes counted before and after (widths change every row)."""
+    return _ratios(
+        {
+            "convs": before.convs,
+            "replaced": sum(1 for r in rows if r["design"]),
+            "params_before": before.params,
+            "params_after": float_params(after),
+            "conv_params_before": before.conv_params,
+            "conv_params_after": conv_params(after),
+            "conv_macs_before": None,
+            "conv_macs_after": None,
+        }
+    )
+
+
+def reduce_message(replaced: int, convs: int) -> str:
+    if not replaced:
+        return "no conv was replaced: the model is written unchanged"
+    return f"replaced {replaced} of {convs} convs"
+
+
+def widen_section(
+    widen: dict[str, Any], totals: dict[str, Any], budget: str, widen_init: str
+) -> dict[str, Any]:
+    """The ``widen`` section: the widen pass's solution and how closely the budget was met."""
+    achieved = totals["conv_params_after" if budget == "conv" else "params_after"]
+    target = widen["target"]
+    return {
+        "scale": widen["scale"],
+        "budget": budget,
+        "target": target,
+        "achieved": achieved,
+        "ratio": achieved / target,
+        "met": abs(achieved / target - 1) <= BUDGET_TOLERANCE,
+        "widen_init": widen_init,
+        "spaces_free": widen["spaces_free"],
+        "spaces_frozen": widen["spaces_frozen"],
+        "frozen_by": widen["frozen_by"],
+        "layers": widen["layers"],
+    }
+
+
+def widen_message(section: dict[str, Any]) -> str:
+    spaces = section["spaces_free"] + section["spaces_frozen"]
+    met = "" if section["met"] else " (budget not met within ±1%)"
+    return (
+        f"widened {section['spaces_free']} of {spaces} channel spaces by s = "
+        f"{section['scale']:.4f}; {section['budget']} params {section['achieved']} = "
+        f"{section['ratio']:.4f} × the budget {section['target']}{met}"
+    )
