@@ -1,6 +1,6 @@
 """Channel spaces of a model and their widths under one scale factor (T-ITS'21 Sec. V-B).
 
-``analyze_channels(model, shapes)`` runs the channel rules (:mod:`onnx_sk.width.rules`) and
+``analyze_channels(model, shapes)`` runs the channel rules (:mod:`onnx_sk.width.walk`) and
 returns a :class:`ChannelAnalysis`: every space with its size, members, divisor and whether it is
 frozen (and why).
 
@@ -19,13 +19,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import onnx
 
-from onnx_sk.width.rules import AxisMap, ConstEdit, Count, Perm, Walk, walk
-from onnx_sk.maths.designs import shuffle_permutation
 from onnx_sk.graph.shapes import Shape
+from onnx_sk.maths.designs import shuffle_permutation
+from onnx_sk.width.edits import AxisMap, ConstEdit, Count, IntValue, Perm
+from onnx_sk.width.state import Walk
+from onnx_sk.width.walk import walk
 
 Widths = dict[int, int]
 #: the budget of --budget: conv parameters (the papers') or all parameters
@@ -87,7 +90,7 @@ class ChannelAnalysis:
     def width(self, widths: Widths, atoms: tuple[int, ...]) -> int:
         return sum(widths[r] for r in self.leaves(atoms))
 
-    def value(self, v: object, widths: Widths) -> object:
+    def value(self, v: IntValue, widths: Widths) -> int | np.ndarray:
         """An IntEdit value under ``widths``: ints stay, Count/Perm are computed."""
         if isinstance(v, Count):
             return self.width(widths, v.atoms) * v.mult // v.div
@@ -105,7 +108,8 @@ class ChannelAnalysis:
 
     def positions(self, m: AxisMap, widths: Widths) -> np.ndarray:
         """New index of every old index along an axis that follows ``m`` (block embedding)."""
-        parts, offset = [], 0
+        parts: list[np.ndarray] = []
+        offset = 0
         for r in self.leaves(m.atoms):
             sp = self.spaces[r]
             new = widths[r]
@@ -122,34 +126,41 @@ class ChannelAnalysis:
 
     def const_sizes(self, widths: Widths) -> dict[tuple[int, int], int]:
         """New element count of every edited constant use (node, input)."""
-        out = {}
+        out: dict[tuple[int, int], int] = {}
         for e in self.walk.const_edits:
-            old = self.walk.consts[self.model.graph.node[e.node].input[e.input]].shape
-            out[(e.node, e.input)] = math.prod(self.new_shape(e, tuple(old), widths))
+            old = self.walk.constants.dims(self.model.graph.node[e.node].input[e.input])
+            assert old is not None  # the rules edit constants only
+            out[(e.node, e.input)] = math.prod(self.new_shape(e, old, widths))
         return out
 
     def float_params(self, widths: Widths) -> int:
         """All floating-point constants of the main graph after widening (edited ones resized)."""
         sizes = self.const_sizes(widths)
         names = {self.model.graph.node[n].input[k]: v for (n, k), v in sizes.items()}
-        total = 0
-        for name, value in self.walk.consts.items():
-            if np.issubdtype(value.dtype, np.floating):
-                total += names.get(name, int(value.size))
-        return total
+        return sum(names.get(name, size) for name, size in self._float_sizes.items())
+
+    @cached_property
+    def _float_sizes(self) -> dict[str, int]:
+        """Element count of every floating-point constant (read off the headers, once)."""
+        constants = self.walk.constants
+        out: dict[str, int] = {}
+        for name in constants:
+            dtype = constants.dtype(name)
+            if dtype is not None and np.issubdtype(dtype, np.floating):
+                out[name] = constants.size(name)
+        return out
 
     def conv_params(self, widths: Widths) -> dict[int, int]:
         """Weight + bias elements of every main-graph Conv node (by node index) after widening."""
         sizes = self.const_sizes(widths)
-        out = {}
+        out: dict[int, int] = {}
         for i, node in enumerate(self.model.graph.node):
             if node.op_type != "Conv":
                 continue
             total = 0
             for k in (1, 2):
                 if len(node.input) > k and node.input[k]:
-                    old = self.walk.consts.get(node.input[k])
-                    size = int(old.size) if old is not None else 0
+                    size = self.walk.constants.size(node.input[k])  # 0: not a constant
                     total += sizes.get((i, k), size)
             out[i] = total
         return out
@@ -183,7 +194,7 @@ def analyze_channels(model: onnx.ModelProto, shapes: dict[str, Shape]) -> Channe
     by_class: dict[int, list[int]] = {}
     for r in members:
         by_class.setdefault(cls.get(r, r), []).append(r)
-    spaces = {}
+    spaces: dict[int, Space] = {}
     for c, leaves in by_class.items():
         reasons = [why for r in leaves for why in w.spaces.reasons(r)]
         divisor = math.lcm(*(gran.get(r, 1) for r in leaves))
@@ -210,7 +221,9 @@ class Solution:
         return abs(self.ratio - 1) <= 0.01
 
 
-def solve_scale(count: Callable[[float], int], target: int, lo: float, hi: float = MAX_SCALE) -> Solution:
+def solve_scale(
+    count: Callable[[float], int], target: int, lo: float, hi: float = MAX_SCALE
+) -> Solution:
     """The widest ``s`` in [lo, hi] whose ``count(s)`` is within ±1% of ``target``, else the closest.
 
     Bisection finds a crossing of the step function ``count``; a scan of ±25% around it follows.
@@ -237,16 +250,6 @@ def solve_scale(count: Callable[[float], int], target: int, lo: float, hi: float
     for s in np.linspace(max(lo_bound, 0.75 * centre), min(hi_bound, 1.25 * centre), SCAN_POINTS):
         found.append(Solution(float(s), count(float(s)), target))
     within = [s for s in found if s.met]
-    return max(within, key=lambda s: s.scale) if within else min(found, key=lambda s: abs(s.ratio - 1))
-
-
-def channel_report(model, input_shape: list[str] | None = None) -> dict:
-    """Library entry point of ``onnx-sk analyze --channels``: the spaces as a JSON-able dict."""
-    from onnx_sk.graph.load import load_model
-    from onnx_sk.graph.shapes import infer_shapes, parse_input_shapes
-
-    loaded = load_model(model)
-    shapes = infer_shapes(loaded.model, parse_input_shapes(input_shape))
-    doc = analyze_channels(loaded.model, shapes).to_dict()
-    doc["model"] = str(loaded.path) if loaded.path else None
-    return doc
+    return (
+        max(within, key=lambda s: s.scale) if within else min(found, key=lambda s: abs(s.ratio - 1))
+    )

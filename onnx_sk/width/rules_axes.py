@@ -1,4 +1,4 @@
-"""Channel rules for ops that cut, join, move or reshape the channel axis.
+"""Channel rules of ops that cut, join or move the channel axis.
 
 - ``Concat`` on the channel axis joins layouts (segments); on another axis it ties its inputs.
 - ``Split``/``Slice`` on the channel axis cut the range (the cut applies to the whole space);
@@ -7,13 +7,12 @@
   channel shuffle (indices recomputed); anything else freezes.
 - ``Transpose``/``Squeeze``/``Unsqueeze``/``Flatten``/``Reduce*`` track where the axis goes;
   ``Flatten`` makes each channel own ``H·W`` features (what a classifier Gemm consumes).
-- ``Reshape``: (a) a channel shuffle Reshape(·, [.., g, C/g, ..]) → Transpose(swap) →
-  Reshape(back, constant or ``Shape(x)``) is recognised as one unit; (b) a reshape that keeps
-  the dims before the channel axis and merges the channels with trailing dims (flatten-like)
-  or keeps them (squeeze/unsqueeze-like) moves the layout; (c) anything else (a detection head
-  reshaping channels into boxes) freezes the channels.
 - ``Resize``/``Upsample``/``Pad``: channels pass if the channel axis is not scaled or padded.
 - ``Softmax`` and friends over the channel axis, reductions over it: frozen.
+
+``Reshape`` (channel shuffles, flatten-like reshapes) has its rule in
+:mod:`onnx_sk.width.rules_reshape`. An op is registered in :data:`AXIS_RULES` with
+``@rule(*op_types)``; a duplicate is an error.
 """
 
 from __future__ import annotations
@@ -23,10 +22,14 @@ import math
 import numpy as np
 import onnx
 
-from onnx_sk.width.rules import Count, IntEdit, Perm, Walk, axis_of, label, rule
-from onnx_sk.maths.channel_spaces import Layout
 from onnx_sk.graph.convs import attrs
+from onnx_sk.maths.channel_spaces import Layout
 from onnx_sk.maths.designs import shuffle_permutation
+from onnx_sk.width.edits import Count, IntEdit, IntValue, Perm
+from onnx_sk.width.state import Rule, Walk, axis_of, known, label, registrar
+
+AXIS_RULES: dict[str, Rule] = {}
+rule = registrar(AXIS_RULES)
 
 
 @rule("Concat")
@@ -51,10 +54,10 @@ def _concat(w: Walk, i: int, node: onnx.NodeProto) -> None:
     atoms: list[int] = []
     for t, lay in zip(node.input, lays, strict=False):
         if lay is None:
-            s = w.shape(t)
+            dims = w.constants.dims(t)  # None: not a constant
             why = f"{label(node)}: input {t!r} is not a channel tensor"
-            if t in w.consts and s is not None:
-                lay = Layout(axis, (w.spaces.new(int(s[axis]), why),), first.inner)
+            if dims is not None:
+                lay = Layout(axis, (w.spaces.new(int(dims[axis]), why),), first.inner)
             else:
                 lay = w.need(t, axis)
         if lay is None or lay.axis != axis or lay.inner != first.inner:
@@ -85,7 +88,7 @@ def _split(w: Walk, i: int, node: onnx.NodeProto) -> None:
             w.freeze_node(node, f"{label(node)}: uneven split")
             return
         sizes = [total // len(outs)] * len(outs)
-    if len(node.input) > 1 and node.input[1] and node.input[1] not in w.consts:
+    if len(node.input) > 1 and node.input[1] and node.input[1] not in w.constants:
         w.freeze_node(node, f"{label(node)}: split sizes computed at run time")
         return
     if any(s % lay.inner for s in sizes) or sum(sizes) != total:
@@ -103,9 +106,12 @@ def _split(w: Walk, i: int, node: onnx.NodeProto) -> None:
         w.int_edits.append(IntEdit(i, values, attr="split"))
 
 
-def _align_pieces(w: Walk, lay: Layout, sizes: list[int], pieces: list[tuple[int, ...]]):
+def _align_pieces(
+    w: Walk, lay: Layout, sizes: list[int], pieces: list[tuple[int, ...]]
+) -> list[tuple[int, ...]]:
     """Pieces for every output, empty ones included (a zero-size split gets no atoms)."""
-    out, k = [], 0
+    out: list[tuple[int, ...]] = []
+    k = 0
     for s in sizes:
         if s == 0:
             out.append(())
@@ -152,10 +158,10 @@ def _slice(w: Walk, i: int, node: onnx.NodeProto) -> None:
     before = pieces[0] if s > 0 else ()
     mid = pieces[1] if s > 0 else pieces[0]
     w.layouts[node.output[0]] = Layout(lay.axis, mid, 1)
-    new_s = list(starts)
+    new_s: list[IntValue] = list(starts)
     new_s[k] = Count(before) if s > 0 else 0
     w.int_edits.append(IntEdit(i, tuple(new_s), input=1))
-    new_e = list(ends)
+    new_e: list[IntValue] = list(ends)
     new_e[k] = Count(before + mid)
     w.int_edits.append(IntEdit(i, tuple(new_e), input=2))
 
@@ -191,7 +197,11 @@ def _gather(w: Walk, i: int, node: onnx.NodeProto) -> None:
         w.int_edits.append(IntEdit(i, (Perm(mid, 1, Count(before)),), input=1))
         return
     for g in range(2, total):
-        if total % g == 0 and len(flat) == total and np.array_equal(flat, shuffle_permutation(total, g)):
+        if (
+            total % g == 0
+            and len(flat) == total
+            and np.array_equal(flat, shuffle_permutation(total, g))
+        ):
             post = (w.spaces.new(total),)
             w.spaces.shuffle(lay.atoms, post, g, label(node))
             w.layouts[node.output[0]] = Layout(axis, post)
@@ -306,7 +316,7 @@ def _resize(w: Walk, i: int, node: onnx.NodeProto) -> None:
         w.freeze_node(node, f"{label(node)}: scales the channel axis")
         return
     if sizes is not None and sizes.size:
-        new = [int(v) for v in sizes.reshape(-1)]
+        new: list[IntValue] = [int(v) for v in sizes.reshape(-1)]
         new[lay.axis] = Count(lay.atoms, mult=lay.inner)
         w.int_edits.append(IntEdit(i, tuple(new), input=3))
     w.layouts[node.output[0]] = lay
@@ -342,96 +352,8 @@ def _flatten(w: Walk, i: int, node: onnx.NodeProto) -> None:
         return
     s = w.shape(node.input[0])
     axis = axis_of(int(attrs(node).get("axis", 1)), len(s) if s else 0)
-    trailing = s[lay.axis + 1 :] if s else None
-    if axis != lay.axis or trailing is None or any(d is None for d in trailing):
+    trailing = known(s[lay.axis + 1 :]) if s else None
+    if axis != lay.axis or trailing is None:
         w.freeze_node(node, f"{label(node)}: mixes the channels with other axes")
         return
     w.layouts[node.output[0]] = Layout(1, lay.atoms, lay.inner * math.prod(trailing))
-
-
-@rule("Reshape")
-def _reshape(w: Walk, i: int, node: onnx.NodeProto) -> None:
-    lay = w.layouts.get(node.input[0])
-    if lay is None:
-        w.copy(node.input[0], node.output[0])
-        return
-    target = w.const(node, 1)
-    s_in, s_out = w.shape(node.input[0]), w.shapes.get(node.output[0])
-    if target is None or s_in is None or s_out is None:
-        w.freeze_node(node, f"{label(node)}: target shape computed at run time")
-        return
-    target = [int(v) for v in target.reshape(-1)]
-    if _shuffle(w, i, node, lay, target, s_in, s_out):
-        return
-    ch = lay.axis
-    c = w.total(lay) * lay.inner
-    same_prefix = len(s_out) > ch and tuple(s_out[:ch]) == tuple(s_in[:ch])
-    rest_in, rest_out = s_in[ch + 1 :], s_out[ch + 1 :] if len(s_out) > ch else ()
-    if same_prefix and s_out[ch] and s_out[ch] % c == 0 and None not in rest_in + tuple(rest_out):
-        q = s_out[ch] // c
-        k = next((k for k in range(len(rest_in) + 1) if math.prod(rest_in[:k]) == q), None)
-        if k is not None and math.prod(rest_in[k:]) == math.prod(rest_out):
-            if target[ch] > 0:
-                new = list(target)
-                new[ch] = Count(lay.atoms, mult=lay.inner * q)
-                w.int_edits.append(IntEdit(i, tuple(new), input=1))
-            elif target[ch] == 0 and q != 1:
-                w.freeze_node(node, f"{label(node)}: copies a dim that widening changes")
-                return
-            w.layouts[node.output[0]] = Layout(ch, lay.atoms, lay.inner * q)
-            return
-    dims = "×".join(str(d) for d in s_out)
-    w.freeze_node(node, f"{label(node)} reshapes {c} channels into {dims}")
-
-
-def _only_consumer(w: Walk, t: str, op: str) -> tuple[int, onnx.NodeProto] | None:
-    users = w.consumers.get(t, [])
-    if len(users) != 1 or t in {o.name for o in w.graph.output}:
-        return None
-    k = users[0]
-    n = w.graph.node[k]
-    return (k, n) if n.op_type == op else None
-
-
-def _shuffle(w: Walk, i: int, node, lay: Layout, target, s_in, s_out) -> bool:
-    """Reshape(x, [.., g, C/g, ..]) → Transpose(swap) → Reshape(back): a channel shuffle."""
-    ch, c = lay.axis, w.total(lay)
-    if lay.inner != 1 or len(s_out) < ch + 2 or len(target) < ch + 2:
-        return False
-    g, per = s_out[ch], s_out[ch + 1]
-    if not g or not per or g * per != c or g == 1 or tuple(s_out[:ch]) != tuple(s_in[:ch]):
-        return False
-    t = _only_consumer(w, node.output[0], "Transpose")
-    if t is None:
-        return False
-    perm = list(attrs(t[1]).get("perm", []))
-    swap = list(range(len(perm)))
-    swap[ch], swap[ch + 1] = ch + 1, ch
-    back = _only_consumer(w, t[1].output[0], "Reshape")
-    if perm != swap or back is None:
-        return False
-    k, r = back
-    s_back = w.shapes.get(r.output[0])
-    if s_back is None or tuple(s_back) != tuple(s_in):
-        return False
-    back_target = w.const(r, 1)
-    source = next((n for n in w.graph.node if r.input[1] in n.output), None)
-    shape_of_x = source is not None and source.op_type == "Shape" and source.input[0] == node.input[0]
-    if back_target is None and not shape_of_x:
-        return False
-    if target[ch] != g:
-        return False
-    post = (w.spaces.new(c),)
-    w.spaces.shuffle(lay.atoms, post, g, label(node))
-    if target[ch + 1] > 0:
-        new = list(target)
-        new[ch + 1] = Count(lay.atoms, div=g)
-        w.int_edits.append(IntEdit(i, tuple(new), input=1))
-    if back_target is not None:
-        bt = [int(v) for v in back_target.reshape(-1)]
-        if bt[ch] > 0:
-            bt[ch] = Count(post)
-            w.int_edits.append(IntEdit(k, tuple(bt), input=1))
-    w.skip.update({t[0], k})
-    w.layouts[r.output[0]] = Layout(ch, post)
-    return True
