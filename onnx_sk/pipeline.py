@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-from pathlib import Path
 from typing import Any
 
 import onnx
@@ -42,7 +41,7 @@ from onnx_sk.graph.tensors import is_large
 from onnx_sk.options import OptimizeOptions, option_fields
 from onnx_sk.passes import init_weights, objectives, widen
 from onnx_sk.passes.base import Pass, run_passes
-from onnx_sk.passes.context import PassContext, Progress
+from onnx_sk.passes.context import PassContext
 from onnx_sk.passes.error_budget import ErrorBudgetPass
 from onnx_sk.passes.init_weights import InitPass
 from onnx_sk.passes.plan import PlanPass
@@ -61,6 +60,7 @@ from onnx_sk.report import (
     widen_section,
     widen_totals,
 )
+from onnx_sk.runtime.progress import Progress
 
 MODES = ("reduce", "widen")
 

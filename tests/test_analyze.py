@@ -12,18 +12,14 @@ import pytest
 from helpers import MODELS, ROOT, conv_model, run_cli
 
 from onnx_sk.graph.analyze import analyze
-from onnx_sk.graph.index import constant_values
+from onnx_sk.graph.index import ConstantIndex
 
 
 def _conv_tensor_params(model: onnx.ModelProto) -> int:
-    consts = constant_values(model.graph)
-    return sum(
-        int(consts[name].size)
-        for n in model.graph.node
-        if n.op_type == "Conv"
-        for name in n.input[1:]
-        if name
-    )
+    consts = ConstantIndex(model.graph)
+    names = [name for n in model.graph.node if n.op_type == "Conv" for name in n.input[1:] if name]
+    assert all(name in consts for name in names)  # these files' conv weights are all constants
+    return sum(consts.size(name) for name in names)
 
 
 @pytest.mark.parametrize(

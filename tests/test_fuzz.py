@@ -7,7 +7,7 @@ odd and prime channel counts, kernels 1-5 (non-square too), strides, pads (asymm
 - pass ``onnx.checker.check_model(full_check=True)`` and run in ONNX Runtime;
 - keep the output names, the declared input/output types and the runtime output shapes;
 - carry optimize's own verification (checker, information fields, dense-twin outputs);
-- and, checked here independently of ``onnx_sk.verify``: every inserted subgraph, cut out of
+- and, checked here independently of the verify pass: every inserted subgraph, cut out of
   the written file with its weights, equals one dense Conv with the
   ``designs.dense_equivalent`` kernel of those weights (rtol 1e-4, atol 1e-5, both outputs
   divided by the dense output's max |y| so that the tolerance means the same at every scale).
@@ -38,11 +38,11 @@ from onnx import helper
 
 import onnx_sk
 from onnx_sk.errors import UserError
+from onnx_sk.graph.build import Replacement
+from onnx_sk.graph.checks import inserted_subgraph
 from onnx_sk.graph.convs import read_spec
 from onnx_sk.maths.designs import DESIGNS, dense_equivalent, divisors, realisations
-from onnx_sk.graph.build import Replacement
 from onnx_sk.runtime.session import session
-from onnx_sk.graph.checks import inserted_subgraph
 
 _COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("onnx-sk-ci", max_examples=60, derandomize=True, database=None, **_COMMON)

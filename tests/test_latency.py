@@ -33,8 +33,8 @@ from onnx_sk.runtime.latency import (
     measure_shape,
     shape_key,
 )
-from onnx_sk.runtime.profile_lut import profile_lut
 from onnx_sk.runtime.lut import FORMAT, VERSION, Lut, load_lut, this_machine
+from onnx_sk.runtime.profile_lut import profile_lut
 from onnx_sk.runtime.session import session
 
 SPEC = ConvSpec(32, 32, (3, 3), pads=(1, 1, 1, 1), has_bias=True)

@@ -1,35 +1,76 @@
 """Choosing the SK design for one conv (T-ITS'21 Sec. V-A, "Mode 1: reduce").
 
 For a conv (c_in, c_out, kernel) every admissible integer realisation of every allowed design
-is scored by the objective: ``params`` (the papers' choice) or ``macs`` (per output pixel, stride
-counted: stages before the spatial stage run at the input resolution). Ties go to the other
-metric, then to fewer shuffles, fewer stages, and the design order. A realisation that is not
-strictly smaller than the dense conv by the objective is never chosen.
+is scored by a counted objective (the registry ``COSTS``, filled by ``@counted``): ``params``
+(the papers' choice: weights + bias) or ``macs`` (per output pixel, stride counted: stages
+before the spatial stage run at the input resolution). Ties go to the other costs (registry
+order), then to fewer shuffles, fewer stages, and the design order. A realisation that is not
+strictly cheaper than the dense conv by the objective is never chosen. Adding a counted objective
+is one ``@counted`` function here; measured objectives (latency) are planned in
+``onnx_sk.passes.objectives``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from onnx_sk.maths.designs import DEFAULT_BOTTLENECK_RATIO, DESIGNS, Realisation, realisations
 from onnx_sk.maths.spec import ConvSpec
 
-#: objectives scored by counting here; "latency" is measured by ``onnx_sk.runtime.latency``
-COUNTED_OBJECTIVES = ("params", "macs")
-OBJECTIVES = (*COUNTED_OBJECTIVES, "latency")
+
+@dataclass(frozen=True)
+class Cost:
+    """A counted objective: the cost of a realisation, and of the dense conv it would replace."""
+
+    of: Callable[[Realisation], float]
+    dense: Callable[[ConvSpec], float]
 
 
-def _dense_cost(spec: ConvSpec, objective: str) -> float:
-    return spec.params if objective == "params" else spec.weight_params
+COSTS: dict[str, Cost] = {}
+
+
+def counted(
+    name: str, dense: Callable[[ConvSpec], float]
+) -> Callable[[Callable[[Realisation], float]], Callable[[Realisation], float]]:
+    """Register a counted objective: the decorated function is the realisation's cost."""
+
+    def register(fn: Callable[[Realisation], float]) -> Callable[[Realisation], float]:
+        if name in COSTS:
+            raise ValueError(f"counted objective {name!r} registered twice")
+        COSTS[name] = Cost(fn, dense)
+        return fn
+
+    return register
+
+
+@counted("params", dense=lambda spec: spec.params)
+def _params(real: Realisation) -> float:
+    return real.params
+
+
+@counted("macs", dense=lambda spec: spec.weight_params)
+def _macs(real: Realisation) -> float:
+    return real.macs_per_output_pixel()
+
+
+#: the objectives scored by counting here
+COUNTED_OBJECTIVES = tuple(COSTS)
 
 
 def cost(real: Realisation, objective: str) -> float:
-    return real.params if objective == "params" else real.macs_per_output_pixel()
+    return COSTS[objective].of(real)
 
 
-def _key(real: Realisation, objective: str, order: list[str]) -> tuple[float, float, int, int, int]:
-    other = "macs" if objective == "params" else "params"
+def tie_break(real: Realisation, objective: str) -> tuple[float, ...]:
+    """The realisation's other costs, in registry order: what decides between equal costs."""
+    return tuple(c.of(real) for name, c in COSTS.items() if name != objective)
+
+
+def _key(real: Realisation, objective: str, order: list[str]) -> tuple[float | int, ...]:
     return (
         cost(real, objective),
-        cost(real, other),
+        *tie_break(real, objective),
         real.shuffles,
         len(real.stages),
         order.index(real.design),
@@ -53,13 +94,13 @@ def choose(
     ratio: float = DEFAULT_BOTTLENECK_RATIO,
 ) -> tuple[Realisation | None, str | None]:
     """The best realisation and None, or None and the reason nothing fits."""
-    if objective not in COUNTED_OBJECTIVES:
+    if objective not in COSTS:
         raise ValueError(f"objective must be one of {COUNTED_OBJECTIVES} (latency is measured)")
     order = designs or list(DESIGNS)
     found = candidates(spec, order, ratio)
     if not found:
         return None, f"no admissible group numbers for {', '.join(order)}"
     best = min(found, key=lambda r: _key(r, objective, order))
-    if cost(best, objective) >= _dense_cost(spec, objective):
+    if cost(best, objective) >= COSTS[objective].dense(spec):
         return None, f"no SK design has fewer {objective} than the dense conv ({', '.join(order)})"
     return best, None

@@ -74,4 +74,5 @@ def run_passes(
         holder.append(result.model)
         ctx.modified = ctx.modified or result.modified
         ctx.passes_run.append(p.name)
+        del result  # the next pass may drop the model: keep no second reference here
     return holder[0]

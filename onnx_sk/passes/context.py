@@ -7,7 +7,6 @@ its pipeline (``onnx_sk/pipeline.py`` lists the pipelines).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +20,8 @@ from onnx_sk.maths.approx import Target
 from onnx_sk.maths.designs import Realisation
 from onnx_sk.options import OptimizeOptions
 from onnx_sk.report import ModelCounts, Report
+from onnx_sk.runtime.progress import Progress
 from onnx_sk.runtime.verify import Outputs
-
-#: progress callback: (fraction done in [0, 1], what is running)
-Progress = Callable[[float, str], None]
 
 
 @dataclass

@@ -19,7 +19,7 @@ import onnx
 
 from onnx_sk.maths.approx import Target, fit, relative_errors
 from onnx_sk.maths.designs import DESIGNS, Realisation, dense_equivalent, realisations
-from onnx_sk.maths.select import candidates, cost
+from onnx_sk.maths.select import COSTS, candidates, cost, tie_break
 from onnx_sk.options import OptimizeOptions
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import Decision, PassContext
@@ -39,11 +39,13 @@ def _ranked(d: Decision, options: OptimizeOptions) -> list[Realisation]:
     assert spec is not None
     reduce = options.reduce
     order = [reduce.design] if reduce.design in DESIGNS else list(DESIGNS)
-    objective = reduce.objective if reduce.objective in ("params", "macs") else "params"
-    other = "macs" if objective == "params" else "params"
-    dense = spec.params if objective == "params" else spec.weight_params
+    # a measured objective (latency) ranks by parameters here: fits are chosen by their error
+    objective = reduce.objective if reduce.objective in COSTS else "params"
+    dense = COSTS[objective].dense(spec)
     found = [r for r in candidates(spec, order, reduce.bottleneck_ratio) if cost(r, objective) < dense]
-    return sorted(found, key=lambda r: (cost(r, objective), cost(r, other), order.index(r.design)))
+    return sorted(
+        found, key=lambda r: (cost(r, objective), *tie_break(r, objective), order.index(r.design))
+    )
 
 
 def _loosest(real: Realisation, options: OptimizeOptions) -> Realisation:

@@ -26,9 +26,10 @@ from onnx_sk.graph.convs import ConvSite
 from onnx_sk.maths.designs import DESIGNS
 from onnx_sk.maths.select import COUNTED_OBJECTIVES, choose
 from onnx_sk.options import OptimizeOptions
-from onnx_sk.passes.context import Decision, Progress
+from onnx_sk.passes.context import Decision
 from onnx_sk.runtime import latency
 from onnx_sk.runtime.lut import load_lut
+from onnx_sk.runtime.progress import Progress
 from onnx_sk.runtime.session import check_providers
 
 DEFAULT_PROVIDER = "CPUExecutionProvider"

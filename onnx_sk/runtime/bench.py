@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,14 +45,14 @@ from onnx_sk.graph.load import load_model
 from onnx_sk.graph.shapes import infer_shapes
 from onnx_sk.runtime.feeds import random_inputs, real_inputs
 from onnx_sk.runtime.machine import environment, peak_rss_delta
+from onnx_sk.runtime.profile import node_origins, parse_profile
+from onnx_sk.runtime.progress import Progress
 from onnx_sk.runtime.session import OPT_LEVELS, check_providers, session
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RUNS = 50
 PROFILE_RUNS = 10
-#: progress callback: (fraction done in [0, 1], what is running)
-Progress = Callable[[float, str], None]
 
 
 @dataclass(frozen=True)
@@ -185,43 +185,6 @@ def load_bench_model(path: str | Path, options: BenchOptions, name: str | None =
     )
 
 
-#: ops ONNX Runtime fuses into the conv before them (activation, residual Add)
-_FUSED_AFTER_CONV = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "Add", "Sum"})
-
-
-def node_origins(graph: onnx.GraphProto) -> dict[str, str]:
-    """Node name or output tensor name → the model node it came from.
-
-    ONNX Runtime renames nodes it rewrites (NCHWc convs are named ``<output>_nchwc``, after the
-    last op fused into them), so a profiled name is traced back through the output tensors; an
-    activation or residual Add right after a conv is attributed to that conv.
-    """
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for i in node.input:
-            consumers.setdefault(i, []).append(node)
-    origins: dict[str, str] = {}
-    for node in graph.node:
-        name = node.name or node.output[0]
-        origins.setdefault(name, name)
-        for o in node.output:
-            origins.setdefault(o, name)
-        if node.op_type != "Conv":
-            continue
-        tensor = node.output[0]
-        while len(consumers.get(tensor, [])) == 1 and consumers[tensor][0].op_type in _FUSED_AFTER_CONV:
-            tensor = consumers[tensor][0].output[0]
-            origins[tensor] = name
-    return origins
-
-
-def origin_of(profiled: str, origins: dict[str, str]) -> str | None:
-    for candidate in (profiled, profiled.removesuffix("_nchwc")):
-        if candidate in origins:
-            return origins[candidate]
-    return None
-
-
 def _providers(provider: str) -> list[str]:
     """The named provider first; the CPU provider behind it for the nodes it does not take."""
     return [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
@@ -294,64 +257,6 @@ def _speedups(times: list[list[float]]) -> list[tuple[float, float]]:
         paired = float(np.median(first / np.asarray(t)))
         out.append((paired, float(np.median(first) / np.median(t))))
     return out
-
-
-def _kind(origin: str | None, op: str, conv_kinds: dict[str, str]) -> str:
-    if origin is not None and "/sk/shuffle/" in origin:
-        return "shuffle"
-    if op in ("ReorderInput", "ReorderOutput"):
-        return "layout"
-    if op in ("Conv", "FusedConv"):
-        return f"Conv ({conv_kinds.get(origin or '', 'unknown')})"
-    return op
-
-
-def parse_profile(path: str | Path, conv_kinds: dict[str, str], origins: dict[str, str]) -> dict:
-    """Per node, per op type and per kind: median ms per run, the first run of each node dropped."""
-    events = json.loads(Path(path).read_text())
-    runs: dict[str, list[float]] = {}
-    info: dict[str, tuple[str, str]] = {}
-    for e in events:
-        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
-            continue
-        name = e["name"][: -len("_kernel_time")]
-        args = e.get("args", {})
-        runs.setdefault(name, []).append(e.get("dur", 0) / 1e3)
-        info[name] = (args.get("op_name", "?"), args.get("provider", "?"))
-    nodes = []
-    for name, durs in runs.items():
-        kept = durs[1:] or durs  # the first run of a node includes one-off costs
-        op, provider = info[name]
-        origin = origin_of(name, origins)
-        nodes.append(
-            {
-                "name": name,
-                "origin": origin,
-                "op_type": op,
-                "kind": _kind(origin, op, conv_kinds),
-                "provider": provider,
-                "ms": float(np.median(kept)),
-            }
-        )
-    nodes.sort(key=lambda n: -n["ms"])
-    total = sum(n["ms"] for n in nodes)
-    return {
-        "total_ms": total,
-        "op_types": _group(nodes, "op_type", total),
-        "kinds": _group(nodes, "kind", total),
-        "nodes": nodes,
-    }
-
-
-def _group(nodes: list[dict], key: str, total: float) -> list[dict]:
-    groups: dict[str, list[float]] = {}
-    for n in nodes:
-        groups.setdefault(n[key], []).append(n["ms"])
-    rows = [
-        {key: k, "ms": sum(v), "nodes": len(v), "share": sum(v) / total if total else 0.0}
-        for k, v in groups.items()
-    ]
-    return sorted(rows, key=lambda r: -r["ms"])
 
 
 def profile_model(model: BenchModel, provider: str, threads: int, options: BenchOptions) -> dict:

@@ -32,7 +32,6 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -46,6 +45,7 @@ from onnx_sk.maths.infofield import field_of_conv, field_of_stages
 from onnx_sk.maths.spec import ConvSpec
 from onnx_sk.maths.weight_init import INITIALISERS
 from onnx_sk.runtime.lut import Lut
+from onnx_sk.runtime.progress import Progress
 from onnx_sk.runtime.session import session
 
 log = logging.getLogger(__name__)
@@ -58,8 +58,6 @@ WARMUP = 2
 MIN_ROUNDS, MAX_ROUNDS = 7, 40
 BUDGET_S = 1.5
 DENSE = "dense"
-#: (fraction done, what) → None
-Progress = Callable[[float, str], None]
 
 
 def shape_key(spec: ConvSpec, in_shape: tuple[int, ...], ratio: float) -> str:

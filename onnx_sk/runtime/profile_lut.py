@@ -14,8 +14,9 @@ from onnx_sk.graph.convs import find_convs
 from onnx_sk.graph.load import load_model
 from onnx_sk.graph.shapes import infer_shapes
 from onnx_sk.maths.designs import DEFAULT_BOTTLENECK_RATIO
-from onnx_sk.runtime.latency import Progress, fill, in_shape_of, shape_key
+from onnx_sk.runtime.latency import fill, in_shape_of, shape_key
 from onnx_sk.runtime.lut import load_lut
+from onnx_sk.runtime.progress import Progress
 from onnx_sk.runtime.session import check_providers
 
 

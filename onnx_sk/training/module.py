@@ -1,4 +1,4 @@
-"""ONNX → trainable ``torch.nn.Module``: the module and its op rules (imports torch; see torch_export).
+"""ONNX → trainable ``torch.nn.Module``: the module and its op rules (imports torch; see training.export).
 
 A small interpreter rather than code generation: :class:`OnnxModule` keeps the graph's nodes and
 runs them in order with one function per op type (registry ``OPS``). Every floating-point
