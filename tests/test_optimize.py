@@ -18,7 +18,7 @@ from onnx_sk.errors import VerificationError
 from onnx_sk.maths.designs import DESIGNS
 from onnx_sk.runtime.feeds import random_inputs
 from onnx_sk.runtime.session import session
-from onnx_sk.runtime.verify import compare_outputs
+from onnx_sk.runtime.verify import check_outputs
 
 REFERENCE = [
     "resnet20_cifar.onnx",
@@ -186,7 +186,7 @@ def test_bad_options(tmp_path):
 
 
 def test_verification_catches_a_wrong_rewrite(rng):
-    """compare_outputs is the numeric gate: a perturbed kernel must fail it."""
+    """check_outputs is the numeric gate: a perturbed kernel must fail it."""
     w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32) / 9
     model = conv_model(w, attrs={"pads": [1, 1, 1, 1]})
     feeds = random_inputs(model, np.random.default_rng(0), spatial=12)
@@ -195,7 +195,7 @@ def test_verification_catches_a_wrong_rewrite(rng):
     w_bad[0, 0, 1, 1] += 0.05
     got = session(conv_model(w_bad, attrs={"pads": [1, 1, 1, 1]})).run(None, feeds)
     with pytest.raises(VerificationError, match="differs from the dense-equivalent model"):
-        compare_outputs(["y"], want, ["y"], got)
+        check_outputs(["y"], want, ["y"], got)
 
 
 def test_output_file_mode_follows_umask(tmp_path):

@@ -22,7 +22,7 @@ from onnx_sk.graph.convs import QUANTIZED_CONVS, ConvSite, attrs, find_convs
 from onnx_sk.graph.counts import float_params
 from onnx_sk.graph.fields import unit_fields
 from onnx_sk.graph.load import LoadedModel, load_model
-from onnx_sk.graph.shapes import Shape, infer_shapes, parse_input_shapes
+from onnx_sk.graph.shapes import Shape, infer_shapes, known_dims, parse_input_shapes
 from onnx_sk.maths.designs import DEFAULT_BOTTLENECK_RATIO
 from onnx_sk.maths.select import choose
 
@@ -73,17 +73,16 @@ def conv_row(site: ConvSite, ratio: float = DEFAULT_BOTTLENECK_RATIO) -> dict:
     return row
 
 
-
-
 def _matmul_macs(node: onnx.NodeProto, shapes: dict[str, Shape]) -> int | None:
-    a_shape, out_shape = shapes.get(node.input[0]), shapes.get(node.output[0])
-    if not a_shape or not out_shape or None in a_shape or None in out_shape:
+    a_shape = known_dims(shapes.get(node.input[0]))
+    out_shape = known_dims(shapes.get(node.output[0]))
+    if not a_shape or not out_shape:
         return None
     if node.op_type == "Gemm":
         k = a_shape[0] if attrs(node).get("transA", 0) else a_shape[-1]
     else:
         k = a_shape[-1]
-    return int(np.prod(out_shape)) * int(k)
+    return int(np.prod(out_shape)) * k
 
 
 def analyze_model(
@@ -126,7 +125,9 @@ def analyze_model(
     }
 
 
-def _io(values, model: onnx.ModelProto, shapes: dict[str, Shape]) -> list[dict]:
+def _io(
+    values: Iterable[onnx.ValueInfoProto], model: onnx.ModelProto, shapes: dict[str, Shape]
+) -> list[dict]:
     inits = {i.name for i in model.graph.initializer}
     out = []
     for v in values:

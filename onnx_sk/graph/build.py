@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import numpy as np
 import onnx
@@ -54,9 +55,20 @@ class Replacement:
     init_output_error: float | None = None
 
 
-def conv_attrs(spec: ConvSpec) -> dict:
+class ConvAttrs(TypedDict, total=False):
+    """The attributes of a ``Conv`` node written here, as ``helper.make_node`` takes them."""
+
+    kernel_shape: list[int]
+    strides: list[int]
+    dilations: list[int]
+    auto_pad: str
+    pads: list[int]
+    group: int
+
+
+def conv_attrs(spec: ConvSpec) -> ConvAttrs:
     """The spatial attributes of a conv, as ONNX spells them (auto_pad or explicit pads)."""
-    a = {
+    a: ConvAttrs = {
         "kernel_shape": list(spec.kernel_shape),
         "strides": list(spec.strides),
         "dilations": list(spec.dilations),
@@ -68,8 +80,8 @@ def conv_attrs(spec: ConvSpec) -> dict:
     return a
 
 
-def _stage_attrs(stage: Stage, spec: ConvSpec) -> dict:
-    a = conv_attrs(spec) if stage.spatial else {"kernel_shape": [1] * spec.spatial_rank}
+def _stage_attrs(stage: Stage, spec: ConvSpec) -> ConvAttrs:
+    a: ConvAttrs = conv_attrs(spec) if stage.spatial else {"kernel_shape": [1] * spec.spatial_rank}
     a["group"] = stage.group
     return a
 
@@ -84,22 +96,39 @@ class Namer:
         return self.names.fresh(f"{self.base}/sk/{suffix}")
 
 
-def _shuffle(x: str, channels: int, groups: int, how: str, name: Namer, nodes, inits) -> str:
+def _shuffle(
+    x: str,
+    channels: int,
+    groups: int,
+    how: str,
+    name: Namer,
+    nodes: list[onnx.NodeProto],
+    inits: list[onnx.TensorProto],
+) -> str:
     """Channel shuffle of ``x`` [N, C, H, W] with ``groups`` groups; returns the output name."""
     out = name("shuffle/out")
     if how == "gather":
         perm = name("shuffle/perm")
-        inits.append(numpy_helper.from_array(shuffle_permutation(channels, groups).astype(np.int64), perm))
+        inits.append(
+            numpy_helper.from_array(shuffle_permutation(channels, groups).astype(np.int64), perm)
+        )
         nodes.append(helper.make_node("Gather", [x, perm], [out], name("shuffle/Gather"), axis=1))
         return out
     shape_x, split, grouped, moved = (
-        name("shuffle/shape"), name("shuffle/split_shape"), name("shuffle/grouped"), name("shuffle/transposed"),
+        name("shuffle/shape"),
+        name("shuffle/split_shape"),
+        name("shuffle/grouped"),
+        name("shuffle/transposed"),
     )
-    inits.append(numpy_helper.from_array(np.array([0, groups, channels // groups, -1], np.int64), split))
+    inits.append(
+        numpy_helper.from_array(np.array([0, groups, channels // groups, -1], np.int64), split)
+    )
     nodes += [
         helper.make_node("Shape", [x], [shape_x], name("shuffle/Shape")),
         helper.make_node("Reshape", [x, split], [grouped], name("shuffle/Reshape")),
-        helper.make_node("Transpose", [grouped], [moved], name("shuffle/Transpose"), perm=[0, 2, 1, 3]),
+        helper.make_node(
+            "Transpose", [grouped], [moved], name("shuffle/Transpose"), perm=[0, 2, 1, 3]
+        ),
         helper.make_node("Reshape", [moved, shape_x], [out], name("shuffle/Reshape_back")),
     ]
     return out
@@ -125,14 +154,15 @@ def sk_nodes(
         inits.append(numpy_helper.from_array(np.ascontiguousarray(w), w_name))
         inputs = [current, w_name] + ([bias] if i == last and bias else [])
         out = y if i == last and stage.shuffle <= 1 else name(f"{tag}/out")
-        nodes.append(helper.make_node("Conv", inputs, [out], name(tag), **_stage_attrs(stage, real.spec)))
+        nodes.append(
+            helper.make_node("Conv", inputs, [out], name(tag), **_stage_attrs(stage, real.spec))
+        )
         current = out
         if stage.shuffle > 1:
             current = _shuffle(current, stage.c_out, stage.shuffle, shuffle, name, nodes, inits)
     if current != y:  # a shuffle after the last stage (never in the four designs)
         nodes.append(helper.make_node("Identity", [current], [y], name("out")))
     return nodes, inits
-
 
 
 def drop_unused_constants(graph: onnx.GraphProto, candidates: set[str]) -> None:
@@ -149,7 +179,6 @@ def drop_unused_constants(graph: onnx.GraphProto, candidates: set[str]) -> None:
         node = graph.node[i]
         if node.op_type == "Constant" and node.output[0] in dead:
             del graph.node[i]
-
 
 
 def apply_replacements(graph: onnx.GraphProto, replacements: list[Replacement]) -> None:

@@ -37,7 +37,9 @@ def check_file(path: Path) -> None:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:
-        raise VerificationError(f"the optimized model fails onnx.checker: {first_line(exc)}") from None
+        raise VerificationError(
+            f"the optimized model fails onnx.checker: {first_line(exc)}"
+        ) from None
 
 
 def check(model: onnx.ModelProto, large: bool | None = None) -> None:
@@ -49,7 +51,9 @@ def check(model: onnx.ModelProto, large: bool | None = None) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
-        raise VerificationError(f"the optimized model fails onnx.checker: {first_line(exc)}") from None
+        raise VerificationError(
+            f"the optimized model fails onnx.checker: {first_line(exc)}"
+        ) from None
 
 
 def inserted_subgraph(result: onnx.ModelProto, r: Replacement) -> onnx.GraphProto:
@@ -59,7 +63,9 @@ def inserted_subgraph(result: onnx.ModelProto, r: Replacement) -> onnx.GraphProt
     reads = {t for n in nodes for t in n.input}
     inits = [t for t in result.graph.initializer if t.name in reads]
     x = onnx.helper.make_tensor_value_info(
-        r.input, onnx.TensorProto.FLOAT, ["N", r.real.spec.c_in, *("HW"[: r.real.spec.spatial_rank])]
+        r.input,
+        onnx.TensorProto.FLOAT,
+        ["N", r.real.spec.c_in, *("HW"[: r.real.spec.spatial_rank])],
     )
     y = onnx.helper.make_tensor_value_info(r.output, onnx.TensorProto.FLOAT, None)
     return onnx.helper.make_graph(nodes, "inserted", [x], [y], inits)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from onnx_sk.graph.index import ConstantIndex
-from onnx_sk.graph.shapes import Shape
+from onnx_sk.graph.index import ConstantIndex, GraphIndex, subgraphs
+from onnx_sk.graph.shapes import Shape, known_dims
 from onnx_sk.maths.spec import DENSE, DEPTHWISE, GROUPED, POINTWISE, ConvSpec
 
 QUANTIZED_CONVS = ("QLinearConv", "ConvInteger")
@@ -60,15 +60,11 @@ class ConvSite:
 
     @property
     def out_spatial(self) -> tuple[int, ...] | None:
-        if self.out_shape is None or any(d is None for d in self.out_shape[2:]):
-            return None
-        return tuple(self.out_shape[2:])  # type: ignore[arg-type]
+        return None if self.out_shape is None else known_dims(self.out_shape[2:])
 
     @property
     def in_spatial(self) -> tuple[int, ...] | None:
-        if self.in_shape is None or any(d is None for d in self.in_shape[2:]):
-            return None
-        return tuple(self.in_shape[2:])  # type: ignore[arg-type]
+        return None if self.in_shape is None else known_dims(self.in_shape[2:])
 
     @property
     def batch(self) -> int | None:
@@ -87,7 +83,7 @@ def attrs(node: onnx.NodeProto) -> dict:
     return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
 
 
-def _decode(value):
+def _decode(value: str | bytes) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -129,31 +125,27 @@ def why_not(site: ConvSite) -> str | None:
     if kind == GROUPED:
         return f"grouped conv (group={site.spec.group})"
     assert kind == DENSE
-    dtype = site.weight.dtype
+    weight = site.weight
+    assert weight is not None  # weight_is_constant was checked above
+    dtype = weight.dtype
     if dtype != np.float32:
         return f"weights are {dtype}: only float32 convs are rewritten"
     return None
 
 
-def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
-    for a in node.attribute:
-        if a.type == onnx.AttributeProto.GRAPH:
-            yield a.g
-        elif a.type == onnx.AttributeProto.GRAPHS:
-            yield from a.graphs
-
-
 def _walk(graph: onnx.GraphProto, scope: str) -> Iterator[tuple[onnx.GraphProto, str]]:
+    """``graph`` and every graph nested in it, with its scope ('' for ``graph`` itself; a
+    nested graph takes the scope of its outermost enclosing node)."""
     yield graph, scope
     for node in graph.node:
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             inner = _SCOPE_NAMES.get(node.op_type, f"a {node.op_type} subgraph")
             yield from _walk(sub, scope or inner)
 
 
 def _first_convs(graph: onnx.GraphProto) -> set[str]:
     """Names of main-graph convs with no Conv among their ancestors (the network's first convs)."""
-    producer = {o: n for n in graph.node for o in n.output}
+    index = GraphIndex(graph)
     first = set()
     for node in graph.node:
         if node.op_type != "Conv":
@@ -161,10 +153,10 @@ def _first_convs(graph: onnx.GraphProto) -> set[str]:
         stack, seen, has_conv = list(node.input[:1]), set(), False
         while stack and not has_conv:
             t = stack.pop()
-            if t in seen or t not in producer:
+            p = index.producer(t)
+            if t in seen or p is None:
                 continue
             seen.add(t)
-            p = producer[t]
             if p.op_type in ("Conv", *QUANTIZED_CONVS):
                 has_conv = True
             stack.extend(i for i in p.input if i)
@@ -186,11 +178,17 @@ def find_convs(model: onnx.ModelProto, shapes: dict[str, Shape]) -> list[ConvSit
     return sites
 
 
-def _site(node, scope, consts: ConstantIndex, shapes, first) -> ConvSite:
+def _site(
+    node: onnx.NodeProto,
+    scope: str,
+    consts: ConstantIndex,
+    shapes: dict[str, Shape],
+    first: bool,
+) -> ConvSite:
     bias_name = node.input[2] if len(node.input) > 2 else ""
-    w_shape = consts.dims(node.input[1]) or shapes.get(node.input[1])
+    w_shape = known_dims(consts.dims(node.input[1]) or shapes.get(node.input[1]))
     spec = None
-    if w_shape is not None and len(w_shape) >= 3 and all(d is not None for d in w_shape):
+    if w_shape is not None and len(w_shape) >= 3:
         spec = read_spec(node, w_shape, bool(bias_name))
     site = ConvSite(
         node, scope, spec, consts, shapes.get(node.input[0]), shapes.get(node.output[0]), first

@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from onnx_sk.errors import UserError
+from onnx_sk.graph.index import GraphIndex
+from onnx_sk.graph.shapes import Shape, known_dims
 from onnx_sk.maths.infofield import Field
 
 UNARY = frozenset(
@@ -57,55 +58,54 @@ class FieldPathError(UserError):
     """The path between two tensors holds an op whose field onnx-sk cannot read."""
 
 
-def _attr(node: onnx.NodeProto, name: str, default: object = None) -> object:
+def _attr(node: onnx.NodeProto, name: str, default: object = None) -> Any:
+    """Attribute ``name`` of ``node`` as onnx decodes it, or ``default`` when absent. Any: the
+    value's type (int, float, bytes, list, tensor…) is whatever the model's attribute holds."""
     for a in node.attribute:
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
     return default
 
 
+def _int_attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    return int(_attr(node, name, default))
+
+
+def _ints_attr(node: onnx.NodeProto, name: str) -> tuple[int, ...]:
+    """An ints attribute (``strides``, ``kernel_shape``…); ``()`` when absent or empty."""
+    return tuple(_attr(node, name) or ())
+
+
 def _node_label(node: onnx.NodeProto) -> str:
     return f"{node.name or node.output[0]!r} ({node.op_type})"
 
 
-@dataclass
-class _Index:
-    """What a walk needs of a graph: producers, constants, static shapes, consumer counts."""
+class _Index(GraphIndex):
+    """What a walk needs of a graph: the shared :class:`GraphIndex` (producers, consumers,
+    constants, outputs) and the static shapes of the graph's value infos."""
 
-    producer: dict[str, onnx.NodeProto]
-    constants: dict[str, np.ndarray]
-    shapes: dict[str, tuple[int | None, ...]]
-    consumers: dict[str, list[onnx.NodeProto]]
-    outputs: frozenset[str]
-
-    @classmethod
-    def build(cls, graph: onnx.GraphProto, value_infos: Sequence[onnx.ValueInfoProto] = ()):
-        producer: dict[str, onnx.NodeProto] = {}
-        consumers: dict[str, list[onnx.NodeProto]] = {}
-        constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-        for node in graph.node:
-            for o in node.output:
-                if o:
-                    producer[o] = node
-            for i in node.input:
-                if i:
-                    consumers.setdefault(i, []).append(node)
-            if node.op_type == "Constant" and node.output:
-                value = _attr(node, "value")
-                if isinstance(value, onnx.TensorProto):
-                    constants[node.output[0]] = numpy_helper.to_array(value)
-                elif _attr(node, "value_ints") is not None:
-                    constants[node.output[0]] = np.asarray(_attr(node, "value_ints"))
-        shapes: dict[str, tuple[int | None, ...]] = {}
+    def __init__(
+        self, graph: onnx.GraphProto, value_infos: Sequence[onnx.ValueInfoProto] = ()
+    ) -> None:
+        super().__init__(graph)
+        self._shapes: dict[str, Shape] = {}
         for vi in (*graph.input, *graph.output, *graph.value_info, *value_infos):
             t = vi.type.tensor_type
             if t.HasField("shape"):
-                shapes[vi.name] = tuple(
+                self._shapes[vi.name] = tuple(
                     d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim
                 )
-        for name, arr in constants.items():
-            shapes[name] = tuple(arr.shape)
-        return cls(producer, constants, shapes, consumers, frozenset(o.name for o in graph.output))
+
+    @property
+    def steps(self) -> int:
+        """More steps than any walk along the graph's nodes takes without a cycle."""
+        return len(self.graph.node) + 1
+
+    def shape(self, tensor: str) -> Shape | None:
+        """The static shape of ``tensor``: a constant's own dims (its header), else the value
+        info's."""
+        dims = self.constants.dims(tensor)
+        return dims if dims is not None else self._shapes.get(tensor)
 
     def data_input(self, node: onnx.NodeProto) -> str | None:
         """The one non-constant input a supported node reads, or None if unsupported."""
@@ -129,7 +129,7 @@ def _shapes_of(graph: onnx.GraphProto) -> list[onnx.ValueInfoProto]:
 
 def field_between(graph: onnx.GraphProto, src: str, dst: str) -> Field:
     """Information field of tensor ``dst`` with respect to tensor ``src`` (``src`` upstream)."""
-    index = _Index.build(graph, _shapes_of(graph))
+    index = _Index(graph, _shapes_of(graph))
     return _field_between(index, src, dst)
 
 
@@ -137,7 +137,7 @@ def _path(index: _Index, src: str, dst: str) -> list[onnx.NodeProto]:
     nodes: list[onnx.NodeProto] = []
     tensor = dst
     while tensor != src:
-        node = index.producer.get(tensor)
+        node = index.producer(tensor)
         if node is None:
             raise FieldPathError(
                 f"no path from tensor {src!r} to {dst!r}: {tensor!r} has no producer"
@@ -150,7 +150,7 @@ def _path(index: _Index, src: str, dst: str) -> list[onnx.NodeProto]:
                 f"and per-channel ops"
             )
         nodes.append(node)
-        if len(nodes) > len(index.producer) + 1:
+        if len(nodes) > index.steps:
             raise FieldPathError(f"cycle on the path {src!r} → {dst!r}")
         tensor = data
     return nodes[::-1]
@@ -158,28 +158,29 @@ def _path(index: _Index, src: str, dst: str) -> list[onnx.NodeProto]:
 
 def _src_channels(index: _Index, src: str, nodes: list[onnx.NodeProto]) -> tuple[int, int]:
     """(channels, spatial rank) at ``src``: its static shape, or the first op that tells."""
-    shape = index.shapes.get(src)
+    shape = index.shape(src)
     rank = len(shape) - 2 if shape and len(shape) >= 3 else None
     if shape and len(shape) >= 2 and shape[1]:
-        return int(shape[1]), rank if rank is not None else 2
+        return shape[1], rank if rank is not None else 2
     for node in nodes:
         if node.op_type == "Conv":
             w = _weight_shape(index, node)
-            return int(w[1]) * int(_attr(node, "group", 1)), rank or len(w) - 2
-        if node.op_type == "BatchNormalization" and node.input[1] in index.shapes:
-            return int(index.shapes[node.input[1]][0]), rank or 2
+            return w[1] * _int_attr(node, "group", 1), rank or len(w) - 2
+        if node.op_type == "BatchNormalization" and (scale := index.shape(node.input[1])):
+            if scale[0] is not None:  # a symbolic scale length tells nothing: read on
+                return scale[0], rank or 2
         if node.op_type in PERMUTES or node.op_type == "Gather":
             break
     raise FieldPathError(f"cannot tell the channel count of tensor {src!r}; give it a static shape")
 
 
 def _weight_shape(index: _Index, node: onnx.NodeProto) -> tuple[int, ...]:
-    shape = index.shapes.get(node.input[1])
-    if not shape or any(d is None for d in shape):
+    shape = known_dims(index.shape(node.input[1]))
+    if not shape:
         raise FieldPathError(
             f"conv {_node_label(node)}: weight {node.input[1]!r} has no static shape"
         )
-    return tuple(int(d) for d in shape)  # [c_out, c_in // group, *kernel_shape]
+    return shape  # [c_out, c_in // group, *kernel_shape]
 
 
 def _field_between(index: _Index, src: str, dst: str) -> Field:
@@ -210,8 +211,8 @@ def _field_between(index: _Index, src: str, dst: str) -> Field:
 
 def _conv_field(index: _Index, node: onnx.NodeProto, c_in: int) -> Field:
     w = _weight_shape(index, node)
-    group = int(_attr(node, "group", 1))
-    kernel_shape = tuple(_attr(node, "kernel_shape", None) or w[2:])
+    group = _int_attr(node, "group", 1)
+    kernel_shape = _ints_attr(node, "kernel_shape") or w[2:]
     if w[1] * group != c_in:
         raise FieldPathError(
             f"conv {_node_label(node)} reads {w[1] * group} channels (weight {list(w)}, "
@@ -221,26 +222,26 @@ def _conv_field(index: _Index, node: onnx.NodeProto, c_in: int) -> Field:
         c_in,
         w[0],
         kernel_shape,
-        tuple(_attr(node, "strides", None) or ()),
-        tuple(_attr(node, "dilations", None) or ()),
+        _ints_attr(node, "strides"),
+        _ints_attr(node, "dilations"),
         group,
     )
 
 
 def _pool_field(node: onnx.NodeProto, channels: int) -> Field:
-    kernel_shape = tuple(_attr(node, "kernel_shape"))
+    kernel_shape: tuple[int, ...] = tuple(_attr(node, "kernel_shape"))  # required by ONNX
     return Field.conv(
         channels,
         channels,
         kernel_shape,
-        tuple(_attr(node, "strides", None) or ()),
-        tuple(_attr(node, "dilations", None) or ()),
+        _ints_attr(node, "strides"),
+        _ints_attr(node, "dilations"),
         channels,
     )
 
 
 def _gather_indices(index: _Index, node: onnx.NodeProto, channels: int) -> np.ndarray:
-    axis = int(_attr(node, "axis", 0))
+    axis = _int_attr(node, "axis", 0)
     if axis != 1:
         raise FieldPathError(
             f"node {_node_label(node)}: Gather on axis {axis}, not the channel axis 1"
@@ -260,7 +261,7 @@ def _gather_indices(index: _Index, node: onnx.NodeProto, channels: int) -> np.nd
 
 def _reshape_target(node: onnx.NodeProto, shape: tuple[int, ...], target: np.ndarray) -> list[int]:
     """ONNX Reshape: 0 copies the input dim (unless allowzero=1), -1 is inferred."""
-    allowzero = int(_attr(node, "allowzero", 0))
+    allowzero = _int_attr(node, "allowzero", 0)
     out = [
         shape[i] if (t == 0 and not allowzero and i < len(shape)) else int(t)
         for i, t in enumerate(target.tolist())
@@ -273,8 +274,10 @@ def _reshape_target(node: onnx.NodeProto, shape: tuple[int, ...], target: np.nda
 
 def _is_shape_of(index: _Index, tensor: str, of: str) -> bool:
     """True when ``tensor`` is ``Shape(of)`` (how build.py restores a shuffle's dynamic shape)."""
-    node = index.producer.get(tensor)
-    return node is not None and node.op_type == "Shape" and not node.attribute and node.input[0] == of
+    node = index.producer(tensor)
+    return (
+        node is not None and node.op_type == "Shape" and not node.attribute and node.input[0] == of
+    )
 
 
 def _simulate_permutation(
@@ -283,7 +286,7 @@ def _simulate_permutation(
     """Run Reshape/Transpose nodes on (channel, position) labels; return perm [c_out]."""
     first = nodes[0]
     label = ", ".join(_node_label(n) for n in nodes)
-    known = index.shapes.get(first.input[0])
+    known = index.shape(first.input[0])
     if known and len(known) >= 2:
         shape = tuple(1 if d is None else int(d) for d in known)
         shape = (shape[0], channels, *shape[2:])
@@ -308,8 +311,8 @@ def _simulate_permutation(
                     )
                 x = x.reshape(_reshape_target(node, x.shape, np.asarray(target)))
             else:
-                perm = _attr(node, "perm", None)
-                x = np.transpose(x, perm if perm is not None else None)
+                axes: list[int] | None = _attr(node, "perm")  # None: reverse the axes
+                x = np.transpose(x, axes)
     except ValueError as exc:
         raise FieldPathError(
             f"nodes {label}: cannot simulate on shape {list(shape)}: {exc}"
@@ -334,9 +337,9 @@ def _simulate_permutation(
 def _link_successor(index: _Index, conv: onnx.NodeProto) -> onnx.NodeProto | None:
     """The conv that reads this conv's output through permutations / per-channel ops only."""
     tensor = conv.output[0]
-    for _ in range(len(index.producer) + 1):
+    for _ in range(index.steps):
         # a Shape reader only restores a shuffle's dynamic shape (build.py): not a branch
-        users = [u for u in index.consumers.get(tensor, []) if u.op_type != "Shape"]
+        users = [u for u in index.consumers(tensor) if u.op_type != "Shape"]
         if len(users) != 1 or tensor in index.outputs:
             return None
         node = users[0]
@@ -345,7 +348,7 @@ def _link_successor(index: _Index, conv: onnx.NodeProto) -> onnx.NodeProto | Non
         if node.op_type in POOLS or index.data_input(node) != tensor:
             return None
         if node.op_type == "Gather" and (
-            int(_attr(node, "axis", 0)) != 1 or node.input[1] not in index.constants
+            _int_attr(node, "axis", 0) != 1 or node.input[1] not in index.constants
         ):
             return None
         tensor = node.output[0]
@@ -357,7 +360,7 @@ def _model_index(model: onnx.ModelProto) -> _Index:
         inferred = list(onnx.shape_inference.infer_shapes(model).graph.value_info)
     except Exception:  # best effort, as in field_between
         inferred = []
-    return _Index.build(model.graph, inferred)
+    return _Index(model.graph, inferred)
 
 
 def _chains(index: _Index, graph: onnx.GraphProto) -> list[list[onnx.NodeProto]]:
@@ -387,7 +390,7 @@ def _unit_report(index: _Index, chain: list[onnx.NodeProto]) -> dict:
         "c_in": f.c_in,
         "c_out": f.c_out,
         "full": f.full_channels,
-        "grouped": any(int(_attr(n, "group", 1)) > 1 for n in chain),
+        "grouped": any(_int_attr(n, "group", 1) > 1 for n in chain),
     }
 
 

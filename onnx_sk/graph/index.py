@@ -45,8 +45,10 @@ def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
 
 
 def _is_numeric_constant(node: onnx.NodeProto) -> bool:
-    return node.op_type == "Constant" and bool(node.output) and any(
-        a.name in CONSTANT_VALUE_ATTRS for a in node.attribute
+    return (
+        node.op_type == "Constant"
+        and bool(node.output)
+        and any(a.name in CONSTANT_VALUE_ATTRS for a in node.attribute)
     )
 
 
@@ -202,9 +204,3 @@ class GraphIndex:
         if self._names is None:
             self._names = NameAllocator(graph_names(self.graph))
         return self._names
-
-
-def constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
-    """Every numeric constant of a graph, converted (for small graphs; prefer ConstantIndex)."""
-    index = ConstantIndex(graph)
-    return {name: value for name in index if (value := index.get(name)) is not None}

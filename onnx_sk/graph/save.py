@@ -16,7 +16,7 @@ import secrets
 import shutil
 import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,10 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_output_path(
-    out: str | os.PathLike, inputs: list[Path], overwrite_input: bool, input_data: list[Path] = ()
+    out: str | os.PathLike,
+    inputs: Sequence[Path | None],
+    overwrite_input: bool,
+    input_data: Sequence[Path] = (),
 ) -> Path:
     """Refuse an output in a missing folder, over an input unless asked, or whose external data
     file (``OUT.data``) would overwrite an input's external data (``input_data``)."""
@@ -101,7 +104,8 @@ class OutputFile:
         read on its own, None when its tensors went to external data (which it names as the
         final ``OUT.data``, so it can only be read once committed)."""
         try:
-            self.tmp.touch(exist_ok=False)  # inside the try: an interrupt right after leaves nothing
+            # inside the try: an interrupt right after leaves nothing
+            self.tmp.touch(exist_ok=False)
             external = is_large(model) if self.external_data is None else self.external_data
             if external:
                 external = _save_external(model, self.tmp, self.tmp_data, self.data_name)
@@ -175,7 +179,7 @@ def save_model(
 
 
 @contextlib.contextmanager
-def _signals_deferred():
+def _signals_deferred() -> Iterator[None]:
     """SIGINT/SIGTERM held back (delivered on exit) while a few renames must happen together."""
     if not hasattr(signal, "pthread_sigmask"):  # not POSIX
         yield

@@ -17,6 +17,14 @@ Shape = tuple[int | None, ...]
 MAX_ELEMENTS = 2**34
 
 
+def known_dims(shape: Shape | None) -> tuple[int, ...] | None:
+    """``shape`` when every dim of it is known, else None."""
+    if shape is None:
+        return None
+    dims = tuple(d for d in shape if d is not None)
+    return dims if len(dims) == len(shape) else None
+
+
 def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
     """``["x:1x3x224x224"]`` → ``{"x": (1, 3, 224, 224)}``; a bare ``1x3x224x224`` names ``""``."""
     out: dict[str, tuple[int, ...]] = {}
@@ -78,7 +86,9 @@ def apply_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]
         match = [i for i in real_inputs if i.name == name]
         if not match:
             known = ", ".join(i.name for i in real_inputs) or "none"
-            raise UserError(f"--input-shape names {name!r}, which is not a graph input (inputs: {known})")
+            raise UserError(
+                f"--input-shape names {name!r}, which is not a graph input (inputs: {known})"
+            )
         tensor_type = match[0].type.tensor_type
         if len(tensor_type.shape.dim) != len(dims):
             raise UserError(

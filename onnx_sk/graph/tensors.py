@@ -41,7 +41,11 @@ def tensor_bytes(model: onnx.ModelProto) -> int:
     """Bytes of the model's tensors from their dims and dtypes, without serialising anything."""
     total = 0
     for tensor in all_tensors(model):
-        size = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize if tensor.data_type else 1
+        size = (
+            onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+            if tensor.data_type
+            else 1
+        )
         n = 1
         for d in tensor.dims:
             n *= d

@@ -5,7 +5,7 @@
 2. with replacements and their dense twin (:class:`~onnx_sk.passes.twin.DenseTwinPass`): the
    information field of every inserted subgraph equals the dense conv's
    (:func:`onnx_sk.graph.checks.check_fields`), and the outputs equal the twin's up to float32
-   rounding (:func:`onnx_sk.runtime.verify.compare_outputs`);
+   rounding (:func:`onnx_sk.runtime.verify.check_outputs`);
 3. against the model before widening (``reference``): ``"original"`` (widen, he) the output
    signature is unchanged (names, order, dtypes, shapes); ``"preserved"`` (widen, preserve) the
    outputs are the same values too.
@@ -24,7 +24,7 @@ from onnx_sk.graph.checks import check, check_fields, check_file
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
 from onnx_sk.runtime.verify import (
-    compare_outputs,
+    check_outputs,
     reference_outputs,
     result_outputs,
     same_signature,
@@ -53,7 +53,7 @@ class VerifyPass:
         if twin is not None and replaced:
             fields = check_fields(model, replaced)
             names, got = result_outputs(model, twin.feeds, path=path)
-            agree = compare_outputs(twin.names, twin.values, names, got)
+            agree = check_outputs(twin.names, twin.values, names, got)
             doc = {
                 "checker": True,
                 "fields_checked": fields,
@@ -66,7 +66,7 @@ class VerifyPass:
             ref = reference_outputs(ctx.reference, ctx.options.seed, ctx.input_shapes or None)
             names, got = result_outputs(model, ref.feeds, path=path)
             if self.reference == "preserved":
-                agree = compare_outputs(ref.names, ref.values, names, got)
+                agree = check_outputs(ref.names, ref.values, names, got)
                 doc.update(
                     max_abs_diff=agree.max_abs_diff, max_rel_diff=agree.max_rel_diff, preserved=True
                 )

@@ -121,7 +121,7 @@ def same_signature(
             )
 
 
-def compare_outputs(
+def check_outputs(
     want_names: list[str], want: list[np.ndarray], got_names: list[str], got: list[np.ndarray]
 ) -> Agreement:
     """The signature, then every float output within RTOL · scale + ATOL of the reference."""
