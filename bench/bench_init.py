@@ -42,8 +42,13 @@ def main() -> None:
             approx_times.append(t)
         assert report is not None
         layers = [
-            {"name": r["name"], "design": r["design"], "groups": r["groups"], "bottleneck": r["bottleneck"],
-             "init_error": r["init_error"]}
+            {
+                "name": r["name"],
+                "design": r["design"],
+                "groups": r["groups"],
+                "bottleneck": r["bottleneck"],
+                "init_error": r["init_error"],
+            }
             for r in report["convs"]
             if r["design"]
         ]

@@ -68,14 +68,20 @@ def build_large_model(folder: Path, channels: int, convs: int, spatial: int, see
             raw = w.tobytes()
             tensor = TensorProto(name=f"w{i}", data_type=TensorProto.FLOAT, dims=list(w.shape))
             tensor.data_location = TensorProto.EXTERNAL
-            for key, value in (("location", data_path.name), ("offset", offset), ("length", len(raw))):
+            for key, value in (
+                ("location", data_path.name),
+                ("offset", offset),
+                ("length", len(raw)),
+            ):
                 entry = tensor.external_data.add()
                 entry.key, entry.value = key, str(value)
             data.write(raw)
             offset += len(raw)
             del w, raw
             inits.append(tensor)
-            nodes.append(helper.make_node("Conv", [t, f"w{i}"], [f"y{i}"], name=f"conv{i}", pads=[1] * 4))
+            nodes.append(
+                helper.make_node("Conv", [t, f"w{i}"], [f"y{i}"], name=f"conv{i}", pads=[1] * 4)
+            )
             t = f"y{i}"
     shape = [1, channels, spatial, spatial]
     graph = helper.make_graph(

@@ -53,13 +53,17 @@ def _optimized(name: str, objective: str, lut: Path, redo: bool) -> tuple[Path, 
     doc = report.to_dict()
     doc["seconds"] = time.perf_counter() - start
     save_json(doc, rep_path)
-    print(f"  {name} --objective {objective}: {report.message} ({doc['seconds']:.0f} s)", flush=True)
+    print(
+        f"  {name} --objective {objective}: {report.message} ({doc['seconds']:.0f} s)", flush=True
+    )
     return out, doc
 
 
 def _conv_ms(profile: dict, conv: str, sk: bool) -> float:
     if sk:
-        return sum(n["ms"] for n in profile["nodes"] if (n["origin"] or "").startswith(conv + "/sk/"))
+        return sum(
+            n["ms"] for n in profile["nodes"] if (n["origin"] or "").startswith(conv + "/sk/")
+        )
     return sum(n["ms"] for n in profile["nodes"] if n["origin"] == conv)
 
 
@@ -81,7 +85,10 @@ def run_model(name: str, args, lut: Path) -> dict:
     if not src.exists():
         how = MAKE.get(name, f"models/make_torch_models.py {name} --out-dir models/big")
         raise SystemExit(f"{src} is missing: make it with .venv/bin/python {how}")
-    variants = {"params": _optimized(name, "params", lut, args.redo), "latency": _optimized(name, "latency", lut, args.redo)}
+    variants = {
+        "params": _optimized(name, "params", lut, args.redo),
+        "latency": _optimized(name, "latency", lut, args.redo),
+    }
     options = BenchOptions(threads=(1, 2), warmup=3, runs=args.runs, profile=True, profile_runs=5,
                            input_shapes={"": (1, 3, 224, 224)})  # fmt: skip
     paths = [src, variants["params"][0], variants["latency"][0]]
@@ -89,7 +96,12 @@ def run_model(name: str, args, lut: Path) -> dict:
     macs = [m["macs"] for m in doc["models"]]
     rows = []
     for i, label in enumerate(["original", "params", "latency"]):
-        row = {"model": name, "variant": label, "params": doc["models"][i]["params"], "macs": macs[i]}
+        row = {
+            "model": name,
+            "variant": label,
+            "params": doc["models"][i]["params"],
+            "macs": macs[i],
+        }
         for res in doc["results"]:
             m = res["models"][i]
             t = res["threads"]
@@ -97,7 +109,10 @@ def run_model(name: str, args, lut: Path) -> dict:
             row[f"speedup_{t}t"] = m["speedup_vs_first"]
             row[f"mac_ideal_fraction_{t}t"] = m["speedup_vs_first"] / (macs[0] / macs[i])
         rows.append(row)
-    layers = {label: _per_layer(doc, variants[label][1], i + 1) for i, label in enumerate(["params", "latency"])}
+    layers = {
+        label: _per_layer(doc, variants[label][1], i + 1)
+        for i, label in enumerate(["params", "latency"])
+    }
     return {"rows": rows, "per_layer": layers, "bench": doc}
 
 
@@ -129,7 +144,10 @@ def plot(rows: list[dict], out: Path) -> None:
     bars = [("params", 1), ("latency", 1), ("params", 2), ("latency", 2)]
     width = 0.8 / len(bars)
     for k, (variant, t) in enumerate(bars):
-        ys = [next(r for r in rows if r["model"] == m and r["variant"] == variant)[f"speedup_{t}t"] for m in models]
+        ys = [
+            next(r for r in rows if r["model"] == m and r["variant"] == variant)[f"speedup_{t}t"]
+            for m in models
+        ]
         xs = [i + (k - 1.5) * width for i in range(len(models))]
         ax.bar(xs, ys, width, label=f"--objective {variant}, {t} thread{'s' if t > 1 else ''}")
     ax.axhline(1, color="k", lw=0.8)
@@ -163,7 +181,10 @@ def main() -> None:
         for r in result["rows"]:
             print(f"  {r['variant']:8s} p50 {r['p50_ms_1t']:8.2f} ms ({r['speedup_1t']:.2f}×) 1 thr, "
                   f"{r['p50_ms_2t']:8.2f} ms ({r['speedup_2t']:.2f}×) 2 thr", flush=True)  # fmt: skip
-    slower = {k: [c for c in v if c["speedup"] is not None and c["speedup"] < 1] for k, v in per_layer.items()}
+    slower = {
+        k: [c for c in v if c["speedup"] is not None and c["speedup"] < 1]
+        for k, v in per_layer.items()
+    }
     save_json({"rows": rows, "per_layer": per_layer, "slower_than_dense": slower, "bench": docs},
               out.with_suffix(".json"))  # fmt: skip
     out.with_suffix(".md").write_text(markdown(rows, slower))

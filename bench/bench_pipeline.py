@@ -94,7 +94,11 @@ def main() -> None:
         "optimize_peak_rss_over_model_size": rss / size,
         "rss_after_imports_bytes": base,
         "optimize_peak_rss_above_imports_over_model_size": (rss - base) / size,
-        "targets": {"analyze_ratio": 2.0, "optimize_ratio": 4.0, "optimize_peak_rss_over_model_size": 3.0},
+        "targets": {
+            "analyze_ratio": 2.0,
+            "optimize_ratio": 4.0,
+            "optimize_peak_rss_over_model_size": 3.0,
+        },
     }
     print(json.dumps(result, indent=2))
     if args.json:

@@ -30,19 +30,31 @@ def _widths(layers: list[dict]) -> str:
 
 def main(paths: list[str]) -> None:
     rows = []
-    print("| model | mode | s | widths (c_out before→after) | conv params before → after | all params before → after |")
+    print(
+        "| model | mode | s | widths (c_out before→after) | conv params before → after | all params before → after |"
+    )
     print("|---|---|---|---|---|---|")
     for path in paths:
         model = load_model(path).model
-        for label, opts in (("widen", OptimizeOptions.from_flat(mode="widen")),
-                            ("widen --design none -s 1.4", OptimizeOptions.from_flat(mode="widen", design="none", width_scale=1.4))):
+        for label, opts in (
+            ("widen", OptimizeOptions.from_flat(mode="widen")),
+            (
+                "widen --design none -s 1.4",
+                OptimizeOptions.from_flat(mode="widen", design="none", width_scale=1.4),
+            ),
+        ):
             if "mobilenet" not in path and "none" in label:
                 continue
             r = widen_solution(model, opts)
-            rows.append({"model": path, "mode": label, **{k: v for k, v in r.items() if k != "layers"}})
-            print(f"| {Path(path).stem} | {label} | {r['scale']:.3f} | {_widths(r['layers'])} | "
-                  f"{r['target'] / 1e6:.3f}M → {r['achieved'] / 1e6:.3f}M ({r['ratio']:.4f}) | "
-                  f"{r['params_before'] / 1e6:.2f}M → {r['params_after'] / 1e6:.2f}M |", flush=True)
+            rows.append(
+                {"model": path, "mode": label, **{k: v for k, v in r.items() if k != "layers"}}
+            )
+            print(
+                f"| {Path(path).stem} | {label} | {r['scale']:.3f} | {_widths(r['layers'])} | "
+                f"{r['target'] / 1e6:.3f}M → {r['achieved'] / 1e6:.3f}M ({r['ratio']:.4f}) | "
+                f"{r['params_before'] / 1e6:.2f}M → {r['params_after'] / 1e6:.2f}M |",
+                flush=True,
+            )
     out = Path(__file__).parent / "results" / "widen.json"
     out.write_text(json.dumps(rows, indent=2))
 

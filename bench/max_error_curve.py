@@ -29,7 +29,9 @@ from onnx_sk.runtime.session import session
 
 def latencies(paths: dict[str, Path], rounds: int) -> dict[str, float]:
     sessions = {k: session(p, threads=1, opt_level="all") for k, p in paths.items()}
-    feeds = random_inputs(onnx.load(next(iter(paths.values())), load_external_data=False), np.random.default_rng(0))
+    feeds = random_inputs(
+        onnx.load(next(iter(paths.values())), load_external_data=False), np.random.default_rng(0)
+    )
     times: dict[str, list[float]] = {k: [] for k in paths}
     for _ in range(3):
         for s in sessions.values():
@@ -65,7 +67,9 @@ def main() -> None:
             "conv_macs_ratio": tot["conv_macs_ratio"], "optimize_s": elapsed,
             "designs": sorted({r["design"] for r in report.convs if r["design"]}),
         })  # fmt: skip
-        print(f"τ={tau:g}: replaced {tot['replaced']}/{tot['convs']} in {elapsed:.0f} s", flush=True)
+        print(
+            f"τ={tau:g}: replaced {tot['replaced']}/{tot['convs']} in {elapsed:.0f} s", flush=True
+        )
     lat = latencies(paths, args.rounds)
     for row in rows:
         key = f"tau={row['tau']:g}"
@@ -73,14 +77,21 @@ def main() -> None:
         row.update(latency_ms=lat[key], speedup=lat["dense"] / lat[key], cosine=cmp_.cosine,
                    top1_agreement=cmp_.top1_agreement, max_abs_diff=cmp_.max_abs_diff)  # fmt: skip
     print(f"\ndense latency {lat['dense']:.2f} ms (1 thread, ORT_ENABLE_ALL)\n")
-    print("| τ | convs replaced | params | conv MACs | latency (speedup) | cosine | top-1 agreement |")
+    print(
+        "| τ | convs replaced | params | conv MACs | latency (speedup) | cosine | top-1 agreement |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         macs = "n/a" if r["conv_macs_ratio"] is None else f"×{r['conv_macs_ratio']:.3f}"
         print(f"| {r['tau']:g} | {r['replaced']}/{r['convs']} | ×{r['params_ratio']:.3f} | {macs} | "
               f"{r['latency_ms']:.2f} ms ({r['speedup']:.2f}×) | {r['cosine']:.4f} | {r['top1_agreement']:.3f} |")  # fmt: skip
     if args.out:
-        args.out.write_text(json.dumps({"model": str(args.model), "dense_latency_ms": lat["dense"], "rows": rows}, indent=2) + "\n")
+        args.out.write_text(
+            json.dumps(
+                {"model": str(args.model), "dense_latency_ms": lat["dense"], "rows": rows}, indent=2
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

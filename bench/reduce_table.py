@@ -29,7 +29,13 @@ def _ensure(name: str) -> Path:
     path = BIG / f"{name}.onnx"
     if not path.exists():
         args = EXPORT_ARGS.get(name, [name])
-        cmd = [sys.executable, str(ROOT / "models" / "make_torch_models.py"), *args, "--out-dir", str(BIG)]
+        cmd = [
+            sys.executable,
+            str(ROOT / "models" / "make_torch_models.py"),
+            *args,
+            "--out-dir",
+            str(BIG),
+        ]
         subprocess.run(cmd, check=True)
     return path
 
@@ -38,7 +44,9 @@ def _row(name: str) -> dict:
     path = _ensure(name)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        _, report = onnx_sk.optimize(path, Path(tmp) / "out.onnx", input_shape=["input:1x3x224x224"])
+        _, report = onnx_sk.optimize(
+            path, Path(tmp) / "out.onnx", input_shape=["input:1x3x224x224"]
+        )
         seconds = time.perf_counter() - t0
     t, v = report.totals, report.verification
     designs: dict[str, int] = {}
@@ -78,7 +86,11 @@ def _markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["resnet18", "resnet34", "resnet50", "vgg16", "alexnet", "table1_224"])
+    ap.add_argument(
+        "--models",
+        nargs="+",
+        default=["resnet18", "resnet34", "resnet50", "vgg16", "alexnet", "table1_224"],
+    )
     args = ap.parse_args()
     rows = [_row(m) for m in args.models]
     RESULTS.mkdir(parents=True, exist_ok=True)

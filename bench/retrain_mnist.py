@@ -42,7 +42,11 @@ class SmallCNN(nn.Module):
         super().__init__()
 
         def block(c_in: int, c_out: int) -> list[nn.Module]:
-            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+            return [
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(),
+            ]
 
         self.features = nn.Sequential(
             *block(1, 16), nn.MaxPool2d(2),  # 14×14
@@ -64,7 +68,9 @@ def load_data(seed: int = 0):
     return x[:4000], y[:4000], x[4000:], y[4000:]
 
 
-def train(module: nn.Module, x: np.ndarray, y: np.ndarray, steps: int, lr: float, seed: int) -> list[float]:
+def train(
+    module: nn.Module, x: np.ndarray, y: np.ndarray, steps: int, lr: float, seed: int
+) -> list[float]:
     """``steps`` Adam steps on batches of 64 drawn by a seeded generator (the same for every call)."""
     gen = np.random.default_rng(seed)
     opt = torch.optim.Adam(module.parameters(), lr=lr)
@@ -73,7 +79,9 @@ def train(module: nn.Module, x: np.ndarray, y: np.ndarray, steps: int, lr: float
     for _ in range(steps):
         idx = gen.choice(len(y), size=64, replace=False)
         opt.zero_grad()
-        loss = nn.functional.cross_entropy(module(torch.from_numpy(x[idx])), torch.from_numpy(y[idx]))
+        loss = nn.functional.cross_entropy(
+            module(torch.from_numpy(x[idx])), torch.from_numpy(y[idx])
+        )
         loss.backward()
         opt.step()
         losses.append(float(loss.detach()))
@@ -84,14 +92,18 @@ def train(module: nn.Module, x: np.ndarray, y: np.ndarray, steps: int, lr: float
 def accuracy(module: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     module.eval()
     with torch.no_grad():
-        pred = torch.cat([module(torch.from_numpy(x[i : i + 500])).argmax(1) for i in range(0, len(y), 500)])
+        pred = torch.cat(
+            [module(torch.from_numpy(x[i : i + 500])).argmax(1) for i in range(0, len(y), 500)]
+        )
     return float((pred.numpy() == y).mean())
 
 
 def ort_accuracy(model: onnx.ModelProto, x: np.ndarray, y: np.ndarray) -> float:
     sess = session(model, opt_level="all")
     name = sess.get_inputs()[0].name
-    pred = np.concatenate([sess.run(None, {name: x[i : i + 500]})[0].argmax(1) for i in range(0, len(y), 500)])
+    pred = np.concatenate(
+        [sess.run(None, {name: x[i : i + 500]})[0].argmax(1) for i in range(0, len(y), 500)]
+    )
     return float((pred == y).mean())
 
 
@@ -184,16 +196,29 @@ def main() -> None:
             "init_output_errors": info["output_errors"] if info else None,
         }
         rows.append(row)
-        errs = f" init errors {', '.join(f'{e:.2f}' for e in info['errors'])}" if info and info["errors"][0] is not None else ""
+        errs = (
+            f" init errors {', '.join(f'{e:.2f}' for e in info['errors'])}"
+            if info and info["errors"][0] is not None
+            else ""
+        )
         print(f"{name:>18}: params {row['params']:>7}, ORT {row['latency_ms']:.3f} ms, acc before {before:.3f} "
               f"(ORT {before_ort:.3f}), after {args.finetune_steps} steps {after:.3f}{errs}", flush=True)  # fmt: skip
-    print("\n| variant | params | ORT latency (ms) | acc. before fine-tuning | acc. after | init rel. error (per conv) |")
+    print(
+        "\n| variant | params | ORT latency (ms) | acc. before fine-tuning | acc. after | init rel. error (per conv) |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
         errs = ", ".join(f"{e:.2f}" for e in (r["init_errors"] or []) if e is not None)
-        print(f"| {r['variant']} | {r['params']:,} | {r['latency_ms']:.3f} | {r['acc_before']:.3f} | {r['acc_after']:.3f} | {errs} |")
+        print(
+            f"| {r['variant']} | {r['params']:,} | {r['latency_ms']:.3f} | {r['acc_before']:.3f} | {r['acc_after']:.3f} | {errs} |"
+        )
     if args.out:
-        doc = {"train_steps": args.train_steps, "finetune_steps": args.finetune_steps, "lr": args.lr, "rows": rows}
+        doc = {
+            "train_steps": args.train_steps,
+            "finetune_steps": args.finetune_steps,
+            "lr": args.lr,
+            "rows": rows,
+        }
         args.out.write_text(json.dumps(doc, indent=2) + "\n")
 
 

@@ -64,9 +64,7 @@ class LatencyOptions:
 
     provider: str | None = option(None, "--objective latency: execution provider to measure on.")
     threads: int | None = option(None, "--objective latency: intra-op threads (default 1).")
-    lut: str | None = option(
-        None, "--objective latency: latency table (JSON) to read and extend."
-    )
+    lut: str | None = option(None, "--objective latency: latency table (JSON) to read and extend.")
     lut_from_target: bool = option(
         False, "The --lut was measured on the target device: use it, measure nothing."
     )
@@ -99,9 +97,7 @@ class WidenOptions:
     PANEL = "Widen (Mode 2)"
 
     budget: str = option("conv", "--mode widen: match conv params (conv) or all params (all).")
-    width_scale: float | None = option(
-        None, "--mode widen: scale every free channel space by S."
-    )
+    width_scale: float | None = option(None, "--mode widen: scale every free channel space by S.")
     param_budget: int | None = option(
         None, "--mode widen: target parameter count instead of the original's."
     )

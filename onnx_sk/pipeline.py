@@ -171,7 +171,9 @@ def _take(loaded: LoadedModel) -> onnx.ModelProto:
     return loaded.model
 
 
-def _write(output: OutputFile, ctx: PassContext, loaded: LoadedModel, model: onnx.ModelProto) -> None:
+def _write(
+    output: OutputFile, ctx: PassContext, loaded: LoadedModel, model: onnx.ModelProto
+) -> None:
     """Rename the staged result into place; a model no pass changed is written unchanged (a
     byte-for-byte copy of the input file when there is one)."""
     if ctx.modified:

@@ -105,9 +105,13 @@ class _Builder:
         w = self.rng.standard_normal((cfg.c_out, c_in // cfg.group, kh, kw)) / math.sqrt(fan_in)
         inputs = [x, self.const(w.astype(np.float32), "w")]
         if cfg.bias:
-            inputs.append(self.const(self.rng.standard_normal(cfg.c_out).astype(np.float32) * 0.1, "b"))
+            inputs.append(
+                self.const(self.rng.standard_normal(cfg.c_out).astype(np.float32) * 0.1, "b")
+            )
         base = self.name("conv")
-        self.nodes.append(helper.make_node("Conv", inputs, [f"{base}_out"], name=base, **cfg.attrs()))
+        self.nodes.append(
+            helper.make_node("Conv", inputs, [f"{base}_out"], name=base, **cfg.attrs())
+        )
         return f"{base}_out"
 
     def bn(self, x: str, c: int) -> str:
@@ -141,7 +145,9 @@ def build(net: Net) -> onnx.ModelProto:
             c = layer[1].c_out + layer[2].c_out
         elif kind == "split":
             sizes, cfgs = layer[1], layer[2]
-            parts = b.op("Split", [t, b.const(np.array(sizes, np.int64), "split")], len(sizes), axis=1)
+            parts = b.op(
+                "Split", [t, b.const(np.array(sizes, np.int64), "split")], len(sizes), axis=1
+            )
             convs = [b.conv(p, s, cfg) for p, s, cfg in zip(parts, sizes, cfgs, strict=True)]
             t = b.op("Concat", convs, axis=1)[0]
             c = sum(cfg.c_out for cfg in cfgs)

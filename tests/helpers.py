@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 CLI = [sys.executable, "-m", "onnx_sk"]
 
+
 def conv_model(
     weight: np.ndarray,
     bias: np.ndarray | None = None,
@@ -46,10 +47,11 @@ def conv_model(
     return model
 
 
-
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """``onnx-sk ARGS`` in a subprocess (``python -m onnx_sk``), output captured as text."""
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+    )
 
 
 def assert_clean_error(proc: subprocess.CompletedProcess, message: str, code: int = 2) -> None:

@@ -23,7 +23,8 @@ def _conv_tensor_params(model: onnx.ModelProto) -> int:
 
 
 @pytest.mark.parametrize(
-    "name", ["table1_w16.onnx", "resnet20_cifar.onnx", "const_weights.onnx", "keras_cnn_tf2onnx.onnx"]
+    "name",
+    ["table1_w16.onnx", "resnet20_cifar.onnx", "const_weights.onnx", "keras_cnn_tf2onnx.onnx"],
 )
 def test_conv_params_sum_to_the_files_conv_tensors(name):
     path = MODELS / name
@@ -72,7 +73,9 @@ def test_quantized_convs_are_listed():
 
 
 def test_cli_json_is_one_document():
-    proc = run_cli("analyze", MODELS / "resnet20_cifar.onnx", "--json", "--input-shape", "input:1x3x32x32")
+    proc = run_cli(
+        "analyze", MODELS / "resnet20_cifar.onnx", "--json", "--input-shape", "input:1x3x32x32"
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert set(doc) == {"model", "opset", "inputs", "outputs", "convs", "quantized_convs", "totals"}
@@ -103,7 +106,14 @@ def test_torch_resnets_match_published_figures(tmp_path, arch, macs, params):
     pytest.importorskip("torch")
     out = tmp_path / f"{arch}.onnx"
     subprocess.run(
-        [sys.executable, str(ROOT / "models" / "make_torch_models.py"), arch, "-o", str(out), "--no-check"],
+        [
+            sys.executable,
+            str(ROOT / "models" / "make_torch_models.py"),
+            arch,
+            "-o",
+            str(out),
+            "--no-check",
+        ],
         check=True,
         capture_output=True,
         timeout=600,
@@ -150,8 +160,12 @@ def _shufflenet_unit(shuffle: bool) -> onnx.ModelProto:
 def test_fields_report_a_shufflenet_unit_full_and_a_plain_grouped_chain_not():
     with_shuffle = analyze(_shufflenet_unit(True), fields=True)["units"]
     without = analyze(_shufflenet_unit(False), fields=True)["units"]
-    assert [(u["nodes"], u["full"], u["size"]) for u in with_shuffle] == [(["gc", "pwg"], True, [3, 3, 16])]
-    assert [(u["nodes"], u["full"], u["size"]) for u in without] == [(["gc", "pwg"], False, [3, 3, 4])]
+    assert [(u["nodes"], u["full"], u["size"]) for u in with_shuffle] == [
+        (["gc", "pwg"], True, [3, 3, 16])
+    ]
+    assert [(u["nodes"], u["full"], u["size"]) for u in without] == [
+        (["gc", "pwg"], False, [3, 3, 4])
+    ]
 
 
 def test_cli_fields_table(tmp_path):

@@ -30,18 +30,26 @@ def _random_design_kernel(real, rng) -> np.ndarray:
 
 
 def _error(real, w, target=None) -> float:
-    return approx.relative_errors(w, dense_equivalent(real.stages, approx.fit(real, w, target)), target)[0]
+    return approx.relative_errors(
+        w, dense_equivalent(real.stages, approx.fit(real, w, target)), target
+    )[0]
 
 
 @pytest.mark.parametrize("name", list(DESIGNS))
 def test_representable_kernels_are_recovered(name, rng):
     reals = realisations(name, SPEC)
-    picks = reals if len(reals) <= 6 else [reals[i] for i in np.linspace(0, len(reals) - 1, 6).astype(int)]
+    picks = (
+        reals
+        if len(reals) <= 6
+        else [reals[i] for i in np.linspace(0, len(reals) - 1, 6).astype(int)]
+    )
     for real in picks:
         w = _random_design_kernel(real, rng)
         assert _error(real, w) < 1e-5, real.groups
         weights = approx.fit(real, w)
-        assert [x.shape for x in weights] == [s.weight_shape(SPEC.kernel_shape) for s in real.stages]
+        assert [x.shape for x in weights] == [
+            s.weight_shape(SPEC.kernel_shape) for s in real.stages
+        ]
 
 
 def test_dw_pw_fit_is_the_per_channel_rank1_svd(rng):
@@ -58,7 +66,10 @@ def test_gc_pwg_error_falls_as_groups_fall(rng):
     w = rng.standard_normal((32, 16, 3, 3))
     by_groups = {tuple(r.groups): r for r in realisations("gc-pwg", SPEC)}
     for key in ("M", "N"):
-        chain = [by_groups[(("M", g), ("N", 1)) if key == "M" else (("M", 1), ("N", g))] for g in (1, 2, 4, 8, 16)]
+        chain = [
+            by_groups[(("M", g), ("N", 1)) if key == "M" else (("M", 1), ("N", g))]
+            for g in (1, 2, 4, 8, 16)
+        ]
         errors = [_error(r, w) for r in chain]
         assert errors == sorted(errors), (key, errors)
         assert errors[0] < errors[-1]
@@ -67,7 +78,9 @@ def test_gc_pwg_error_falls_as_groups_fall(rng):
 def test_bottleneck_error_falls_as_the_bottleneck_widens(rng):
     w = rng.standard_normal((32, 16, 3, 3))
     for name in ("pw-dw-pw", "pwg-dw-pwg"):
-        errors = [_error(realisations(name, SPEC, ratio)[0], w) for ratio in (0.125, 0.25, 0.5, 1.0)]
+        errors = [
+            _error(realisations(name, SPEC, ratio)[0], w) for ratio in (0.125, 0.25, 0.5, 1.0)
+        ]
         assert all(b <= a + 1e-6 for a, b in zip(errors, errors[1:], strict=False)), (name, errors)
         assert errors[-1] < errors[0] - 0.05
 
@@ -122,8 +135,13 @@ def test_bn_scales_found_in_an_inference_graph():
 
 @pytest.mark.parametrize(
     "attrs",
-    [{}, {"pads": [1, 1, 1, 1]}, {"strides": [2, 2], "pads": [1, 0, 2, 1]}, {"dilations": [2, 2], "pads": [2, 2, 2, 2]},
-     {"auto_pad": "SAME_UPPER", "strides": [2, 2]}],
+    [
+        {},
+        {"pads": [1, 1, 1, 1]},
+        {"strides": [2, 2], "pads": [1, 0, 2, 1]},
+        {"dilations": [2, 2], "pads": [2, 2, 2, 2]},
+        {"auto_pad": "SAME_UPPER", "strides": [2, 2]},
+    ],
 )
 def test_patches_reproduce_the_conv_in_ort(attrs, rng):
     w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
@@ -131,7 +149,9 @@ def test_patches_reproduce_the_conv_in_ort(attrs, rng):
     x = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
     (y,) = session(model).run(None, {"x": x})
     site = find_convs(model, infer_shapes(model, {}))[0]
-    lp = patches(site.spec, x, max_patches=10**6, rng=np.random.default_rng(0))  # every position, in order
+    lp = patches(
+        site.spec, x, max_patches=10**6, rng=np.random.default_rng(0)
+    )  # every position, in order
     got = (w.reshape(5, -1).astype(np.float64) @ lp) * math.sqrt(lp.shape[1])  # [F, N·Ho·Wo]
     want = y.transpose(1, 0, 2, 3).reshape(5, -1)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
@@ -163,7 +183,10 @@ def test_refine_never_increases_the_output_error(rng):
         for _ in range(4):
             errors.append(float(np.linalg.norm((w.reshape(32, -1) - fac.dense()) @ lp)))
             fac = approx.refine_data(fac, w, lp, sweeps=1)
-        assert all(b <= a * (1 + 1e-9) for a, b in zip(errors, errors[1:], strict=False)), (name, errors)
+        assert all(b <= a * (1 + 1e-9) for a, b in zip(errors, errors[1:], strict=False)), (
+            name,
+            errors,
+        )
 
 
 def _conv_bn_model(w: np.ndarray, scale: np.ndarray) -> onnx.ModelProto:
@@ -177,11 +200,16 @@ def _conv_bn_model(w: np.ndarray, scale: np.ndarray) -> onnx.ModelProto:
     ]
     nodes = [
         helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-        helper.make_node("BatchNormalization", ["c", "g", "beta", "mean", "var"], ["y"], name="bn", epsilon=0.0),
+        helper.make_node(
+            "BatchNormalization", ["c", "g", "beta", "mean", "var"], ["y"], name="bn", epsilon=0.0
+        ),
     ]
     graph = helper.make_graph(
-        nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, w.shape[1], 8, 8])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, c, 8, 8])], inits,
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, w.shape[1], 8, 8])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, c, 8, 8])],
+        inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -195,7 +223,11 @@ def test_optimize_reports_bn_scaled_errors(rng):
     _, report = onnx_sk.optimize(model, init="approx", design="dw-pw", include_first=True)
     row = report.convs[0]
     real = realisations("dw-pw", SPEC)[0]
-    want = _error(real, w.astype(np.float64), approx.Target(row_scale=scale.astype(np.float32).astype(np.float64)))
+    want = _error(
+        real,
+        w.astype(np.float64),
+        approx.Target(row_scale=scale.astype(np.float32).astype(np.float64)),
+    )
     assert row["init_error"] == pytest.approx(want, rel=1e-4)
     assert row["init_output_error"] is None
     _, he = onnx_sk.optimize(model, init="he", design="dw-pw", include_first=True)

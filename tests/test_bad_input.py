@@ -36,7 +36,9 @@ def _bad_files(tmp: Path) -> dict[str, tuple[Path, str]]:
 
     p = put("empty.onnx", b"")
     cases["empty"] = (p, f"{p} is empty (0 bytes), not an ONNX model")
-    not_model = "is not a valid ONNX model (protobuf parse failed: truncated, corrupt or not a model)"
+    not_model = (
+        "is not a valid ONNX model (protobuf parse failed: truncated, corrupt or not a model)"
+    )
     not_model2 = (
         "is not a valid ONNX model (no IR version, opset or graph outputs: truncated, corrupt "
         "or not a model)"
@@ -66,7 +68,9 @@ def test_malformed_files(tmp_path, case, command):
 
 
 def test_missing_file(tmp_path):
-    assert_clean_error(run_cli("analyze", tmp_path / "nope.onnx"), f"{tmp_path / 'nope.onnx'}: no such file")
+    assert_clean_error(
+        run_cli("analyze", tmp_path / "nope.onnx"), f"{tmp_path / 'nope.onnx'}: no such file"
+    )
 
 
 def test_directory(tmp_path):
@@ -93,7 +97,10 @@ def test_missing_external_data(tmp_path):
 
 @pytest.mark.parametrize(
     "location,why",
-    [("../../etc/passwd", "escapes the model's folder: refused"), ("/etc/passwd", "is an absolute path: refused")],
+    [
+        ("../../etc/passwd", "escapes the model's folder: refused"),
+        ("/etc/passwd", "is an absolute path: refused"),
+    ],
 )
 def test_external_data_location_escaping(tmp_path, small_model, location, why):
     model = onnx.load(small_model)
@@ -154,7 +161,13 @@ def test_output_folder_not_writable(open_dir):
     ro = open_dir / "ro"
     ro.mkdir()
     ro.chmod(0o555)
-    cmd = [*_as_unprivileged_user(), *CLI, "optimize", str(open_dir / "in.onnx"), str(ro / "o.onnx")]
+    cmd = [
+        *_as_unprivileged_user(),
+        *CLI,
+        "optimize",
+        str(open_dir / "in.onnx"),
+        str(ro / "o.onnx"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=open_dir)
     assert_clean_error(proc, f"output folder {ro} is not writable")
     assert not list(ro.iterdir())

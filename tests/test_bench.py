@@ -118,7 +118,9 @@ def test_bad_threads_and_symbolic_input(tmp_path, rng, two_models):
                         "--threads '1,x': expected positive integers like 1,2")  # fmt: skip
     path = tmp_path / "sym.onnx"
     onnx.save(conv_model(rng.standard_normal((4, 4, 3, 3)).astype(np.float32)), path)
-    with pytest.raises(UserError, match=r"input 'x' has a symbolic dim \[1, 4, -1, -1\]: give --input-shape x:DIMS"):
+    with pytest.raises(
+        UserError, match=r"input 'x' has a symbolic dim \[1, 4, -1, -1\]: give --input-shape x:DIMS"
+    ):
         bench([path], BenchOptions(runs=1))
     doc = bench([path], BenchOptions(runs=1, warmup=0, input_shapes={"x": (1, 4, 9, 9)}))
     assert doc["models"][0]["inputs"] == {"x": [1, 4, 9, 9]}

@@ -20,7 +20,9 @@ MODEL = MODELS / "table1_w16_bn.onnx"  # unfused Conv→BN pairs, input [N, 3, H
 @pytest.fixture(scope="module")
 def calibration(tmp_path_factory):
     path = tmp_path_factory.mktemp("cal") / "cal.npz"
-    np.savez(path, input=np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32))
+    np.savez(
+        path, input=np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    )
     return path
 
 
@@ -47,7 +49,9 @@ def test_max_error_zero_keeps_everything_and_infinity_takes_the_cheapest():
     assert any(r["reason"].startswith("first conv") for r in none.convs)  # policy reasons stand
     _, all_ = onnx_sk.optimize(MODEL, init="approx", max_error=1e9)
     _, plain = onnx_sk.optimize(MODEL, init="approx")
-    assert [(r["design"], r["groups"]) for r in all_.convs] == [(r["design"], r["groups"]) for r in plain.convs]
+    assert [(r["design"], r["groups"]) for r in all_.convs] == [
+        (r["design"], r["groups"]) for r in plain.convs
+    ]
 
 
 def test_max_error_picks_the_cheapest_design_within_the_budget():
@@ -82,7 +86,9 @@ def test_layer_error_matches_the_reported_error():
 
 def test_for_training_inserts_identity_bns(tmp_path):
     out = tmp_path / "train.onnx"
-    model, report = onnx_sk.optimize(MODEL, out, init="approx", design="pw-dw-pw", for_training=True)
+    model, report = onnx_sk.optimize(
+        MODEL, out, init="approx", design="pw-dw-pw", for_training=True
+    )
     base, _ = onnx_sk.optimize(MODEL, init="approx", design="pw-dw-pw")
     bns = [n for n in model.graph.node if n.op_type == "BatchNormalization"]
     base_bns = [n for n in base.graph.node if n.op_type == "BatchNormalization"]
@@ -128,6 +134,7 @@ def test_bad_inputs(tmp_path, calibration):
         f"--calibration {bad}: no array for input(s) {_input_name()} (the file has other, more)",
     )
     assert_clean_error(
-        run_cli("compare", MODEL, MODEL, "--samples", "0"), "--samples 0: expected a positive integer"
+        run_cli("compare", MODEL, MODEL, "--samples", "0"),
+        "--samples 0: expected a positive integer",
     )
     assert not out.exists()

@@ -332,4 +332,3 @@ def test_cli_bad_input(extra: list[str], message: str, capsys) -> None:
     assert code == 2
     assert message in err and err.startswith("error: ") and err.count("\n") == 1
     assert out == ""
-

@@ -44,7 +44,9 @@ from onnx_sk.graph.convs import read_spec
 from onnx_sk.maths.designs import DESIGNS, dense_equivalent, divisors, realisations
 from onnx_sk.runtime.session import session
 
-_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_COMMON = dict(
+    deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 settings.register_profile("onnx-sk-ci", max_examples=60, derandomize=True, database=None, **_COMMON)
 settings.register_profile("long", max_examples=2000, derandomize=False, print_blob=True, **_COMMON)
 FUZZ = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "onnx-sk-ci"))
@@ -63,7 +65,9 @@ DESIGN_CHOICES = [None, *DESIGNS]
 
 
 @st.composite
-def conv_cfgs(draw, c_in: int, size: tuple[int, int], preserve: bool = False, c_out: int | None = None):
+def conv_cfgs(
+    draw, c_in: int, size: tuple[int, int], preserve: bool = False, c_out: int | None = None
+):
     """A conv for a [N, c_in, *size] input; ``preserve``: stride 1 and the same output size."""
     kh = draw(st.integers(1, 5))
     kw = draw(st.one_of(st.just(kh), st.integers(1, 5)))
@@ -107,7 +111,9 @@ def nets(draw, max_layers: int = 6) -> Net:
         dims = (batch, "H", "W") if shape == "symbolic+given" else (batch, *size)
     start, layers = size, []
     for _ in range(draw(st.integers(1, max_layers))):
-        kind = draw(st.sampled_from(["conv", "conv", "conv", "bn", "act", "residual", "concat", "split"]))
+        kind = draw(
+            st.sampled_from(["conv", "conv", "conv", "bn", "act", "residual", "concat", "split"])
+        )
         if kind == "split" and c < 2:
             kind = "conv"
         if kind == "conv":
@@ -161,7 +167,9 @@ def _replacement(original: onnx.ModelProto, written: onnx.ModelProto, row: dict,
     """A Replacement rebuilt from the report row and the written file (its weights, its nodes)."""
     conv = next(n for n in original.graph.node if (n.name or n.output[0]) == row["name"])
     inits = {i.name: i for i in original.graph.initializer}
-    spec = read_spec(conv, tuple(inits[conv.input[1]].dims), len(conv.input) > 2 and bool(conv.input[2]))
+    spec = read_spec(
+        conv, tuple(inits[conv.input[1]].dims), len(conv.input) > 2 and bool(conv.input[2])
+    )
     real = next(
         r for r in realisations(row["design"], spec, ratio)
         if r.group_dict == (row["groups"] or {}) and r.bottleneck == row["bottleneck"]
@@ -200,7 +208,10 @@ def check_subgraphs(original: onnx.ModelProto, written: onnx.ModelProto, report,
         dense_graph = helper.make_graph([node], "dense", list(sub.input), list(sub.output), inits)
         dense = helper.make_model(dense_graph, opset_imports=opsets, ir_version=written.ir_version)
         spec = rep.real.spec
-        size = [spec.dilations[i] * (spec.kernel_shape[i] - 1) + 1 + 2 * spec.strides[i] for i in range(2)]
+        size = [
+            spec.dilations[i] * (spec.kernel_shape[i] - 1) + 1 + 2 * spec.strides[i]
+            for i in range(2)
+        ]
         feeds = {rep.input: rng.standard_normal((2, spec.c_in, *size)).astype(np.float32)}
         got, want = run(sk, feeds)[rep.output], run(dense, feeds)[rep.output]
         assert got.shape == want.shape
@@ -226,7 +237,9 @@ def _clean_folder(folder: Path, expected: set[str]) -> None:
 
 def check_reduce(net: Net, design: str | None, include_first: bool, objective: str) -> None:
     model = build(net)
-    feeds = {"x": np.random.default_rng(net.seed).standard_normal(feed_shape(net)).astype(np.float32)}
+    feeds = {
+        "x": np.random.default_rng(net.seed).standard_normal(feed_shape(net)).astype(np.float32)
+    }
     want = run(model, feeds)
     with tempfile.TemporaryDirectory() as tmp:
         src, out = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
@@ -256,7 +269,9 @@ def check_reduce(net: Net, design: str | None, include_first: bool, objective: s
 
 def check_widen(net: Net, design: str | None, widen_init: str, width_scale: float | None) -> None:
     model = build(net)
-    feeds = {"x": np.random.default_rng(net.seed).standard_normal(feed_shape(net)).astype(np.float32)}
+    feeds = {
+        "x": np.random.default_rng(net.seed).standard_normal(feed_shape(net)).astype(np.float32)
+    }
     want = run(model, feeds)
     with tempfile.TemporaryDirectory() as tmp:
         src, out = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
@@ -267,7 +282,9 @@ def check_widen(net: Net, design: str | None, widen_init: str, width_scale: floa
                 width_scale=width_scale, input_shape=input_shape_option(net),
             )  # fmt: skip
         except UserError as exc:
-            assert str(exc).startswith("nothing could be widened: every channel space is frozen"), exc
+            assert str(exc).startswith("nothing could be widened: every channel space is frozen"), (
+                exc
+            )
             _event("widen: nothing to widen")
             _clean_folder(Path(tmp), {"in.onnx"})
             return

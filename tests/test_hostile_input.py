@@ -92,7 +92,9 @@ def test_negative_initializer_dims(tmp_path):
         m.graph.initializer[0].dims[0] = -8
 
     src = _model(tmp_path, "neg_w.onnx", edit)
-    _refused(tmp_path, src, f"{src}: tensor 'w' has negative dims [-8, 8, 3, 3]: not a valid ONNX model")
+    _refused(
+        tmp_path, src, f"{src}: tensor 'w' has negative dims [-8, 8, 3, 3]: not a valid ONNX model"
+    )
 
 
 @pytest.mark.parametrize("opset", [1, 6])
@@ -138,7 +140,11 @@ def test_ir_version_too_new(tmp_path):
 def test_conv_weights_as_graph_input_are_kept(tmp_path):
     src = tmp_path / "in.onnx"
     shutil.copy(MODELS / "conv_weight_input.onnx", src)
-    _kept(tmp_path, src, {"conv_dynamic_weight": "weights are not constant (a graph input or computed)"})
+    _kept(
+        tmp_path,
+        src,
+        {"conv_dynamic_weight": "weights are not constant (a graph input or computed)"},
+    )
 
 
 def test_convs_inside_if_and_loop_are_kept(tmp_path):
@@ -151,7 +157,9 @@ def test_float16_model_is_written_unchanged(tmp_path):
     src = tmp_path / "in.onnx"
     shutil.copy(MODELS / "fp16_cnn.onnx", src)
     reason = "weights are float16: only float32 convs are rewritten"
-    doc = _kept(tmp_path, src, {"/features/features.0/Conv": reason, "/features/features.3/Conv": reason})
+    doc = _kept(
+        tmp_path, src, {"/features/features.0/Conv": reason, "/features/features.3/Conv": reason}
+    )
     assert doc["message"] == "no conv was replaced: the model is written unchanged"
     assert digest(tmp_path / "kept_out.onnx") == digest(src)
 

@@ -31,9 +31,11 @@ def _slow_model(folder: Path, external: bool, c: int = 512, convs: int = 8) -> P
     rng = np.random.default_rng(0)
     nodes, inits, t = [], [], "x"
     for i in range(convs):
-        w = (rng.standard_normal((c, c, 3, 3), dtype=np.float32) / np.float32(np.sqrt(c * 9)))
+        w = rng.standard_normal((c, c, 3, 3), dtype=np.float32) / np.float32(np.sqrt(c * 9))
         inits.append(numpy_helper.from_array(w, f"w{i}"))
-        nodes.append(helper.make_node("Conv", [t, f"w{i}"], [f"y{i}"], name=f"conv{i}", pads=[1] * 4))
+        nodes.append(
+            helper.make_node("Conv", [t, f"w{i}"], [f"y{i}"], name=f"conv{i}", pads=[1] * 4)
+        )
         t = f"y{i}"
     graph = helper.make_graph(
         nodes, "slow",

@@ -48,17 +48,23 @@ def test_candidates_keep_the_field_and_cut_macs():
     designs = {c.design for c in cands}
     assert designs == {"dw-pw", "gc-pwg", "pw-dw-pw", "pwg-dw-pwg"}
     for c in cands:
-        assert field_of_stages(c.stages, SPEC.kernel_shape, SPEC.strides, SPEC.dilations).equals(want)
+        assert field_of_stages(c.stages, SPEC.kernel_shape, SPEC.strides, SPEC.dilations).equals(
+            want
+        )
         assert c.macs_per_output_pixel() < SPEC.weight_params
     shuffled = [c for c in cands if c.shuffles]
-    assert shuffled and sorted(c.shuffle_impl for c in shuffled).count("gather") == len(shuffled) // 2
+    assert (
+        shuffled and sorted(c.shuffle_impl for c in shuffled).count("gather") == len(shuffled) // 2
+    )
     assert len({candidate_key(c) for c in cands}) == len(cands)
     assert any(_blocked(c, 8) and c.shuffles for c in cands)
 
 
 @pytest.mark.parametrize("design", ["gc-pwg", "pwg-dw-pwg"])
 def test_gather_shuffle_matches_dense_equivalent_and_keeps_field(design, rng):
-    real = next(c for c in candidates(SPEC, 0.25) if c.design == design and c.shuffle_impl == "gather")
+    real = next(
+        c for c in candidates(SPEC, 0.25) if c.design == design and c.shuffle_impl == "gather"
+    )
     w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
     b = rng.standard_normal(32).astype(np.float32)
     model = conv_model(w, b, attrs={"pads": [1, 1, 1, 1]}, dims=(1, None, 10, 10))
@@ -99,7 +105,9 @@ def two_conv_model(tmp_path: Path, rng) -> Path:
     g = model.graph
     g.initializer.append(stem)
     g.node[0].input[0] = "h"
-    g.node.insert(0, onnx.helper.make_node("Conv", ["x", "w0"], ["h"], name="stem", pads=[1, 1, 1, 1]))
+    g.node.insert(
+        0, onnx.helper.make_node("Conv", ["x", "w0"], ["h"], name="stem", pads=[1, 1, 1, 1])
+    )
     path = tmp_path / "two.onnx"
     onnx.save(model, path)
     return path
@@ -150,7 +158,9 @@ def test_stale_lut_refused(two_conv_model, tmp_path):
     other = {"onnxruntime": "0.9.0", "cpu": "Some Other CPU (riscv64, none)"}
     lut = _write_lut(tmp_path / "stale.json", _entry({"dw-pw": 9.0}), other)
     here = this_machine()
-    proc = run_cli("optimize", two_conv_model, tmp_path / "o.onnx", "--objective", "latency", "--lut", lut)
+    proc = run_cli(
+        "optimize", two_conv_model, tmp_path / "o.onnx", "--objective", "latency", "--lut", lut
+    )
     assert_clean_error(
         proc,
         f"{lut} is a stale latency table: measured with onnxruntime 0.9.0 on 'Some Other CPU "
@@ -163,16 +173,24 @@ def test_stale_lut_refused(two_conv_model, tmp_path):
     assert next(r for r in report.convs if r["name"] == "conv")["design"] == "dw-pw"
     empty = tmp_path / "empty.json"
     Lut(other).save(empty)
-    with pytest.raises(UserError, match="has no measurement of conv shape .* run onnx-sk profile-lut on the target"):
+    with pytest.raises(
+        UserError, match="has no measurement of conv shape .* run onnx-sk profile-lut on the target"
+    ):
         optimize(two_conv_model, None, objective="latency", lut=empty, lut_from_target=True)
 
 
 @pytest.mark.parametrize(
     ("content", "why"),
     [
-        (b"{not json", "invalid JSON (Expecting property name enclosed in double quotes at line 1)"),
+        (
+            b"{not json",
+            "invalid JSON (Expecting property name enclosed in double quotes at line 1)",
+        ),
         (b'{"format": "something-else"}', 'no "format": "onnx-sk-latency-lut" field'),
-        (b'{"format": "onnx-sk-latency-lut", "version": 99}', "version 99, this onnx-sk reads version 1"),
+        (
+            b'{"format": "onnx-sk-latency-lut", "version": 99}',
+            "version 99, this onnx-sk reads version 1",
+        ),
         (b'{"format": "onnx-sk-latency-lut", "version": 1}', "missing onnxruntime, cpu or entries"),
         (b"\xff\xfe\x00", "not UTF-8 text"),
     ],
@@ -180,12 +198,22 @@ def test_stale_lut_refused(two_conv_model, tmp_path):
 def test_bad_lut_file(two_conv_model, tmp_path, content, why):
     bad = tmp_path / "bad.json"
     bad.write_bytes(content)
-    proc = run_cli("optimize", two_conv_model, tmp_path / "o.onnx", "--objective", "latency", "--lut", bad)
+    proc = run_cli(
+        "optimize", two_conv_model, tmp_path / "o.onnx", "--objective", "latency", "--lut", bad
+    )
     assert_clean_error(proc, f"{bad} is not a readable onnx-sk latency table: {why}")
 
 
 def test_latency_flags_need_latency_objective(two_conv_model, tmp_path):
-    proc = run_cli("optimize", two_conv_model, tmp_path / "o.onnx", "--lut", tmp_path / "l.json", "--threads", "2")
+    proc = run_cli(
+        "optimize",
+        two_conv_model,
+        tmp_path / "o.onnx",
+        "--lut",
+        tmp_path / "l.json",
+        "--threads",
+        "2",
+    )
     assert_clean_error(proc, "--threads, --lut apply to --objective latency only")
     proc = run_cli("optimize", two_conv_model, tmp_path / "o.onnx", "--objective", "latency",
                    "--provider", "NopeExecutionProvider")  # fmt: skip
@@ -202,7 +230,9 @@ def test_profile_lut_then_optimize_measured(two_conv_model, tmp_path):
     assert entry is not None and entry["rounds"] >= 7
     assert set(entry["candidates"]) == {candidate_key(c) for c in candidates(SPEC, 0.25)}
     again = profile_lut(two_conv_model, out)
-    assert again["configs"] == [{"provider": "CPUExecutionProvider", "threads": 1, "shapes": 2, "measured": 0}]
+    assert again["configs"] == [
+        {"provider": "CPUExecutionProvider", "threads": 1, "shapes": 2, "measured": 0}
+    ]
     _, report = optimize(two_conv_model, None, objective="latency", lut=out)
     row = next(r for r in report.convs if r["name"] == "conv")
     best = max(c["speedup"] for c in entry["candidates"].values())
@@ -219,5 +249,13 @@ def test_measure_shape_entry_fields():
     assert set(entry) == {"provider", "threads", "shape", "dense_ms", "rounds", "candidates"}
     assert MIN_ROUNDS <= entry["rounds"] <= MAX_ROUNDS and entry["dense_ms"] > 0
     for c in entry["candidates"].values():
-        assert set(c) == {"design", "groups", "bottleneck", "shuffle", "macs_ratio", "ms", "speedup"}
+        assert set(c) == {
+            "design",
+            "groups",
+            "bottleneck",
+            "shuffle",
+            "macs_ratio",
+            "ms",
+            "speedup",
+        }
         assert c["ms"] > 0 and c["speedup"] > 0 and 0 < c["macs_ratio"] < 1

@@ -56,7 +56,9 @@ def test_reference_models_optimize_and_verify(tmp_path, name, design):
     model, report = onnx_sk.optimize(src, out, design=design, include_first=True)
     assert _sha(src) == before, "the input is never modified"
     assert report.replaced > 0
-    assert report.verification["checker"] and report.verification["fields_checked"] == report.replaced
+    assert (
+        report.verification["checker"] and report.verification["fields_checked"] == report.replaced
+    )
     written = onnx.load(out)
     onnx.checker.check_model(str(out), full_check=True)
     assert _io_signature(written) == _io_signature(onnx.load(src))
@@ -93,7 +95,9 @@ def test_first_conv_kept_by_default_and_policy_reasons():
         MODELS / "table1_w16.onnx", exclude=["/stages/stages.0/body/body.0/Conv"], min_channels=64
     )
     reasons = {c["name"]: c["reason"] for c in report.convs}
-    assert reasons["/stem/stem.0/Conv"] == "first conv: kept by default (--include-first replaces it)"
+    assert (
+        reasons["/stem/stem.0/Conv"] == "first conv: kept by default (--include-first replaces it)"
+    )
     assert reasons["/stages/stages.0/body/body.0/Conv"] == "excluded by --exclude"
     assert reasons["/stages/stages.0/body/body.3/Conv"] == "fewer than --min-channels 64 channels"
     assert reasons["/stages/stages.1/shortcut/shortcut.0/Conv"] == "pointwise (1×1) conv"
@@ -142,7 +146,10 @@ def test_skip_reasons_on_special_models(name, reason):
 def test_conv_inside_subgraph_is_skipped_with_reason(tmp_path):
     _, report = onnx_sk.optimize(MODELS / "loop_conv.onnx", tmp_path / "o.onnx", include_first=True)
     reasons = [c["reason"] for c in report.convs]
-    assert any(r and r.startswith("inside an If branch") or r and r.startswith("inside a Loop body") for r in reasons)
+    assert any(
+        r and r.startswith("inside an If branch") or r and r.startswith("inside a Loop body")
+        for r in reasons
+    )
 
 
 def test_quantized_model_says_nothing_to_do(tmp_path):
@@ -161,8 +168,18 @@ def test_cli_report_json(tmp_path):
     assert set(doc) == {"model", "output", "options", "convs", "totals", "verification", "message"}
     row = next(c for c in doc["convs"] if c["design"])
     assert set(row) == {
-        "name", "design", "groups", "bottleneck", "params_before", "params_after",
-        "macs_before", "macs_after", "reason", "note", "init_error", "init_output_error",
+        "name",
+        "design",
+        "groups",
+        "bottleneck",
+        "params_before",
+        "params_after",
+        "macs_before",
+        "macs_after",
+        "reason",
+        "note",
+        "init_error",
+        "init_output_error",
     }
     assert doc["options"]["seed"] == 3
 

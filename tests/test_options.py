@@ -78,10 +78,15 @@ def test_report_options_use_the_declared_names(tmp_path):
 def test_validation_lives_with_the_owner_and_keeps_its_messages(tmp_path):
     src = MODELS / "tiny_cnn.onnx"
     out = tmp_path / "o.onnx"
-    assert_clean_error(run_cli("optimize", src, out, "--mode", "x"), "--mode 'x': expected reduce or widen")
-    assert_clean_error(run_cli("optimize", src, out, "--round-to", "8"), "--round-to needs --mode widen")
     assert_clean_error(
-        run_cli("optimize", src, out, "--threads", "2"), "--threads apply to --objective latency only"
+        run_cli("optimize", src, out, "--mode", "x"), "--mode 'x': expected reduce or widen"
+    )
+    assert_clean_error(
+        run_cli("optimize", src, out, "--round-to", "8"), "--round-to needs --mode widen"
+    )
+    assert_clean_error(
+        run_cli("optimize", src, out, "--threads", "2"),
+        "--threads apply to --objective latency only",
     )
     assert_clean_error(
         run_cli("optimize", src, out, "--calibration", "c.npz"), "--calibration needs --init approx"

@@ -36,7 +36,10 @@ def test_ci_runs_the_readme_test_command():
 def test_setup_command_runs_on_a_fresh_copy(tmp_path):
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     copy = tmp_path / "repo"
     for name in files:

@@ -31,7 +31,9 @@ CASES = [
 def _model(name: str, design: str | None, for_training: bool = True) -> onnx.ModelProto:
     if design is None:
         return onnx.load(MODELS / name)
-    model, _ = onnx_sk.optimize(MODELS / name, design=design, include_first=True, for_training=for_training)
+    model, _ = onnx_sk.optimize(
+        MODELS / name, design=design, include_first=True, for_training=for_training
+    )
     return model
 
 
@@ -82,7 +84,9 @@ def test_training_changes_weights_lowers_the_loss_and_reexports(tmp_path):
     assert sk and all(not torch.equal(before[k], dict(module.named_parameters())[k]) for k in sk)
     module.eval()
     out = tmp_path / "retrained.onnx"
-    torch.onnx.export(module, (x[:2],), str(out), input_names=["input"], output_names=["logits"], dynamo=False)
+    torch.onnx.export(
+        module, (x[:2],), str(out), input_names=["input"], output_names=["logits"], dynamo=False
+    )
     onnx.checker.check_model(str(out), full_check=True)
     (got,) = session(onnx.load(out)).run(None, {"input": x[:2].numpy()})
     with torch.no_grad():
@@ -99,7 +103,10 @@ def test_export_torch_cli_writes_a_loadable_module(tmp_path):
     module = torch.load(out, weights_only=False)
     feeds = random_inputs(onnx.load(src), np.random.default_rng(1), None, 32)
     np.testing.assert_allclose(
-        _forward(module, feeds)[0], session(onnx.load(src)).run(None, feeds)[0], rtol=1e-4, atol=1e-4
+        _forward(module, feeds)[0],
+        session(onnx.load(src)).run(None, feeds)[0],
+        rtol=1e-4,
+        atol=1e-4,
     )
 
 
@@ -116,7 +123,10 @@ def test_unsupported_op_is_a_clear_error(tmp_path):
     path = tmp_path / "erf.onnx"
     onnx.save(model, path)
     proc = run_cli("export-torch", path, tmp_path / "erf.pt")
-    assert proc.returncode == 2 and proc.stderr.startswith("error: export-torch: op 'Erf' (node 'erf')")
+    assert proc.returncode == 2 and proc.stderr.startswith(
+        "error: export-torch: op 'Erf' (node 'erf')"
+    )
     assert_clean_error(
-        run_cli("export-torch", path, tmp_path / "nope" / "x.pt"), f"output folder {tmp_path / 'nope'} does not exist"
+        run_cli("export-torch", path, tmp_path / "nope" / "x.pt"),
+        f"output folder {tmp_path / 'nope'} does not exist",
     )

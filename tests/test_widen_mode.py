@@ -25,10 +25,14 @@ def densenet_like() -> onnx.ModelProto:
             new = g.op("Relu", [g.conv(t, c, 12)])
             t, c = g.op("Concat", [t, new], axis=1), c + 12
         if block == 0:
-            t = g.op("AveragePool", [g.conv(t, c, c // 2, k=1)], kernel_shape=[2, 2], strides=[2, 2])
+            t = g.op(
+                "AveragePool", [g.conv(t, c, c // 2, k=1)], kernel_shape=[2, 2], strides=[2, 2]
+            )
             c //= 2
     f = g.op("Flatten", [g.op("GlobalAveragePool", [t])])
-    y = g.op("Gemm", [f, g.const(np.random.default_rng(0).standard_normal((10, c)) * 0.1)], transB=1)
+    y = g.op(
+        "Gemm", [f, g.const(np.random.default_rng(0).standard_normal((10, c)) * 0.1)], transB=1
+    )
     return g.model([y])
 
 
@@ -103,7 +107,9 @@ def test_widen_alone_with_design_none():
     y = g.op("Gemm", [g.op("Flatten", [g.op("GlobalAveragePool", [p])]), g.const(np.ones((16, 5)))])
     model = g.model([y])
     for init in ("he", "preserve"):
-        wide, rep = optimize(model, None, mode="widen", design="none", width_scale=1.5, widen_init=init)
+        wide, rep = optimize(
+            model, None, mode="widen", design="none", width_scale=1.5, widen_init=init
+        )
         assert rep.totals["replaced"] == 0
         assert {(r["c_in"], r["c_in_after"]) for r in rep.widen["layers"]} >= {(64, 96), (16, 24)}
     before = model_conv_params(model)
@@ -136,7 +142,9 @@ def test_bad_widen_options(args, message, tmp_path):
 
 
 def test_widen_options_need_widen_mode(tmp_path):
-    proc = run_cli("optimize", MODELS / "table1_w16.onnx", tmp_path / "o.onnx", "--width-scale", "2")
+    proc = run_cli(
+        "optimize", MODELS / "table1_w16.onnx", tmp_path / "o.onnx", "--width-scale", "2"
+    )
     assert_clean_error(proc, "--width-scale needs --mode widen")
 
 
@@ -148,8 +156,9 @@ def test_everything_frozen_says_nothing_could_be_widened(tmp_path):
     proc = run_cli("optimize", path, tmp_path / "o.onnx", "--mode", "widen", "--design", "none",
                    "--width-scale", "2")  # fmt: skip
     assert_clean_error(
-        proc, "nothing could be widened: every channel space is frozen (graph input 'x'; graph output "
-        f"{y!r})"
+        proc,
+        "nothing could be widened: every channel space is frozen (graph input 'x'; graph output "
+        f"{y!r})",
     )
 
 

@@ -41,7 +41,9 @@ class G:
         self.nodes.append(helper.make_node(op, inputs, outs, name=f"{op.lower()}{self.k}", **attrs))
         return outs[0] if n_out == 1 else outs
 
-    def conv(self, x: str, c_in: int, c_out: int, k: int = 3, group: int = 1, bias: bool = True) -> str:
+    def conv(
+        self, x: str, c_in: int, c_out: int, k: int = 3, group: int = 1, bias: bool = True
+    ) -> str:
         w = self.const(RNG.standard_normal((c_out, c_in // group, k, k)) * 0.3)
         inputs = [x, w] + ([self.const(RNG.standard_normal(c_out) * 0.1)] if bias else [])
         return self.op("Conv", inputs, kernel_shape=[k, k], pads=[k // 2] * 4, group=group)
@@ -183,13 +185,19 @@ def test_flatten_gemm_head_follows_channels():
     g = G()
     t = g.op("MaxPool", [g.op("Relu", [g.conv("x", 8, 16)])], kernel_shape=[2, 2], strides=[2, 2])
     f = g.op("Flatten", [t], axis=1)
-    y = g.op("Gemm", [f, g.const(RNG.standard_normal((10, 16 * 16)) * 0.1), g.const(np.zeros(10))], transB=1)
+    y = g.op(
+        "Gemm",
+        [f, g.const(RNG.standard_normal((10, 16 * 16)) * 0.1), g.const(np.zeros(10))],
+        transB=1,
+    )
     model = g.model([y])
     a, spaces = spaces_of(model)
     sp = space_with(spaces, f)
     assert not sp.frozen and a.walk.layouts[f].inner == 16
     widths = assert_widens(model)
-    gemm = next(e for e in a.walk.const_edits if e.input == 1 and model.graph.node[e.node].op_type == "Gemm")
+    gemm = next(
+        e for e in a.walk.const_edits if e.input == 1 and model.graph.node[e.node].op_type == "Gemm"
+    )
     assert a.new_shape(gemm, (10, 256), widths) == (10, 512)
 
 

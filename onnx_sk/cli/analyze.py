@@ -23,7 +23,10 @@ def _print_channels(model: str, input_shape: list[str] | None, json_out: bool) -
     if json_out:
         print_json(doc)
         return
-    t = table(f"{model}: {len(doc['spaces'])} channel spaces", ["space", "size", "divisor", "frozen / why", "members"])
+    t = table(
+        f"{model}: {len(doc['spaces'])} channel spaces",
+        ["space", "size", "divisor", "frozen / why", "members"],
+    )
     for sp in doc["spaces"]:
         why = "; ".join(sp["why"]) if sp["frozen"] else "free"
         t.add_row(str(sp["id"]), str(sp["size"]), str(sp["divisor"]), why, ", ".join(sp["members"]))
@@ -32,7 +35,10 @@ def _print_channels(model: str, input_shape: list[str] | None, json_out: bool) -
 
 
 def _print_units(units: list[dict]) -> None:
-    t = table("information field per conv chain", ["chain", "c_in→c_out", "field (kh, kw, channels)", "full"])
+    t = table(
+        "information field per conv chain",
+        ["chain", "c_in→c_out", "field (kh, kw, channels)", "full"],
+    )
     for u in units:
         if "error" in u:
             t.add_row(" → ".join(u["nodes"]), "", u["error"], "?")
@@ -68,14 +74,25 @@ def analyze_cmd(
         _print_units(report["units"])
     t = table(
         f"{model}: {report['totals']['convs']} convs",
-        ["conv", "c_in→c_out", "kernel", "stride", "group", "kind", "params", "MACs", "field",
-         "SK design (params, ratio) / reason"],
+        [
+            "conv",
+            "c_in→c_out",
+            "kernel",
+            "stride",
+            "group",
+            "kind",
+            "params",
+            "MACs",
+            "field",
+            "SK design (params, ratio) / reason",
+        ],
     )
     for r in report["convs"]:
         best = r["best"]
         verdict = (
             f"{best['design']} {_groups(best)} ({fmt_count(best['params'])}, {best['ratio']:.3f})"
-            if best else (r["reason"] or "")
+            if best
+            else (r["reason"] or "")
         )
         t.add_row(
             r["name"],

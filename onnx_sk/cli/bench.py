@@ -42,7 +42,8 @@ def print_bench(doc: dict) -> None:
     console.print(
         f"onnx-sk {env['onnx_sk']} · onnxruntime {env['onnxruntime']} · onnx {env['onnx']} · "
         f"CPU {env['cpu_identity']} ({env['cpu_count']} logical) · opt level {s['opt_level']} · "
-        f"warm-up {s['warmup']} · " + (f"{s['seconds']} s" if s["seconds"] else f"{s['runs'] or 50} runs")
+        f"warm-up {s['warmup']} · "
+        + (f"{s['seconds']} s" if s["seconds"] else f"{s['runs'] or 50} runs")
         + " interleaved"
     )
     statics = {m["name"]: m for m in doc["models"]}
@@ -68,7 +69,10 @@ def print_bench(doc: dict) -> None:
 
 def _print_profile(m: dict) -> None:
     prof = m["profile"]
-    t = table(f"{m['name']}: profile, {prof['total_ms']:.3f} ms of kernels per run", ["kind", "ms", "share", "nodes"])
+    t = table(
+        f"{m['name']}: profile, {prof['total_ms']:.3f} ms of kernels per run",
+        ["kind", "ms", "share", "nodes"],
+    )
     for r in prof["kinds"]:
         t.add_row(r["kind"], f"{r['ms']:.3f}", f"{100 * r['share']:.1f}%", str(r["nodes"]))
     console.print(t)
@@ -76,17 +80,27 @@ def _print_profile(m: dict) -> None:
 
 def bench_cmd(
     models: list[Path] = typer.Argument(..., help="ONNX models; the first is the baseline."),
-    provider: list[str] = typer.Option(None, "--provider", help="Execution provider (repeatable; default CPUExecutionProvider)."),
+    provider: list[str] = typer.Option(
+        None, "--provider", help="Execution provider (repeatable; default CPUExecutionProvider)."
+    ),
     threads: str = typer.Option("1", help="Intra-op thread counts, comma-separated: 1,2."),
     batch: int = typer.Option(None, help="Batch size (replaces dim 0 of every input)."),
-    input_shape: list[str] = typer.Option(None, "--input-shape", help="NAME:1x3x224x224 (repeatable)."),
+    input_shape: list[str] = typer.Option(
+        None, "--input-shape", help="NAME:1x3x224x224 (repeatable)."
+    ),
     warmup: int = typer.Option(5, help="Untimed runs per model first."),
     runs: int = typer.Option(None, help="Timed runs per model (default 50)."),
-    seconds: float = typer.Option(None, help="Time each configuration for this long instead of --runs."),
-    opt_level: str = typer.Option("all", help="ONNX Runtime graph optimisation: all, extended, basic, disabled."),
+    seconds: float = typer.Option(
+        None, help="Time each configuration for this long instead of --runs."
+    ),
+    opt_level: str = typer.Option(
+        "all", help="ONNX Runtime graph optimisation: all, extended, basic, disabled."
+    ),
     json_out: Path = typer.Option(None, "--json", help="Write the JSON document to this file."),
     plot: Path = typer.Option(None, help="Write a PNG of latencies (and the profile) here."),
-    profile: bool = typer.Option(False, "--profile", help="Per op type / node times from ORT's profiler."),
+    profile: bool = typer.Option(
+        False, "--profile", help="Per op type / node times from ORT's profiler."
+    ),
 ) -> None:
     """Time models in ONNX Runtime, interleaved (A B A B …), and compare them with the first."""
     for out in (json_out,):
@@ -108,7 +122,9 @@ def bench_cmd(
     options.validate()
     with progress_bar() as bar:
         task = bar.add_task("bench", total=1.0)
-        doc = bench(models, options, lambda f, what: bar.update(task, completed=f, description=what))
+        doc = bench(
+            models, options, lambda f, what: bar.update(task, completed=f, description=what)
+        )
     if json_out is not None:
         save_json(doc, json_out)
     if plot is not None:

@@ -23,9 +23,17 @@ def compare_cmd(
     if json_out:
         print_json(to_dict(rows))
         return
-    t = table(f"{a} vs {b}", ["output", "shape", "max |diff|", "mean |diff|", "cosine", "top-1 agreement"])
+    t = table(
+        f"{a} vs {b}", ["output", "shape", "max |diff|", "mean |diff|", "cosine", "top-1 agreement"]
+    )
     for r in rows:
         top1 = "" if r.top1_agreement is None else f"{r.top1_agreement:.3f}"
-        t.add_row(r.name, "×".join(map(str, r.shape)), f"{r.max_abs_diff:.3g}", f"{r.mean_abs_diff:.3g}",
-                  f"{r.cosine:.6f}", top1)
+        t.add_row(
+            r.name,
+            "×".join(map(str, r.shape)),
+            f"{r.max_abs_diff:.3g}",
+            f"{r.mean_abs_diff:.3g}",
+            f"{r.cosine:.6f}",
+            top1,
+        )
     console.print(t)

@@ -9,7 +9,9 @@ from onnx_sk.training.export import export_torch
 
 
 def export_torch_cmd(
-    model: str = typer.Argument(..., help="ONNX model (e.g. the output of optimize --for-training)."),
+    model: str = typer.Argument(
+        ..., help="ONNX model (e.g. the output of optimize --for-training)."
+    ),
     output: str = typer.Argument(..., help="Where to torch.save the nn.Module (.pt)."),
 ) -> None:
     """Write a trainable torch.nn.Module (every weight an nn.Parameter; needs onnx-sk[torch])."""

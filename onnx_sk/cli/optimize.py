@@ -38,7 +38,10 @@ def _error_cell(row: dict) -> str:
 
 def print_report(report: Report) -> None:
     errors = any(r.get("init_error") is not None for r in report.convs)
-    t = table("optimize", ["conv", "design / reason", "params", "MACs", *(["init error"] if errors else [])])
+    t = table(
+        "optimize",
+        ["conv", "design / reason", "params", "MACs", *(["init error"] if errors else [])],
+    )
     for r in report.convs:
         t.add_row(
             r["name"],
@@ -74,7 +77,9 @@ def print_widen_report(report: Report) -> None:
     w = report.widen
     t = table(f"widen: s = {w['scale']:.4f}", ["conv", "c_in → after", "c_out → after"])
     for r in w["layers"]:
-        t.add_row(r["name"], f"{r['c_in']} → {r['c_in_after']}", f"{r['c_out']} → {r['c_out_after']}")
+        t.add_row(
+            r["name"], f"{r['c_in']} → {r['c_in_after']}", f"{r['c_out']} → {r['c_out_after']}"
+        )
     console.print(t)
     for f in w["frozen_by"]:
         console.print(f"frozen by {f['op']}: {f['reason']}")

@@ -39,15 +39,29 @@ def plot_bench(doc: dict, out: str | Path, top_kinds: int = 7) -> Path:
     results = doc["results"]
     names = [m["name"] for m in doc["models"]]
     profiled = results[0]["models"][0].get("profile") is not None
-    fig, axes = plt.subplots(1, 2 if profiled else 1, figsize=(13 if profiled else 7, 4.5), squeeze=False)
+    fig, axes = plt.subplots(
+        1, 2 if profiled else 1, figsize=(13 if profiled else 7, 4.5), squeeze=False
+    )
     ax = axes[0][0]
     width = 0.8 / len(results)
     for k, res in enumerate(results):
         p50 = [m["latency_ms"]["p50"] for m in res["models"]]
         p90 = [m["latency_ms"]["p90"] for m in res["models"]]
         xs = [i + (k - (len(results) - 1) / 2) * width for i in range(len(names))]
-        ax.bar(xs, p50, width, label=f"{res['provider'].removesuffix('ExecutionProvider')} ×{res['threads']}")
-        ax.errorbar(xs, p50, yerr=[[0] * len(p50), [b - a for a, b in zip(p50, p90, strict=True)]], fmt="none", ecolor="k", capsize=2)
+        ax.bar(
+            xs,
+            p50,
+            width,
+            label=f"{res['provider'].removesuffix('ExecutionProvider')} ×{res['threads']}",
+        )
+        ax.errorbar(
+            xs,
+            p50,
+            yerr=[[0] * len(p50), [b - a for a, b in zip(p50, p90, strict=True)]],
+            fmt="none",
+            ecolor="k",
+            capsize=2,
+        )
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
     ax.set_ylabel("latency p50 (ms), whisker p90")
     ax.set_title("latency per model")
@@ -72,11 +86,15 @@ def _kinds(ax, res: dict, names: list[str], top: int) -> None:
         for m in res["models"]:
             rows = {r["kind"]: r["ms"] for r in m["profile"]["kinds"]}
             values.append(
-                sum(v for k, v in rows.items() if k not in kinds) if kind == "other" else rows.get(kind, 0.0)
+                sum(v for k, v in rows.items() if k not in kinds)
+                if kind == "other"
+                else rows.get(kind, 0.0)
             )
         ax.bar(range(len(names)), values, 0.6, bottom=bottom, label=kind)
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
     ax.set_ylabel("profiled ms per run")
-    ax.set_title(f"time by kind ({res['provider'].removesuffix('ExecutionProvider')} ×{res['threads']})")
+    ax.set_title(
+        f"time by kind ({res['provider'].removesuffix('ExecutionProvider')} ×{res['threads']})"
+    )
     ax.legend(fontsize=7)

@@ -14,10 +14,14 @@ from onnx_sk.runtime.profile_lut import profile_lut
 
 def profile_lut_cmd(
     model: Path = typer.Argument(..., help="ONNX model whose dense convs to measure."),
-    out: Path = typer.Option(..., "--out", help="Latency table (JSON); merged into when it exists."),
+    out: Path = typer.Option(
+        ..., "--out", help="Latency table (JSON); merged into when it exists."
+    ),
     provider: list[str] = typer.Option(None, "--provider", help="Execution provider (repeatable)."),
     threads: str = typer.Option("1", help="Intra-op thread counts, comma-separated: 1,2."),
-    input_shape: list[str] = typer.Option(None, "--input-shape", help="NAME:1x3x224x224 (repeatable)."),
+    input_shape: list[str] = typer.Option(
+        None, "--input-shape", help="NAME:1x3x224x224 (repeatable)."
+    ),
     bottleneck_ratio: float = typer.Option(0.25, help="Bottleneck K/F of the bottleneck designs."),
 ) -> None:
     """Time every eligible conv shape's dense conv and SK candidates on this machine (run it on
@@ -34,4 +38,6 @@ def profile_lut_cmd(
             f"{row['provider']} × {row['threads']} thread(s): {row['shapes']} conv shapes, "
             f"{row['measured']} measured now, {row['shapes'] - row['measured']} already in the table"
         )
-    console.print(f"wrote {summary['lut']} (onnxruntime {summary['onnxruntime']}, {summary['cpu']})")
+    console.print(
+        f"wrote {summary['lut']} (onnxruntime {summary['onnxruntime']}, {summary['cpu']})"
+    )

@@ -102,7 +102,15 @@ def layout(real: Realisation) -> Layout:
     n_of_j = np.arange(width) // (width // last.group)
     m_of_j = perm // (width // first.group)
     return Layout(
-        len(stages) == 3, first.c_in, last.c_out, width, last.group, first.group, n_of_j, m_of_j, perm
+        len(stages) == 3,
+        first.c_in,
+        last.c_out,
+        width,
+        last.group,
+        first.group,
+        n_of_j,
+        m_of_j,
+        perm,
     )
 
 
@@ -321,7 +329,11 @@ def _update_b(fac: Factors, wl: np.ndarray, patches: np.ndarray, iters: int) -> 
 
 
 def refine_data(
-    fac: Factors, w: np.ndarray, patches: np.ndarray, sweeps: int = DATA_SWEEPS, iters: int = CG_ITERATIONS
+    fac: Factors,
+    w: np.ndarray,
+    patches: np.ndarray,
+    sweeps: int = DATA_SWEEPS,
+    iters: int = CG_ITERATIONS,
 ) -> Factors:
     """Lower ||(W − W_eq) L||_F by alternating CGLS over the factors (never increases it)."""
     wl = w.reshape(w.shape[0], -1) @ patches  # [F, P]
@@ -390,7 +402,9 @@ def relative_errors(
     """
     f = weight.shape[0]
     scale = _scale(target, f)
-    lp = None if target is None or target.patches is None else np.asarray(target.patches, np.float64)
+    lp = (
+        None if target is None or target.patches is None else np.asarray(target.patches, np.float64)
+    )
     w_all, eq_all = weight.reshape(f, -1), w_eq.reshape(f, -1)
     sums = np.zeros(4)  # ||e||², ||w||², ||e·L||², ||w·L||²
     step = max(1, (8 << 20) // max(1, w_all.shape[1]))

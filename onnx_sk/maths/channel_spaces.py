@@ -186,7 +186,9 @@ class Spaces:
         for atoms, g, node in self._groups:
             leaves = self.leaves(atoms)
             if len(leaves) != 1:
-                self.freeze(atoms, f"grouped conv {node!r} (group={g}) spans {len(leaves)} channel spaces")
+                self.freeze(
+                    atoms, f"grouped conv {node!r} (group={g}) spans {len(leaves)} channel spaces"
+                )
                 continue
             gran[leaves[0]] = math.lcm(gran.get(leaves[0], 1), g)
         self.shuffles = []

@@ -33,7 +33,9 @@ def pads(spec: ConvSpec, h: int, w: int) -> tuple[int, int, int, int]:
     return top, left, bottom, right
 
 
-def patches(spec: ConvSpec, x: np.ndarray, max_patches: int, rng: np.random.Generator) -> np.ndarray:
+def patches(
+    spec: ConvSpec, x: np.ndarray, max_patches: int, rng: np.random.Generator
+) -> np.ndarray:
     """``L  # [C·kh·kw, P]``: P seeded receptive fields of x [N, C, H, W], divided by sqrt(P)."""
     n, c, h, w = x.shape
     top, left, bottom, right = pads(spec, h, w)
@@ -48,4 +50,3 @@ def patches(spec: ConvSpec, x: np.ndarray, max_patches: int, rng: np.random.Gene
     xs = ox[:, None] * sw + np.tile(np.arange(kw) * dw, kh)[None, :]
     cols = xp[b[:, None, None], np.arange(c)[None, :, None], ys[:, None, :], xs[:, None, :]]
     return cols.reshape(pick.size, c * kh * kw).T / math.sqrt(pick.size)  # [C·S, P]
-

@@ -89,7 +89,9 @@ class ConvSpec:
     @property
     def effective_kernel(self) -> tuple[int, ...]:
         """Spatial extent covered by the kernel, dilation included: d·(k−1)+1 per axis."""
-        return tuple(d * (k - 1) + 1 for k, d in zip(self.kernel_shape, self.dilations, strict=True))
+        return tuple(
+            d * (k - 1) + 1 for k, d in zip(self.kernel_shape, self.dilations, strict=True)
+        )
 
     def macs(self, out_spatial: tuple[int, ...]) -> int:
         """Multiply-accumulates for one image at the given output spatial size."""

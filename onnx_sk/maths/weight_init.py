@@ -40,6 +40,7 @@ class Initialiser(Protocol):
         target: approx.Target | None = None,
     ) -> list[np.ndarray]: ...
 
+
 INITIALISERS: dict[str, Initialiser] = {}
 
 

@@ -48,9 +48,7 @@ class PassError(RuntimeError):
     """A pass failed with an unexpected error (a bug in onnx-sk, not bad input)."""
 
 
-def run_passes(
-    passes: Sequence[Pass], model: onnx.ModelProto, ctx: PassContext
-) -> onnx.ModelProto:
+def run_passes(passes: Sequence[Pass], model: onnx.ModelProto, ctx: PassContext) -> onnx.ModelProto:
     """Run ``passes`` in order on ``model``; returns the final model.
 
     ``ctx.passes_run`` lists the passes that completed and ``ctx.modified`` whether any changed

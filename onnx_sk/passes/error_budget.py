@@ -42,7 +42,9 @@ def _ranked(d: Decision, options: OptimizeOptions) -> list[Realisation]:
     # a measured objective (latency) ranks by parameters here: fits are chosen by their error
     objective = reduce.objective if reduce.objective in COSTS else "params"
     dense = COSTS[objective].dense(spec)
-    found = [r for r in candidates(spec, order, reduce.bottleneck_ratio) if cost(r, objective) < dense]
+    found = [
+        r for r in candidates(spec, order, reduce.bottleneck_ratio) if cost(r, objective) < dense
+    ]
     return sorted(
         found, key=lambda r: (cost(r, objective), *tie_break(r, objective), order.index(r.design))
     )
@@ -85,7 +87,9 @@ def decide_within(d: Decision, options: OptimizeOptions, target: Target | None) 
     if best is None:
         return Decision(d.site, None, d.reason or "no SK design is cheaper than the dense conv")
     return Decision(
-        d.site, None, f"no design within --max-error {tau:g} (best: {_label(best[1])}, error {best[0]:.3g})"
+        d.site,
+        None,
+        f"no design within --max-error {tau:g} (best: {_label(best[1])}, error {best[0]:.3g})",
     )
 
 

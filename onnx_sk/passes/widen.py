@@ -71,9 +71,7 @@ def validate(options: OptimizeOptions) -> None:
     if w.budget not in BUDGETS:
         raise UserError(f"--budget {w.budget!r}: expected one of {', '.join(BUDGETS)}")
     if w.widen_init not in WIDEN_INITS:
-        raise UserError(
-            f"--widen-init {w.widen_init!r}: expected one of {', '.join(WIDEN_INITS)}"
-        )
+        raise UserError(f"--widen-init {w.widen_init!r}: expected one of {', '.join(WIDEN_INITS)}")
     if w.width_scale is not None and w.param_budget is not None:
         raise UserError("give --width-scale or --param-budget, not both")
     s = w.width_scale

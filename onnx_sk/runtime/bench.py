@@ -88,7 +88,9 @@ class BenchOptions:
         if self.seconds is not None and not self.seconds > 0:
             raise UserError(f"--seconds {self.seconds}: expected a positive number")
         if self.opt_level not in OPT_LEVELS:
-            raise UserError(f"--opt-level {self.opt_level!r}: expected one of {', '.join(OPT_LEVELS)}")
+            raise UserError(
+                f"--opt-level {self.opt_level!r}: expected one of {', '.join(OPT_LEVELS)}"
+            )
 
     @property
     def settings(self) -> dict:
@@ -141,7 +143,9 @@ def _feed_shapes(
         shape = given.get(vi.name) or (given.get("") if len(inputs) == 1 else None)
         if shape is None:
             dims = vi.type.tensor_type.shape.dim
-            shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in dims)
+            shape = tuple(
+                d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in dims
+            )
             if batch is not None and shape:
                 shape = (batch, *shape[1:])
             if -1 in shape[:1]:
@@ -161,7 +165,9 @@ def _file_bytes(path: Path, external: list[str]) -> int:
     return path.stat().st_size + sum((path.parent / f).stat().st_size for f in external)
 
 
-def load_bench_model(path: str | Path, options: BenchOptions, name: str | None = None) -> BenchModel:
+def load_bench_model(
+    path: str | Path, options: BenchOptions, name: str | None = None
+) -> BenchModel:
     """Load ``path``, fix its input shapes (``--input-shape``, ``--batch``) and count it."""
     loaded = load_model(path)
     label = str(path)
@@ -195,7 +201,9 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def open_session(model: BenchModel, provider: str, threads: int, opt_level: str, profile_prefix=None):
+def open_session(
+    model: BenchModel, provider: str, threads: int, opt_level: str, profile_prefix=None
+):
     """A session for ``model``; a provider that cannot run it is a UserError, never a fallback."""
     try:
         sess = session(model.path, _providers(provider), threads, opt_level, profile_prefix)
@@ -203,7 +211,9 @@ def open_session(model: BenchModel, provider: str, threads: int, opt_level: str,
     except UserError:
         raise
     except Exception as exc:
-        raise UserError(f"{model.path}: {provider} cannot run this model: {_first_line(exc)}") from None
+        raise UserError(
+            f"{model.path}: {provider} cannot run this model: {_first_line(exc)}"
+        ) from None
     return sess
 
 
@@ -227,7 +237,9 @@ def _time_once(sess, feeds: dict) -> float:
     return time.perf_counter() - start
 
 
-def _interleave(sessions: list, models: list[BenchModel], options: BenchOptions, tick) -> list[list[float]]:
+def _interleave(
+    sessions: list, models: list[BenchModel], options: BenchOptions, tick
+) -> list[list[float]]:
     """Warm-up, then rounds A B A B …; returns the seconds per model, round by round."""
     for _ in range(options.warmup):
         for sess, m in zip(sessions, models, strict=True):
@@ -271,14 +283,18 @@ def profile_model(model: BenchModel, provider: str, threads: int, options: Bench
 MEMORY_METHOD = "fresh process: {method} around session creation + first run"
 
 
-def memory_probe(model: BenchModel, provider: str, threads: int, opt_level: str) -> tuple[int | None, str]:
+def memory_probe(
+    model: BenchModel, provider: str, threads: int, opt_level: str
+) -> tuple[int | None, str]:
     """Peak extra memory of creating ``model``'s session and running it once, in a fresh process."""
     with tempfile.TemporaryDirectory() as tmp:
         feeds = Path(tmp) / "feeds.npz"
         np.savez(feeds, **model.feeds)
         code = "import sys; from onnx_sk.runtime.bench import _memory_probe_main; _memory_probe_main(sys.argv[1:])"
         args = [str(model.path), provider, str(threads), opt_level, str(feeds)]
-        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600
+        )
     if proc.returncode != 0:
         log.warning("memory probe of %s failed: %s", model.path, proc.stderr.strip()[-300:])
         return None, "unavailable (the probe process failed)"
@@ -323,7 +339,9 @@ def _config(
                 "speedup_vs_first": speed[i][0],
                 "speedup_p50_vs_first": speed[i][1],
                 "memory_bytes": memory[i],
-                "profile": profile_model(m, provider, threads, options) if options.profile else None,
+                "profile": profile_model(m, provider, threads, options)
+                if options.profile
+                else None,
             }
         )
     return {"provider": provider, "threads": threads, "memory_method": method, "models": rows}

@@ -80,7 +80,9 @@ def compare_outputs(
     out = []
     for name, a, b in zip(names, want, got, strict=False):
         if a.shape != b.shape:
-            raise UserError(f"output {name!r} has shape {list(a.shape)} in A but {list(b.shape)} in B")
+            raise UserError(
+                f"output {name!r} has shape {list(a.shape)} in A but {list(b.shape)} in B"
+            )
         d = difference(a, b)
         out.append(
             OutputComparison(

@@ -54,12 +54,16 @@ def random_inputs(
             shape = list(given)
         else:
             shape = [
-                d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (1 if i == 0 else spatial)
+                d.dim_value
+                if d.HasField("dim_value") and d.dim_value > 0
+                else (1 if i == 0 else spatial)
                 for i, d in enumerate(t.shape.dim)
             ]
         dtype = _NP_TYPES.get(t.elem_type)
         if dtype is None:
-            raise UserError(f"input {vi.name!r} has an element type onnx-sk cannot feed ({t.elem_type})")
+            raise UserError(
+                f"input {vi.name!r} has an element type onnx-sk cannot feed ({t.elem_type})"
+            )
         _check_feed_size(vi.name, shape, np.dtype(dtype))
         if np.issubdtype(dtype, np.floating):
             feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
@@ -95,6 +99,7 @@ def _available_memory() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
 
 def load_calibration(
     path: str | os.PathLike, model: onnx.ModelProto, flag: str = "--calibration"

@@ -100,7 +100,11 @@ def candidates(spec: ConvSpec, ratio: float, designs: list[str] | None = None) -
     """The pruned candidate set for one conv (module docstring), shuffle variants included."""
     out: list[Realisation] = []
     for name in designs or list(DESIGNS):
-        reals = [r for r in realisations(name, spec, ratio) if r.macs_per_output_pixel() < spec.weight_params]
+        reals = [
+            r
+            for r in realisations(name, spec, ratio)
+            if r.macs_per_output_pixel() < spec.weight_params
+        ]
         reals.sort(key=lambda r: (r.macs_per_output_pixel(), r.shuffles, r.groups))
         keep = reals[:BEST_BY_MACS]
         for block in BLOCKS:
@@ -123,8 +127,16 @@ def micro_model(
     rng = np.random.default_rng(seed)
     w = (rng.standard_normal((spec.c_out, spec.c_in, *spec.kernel_shape)) * 0.1).astype(np.float32)
     bias = rng.standard_normal(spec.c_out).astype(np.float32) if spec.has_bias else None
-    inits = [numpy_helper.from_array(w, "w")] + ([numpy_helper.from_array(bias, "b")] if bias is not None else [])
-    node = helper.make_node("Conv", ["x", "w", *(["b"] if bias is not None else [])], ["y"], name="conv", **conv_attrs(spec))
+    inits = [numpy_helper.from_array(w, "w")] + (
+        [numpy_helper.from_array(bias, "b")] if bias is not None else []
+    )
+    node = helper.make_node(
+        "Conv",
+        ["x", "w", *(["b"] if bias is not None else [])],
+        ["y"],
+        name="conv",
+        **conv_attrs(spec),
+    )
     graph = helper.make_graph(
         [node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
@@ -174,7 +186,11 @@ def measure_shape(
     x = np.random.default_rng(seed).standard_normal(in_shape).astype(np.float32)
     sessions = [_open(micro_model(spec, in_shape, None, seed), provider, threads, x, "dense")]
     for real in cands:
-        sessions.append(_open(micro_model(spec, in_shape, real, seed), provider, threads, x, candidate_key(real)))
+        sessions.append(
+            _open(
+                micro_model(spec, in_shape, real, seed), provider, threads, x, candidate_key(real)
+            )
+        )
     times: list[list[float]] = [[] for _ in sessions]
     rng = np.random.default_rng(seed)
     for _ in range(WARMUP):
@@ -201,10 +217,16 @@ def measure_shape(
         "provider": provider,
         "threads": threads,
         "shape": {
-            "c_in": spec.c_in, "c_out": spec.c_out, "kernel_shape": list(spec.kernel_shape),
-            "strides": list(spec.strides), "pads": list(spec.pads),
-            "dilations": list(spec.dilations), "auto_pad": spec.auto_pad,
-            "has_bias": spec.has_bias, "input": list(in_shape), "bottleneck_ratio": ratio,
+            "c_in": spec.c_in,
+            "c_out": spec.c_out,
+            "kernel_shape": list(spec.kernel_shape),
+            "strides": list(spec.strides),
+            "pads": list(spec.pads),
+            "dilations": list(spec.dilations),
+            "auto_pad": spec.auto_pad,
+            "has_bias": spec.has_bias,
+            "input": list(in_shape),
+            "bottleneck_ratio": ratio,
         },  # fmt: skip
         "dense_ms": float(np.median(dense)) * 1e3,
         "rounds": len(dense),
@@ -269,7 +291,9 @@ def decide(
     assert site.spec is not None
     provider, threads = entry["provider"], entry["threads"]
     allowed = [
-        (key, c) for key, c in entry["candidates"].items() if designs is None or c["design"] in designs
+        (key, c)
+        for key, c in entry["candidates"].items()
+        if designs is None or c["design"] in designs
     ]
     if not allowed:
         return None, f"no SK candidate of {', '.join(designs or DESIGNS)} to measure", ""
@@ -280,7 +304,11 @@ def decide(
         f"({best['speedup']:.2f}×, {key})"
     )
     if best["speedup"] < MIN_SPEEDUP:
-        return None, f"no SK design is faster than the dense conv on {provider}", f"best measured: {note}"
+        return (
+            None,
+            f"no SK design is faster than the dense conv on {provider}",
+            f"best measured: {note}",
+        )
     real = realise(site.spec, best, ratio)
     if real is None:  # the LUT entry came from another bottleneck ratio: never here (ratio in key)
         return None, f"measured candidate {key} is not admissible for this conv", note

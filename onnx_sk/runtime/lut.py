@@ -84,7 +84,7 @@ def _parse(path: Path) -> dict:
     except PermissionError:
         raise UserError(f"{path}: permission denied") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise _bad(path, f"no \"format\": \"{FORMAT}\" field")
+        raise _bad(path, f'no "format": "{FORMAT}" field')
     if doc.get("version") != VERSION:
         raise _bad(path, f"version {doc.get('version')!r}, this onnx-sk reads version {VERSION}")
     if not isinstance(doc.get("entries"), dict) or not all(
@@ -106,7 +106,9 @@ def load_lut(path: str | Path | None, foreign: bool = False) -> Lut:
     path = Path(path)
     if not path.exists():
         if foreign:
-            raise UserError(f"{path}: no such latency table (--lut-from-target reads an existing one)")
+            raise UserError(
+                f"{path}: no such latency table (--lut-from-target reads an existing one)"
+            )
         return Lut(path=path)
     doc = _parse(path)
     machine = {"onnxruntime": doc["onnxruntime"], "cpu": doc["cpu"]}

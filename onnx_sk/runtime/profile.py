@@ -20,7 +20,9 @@ import onnx
 from onnx_sk.graph.index import GraphIndex
 
 #: ops ONNX Runtime fuses into the conv before them (activation, residual Add)
-_FUSED_AFTER_CONV = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "Add", "Sum"})
+_FUSED_AFTER_CONV = frozenset(
+    {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "Add", "Sum"}
+)
 
 
 def node_origins(graph: onnx.GraphProto) -> dict[str, str]:

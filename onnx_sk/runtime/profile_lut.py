@@ -66,5 +66,7 @@ def profile_lut(
 
         measured = fill(lut, sites, provider, t, ratio, seed, tick)
         lut.save(out)
-        rows.append({"provider": provider, "threads": t, "shapes": shapes_total, "measured": measured})
+        rows.append(
+            {"provider": provider, "threads": t, "shapes": shapes_total, "measured": measured}
+        )
     return {"lut": str(out), **lut.machine, "configs": rows}

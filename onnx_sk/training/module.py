@@ -170,7 +170,9 @@ def _gather(m, node, a, x, idx):
     if isinstance(x, tuple):
         i = _ints(idx)
         return x[i[0]] if isinstance(idx, int) or np.ndim(idx) == 0 else tuple(x[j] for j in i)
-    return m.torch.index_select(x, a.get("axis", 0), m.torch.as_tensor(idx).reshape(-1)).squeeze(a.get("axis", 0))
+    return m.torch.index_select(x, a.get("axis", 0), m.torch.as_tensor(idx).reshape(-1)).squeeze(
+        a.get("axis", 0)
+    )
 
 
 @op("Concat")
@@ -222,7 +224,9 @@ def _pool(m, node, a, x):
             x, pad = _pad_args(x, a, kernel, f)
         return f.max_pool2d(x, kernel, strides, pad)
     x, pad = _pad_args(x, a, kernel, f)
-    return f.avg_pool2d(x, kernel, strides, pad, count_include_pad=bool(a.get("count_include_pad", 0)))
+    return f.avg_pool2d(
+        x, kernel, strides, pad, count_include_pad=bool(a.get("count_include_pad", 0))
+    )
 
 
 def _flip(pads, n):
@@ -292,7 +296,9 @@ class OnnxModule(torch.nn.Module):
             if n.domain not in ("", "ai.onnx"):
                 raise UserError(f"export-torch: op {n.domain}.{n.op_type} is not supported")
             nodes.append((Node(n.op_type, n.name), list(n.input), list(n.output), _attrs(n)))
-        stats = {n.input[i] for n in graph.node if n.op_type == "BatchNormalization" for i in (3, 4)}
+        stats = {
+            n.input[i] for n in graph.node if n.op_type == "BatchNormalization" for i in (3, 4)
+        }
         self.keys: dict[str, str] = {}
         self.lists: dict[str, object] = {}
         for i, (name, value) in enumerate(consts.items()):
