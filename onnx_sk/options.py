@@ -19,6 +19,7 @@ pipeline ``--mode`` and ``--input-shape`` (``pipeline.py``).
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,8 +142,8 @@ class OptimizeOptions:
     def from_flat(cls, **values: Any) -> OptimizeOptions:
         """Options from flat names (``design=…, threads=…``), as the API and the CLI give them.
 
-        ``None`` for a repeatable option means none; an unknown name is a TypeError, as for any
-        Python function.
+        ``None`` for a repeatable option means none; a path may be a ``Path``; an unknown name is
+        a TypeError, as for any Python function.
         """
         by_group: dict[str | None, dict[str, Any]] = {g: {} for g in (None, *GROUPS)}
         known = {f.name: (group, f) for group, f in option_fields()}
@@ -152,6 +153,8 @@ class OptimizeOptions:
             group, f = known[name]
             if isinstance(f.default, tuple):
                 value = tuple(value or ())
+            elif isinstance(value, os.PathLike):  # a file option given as a Path
+                value = os.fspath(value)
             by_group[group][name] = value
         groups = {g: GROUPS[g](**by_group[g]) for g in GROUPS}
         return cls(**by_group[None], **groups)

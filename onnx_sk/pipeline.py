@@ -49,7 +49,7 @@ from onnx_sk.passes.reduce import ReducePass
 from onnx_sk.passes.targets import FitTargetsPass
 from onnx_sk.passes.training_bn import TrainingBNPass
 from onnx_sk.passes.twin import DenseTwinPass
-from onnx_sk.passes.verify import VerifyPass
+from onnx_sk.passes.verify import Reference, VerifyPass
 from onnx_sk.passes.widen import WidenPass
 from onnx_sk.report import (
     ModelCounts,
@@ -66,7 +66,15 @@ MODES = ("reduce", "widen")
 
 
 def passes_for(options: OptimizeOptions) -> list[Pass]:
-    """The pass list of the mode the options ask for (module docstring)."""
+    """The pass list of the mode the options ask for (module docstring): the mode's rewrite,
+    then the passes every mode runs on the final model, then verification (always last: the
+    file it checks is the file written)."""
+    rewrite, reference = _rewrite(options)
+    return [*rewrite, *_finishing(options), VerifyPass(reference)]
+
+
+def _rewrite(options: OptimizeOptions) -> tuple[list[Pass], Reference]:
+    """The passes that decide and rewrite, per mode, and what the result is verified against."""
     fitting = options.fitting
     if options.mode == "reduce":
         return [
@@ -77,20 +85,17 @@ def passes_for(options: OptimizeOptions) -> list[Pass]:
             DenseTwinPass(),
             ReducePass(),
             *([TrainingBNPass()] if fitting.for_training else []),
-            VerifyPass(),
-        ]
+        ], "twin"
     if options.reduce.design == "none":
-        return [WidenPass(), VerifyPass("original")]
+        return [WidenPass()], "original"
     if options.widen.widen_init == "preserve":
-        return [PlanPass(), InitPass(), ReducePass(), WidenPass(), VerifyPass("preserved")]
-    return [
-        WidenPass(),
-        PlanPass(),
-        InitPass(),
-        DenseTwinPass(),
-        ReducePass(),
-        VerifyPass("original"),
-    ]
+        return [PlanPass(), InitPass(), ReducePass(), WidenPass()], "preserved"
+    return [WidenPass(), PlanPass(), InitPass(), DenseTwinPass(), ReducePass()], "original"
+
+
+def _finishing(options: OptimizeOptions) -> list[Pass]:
+    """Passes every mode runs on the final model, before verification (none yet)."""
+    return []
 
 
 def validate(options: OptimizeOptions) -> None:

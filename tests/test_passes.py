@@ -174,3 +174,34 @@ def test_dense_twin_of_a_model_given_as_proto_swaps_kernels_and_restores_them(mo
     assert model.SerializeToString() == before  # the caller's model is never edited
     assert not any("::dense_twin::" in i.name for i in result.graph.initializer)
     assert np.isfinite(report.verification["max_rel_diff"])
+
+
+def test_a_change_after_the_verified_file_was_staged_is_a_bug(model, tmp_path):
+    """The verify pass stages the file it checks and that file is written: nothing may follow."""
+    from onnx_sk.graph.save import OutputFile
+
+    ctx = _ctx(model)
+    with OutputFile(tmp_path / "out.onnx") as out:
+        ctx.output = out
+
+        class _Stage:
+            name = "verify"
+
+            def run(self, m: onnx.ModelProto, c: PassContext) -> PassResult:
+                assert c.output is not None
+                c.output.stage(m)
+                return PassResult(m, modified=False)
+
+        with pytest.raises(PassError, match="'late' changed the model after it was written out"):
+            run_passes([_Touch("a"), _Stage(), _Touch("late")], model, ctx)
+    assert list(tmp_path.iterdir()) == []  # the staged file is removed
+
+
+def test_api_options_may_be_paths_and_the_report_stays_json(tmp_path):
+    import json
+
+    cal = tmp_path / "cal.npz"
+    np.savez(cal, input=np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    _, report = onnx_sk.optimize(MODELS / "tiny_cnn.onnx", init="approx", calibration=cal)
+    assert report.options["calibration"] == str(cal)
+    json.dumps(report.to_dict())

@@ -114,21 +114,22 @@ class Realisation:
 
 
 Chooser = Callable[[ConvSpec, float], Iterator[Realisation]]
+#: the registry of designs: name → every admissible integer realisation for a conv. The
+#: registration order is the last tie-break between equally cheap designs (``select``), so a
+#: new design goes last to leave existing choices unchanged.
 DESIGNS: dict[str, Chooser] = {}
-#: the papers' names for the designs
-PAPER_NAMES = {
-    "dw-pw": "DW+PW",
-    "gc-pwg": "GC+shuffle+PWG",
-    "pw-dw-pw": "PW+DW+PW",
-    "pwg-dw-pwg": "PWG+shuffle+DW+PWG",
-}
+#: the papers' names for the designs (given with each registration)
+PAPER_NAMES: dict[str, str] = {}
 
 
-def design(name: str) -> Callable[[Chooser], Chooser]:
+def design(name: str, paper_name: str) -> Callable[[Chooser], Chooser]:
+    """Register a design: the decorated function yields its realisations for a conv."""
+
     def register(fn: Chooser) -> Chooser:
         if name in DESIGNS:
             raise ValueError(f"design {name!r} registered twice")
         DESIGNS[name] = fn
+        PAPER_NAMES[name] = paper_name
         return fn
 
     return register
@@ -150,14 +151,14 @@ def _shuffle(m: int, n: int) -> int:
     return m if m > 1 and n > 1 else 0
 
 
-@design("dw-pw")
+@design("dw-pw", "DW+PW")
 def _dw_pw(spec: ConvSpec, ratio: float) -> Iterator[Realisation]:
     c, f = spec.c_in, spec.c_out
     stages = (Stage(DW, c, c, c, True), Stage(PW, c, f, 1, False))
     yield Realisation("dw-pw", spec, stages)
 
 
-@design("gc-pwg")
+@design("gc-pwg", "GC+shuffle+PWG")
 def _gc_pwg(spec: ConvSpec, ratio: float) -> Iterator[Realisation]:
     c, f = spec.c_in, spec.c_out
     ns = divisors(math.gcd(c, f))
@@ -172,7 +173,7 @@ def _gc_pwg(spec: ConvSpec, ratio: float) -> Iterator[Realisation]:
             yield Realisation("gc-pwg", spec, stages, (("M", m), ("N", n)))
 
 
-@design("pw-dw-pw")
+@design("pw-dw-pw", "PW+DW+PW")
 def _pw_dw_pw(spec: ConvSpec, ratio: float) -> Iterator[Realisation]:
     c, f = spec.c_in, spec.c_out
     k = bottleneck_width(f, ratio)
@@ -180,7 +181,7 @@ def _pw_dw_pw(spec: ConvSpec, ratio: float) -> Iterator[Realisation]:
     yield Realisation("pw-dw-pw", spec, stages, (), k)
 
 
-@design("pwg-dw-pwg")
+@design("pwg-dw-pwg", "PWG+shuffle+DW+PWG")
 def _pwg_dw_pwg(spec: ConvSpec, ratio: float) -> Iterator[Realisation]:
     c, f = spec.c_in, spec.c_out
     k = bottleneck_width(f, ratio)

@@ -59,6 +59,7 @@ import numpy as np
 
 from onnx_sk.maths.designs import (
     DEFAULT_BOTTLENECK_RATIO,
+    DESIGNS,
     PAPER_NAMES,
     Realisation,
     bottleneck_width,
@@ -67,7 +68,8 @@ from onnx_sk.maths.designs import (
 from onnx_sk.maths.domain import DomainError
 from onnx_sk.maths.spec import ConvSpec
 
-DESIGN_ORDER = ("dw-pw", "gc-pwg", "pw-dw-pw", "pwg-dw-pwg")
+#: the designs in registry order (each needs its formulas below)
+DESIGN_ORDER = tuple(DESIGNS)
 OBJECTIVES = ("params", "macs")
 _INT_TOL = 1e-9
 

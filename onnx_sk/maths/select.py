@@ -3,8 +3,9 @@
 For a conv (c_in, c_out, kernel) every admissible integer realisation of every allowed design
 is scored by a counted objective (the registry ``COSTS``, filled by ``@counted``): ``params``
 (the papers' choice: weights + bias) or ``macs`` (per output pixel, stride counted: stages
-before the spatial stage run at the input resolution). Ties go to the other costs (registry
-order), then to fewer shuffles, fewer stages, and the design order. A realisation that is not
+before the spatial stage run at the input resolution). Ties go to the objective's declared
+tie-breakers (``then``: params and macs break each other's ties), then to fewer shuffles, fewer
+stages, and the design order (the registry's). A realisation that is not
 strictly cheaper than the dense conv by the objective is never chosen. Adding a counted objective
 is one ``@counted`` function here; measured objectives (latency) are planned in
 ``onnx_sk.passes.objectives``.
@@ -21,40 +22,42 @@ from onnx_sk.maths.spec import ConvSpec
 
 @dataclass(frozen=True)
 class Cost:
-    """A counted objective: the cost of a realisation, and of the dense conv it would replace."""
+    """A counted objective: the cost of a realisation, the cost of the dense conv it would replace
+    (a design is chosen only if strictly cheaper), and the objectives that break ties, in order."""
 
     of: Callable[[Realisation], float]
     dense: Callable[[ConvSpec], float]
+    then: tuple[str, ...] = ()
 
 
 COSTS: dict[str, Cost] = {}
 
 
 def counted(
-    name: str, dense: Callable[[ConvSpec], float]
+    name: str, dense: Callable[[ConvSpec], float], then: tuple[str, ...] = ()
 ) -> Callable[[Callable[[Realisation], float]], Callable[[Realisation], float]]:
     """Register a counted objective: the decorated function is the realisation's cost."""
 
     def register(fn: Callable[[Realisation], float]) -> Callable[[Realisation], float]:
         if name in COSTS:
             raise ValueError(f"counted objective {name!r} registered twice")
-        COSTS[name] = Cost(fn, dense)
+        COSTS[name] = Cost(fn, dense, then)
         return fn
 
     return register
 
 
-@counted("params", dense=lambda spec: spec.params)
+@counted("params", dense=lambda spec: spec.params, then=("macs",))
 def _params(real: Realisation) -> float:
     return real.params
 
 
-@counted("macs", dense=lambda spec: spec.weight_params)
+@counted("macs", dense=lambda spec: spec.weight_params, then=("params",))
 def _macs(real: Realisation) -> float:
     return real.macs_per_output_pixel()
 
 
-#: the objectives scored by counting here
+#: the objectives scored by counting here (every ``@counted`` above)
 COUNTED_OBJECTIVES = tuple(COSTS)
 
 
@@ -63,8 +66,13 @@ def cost(real: Realisation, objective: str) -> float:
 
 
 def tie_break(real: Realisation, objective: str) -> tuple[float, ...]:
-    """The realisation's other costs, in registry order: what decides between equal costs."""
-    return tuple(c.of(real) for name, c in COSTS.items() if name != objective)
+    """The costs that decide between realisations of equal cost (the objective's ``then``)."""
+    return tuple(COSTS[name].of(real) for name in COSTS[objective].then)
+
+
+def beats_dense(real: Realisation, objective: str) -> bool:
+    """Whether ``real`` is strictly cheaper than the dense conv it would replace."""
+    return cost(real, objective) < COSTS[objective].dense(real.spec)
 
 
 def _key(real: Realisation, objective: str, order: list[str]) -> tuple[float | int, ...]:
@@ -101,6 +109,6 @@ def choose(
     if not found:
         return None, f"no admissible group numbers for {', '.join(order)}"
     best = min(found, key=lambda r: _key(r, objective, order))
-    if cost(best, objective) >= COSTS[objective].dense(spec):
+    if not beats_dense(best, objective):
         return None, f"no SK design has fewer {objective} than the dense conv ({', '.join(order)})"
     return best, None

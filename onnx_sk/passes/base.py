@@ -14,6 +14,9 @@ with a single copy of the weights in memory). When a pass fails:
   and ``passes_before`` set on it;
 - with anything else (a bug), a :class:`PassError` names the pass and the passes that ran
   before it, chained to the original exception.
+
+The verify pass stages the output file it checks (``ctx.output``), and that file is what gets
+written: a pass that changes the model after it is a :class:`PassError` (put it before verify).
 """
 
 from __future__ import annotations
@@ -69,6 +72,11 @@ def run_passes(passes: Sequence[Pass], model: onnx.ModelProto, ctx: PassContext)
                 f"pass {p.name!r} failed (passes run before it: {before}): "
                 f"{type(exc).__name__}: {exc}"
             ) from exc
+        if result.modified and ctx.output is not None and ctx.output.staged:
+            raise PassError(
+                f"pass {p.name!r} changed the model after it was written out and verified: "
+                "a pass that changes the model runs before 'verify'"
+            )
         holder.append(result.model)
         ctx.modified = ctx.modified or result.modified
         ctx.passes_run.append(p.name)

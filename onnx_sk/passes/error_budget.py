@@ -19,7 +19,7 @@ import onnx
 
 from onnx_sk.maths.approx import Target, fit, relative_errors
 from onnx_sk.maths.designs import DESIGNS, Realisation, dense_equivalent, realisations
-from onnx_sk.maths.select import COSTS, candidates, cost, tie_break
+from onnx_sk.maths.select import COSTS, beats_dense, candidates, cost, tie_break
 from onnx_sk.options import OptimizeOptions
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import Decision, PassContext
@@ -41,10 +41,8 @@ def _ranked(d: Decision, options: OptimizeOptions) -> list[Realisation]:
     order = [reduce.design] if reduce.design in DESIGNS else list(DESIGNS)
     # a measured objective (latency) ranks by parameters here: fits are chosen by their error
     objective = reduce.objective if reduce.objective in COSTS else "params"
-    dense = COSTS[objective].dense(spec)
-    found = [
-        r for r in candidates(spec, order, reduce.bottleneck_ratio) if cost(r, objective) < dense
-    ]
+    ratio = reduce.bottleneck_ratio
+    found = [r for r in candidates(spec, order, ratio) if beats_dense(r, objective)]
     return sorted(
         found, key=lambda r: (cost(r, objective), *tie_break(r, objective), order.index(r.design))
     )
