@@ -5,7 +5,8 @@ network's first conv is kept unless ``--include-first`` (the papers' advice); ``
 names are kept; convs with fewer than ``--min-channels`` input or output channels are kept.
 
 Objectives are a registry (``OBJECTIVES``, filled by ``@objective``): each turns the convs into
-decisions. Adding one is one function here (and its test).
+decisions. A counted objective is one ``@counted`` cost in ``maths/select.py`` (registered here
+with the others, from ``COUNTED_OBJECTIVES``); a measured one is one ``@objective`` function here.
 
 - ``params``, ``macs``: counted (``maths.select.choose``) conv by conv. A forced ``--design``
   that cannot be realised (or is not smaller than the dense conv) falls back to the best of the
