@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from onnx_sk.maths.designs import DEFAULT_BOTTLENECK_RATIO
+from onnx_sk.maths.designs import DEFAULT_BOTTLENECK_RATIO, DESIGNS
 
 
 def option(default: Any, help: str, *, flag: str | None = None) -> Any:
@@ -46,7 +46,7 @@ class ReduceOptions:
 
     design: str | None = option(
         None,
-        "Force a design: dw-pw, gc-pwg, pw-dw-pw, pwg-dw-pwg; none (--mode widen): widen only.",
+        f"Force a design: {', '.join(DESIGNS)}; none (--mode widen): widen only.",
     )
     objective: str = option("params", "Choose designs by params, macs or latency (measured).")
     include_first: bool = option(False, "Also replace the first conv.")
