@@ -91,4 +91,9 @@ def test_validation_lives_with_the_owner_and_keeps_its_messages(tmp_path):
     assert_clean_error(
         run_cli("optimize", src, out, "--calibration", "c.npz"), "--calibration needs --init approx"
     )
+    assert_clean_error(
+        run_cli("optimize", src, out, "--mode", "widen", "--objective", "latency"),
+        "--objective latency needs --widen-init preserve in --mode widen (he mode re-chooses "
+        "every design by counting, for widths not measured)",
+    )
     assert not out.exists()

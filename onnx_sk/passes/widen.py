@@ -85,6 +85,11 @@ def validate(options: OptimizeOptions) -> None:
         )
     if not 1 <= w.round_to <= MAX_ROUND_TO:
         raise UserError(f"--round-to {w.round_to}: expected 1 <= N <= {MAX_ROUND_TO}")
+    if options.reduce.objective == "latency" and w.widen_init == "he" and design != "none":
+        raise UserError(
+            "--objective latency needs --widen-init preserve in --mode widen "
+            "(he mode re-chooses every design by counting, for widths not measured)"
+        )
     if design == "none" and s is None and w.param_budget is None:
         raise UserError(
             "--design none keeps the parameter budget at s = 1: give --width-scale or --param-budget"
