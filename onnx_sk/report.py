@@ -84,8 +84,8 @@ def conv_row(
     macs = site.macs()
     macs_after = macs
     if real is not None:
-        known = site.in_spatial is not None and site.out_spatial is not None
-        per_image = real.macs(site.in_spatial, site.out_spatial) if known else None  # type: ignore[arg-type]
+        ins, outs = site.in_spatial, site.out_spatial
+        per_image = real.macs(ins, outs) if ins is not None and outs is not None else None
         macs_after = None if per_image is None or site.batch is None else per_image * site.batch
     return {
         "name": site.name,
