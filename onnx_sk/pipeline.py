@@ -181,13 +181,10 @@ def _write(
 ) -> None:
     """Rename the staged result into place; a model no pass changed is written unchanged (a
     byte-for-byte copy of the input file when there is one)."""
-    if ctx.modified:
-        output.commit(model)
-    elif loaded.path is not None and not loaded.used_external_data:
+    if not ctx.modified and loaded.path is not None and not loaded.used_external_data:
         output.copy_from(loaded.path)
         output.commit()
-    else:
-        output.external_data = loaded.used_external_data or None
+    else:  # the staged, verified result (or an unchanged proto / external-data model)
         output.commit(model)
 
 
