@@ -20,7 +20,8 @@ rewrite is checked against), and each output is compared at a tolerance relative
 The models: every reference model in models/ with its stored input; SK models made by
 ``onnx_sk.optimize`` with each of the four designs on a model with symbolic height and width
 (``table1_w16``: the shuffles' Reshape targets stay ``Shape(x)``, computed at run time) and on a
-static one (``resnet18_w8_ext``: ORT folds them into constants); those SK models in float16
+static one (``resnet18_w8_ext``: ORT folds them into constants), and the shuffle written as a
+``Gather`` (``--objective latency`` may choose it) on one conv; two SK models in float16
 (converted by ORT's float16 converter: onnx-sk keeps float16 convs) and int8 (QDQ by ORT's
 ``quantize_static``). Emulated timing means nothing: latency is measured on the device
 (``onnx-sk bench``, ``onnx-sk profile-lut``).
@@ -44,7 +45,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from helpers import MODELS, ROOT
+from helpers import MODELS, ROOT, conv_model
 from onnx import numpy_helper
 from onnxruntime.quantization import (
     CalibrationDataReader,
@@ -55,6 +56,10 @@ from onnxruntime.quantization import (
 from onnxruntime.transformers.float16 import convert_float_to_float16
 
 import onnx_sk
+from onnx_sk.graph.build import replace_conv
+from onnx_sk.maths.spec import ConvSpec
+from onnx_sk.maths.weight_init import he_init
+from onnx_sk.runtime.latency import candidates
 
 ARM_DIR = ROOT / "tests" / "arm"
 CPUS = ("cortex-a53", "cortex-a72", "neoverse-n1")
@@ -87,6 +92,9 @@ SOURCES = {
 }
 # float16 and int8 versions of two SK models, one per shuffle form
 LOW_PRECISION = [("symbolic", "gc-pwg"), ("static", "pwg-dw-pwg")]
+# the shuffle as Gather (what --objective latency may choose) on one 3x3 conv 32 -> 32
+GATHER_SPEC = ConvSpec(32, 32, (3, 3), pads=(1, 1, 1, 1), has_bias=True)
+GATHER_INPUT = (1, 32, 24, 20)
 
 
 @dataclass(frozen=True)
@@ -102,6 +110,7 @@ def _case_names() -> list[str]:
     names = [f"ref-{n}" for n in REFERENCE]
     names += [f"sk-{form}-{d}" for form in SOURCES for d in DESIGNS]
     names += [f"sk-{form}-{d}-{p}" for form, d in LOW_PRECISION for p in ("fp16", "int8")]
+    names += [f"sk-gather-{d}" for d in SHUFFLED]
     return names
 
 
@@ -182,7 +191,27 @@ def _sk_cases(out: Path, rng: np.random.Generator) -> list[Case]:
         )
         x = rng.standard_normal(shape).astype(np.float32)
         cases.append(_save_feeds(Case(int8.stem, int8, out / f"{int8.stem}.npz"), {x_name: x}))
+    for design in SHUFFLED:
+        cases.append(_gather_case(design, out, rng))
     return cases
+
+
+def _gather_case(design: str, out: Path, rng: np.random.Generator) -> Case:
+    """A one-conv SK model whose shuffle is a Gather (symbolic batch, height and width)."""
+    real = next(
+        c
+        for c in candidates(GATHER_SPEC, 0.25)
+        if c.design == design and c.shuffle_impl == "gather"
+    )
+    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)  # [c_out, c_in, kh, kw]
+    b = rng.standard_normal(32).astype(np.float32)
+    model = conv_model(w, b, attrs={"pads": [1, 1, 1, 1]})
+    replace_conv(model.graph, "y", real, he_init(real, w, b, rng), "gather")
+    assert [n.op_type for n in model.graph.node].count("Gather") == real.shuffles > 0
+    name = f"sk-gather-{design}"
+    onnx.save(model, out / f"{name}.onnx")
+    x = rng.standard_normal(GATHER_INPUT).astype(np.float32)
+    return _save_feeds(Case(name, out / f"{name}.onnx", out / f"{name}.npz"), {"x": x})
 
 
 @pytest.fixture(scope="module")
@@ -298,13 +327,18 @@ def test_arm_matches_x86(cpu: str, name: str, arm: dict[str, Path], cases: dict[
 @pytest.mark.parametrize("design", SHUFFLED)
 def test_both_shuffle_forms_ran(cpu: str, design: str, arm: dict[str, Path]):
     """What ORT ran on ARM: with symbolic H/W the shuffles reshape to ``Shape(x)`` computed at run
-    time; in the static model ORT folded those targets into constants."""
+    time; in the static model ORT folded those targets into constants; the Gather form stays a
+    Gather."""
     for form, dynamic in (("symbolic", True), ("static", False)):
         nodes = _optimized_ops(arm, cpu, f"sk-{form}-{design}")
         shapes = {n.output[0] for n in nodes if n.op_type == "Shape"}
         reshapes = [n for n in nodes if n.op_type == "Reshape"]
         assert reshapes and any(n.op_type == "Transpose" for n in nodes), form
         assert any(n.input[1] in shapes for n in reshapes) == dynamic, form
+    gather = _optimized_ops(arm, cpu, f"sk-gather-{design}")
+    assert any(n.op_type == "Gather" for n in gather) and not any(
+        n.op_type == "Transpose" for n in gather
+    )
 
 
 @pytest.mark.arm
