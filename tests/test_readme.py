@@ -63,7 +63,8 @@ def test_python_api_snippet_runs(tmp_path):
 
     pytest.importorskip("torch")
     text = (ROOT / "README.md").read_text()
-    snippet = re.search(r"```python\n(.*?)```", text, flags=re.S).group(1)
+    section = text[text.index("## Python API") :]
+    snippet = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
     proc = subprocess.run(
         [sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True, timeout=600
     )

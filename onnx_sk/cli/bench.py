@@ -97,7 +97,9 @@ def bench_cmd(
         "all", help="ONNX Runtime graph optimisation: all, extended, basic, disabled."
     ),
     json_out: Path = typer.Option(None, "--json", help="Write the JSON document to this file."),
-    plot: Path = typer.Option(None, help="Write a PNG of latencies (and the profile) here."),
+    plot: Path = typer.Option(
+        None, help="Plot latencies (and the profile) to this .png, .svg or .pdf file."
+    ),
     profile: bool = typer.Option(
         False, "--profile", help="Per op type / node times from ORT's profiler."
     ),
