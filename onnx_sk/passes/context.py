@@ -64,6 +64,9 @@ class PassContext:
     twin: Outputs | None = None
     #: widen: the model before widening (the reference of the widened model's outputs)
     reference: onnx.ModelProto | None = None
+    #: widen (he): the plan's convs are widened and keep their old kernels until the reduce pass
+    #: replaces them, so init-weights draws their stage weights with no kernel to fit
+    fresh_weights: bool = False
     #: widen: the solution (scale, target, spaces, widths per conv)
     widen: dict[str, Any] | None = None
 

@@ -102,8 +102,14 @@ def run_widen(
     widths: Widths,
     preserve: bool,
     rng: np.random.Generator,
+    skip: set[tuple[int, int]] | frozenset[tuple[int, int]] = frozenset(),
 ) -> onnx.ModelProto:
-    """A widened copy of ``model`` (the model ``analysis`` was made from)."""
+    """A widened copy of ``model`` (the model ``analysis`` was made from).
+
+    ``skip``: the (node, input) constants left as they are, for a caller that replaces those
+    nodes right after (the kernels of the convs Mode 1 replaces in he mode: their new weights
+    are drawn fresh, so the widened dense kernel is never formed).
+    """
     out = onnx.ModelProto()
     out.CopyFrom(model)
     graph = out.graph
@@ -113,6 +119,8 @@ def run_widen(
     constants = analysis.walk.constants
     new_inits: list[onnx.TensorProto] = []
     for e in analysis.walk.const_edits:  # graph order, one draw after another
+        if (e.node, e.input) in skip:
+            continue
         node = graph.node[e.node]
         name = node.input[e.input]
         old = constants.get(name)
