@@ -190,3 +190,16 @@ def test_the_budget_counts_an_excluded_conv_of_a_shared_shape_as_kept(tmp_path):
     rows = {r["name"]: r for r in rep.convs}
     assert rows[excluded]["reason"] == "excluded by --exclude"
     assert abs(rep.widen["ratio"] - 1) < 0.05, rep.widen  # was ×4.17: b counted as replaced
+
+
+@pytest.mark.parametrize("widen_init", ["he", "preserve"])
+def test_widening_in_place_leaves_the_callers_model_and_file_unchanged(widen_init, tmp_path):
+    model = yolo_like()
+    before = model.SerializeToString()
+    optimize(model, None, mode="widen", widen_init=widen_init)
+    assert model.SerializeToString() == before
+    src = tmp_path / "m.onnx"
+    onnx.save(model, src)
+    on_disk = src.read_bytes()
+    _, rep = optimize(src, tmp_path / "w.onnx", mode="widen", widen_init=widen_init)
+    assert src.read_bytes() == on_disk and rep.verification

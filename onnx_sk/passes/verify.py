@@ -6,7 +6,7 @@
    information field of every inserted subgraph equals the dense conv's
    (:func:`onnx_sk.graph.checks.check_fields`), and the outputs equal the twin's up to float32
    rounding (:func:`onnx_sk.runtime.verify.check_outputs`);
-3. against the model before widening (``reference``): ``"original"`` (widen, he) the output
+3. against the model before widening (``reference``: its outputs, run by the widen pass): ``"original"`` (widen, he) the output
    signature is unchanged (names, order, dtypes, shapes); ``"preserved"`` (widen, preserve) the
    outputs are the same values too;
 4. with replacements but no dense twin (widen, he: the widened twin would hold ~30× the
@@ -30,7 +30,6 @@ from onnx_sk.runtime.blas import single_blas_thread
 from onnx_sk.runtime.conv_check import check_convs
 from onnx_sk.runtime.verify import (
     check_outputs,
-    reference_outputs,
     result_outputs,
     same_signature,
 )
@@ -80,8 +79,8 @@ class VerifyPass:
                 max_rel_diff=conv.max_rel_diff,
             )
         if self.reference != "twin":
-            assert ctx.reference is not None  # the widen pass keeps the model it widened
-            ref = reference_outputs(ctx.reference, ctx.options.seed, ctx.input_shapes or None)
+            ref = ctx.reference
+            assert ref is not None  # the widen pass ran the model before widening it
             names, got = result_outputs(model, ref.feeds, path=path)
             if self.reference == "preserved":
                 agree = check_outputs(ref.names, ref.values, names, got)

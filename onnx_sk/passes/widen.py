@@ -34,12 +34,15 @@ import onnx
 from onnx_sk.errors import UserError
 from onnx_sk.graph.convs import ConvSite, find_convs
 from onnx_sk.graph.counts import conv_params, float_params
+from onnx_sk.graph.index import ConstantIndex
 from onnx_sk.graph.shapes import infer_shapes, parse_input_shapes
 from onnx_sk.maths.spec import ConvSpec
 from onnx_sk.options import OptimizeOptions
 from onnx_sk.passes import objectives
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
+from onnx_sk.runtime.session import release_memory
+from onnx_sk.runtime.verify import reference_outputs
 from onnx_sk.width.analysis import (
     BUDGETS,
     MAX_SCALE,
@@ -129,14 +132,17 @@ class _Counter:
         return self.a.widths(s, self.o.widen.round_to, at_least_old=self.preserve)
 
     def widened(self, i: int, widths: Widths) -> ConvSite | None:
-        """Conv node ``i``'s site with its spec at ``widths`` (None: not a replaceable site)."""
+        """Conv node ``i``'s site with its spec at ``widths`` and no weights (None: not a
+        widened site)."""
         site, ch = self.sites.get(i), self.chan.get(i)
         if site is None or site.spec is None or ch is None:
             return None
         c_in, c_out = self.a.width(widths, ch.in_atoms), self.a.width(widths, ch.out_atoms)
         group = c_in if ch.depthwise else ch.group
         spec = dataclasses.replace(site.spec, c_in=c_in, c_out=c_out, group=group)
-        return dataclasses.replace(site, spec=spec)
+        # no constants: the old kernel is not this conv's at the new widths (and its numpy copy,
+        # cached by the original's index, is let go with the analysis)
+        return dataclasses.replace(site, spec=spec, consts=ConstantIndex())
 
     def widened_sites(self, widths: Widths) -> list[ConvSite]:
         """Every conv's site (subgraphs' too, kept as they are) with the main graph's widened to
@@ -197,8 +203,9 @@ def _solve(count: _Counter, options: OptimizeOptions, target: int, lo: float) ->
 
 
 class WidenPass:
-    """Widen the model it is given (the original in he mode, the reduced one in preserve mode);
-    the parameter target is counted on the original (``ctx.before``)."""
+    """Widen the model it is given in place (the original in he mode, the reduced one in
+    preserve mode), after running it for the verify pass's reference (``ctx.reference``); the
+    parameter target is counted on the original (``ctx.before``)."""
 
     name = "widen"
 
@@ -209,6 +216,10 @@ class WidenPass:
         target = w.param_budget
         if target is None:
             target = ctx.before.conv_params if w.budget == "conv" else ctx.before.params
+        if o.verify:  # the reference outputs first, while little else is in memory (from the
+            # input file when the model is still that file: no serialised copy for ONNX Runtime)
+            path = ctx.source.path if not ctx.modified else None
+            ctx.reference = reference_outputs(model, o.seed, ctx.input_shapes or None, path=path)
         shapes = infer_shapes(model, ctx.input_shapes)
         analysis = analyze_channels(model, shapes)
         if not analysis.free:
@@ -230,8 +241,7 @@ class WidenPass:
             }
             fresh = {(node_of[d.site.node.output[0]], 1) for d in ctx.decisions if d.real}
         rng = np.random.default_rng(o.seed)
-        widened = run_widen(model, analysis, widths, preserve, rng, skip=fresh)
-        ctx.reference = model
+        widened = run_widen(model, analysis, widths, preserve, rng, skip=fresh, copy=False)
         ctx.widen = {
             "scale": sol.scale,
             "target": target,
@@ -240,6 +250,8 @@ class WidenPass:
             "frozen_by": [{"op": op, "reason": why} for op, why in analysis.walk.frozen_by],
             "layers": _layers(analysis, widths),
         }
+        del analysis, count, shapes  # their numpy copies of the old weights
+        release_memory()
         return PassResult(widened, modified=True)
 
 

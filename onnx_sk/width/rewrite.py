@@ -103,15 +103,19 @@ def run_widen(
     preserve: bool,
     rng: np.random.Generator,
     skip: set[tuple[int, int]] | frozenset[tuple[int, int]] = frozenset(),
+    copy: bool = True,
 ) -> onnx.ModelProto:
-    """A widened copy of ``model`` (the model ``analysis`` was made from).
+    """A widened copy of ``model`` (the model ``analysis`` was made from); ``copy=False``
+    widens ``model`` itself and returns it (no second copy of the weights in memory).
 
     ``skip``: the (node, input) constants left as they are, for a caller that replaces those
     nodes right after (the kernels of the convs Mode 1 replaces in he mode: their new weights
     are drawn fresh, so the widened dense kernel is never formed).
     """
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    out = model
+    if copy:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
     graph = out.graph
     before = GraphIndex(graph)  # uses and names of the graph as it was, before any edit
     names = before.names
