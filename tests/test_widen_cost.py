@@ -203,3 +203,16 @@ def test_widening_in_place_leaves_the_callers_model_and_file_unchanged(widen_ini
     on_disk = src.read_bytes()
     _, rep = optimize(src, tmp_path / "w.onnx", mode="widen", widen_init=widen_init)
     assert src.read_bytes() == on_disk and rep.verification
+
+
+def test_widen_he_replacing_nothing_reports_the_signature_check(tmp_path):
+    """Only 1×1 convs: nothing is replaced, the widened model is still verified and said so."""
+    g = G(8)
+    t = g.op("Relu", [g.conv("x", 8, 16, k=1)])
+    model = g.model([g.conv(g.op("Relu", [g.conv(t, 16, 16, k=1)]), 16, 4, k=1)])
+    src = tmp_path / "m.onnx"
+    onnx.save(model, src)
+    proc = run_cli("optimize", src, tmp_path / "w.onnx", "--mode", "widen")
+    assert proc.returncode == 0, proc.stderr
+    text = " ".join(proc.stdout.split())
+    assert "verified: full checker ok; outputs keep the original's names, dtypes and shapes" in text
