@@ -211,6 +211,18 @@ def test_the_help_states_the_budget():
 
 def test_load_calibration_checks_declared_sizes_first(tmp_path, monkeypatch):
     npz = _npz(tmp_path / "c.npz", x=np.zeros((2, C, HW, HW), np.float32))
-    monkeypatch.setattr(feeds, "_available_memory", lambda: 1000)
+    monkeypatch.setattr(feeds, "available_memory", lambda: 1000)
     with pytest.raises(UserError, match=r"its arrays declare 1152 bytes, more than half the 1000"):
         feeds.load_calibration(npz, _model(1), "--inputs")
+
+
+def test_a_fixed_batch_over_the_memory_available_is_refused(tmp_path, monkeypatch):
+    model = _model(1)
+    monkeypatch.setattr(calibration, "available_memory", lambda: 2000)
+    npz = _npz(tmp_path / "c.npz", x=np.zeros((2, C, HW, HW), np.float32))
+    with pytest.raises(UserError) as err:
+        calibration_patches(npz, model, _sites(model))
+    assert str(err.value) == (
+        f"--calibration {npz}: one batch of 1 samples (the model's fixed batch) declares 576 "
+        "bytes, over a quarter of the 2000 bytes of memory available: refused"
+    )

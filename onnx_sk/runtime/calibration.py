@@ -29,7 +29,7 @@ import onnx
 from onnx_sk.errors import UserError
 from onnx_sk.graph.convs import ConvSite
 from onnx_sk.maths.patches import patches
-from onnx_sk.runtime.feeds import real_inputs
+from onnx_sk.runtime.feeds import available_memory, real_inputs
 from onnx_sk.runtime.npz import NpyHeader, NpzStream, gib, npz_headers
 from onnx_sk.runtime.session import session
 
@@ -100,7 +100,15 @@ def _batch(arrays: list[NpyHeader], inputs: list[onnx.ValueInfoProto], where: st
     if len(fixed) > 1:
         raise UserError(f"{where}: the model's inputs have different fixed batch sizes {fixed}")
     if fixed:
-        return fixed.pop()
+        batch = fixed.pop()
+        available = available_memory()
+        if available is not None and batch * sample > available // 4:
+            raise UserError(
+                f"{where}: one batch of {batch} samples (the model's fixed batch) declares "
+                f"{gib(batch * sample)}, over a quarter of the {gib(available)} of memory "
+                f"available: refused"
+            )
+        return batch
     if sample > BATCH_BYTES:
         raise UserError(
             f"{where}: one sample declares {gib(sample)}, over the {gib(BATCH_BYTES)} "

@@ -83,7 +83,7 @@ def _check_feed_size(name: str, shape: list[int], dtype: np.dtype) -> None:
             f"input {name!r} of shape {dims}: {count} elements is absurdly large for a random input: refused"
         )
     need = count * (8 + dtype.itemsize)  # the float64 draw and its cast
-    available = _available_memory()
+    available = available_memory()
     if available is not None and need > available:
         raise UserError(
             f"input {name!r} of shape {dims}: a random input needs {need / 2**30:.1f} GiB, more than "
@@ -91,7 +91,7 @@ def _check_feed_size(name: str, shape: list[int], dtype: np.dtype) -> None:
         )
 
 
-def _available_memory() -> int | None:
+def available_memory() -> int | None:
     """MemAvailable from /proc/meminfo in bytes (None where there is none)."""
     try:
         with open("/proc/meminfo") as fh:
@@ -111,7 +111,7 @@ def load_calibration(
     (``--calibration`` streams instead: :mod:`onnx_sk.runtime.calibration`)."""
     p = Path(path)
     declared = sum(h.nbytes for h in npz_headers(p, flag).values())
-    available = _available_memory()
+    available = available_memory()
     if available is not None and declared > available // 2:
         raise UserError(
             f"{flag} {p}: its arrays declare {gib(declared)}, more than half the "
