@@ -127,6 +127,7 @@ class _Counter:
         }
         self.chan = {c.node: c for c in analysis.walk.convs}
         self._cache: dict[tuple[ConvSpec, str | None], int | None] = {}
+        self._per_conv: dict[tuple[int, int, int], int | None] = {}
 
     def widths(self, s: float) -> Widths:
         return self.a.widths(s, self.o.widen.round_to, at_least_old=self.preserve)
@@ -144,6 +145,30 @@ class _Counter:
         # cached by the original's index, is let go with the analysis)
         return dataclasses.replace(site, spec=spec, consts=ConstantIndex())
 
+    def _replaced_params(self, i: int, widths: Widths) -> int | None:
+        """Parameters of conv ``i``'s SK design at ``widths`` (None: kept), memoised per conv
+        and widths, then per shape and policy (convs of one shape and policy share a choice)."""
+        ch = self.chan.get(i)
+        if ch is None:
+            return None
+        mine = (i, self.a.width(widths, ch.in_atoms), self.a.width(widths, ch.out_atoms))
+        if mine not in self._per_conv:
+            site = self.widened(i, widths)
+            params = None
+            if site is not None:
+                assert site.spec is not None
+                # the name is no part of the choice; the policy (first conv, --exclude) is
+                key = (
+                    dataclasses.replace(site.spec, name=""),
+                    objectives.policy_reason(site, self.o),
+                )
+                if key not in self._cache:
+                    real = objectives.decide(site, self.o).real
+                    self._cache[key] = None if real is None else real.params
+                params = self._cache[key]
+            self._per_conv[mine] = params
+        return self._per_conv[mine]
+
     def widened_sites(self, widths: Widths) -> list[ConvSite]:
         """Every conv's site (subgraphs' too, kept as they are) with the main graph's widened to
         ``widths``: what the plan pass would find on the widened model."""
@@ -160,21 +185,10 @@ class _Counter:
         dense = self.a.conv_params(widths)
         conv, delta = 0, 0
         for i, p in dense.items():
-            site = self.widened(i, widths) if self.reduce_after else None
-            if site is not None:
-                # one decision per shape and policy (first conv, --exclude): convs of one shape
-                # share it; the name is no part of the choice
-                key = (
-                    dataclasses.replace(site.spec, name=""),
-                    objectives.policy_reason(site, self.o),
-                )
-                if key not in self._cache:
-                    real = objectives.decide(site, self.o).real
-                    self._cache[key] = None if real is None else real.params
-                params = self._cache[key]
-                if params is not None:
-                    delta += params - p
-                    p = params
+            params = self._replaced_params(i, widths) if self.reduce_after else None
+            if params is not None:
+                delta += params - p
+                p = params
             conv += p
         return conv if self.o.widen.budget == "conv" else self.a.float_params(widths) + delta
 
