@@ -8,7 +8,7 @@ fresh child process that records its own peak RSS (``VmHWM`` at exit). The file 
 (``onnx_sk.runtime.calibration``: the first 256 samples at most, a batch at a time), so the peak
 should not grow with N or with what the file declares.
 
-    .venv/bin/python bench/bench_calibration.py            # N = 16, 256, 2048; bomb of 2 GiB
+    .venv/bin/python bench/bench_calibration.py            # N = 16, 256, 1024; bomb of 2 GiB
 
 Writes ``bench/results/calibration.json`` and ``calibration.md``.
 """
@@ -44,7 +44,7 @@ def model() -> onnx.ModelProto:
     graph = helper.make_graph(
         nodes, "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, C, HW, HW])],
-        [helper.make_tensor_value_info(x, TensorProto.FLOAT, None)], inits,
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, C, HW, HW])], inits,
     )  # fmt: skip
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
@@ -87,7 +87,7 @@ def main() -> None:
         src = tmp / "m.onnx"
         onnx.save(model(), src)
         files = []
-        for n in (16, 256, 2048):
+        for n in (16, 256, 1024):
             path = tmp / f"random_{n}.npz"
             x = rng.standard_normal((n, C, HW, HW)).astype(np.float32)
             np.savez_compressed(path, x=x)

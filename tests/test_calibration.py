@@ -226,3 +226,11 @@ def test_a_fixed_batch_over_the_memory_available_is_refused(tmp_path, monkeypatc
         f"--calibration {npz}: one batch of 1 samples (the model's fixed batch) declares 576 "
         "bytes, over a quarter of the 2000 bytes of memory available: refused"
     )
+
+
+def test_the_patch_budget_is_shared_between_batches_exactly(tmp_path):
+    model = _model(1)
+    npz = _npz(tmp_path / "c.npz", x=RNG.standard_normal((5, C, HW, HW)).astype(np.float32))
+    for budget in (7, 3):  # 2+2+1+1+1, and 1+1+1+0+0
+        got = calibration_patches(npz, model, _sites(model), max_patches=budget)["y"]
+        assert got.shape == (C * 9, budget) and np.isfinite(got).all()

@@ -163,7 +163,7 @@ def calibration_patches(
                 f"cannot be read by samples: save it C-ordered"
             )
     wanted = [s for s in sites if s.spec is not None and s.spec.spatial_rank == 2 and not s.scope]
-    share = math.ceil(max_patches / math.ceil(used / batch))
+    batches = math.ceil(used / batch)
     rng = np.random.default_rng(seed)
     names = [vi.name for vi in inputs]
     try:
@@ -194,6 +194,7 @@ def calibration_patches(
             for s in wanted:
                 x = np.asarray(acts[s.node.input[0]])
                 assert s.spec is not None
+                share = max_patches // batches + (k < max_patches % batches)  # sums to max
                 columns[s.node.output[0]].append(patches(s.spec, x, share, rng, normalise=False))
     out = {}
     for key, cols in columns.items():
