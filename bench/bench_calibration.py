@@ -27,6 +27,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from onnx_sk.runtime.npz import gib
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_widen import CHILD, RESULTS  # noqa: E402
 
@@ -80,7 +82,7 @@ def run(model_path: Path, npz: Path, tmp: Path) -> dict:
 
 def main() -> None:
     rows, rng = [], np.random.default_rng(0)
-    lines = ["| calibration file | samples declared | GiB declared | on disk | peak RSS | time |"]
+    lines = ["| calibration file | samples declared | bytes declared | on disk | peak RSS | time |"]
     lines.append("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
@@ -98,10 +100,10 @@ def main() -> None:
         files.append(("zeros (bomb)", samples, tmp / "bomb.npz"))
         for label, n, path in files:
             r = run(src, path, tmp)
-            declared = n * C * HW * HW * 4 / 2**30
-            rows.append({"file": label, "samples": n, "declared_gib": declared, **r})
+            declared = n * C * HW * HW * 4
+            rows.append({"file": label, "samples": n, "declared_bytes": declared, **r})
             line = (
-                f"| {label} | {n} | {declared:.2f} | {r['file_mb']} MB | "
+                f"| {label} | {n} | {gib(declared)} | {r['file_mb']} MB | "
                 f"{r['peak_rss_mb']:.0f} MB | {r['wall_s']:.1f} s |"
             )
             lines.append(line)
