@@ -216,3 +216,16 @@ def test_widen_he_replacing_nothing_reports_the_signature_check(tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = " ".join(proc.stdout.split())
     assert "verified: full checker ok; outputs keep the original's names, dtypes and shapes" in text
+
+
+def test_conv_check_names_a_subgraph_that_does_not_match_its_design():
+    model, r = _replaced()
+    assert r.real.spec is not None
+    three = realisations("pw-dw-pw", r.real.spec)[0]  # 3 stages; 2 Conv nodes were written
+    wrong = Replacement(r.name, r.input, r.output, three, r.weights, new_nodes=r.new_nodes)
+    with pytest.raises(VerificationError) as err:
+        check_convs(model, [wrong], {"y": (6, 6)}, seed=0)
+    assert str(err.value) == (
+        "the inserted subgraph cannot be checked alone: conv 'conv': 2 Conv nodes written for "
+        "3 stages"
+    )

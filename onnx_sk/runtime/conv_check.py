@@ -90,6 +90,11 @@ def check_convs(
         x = rng.standard_normal((1, r.real.spec.c_in, *spatial)).astype(np.float32)
         try:
             probe, ref = probe_model(result, consts, r, rows, spatial)
+        except ValueError as exc:
+            raise VerificationError(
+                f"the inserted subgraph cannot be checked alone: {exc}"
+            ) from None
+        try:
             names, outs = run(probe, {r.input: x})
         except Exception as exc:
             raise VerificationError(
