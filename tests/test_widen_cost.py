@@ -229,3 +229,15 @@ def test_conv_check_names_a_subgraph_that_does_not_match_its_design():
         "the inserted subgraph cannot be checked alone: conv 'conv': 2 Conv nodes written for "
         "3 stages"
     )
+
+
+def test_preserve_says_it_matched_the_reduced_model(tmp_path):
+    src = tmp_path / "m.onnx"
+    onnx.save(yolo_like(), src)
+    proc = run_cli(
+        "optimize", src, tmp_path / "w.onnx", "--mode", "widen", "--widen-init", "preserve"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "verified: full checker ok; outputs equal the reduced model's at" in " ".join(
+        proc.stdout.split()
+    )

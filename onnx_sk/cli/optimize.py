@@ -71,6 +71,11 @@ def print_report(report: Report) -> None:
             f"abs diff {v['max_abs_diff']:.2g}, max rel diff {v['max_rel_diff']:.2g}); outputs "
             f"keep the original's names, dtypes and shapes at {v['input_shapes']}"
         )
+    elif v and v.get("preserved"):
+        console.print(
+            f"verified: full checker ok; outputs equal the reduced model's at {v['input_shapes']} "
+            f"(max abs diff {v['max_abs_diff']:.2g}, max rel diff {v['max_rel_diff']:.2g})"
+        )
     elif v and "max_abs_diff" not in v:  # nothing replaced: the signature was checked
         console.print(
             f"verified: full checker ok; outputs keep the original's names, dtypes and shapes "
