@@ -234,3 +234,12 @@ def test_the_patch_budget_is_shared_between_batches_exactly(tmp_path):
     for budget in (7, 3):  # 2+2+1+1+1, and 1+1+1+0+0
         got = calibration_patches(npz, model, _sites(model), max_patches=budget)["y"]
         assert got.shape == (C * 9, budget) and np.isfinite(got).all()
+
+
+def test_an_input_without_a_declared_shape_takes_the_samples_as_they_are(tmp_path):
+    model = _model("N")
+    model.graph.input[0].type.tensor_type.ClearField("shape")
+    x = RNG.standard_normal((3, C, HW, HW)).astype(np.float32)
+    sites = find_convs(model, {})
+    got = calibration_patches(_npz(tmp_path / "c.npz", x=x), model, sites)["y"]
+    assert got.shape[1] == 3 * HW * HW

@@ -50,11 +50,18 @@ def _dims(dims: list[int | str]) -> str:
     return "x".join(map(str, dims)) or "()"
 
 
-def _input_dims(vi: onnx.ValueInfoProto) -> list[int | str]:
+def _input_dims(vi: onnx.ValueInfoProto) -> list[int | str] | None:
+    """The input's dims (ints, or the names of symbolic ones); None when it declares no shape."""
+    if not vi.type.tensor_type.HasField("shape"):
+        return None
     return [
         d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
         for d in vi.type.tensor_type.shape.dim
     ]
+
+
+def _first_dim(vi: onnx.ValueInfoProto) -> list[int | str]:
+    return (_input_dims(vi) or [])[:1]
 
 
 def _arrays(
@@ -78,10 +85,13 @@ def _check_array(h: NpyHeader, vi: onnx.ValueInfoProto, where: str) -> np.dtype:
     want = _input_dims(vi)
     if not h.shape:
         raise UserError(f"{where}: array {h.name!r} has no sample axis (a scalar)")
-    fixed = [d if isinstance(d, int) and d > 0 else None for d in want[1:]]
-    if len(h.shape) != len(want) or any(
-        f is not None and f != got for f, got in zip(fixed, h.shape[1:], strict=True)
-    ):
+    if want is not None and (
+        len(h.shape) != len(want)
+        or any(
+            isinstance(d, int) and d > 0 and d != got
+            for d, got in zip(want[1:], h.shape[1:], strict=True)
+        )
+    ):  # a model input without a declared shape takes what ONNX Runtime accepts
         raise UserError(
             f"{where}: array {h.name!r} has samples of shape {_dims(list(h.shape[1:]))} but input "
             f"{vi.name!r} takes {_dims(want[1:])} (the first axis is the sample axis)"
@@ -95,7 +105,7 @@ def _check_array(h: NpyHeader, vi: onnx.ValueInfoProto, where: str) -> np.dtype:
 
 def _batch(arrays: list[NpyHeader], inputs: list[onnx.ValueInfoProto], where: str) -> int:
     """The batch size to feed: the model's fixed batch, else as many as the budget allows."""
-    fixed = {d for vi in inputs for d in _input_dims(vi)[:1] if isinstance(d, int) and d > 0}
+    fixed = {d for vi in inputs for d in _first_dim(vi) if isinstance(d, int) and d > 0}
     sample = sum(h.sample_bytes for h in arrays)
     if len(fixed) > 1:
         raise UserError(f"{where}: the model's inputs have different fixed batch sizes {fixed}")
@@ -151,7 +161,7 @@ def calibration_patches(
     if n == 0:
         raise UserError(f"{where}: array {arrays[0].name!r} has no samples")
     batch = _batch(arrays, inputs, where)
-    fixed = any(isinstance(d, int) and d > 0 for vi in inputs for d in _input_dims(vi)[:1])
+    fixed = any(isinstance(d, int) and d > 0 for vi in inputs for d in _first_dim(vi))
     if fixed and n < batch:
         raise UserError(f"{where}: {n} samples, but the model's batch is fixed at {batch}")
     used = min(n, MAX_SAMPLES)
