@@ -80,7 +80,10 @@ class FitOptions:
     init: str = option("he", "Weight initialiser for the new stages: he or approx.")
     calibration: str | None = option(
         None,
-        "--init approx: .npz of input samples; fit each conv to its actual input activations.",
+        "--init approx: .npz of input samples (one array per input, the first axis the "
+        "samples); fit each conv to its actual input activations. Streamed: the first 256 "
+        "samples at most, in batches the model accepts (its fixed batch, else up to 32 samples "
+        "and 64 MiB).",
     )
     max_error: float | None = option(
         None,

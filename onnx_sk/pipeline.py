@@ -11,8 +11,9 @@ mode                   passes
 =====================  ==============================================================
 reduce                 plan, [fit-targets], [error-budget], init-weights, dense-twin,
                        reduce, [training-bn], verify
-widen, he              widen, plan, init-weights, dense-twin, reduce,
-                       verify (signature of the original)
+widen, he              widen (plans Mode 1 on the widened convs), init-weights, reduce,
+                       verify (each replaced conv against its dense equivalent, alone;
+                       the signature of the original)
 widen, preserve        plan, init-weights, reduce, widen, verify (values of the reduced)
 widen, --design none   widen, verify (signature of the original)
 =====================  ==============================================================
@@ -90,7 +91,7 @@ def _rewrite(options: OptimizeOptions) -> tuple[list[Pass], Reference]:
         return [WidenPass()], "original"
     if options.widen.widen_init == "preserve":
         return [PlanPass(), InitPass(), ReducePass(), WidenPass()], "preserved"
-    return [WidenPass(), PlanPass(), InitPass(), DenseTwinPass(), ReducePass()], "original"
+    return [WidenPass(), InitPass(), ReducePass()], "original"
 
 
 def _finishing(options: OptimizeOptions) -> list[Pass]:

@@ -106,7 +106,7 @@ def test_bad_input_reaches_the_user_unchanged(model, exc):
                 "training-bn", "verify",
             ],
         ),
-        ({"mode": "widen"}, ["widen", "plan", "init-weights", "dense-twin", "reduce", "verify"]),
+        ({"mode": "widen"}, ["widen", "init-weights", "reduce", "verify"]),
         ({"mode": "widen", "widen_init": "preserve"}, ["plan", "init-weights", "reduce", "widen", "verify"]),
         ({"mode": "widen", "design": "none", "width_scale": 1.5}, ["widen", "verify"]),
     ],

@@ -63,7 +63,25 @@ def print_report(report: Report) -> None:
         f"{fmt_count(tot['conv_macs_after'])}{ratio('conv_macs_ratio')}"
     )
     v = report.verification
-    if v:
+    if v and v.get("convs_checked"):
+        console.print(
+            f"verified: full checker ok, {v['fields_checked']} information fields equal the dense "
+            f"convs', each of the {v['convs_checked']} inserted subgraphs matches its dense "
+            f"equivalent alone ({v['channels_checked']} of {v['channels']} output channels; max "
+            f"abs diff {v['max_abs_diff']:.2g}, max rel diff {v['max_rel_diff']:.2g}); outputs "
+            f"keep the original's names, dtypes and shapes at {v['input_shapes']}"
+        )
+    elif v and v.get("preserved"):
+        console.print(
+            f"verified: full checker ok; outputs equal the reduced model's at {v['input_shapes']} "
+            f"(max abs diff {v['max_abs_diff']:.2g}, max rel diff {v['max_rel_diff']:.2g})"
+        )
+    elif v and "max_abs_diff" not in v:  # nothing replaced: the signature was checked
+        console.print(
+            f"verified: full checker ok; outputs keep the original's names, dtypes and shapes "
+            f"at {v.get('input_shapes')}"
+        )
+    elif v:
         console.print(
             f"verified: full checker ok, {v['fields_checked']} information fields equal the dense "
             f"convs', outputs match the dense-equivalent model at {v['input_shapes']} "

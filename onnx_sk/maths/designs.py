@@ -61,7 +61,7 @@ class Stage:
         return (self.c_out, self.c_in // self.group, *k)  # [c_out, c_in // group, kh, kw]
 
     def weight_params(self, kernel_shape: tuple[int, ...]) -> int:
-        return int(np.prod(self.weight_shape(kernel_shape)))
+        return math.prod(self.weight_shape(kernel_shape))
 
 
 @dataclass(frozen=True)
@@ -241,3 +241,37 @@ def dense_equivalent(stages: tuple[Stage, ...], weights: list[np.ndarray]) -> np
             t = t[shuffle_permutation(t.shape[0], stage.shuffle)]
     assert t is not None
     return t
+
+
+def dense_rows(
+    stages: tuple[Stage, ...], weights: list[np.ndarray], rows: np.ndarray
+) -> np.ndarray:
+    """``dense_equivalent(stages, weights)[rows]`` without forming the whole kernel (float64).
+
+    The chain is composed backwards from the selected output channels, group by group:
+    ``A [R, c]`` (a one-hot selection at the output) becomes ``A' [R, c_in_s, ...]`` through a
+    stage ``w [c_out_s, c_in_s / g, ...]`` with ``A'[r, j] = Σ_{o in group(j)} A[r, o] · w[o, j]``,
+    and through a shuffle ``t_post = t_pre[perm]`` as ``A' = A[:, argsort(perm)]``. Memory and
+    work are proportional to ``len(rows)``, never to the whole dense kernel (a widened layer's
+    dense equivalent may not fit).
+    """
+    last = stages[-1]
+    a = np.zeros((len(rows), last.c_out), dtype=np.float64)  # [R, c] (then [R, c, *k])
+    a[np.arange(len(rows)), np.asarray(rows)] = 1.0
+    for stage, w in zip(reversed(stages), reversed(weights), strict=True):
+        if stage.shuffle > 1:
+            a = a[:, np.argsort(shuffle_permutation(a.shape[1], stage.shuffle))]
+        g = stage.group
+        d = np.asarray(w, dtype=np.float64)  # [c_out_s, c_in_s // g, *k]
+        cog, cig = d.shape[0] // g, d.shape[1]
+        dg = d.reshape(g, cog, cig, *d.shape[2:])
+        ag = a.reshape(a.shape[0], g, cog, *a.shape[2:])
+        if stage.spatial:
+            assert a.ndim == 2  # one spatial stage per design
+            a = np.einsum("rgo,goj...->rgj...", ag, dg)
+        else:
+            a = np.einsum("rgo...,goj->rgj...", ag, dg.reshape(g, cog, cig))
+        a = a.reshape(a.shape[0], g * cig, *a.shape[3:])
+    if a.ndim == 2:  # no spatial stage: the kernel of the 1×1 chain
+        a = a.reshape(*a.shape, *np.asarray(weights[0]).shape[2:])
+    return a

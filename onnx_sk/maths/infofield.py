@@ -150,7 +150,12 @@ class Field:
             tuple(sorted({a + b * j for a in oa for b in ob}))
             for oa, ob, j in zip(self.offsets, after.offsets, self.jump, strict=True)
         )
-        conn = (after.connectivity.astype(np.float32) @ self.connectivity.astype(np.float32)) > 0
+        if _is_identity(self.connectivity):  # the first conv of a chain, or after a depthwise
+            conn = after.connectivity.copy()
+        elif _is_identity(after.connectivity):
+            conn = self.connectivity.copy()
+        else:
+            conn = _bool_product(after.connectivity, self.connectivity)
         return Field(
             tuple(o[-1] + 1 for o in offsets),
             conn,
@@ -283,3 +288,34 @@ def field_of_conv(spec: ConvSpec) -> Field:
     return Field.conv(
         spec.c_in, spec.c_out, spec.kernel_shape, spec.strides, spec.dilations, spec.group
     )
+
+
+def _is_identity(connectivity: np.ndarray) -> bool:
+    """A square connectivity with exactly its diagonal set (composing with it changes nothing)."""
+    n = connectivity.shape[0]
+    return (
+        connectivity.shape == (n, n)
+        and bool(connectivity.diagonal().all())
+        and int(np.count_nonzero(connectivity)) == n
+    )
+
+
+def _distinct_rows(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first index of each distinct row of boolean ``m``, which distinct row each row is)."""
+    packed = np.ascontiguousarray(np.packbits(m, axis=1))
+    keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    return first, inverse.ravel()
+
+
+def _bool_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(a @ b) > 0`` for boolean matrices, computed once per distinct row of ``a`` and distinct
+    column of ``b``: a grouped conv's connectivity has one distinct row (and column) per group,
+    so a chain of wide grouped stages costs ``groups_a · c · groups_b`` work, not
+    ``c_out · c · c_in``."""
+    if 0 in a.shape or 0 in b.shape:
+        return np.zeros((a.shape[0], b.shape[1]), dtype=bool)
+    ra, ia = _distinct_rows(a)
+    cb, ib = _distinct_rows(b.T)
+    small = (a[ra].astype(np.float32) @ b[:, cb].astype(np.float32)) > 0
+    return small[ia][:, ib]

@@ -34,9 +34,14 @@ def pads(spec: ConvSpec, h: int, w: int) -> tuple[int, int, int, int]:
 
 
 def patches(
-    spec: ConvSpec, x: np.ndarray, max_patches: int, rng: np.random.Generator
+    spec: ConvSpec,
+    x: np.ndarray,
+    max_patches: int,
+    rng: np.random.Generator,
+    normalise: bool = True,
 ) -> np.ndarray:
-    """``L  # [C·kh·kw, P]``: P seeded receptive fields of x [N, C, H, W], divided by sqrt(P)."""
+    """``L  # [C·kh·kw, P]``: P seeded receptive fields of x [N, C, H, W], divided by sqrt(P)
+    (``normalise=False``: not divided, for a caller that joins the patches of several batches)."""
     n, c, h, w = x.shape
     top, left, bottom, right = pads(spec, h, w)
     xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (top, bottom), (left, right)))
@@ -49,4 +54,5 @@ def patches(
     ys = oy[:, None] * sh + (np.arange(kh) * dh).repeat(kw)[None, :]  # [P, S]
     xs = ox[:, None] * sw + np.tile(np.arange(kw) * dw, kh)[None, :]
     cols = xp[b[:, None, None], np.arange(c)[None, :, None], ys[:, None, :], xs[:, None, :]]
-    return cols.reshape(pick.size, c * kh * kw).T / math.sqrt(pick.size)  # [C·S, P]
+    cols = cols.reshape(pick.size, c * kh * kw).T  # [C·S, P]
+    return cols / math.sqrt(pick.size) if normalise else cols

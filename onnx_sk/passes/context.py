@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import onnx
-
 from onnx_sk.graph.build import Replacement
 from onnx_sk.graph.convs import ConvSite
 from onnx_sk.graph.load import LoadedModel
@@ -62,8 +60,12 @@ class PassContext:
     replacements: list[Replacement] = field(default_factory=list)
     #: dense-twin: the reference outputs every replaced conv must reproduce
     twin: Outputs | None = None
-    #: widen: the model before widening (the reference of the widened model's outputs)
-    reference: onnx.ModelProto | None = None
+    #: widen: the outputs of the model before widening on seeded random input (run before the
+    #: model is widened in place; the reference of the widened model's outputs)
+    reference: Outputs | None = None
+    #: widen (he): the plan's convs are widened and keep their old kernels until the reduce pass
+    #: replaces them, so init-weights draws their stage weights with no kernel to fit
+    fresh_weights: bool = False
     #: widen: the solution (scale, target, spaces, widths per conv)
     widen: dict[str, Any] | None = None
 

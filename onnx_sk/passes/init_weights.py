@@ -29,9 +29,17 @@ from onnx_sk.runtime.blas import single_blas_thread
 
 
 def prepare(
-    decisions: list[Decision], init: str, seed: int, targets: dict[str, Target]
+    decisions: list[Decision],
+    init: str,
+    seed: int,
+    targets: dict[str, Target],
+    fresh: bool = False,
 ) -> list[Replacement]:
-    """Stage weights for every planned conv, drawn in graph order from one seeded generator."""
+    """Stage weights for every planned conv, drawn in graph order from one seeded generator.
+
+    ``fresh``: the convs have no kernel at their planned widths (widen, he mode): the weights
+    are drawn from the dtype alone (every eligible conv is float32: ``graph.convs.why_not``) and
+    no initial error is recorded."""
     rng = np.random.default_rng(seed)
     fn = INITIALISERS[init]
     done = []
@@ -40,6 +48,12 @@ def prepare(
             if d.real is None:
                 continue
             site = d.site
+            if fresh:
+                weights = fn(d.real, np.empty(0, np.float32), None, rng)
+                done.append(
+                    Replacement(site.name, site.node.input[0], site.node.output[0], d.real, weights)
+                )
+                continue
             weight = site.weight
             assert weight is not None  # an eligible conv has constant weights
             target = targets.get(site.node.output[0])
@@ -61,7 +75,9 @@ class InitPass:
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         o = ctx.options
-        ctx.replacements = prepare(ctx.decisions, o.fitting.init, o.seed, ctx.targets)
+        ctx.replacements = prepare(
+            ctx.decisions, o.fitting.init, o.seed, ctx.targets, ctx.fresh_weights
+        )
         by_output = {r.output: r for r in ctx.replacements}
         ctx.report.convs = [
             conv_row(d.site, d.real, d.reason, d.note, by_output.get(d.site.node.output[0]))

@@ -3,7 +3,8 @@
 For every eligible conv, a :class:`~onnx_sk.maths.approx.Target`: the per-channel scale of the
 inference BN that follows it (:func:`onnx_sk.graph.batchnorm.bn_scales`), and with
 ``--calibration FILE.npz`` the patches of its actual input activations on the user's data
-(:func:`onnx_sk.runtime.calibration.collect_patches`, one ONNX Runtime run of the original).
+(:func:`onnx_sk.runtime.calibration.calibration_patches`: the original run in ONNX Runtime on
+the file's samples, streamed in batches the model accepts).
 Changes nothing in the model.
 """
 
@@ -15,8 +16,7 @@ from onnx_sk.graph.batchnorm import bn_scales
 from onnx_sk.maths.approx import Target
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
-from onnx_sk.runtime.calibration import collect_patches
-from onnx_sk.runtime.feeds import load_calibration
+from onnx_sk.runtime.calibration import calibration_patches
 
 
 class FitTargetsPass:
@@ -28,8 +28,7 @@ class FitTargetsPass:
         calibration = ctx.options.fitting.calibration
         data = {}
         if calibration is not None:
-            feeds = load_calibration(calibration, model)
-            data = collect_patches(model, eligible, feeds, ctx.options.seed)
+            data = calibration_patches(calibration, model, eligible, ctx.options.seed)
         ctx.targets = {
             s.node.output[0]: Target(scales.get(s.node.output[0]), data.get(s.node.output[0]))
             for s in eligible

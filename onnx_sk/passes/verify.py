@@ -6,9 +6,12 @@
    information field of every inserted subgraph equals the dense conv's
    (:func:`onnx_sk.graph.checks.check_fields`), and the outputs equal the twin's up to float32
    rounding (:func:`onnx_sk.runtime.verify.check_outputs`);
-3. against the model before widening (``reference``): ``"original"`` (widen, he) the output
+3. against the model before widening (``reference``: its outputs, run by the widen pass): ``"original"`` (widen, he) the output
    signature is unchanged (names, order, dtypes, shapes); ``"preserved"`` (widen, preserve) the
-   outputs are the same values too.
+   outputs are the same values too;
+4. with replacements but no dense twin (widen, he: the widened twin would hold ~30× the
+   parameters written): the information fields as in 2, and each inserted subgraph, run alone,
+   against the dense equivalent of its stages (:func:`onnx_sk.runtime.conv_check.check_convs`).
 
 Skipped with ``--no-verify``; in Mode 1 also when nothing was replaced (the model is written
 unchanged). Fills the report's ``verification``. Changes nothing in the model.
@@ -23,9 +26,10 @@ import onnx
 from onnx_sk.graph.checks import check, check_fields, check_file
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
+from onnx_sk.runtime.blas import single_blas_thread
+from onnx_sk.runtime.conv_check import check_convs
 from onnx_sk.runtime.verify import (
     check_outputs,
-    reference_outputs,
     result_outputs,
     same_signature,
 )
@@ -61,9 +65,22 @@ class VerifyPass:
                 "max_abs_diff": agree.max_abs_diff,
                 "max_rel_diff": agree.max_rel_diff,
             }
+        if self.reference == "original" and ctx.replacements:  # widen, he: no twin
+            spatial = {d.site.node.output[0]: d.site.in_spatial for d in ctx.decisions}
+            with single_blas_thread():  # many small products: threads only contend
+                fields = check_fields(model, ctx.replacements)
+                conv = check_convs(model, ctx.replacements, spatial, ctx.options.seed)
+            doc.update(
+                fields_checked=fields,
+                convs_checked=conv.convs,
+                channels_checked=conv.channels,
+                channels=conv.channels_total,
+                max_abs_diff=conv.max_abs_diff,
+                max_rel_diff=conv.max_rel_diff,
+            )
         if self.reference != "twin":
-            assert ctx.reference is not None  # the widen pass keeps the model it widened
-            ref = reference_outputs(ctx.reference, ctx.options.seed, ctx.input_shapes or None)
+            ref = ctx.reference
+            assert ref is not None  # the widen pass ran the model before widening it
             names, got = result_outputs(model, ref.feeds, path=path)
             if self.reference == "preserved":
                 agree = check_outputs(ref.names, ref.values, names, got)

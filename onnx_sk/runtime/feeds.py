@@ -5,7 +5,8 @@
 - ``random_inputs``: seeded standard-normal tensors (zeros for integer inputs) at the model's
   input shape; symbolic dims are 1 for the batch and ``spatial`` otherwise, or the shape given
   with ``--input-shape``; an absurd size is refused before anything is allocated;
-- ``load_calibration``: the arrays of an ``.npz`` by input name (one array for one input).
+- ``load_calibration``: the arrays of an ``.npz`` by input name (one array for one input), after
+  checking what the file declares against the memory available.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import onnx
 
 from onnx_sk.errors import UserError
 from onnx_sk.graph.shapes import MAX_ELEMENTS
+from onnx_sk.runtime.npz import gib, npz_headers
 
 _NP_TYPES = {
     onnx.TensorProto.FLOAT: np.float32,
@@ -81,7 +83,7 @@ def _check_feed_size(name: str, shape: list[int], dtype: np.dtype) -> None:
             f"input {name!r} of shape {dims}: {count} elements is absurdly large for a random input: refused"
         )
     need = count * (8 + dtype.itemsize)  # the float64 draw and its cast
-    available = _available_memory()
+    available = available_memory()
     if available is not None and need > available:
         raise UserError(
             f"input {name!r} of shape {dims}: a random input needs {need / 2**30:.1f} GiB, more than "
@@ -89,7 +91,7 @@ def _check_feed_size(name: str, shape: list[int], dtype: np.dtype) -> None:
         )
 
 
-def _available_memory() -> int | None:
+def available_memory() -> int | None:
     """MemAvailable from /proc/meminfo in bytes (None where there is none)."""
     try:
         with open("/proc/meminfo") as fh:
@@ -104,10 +106,17 @@ def _available_memory() -> int | None:
 def load_calibration(
     path: str | os.PathLike, model: onnx.ModelProto, flag: str = "--calibration"
 ) -> dict[str, np.ndarray]:
-    """The model's input tensors from an .npz (keys = input names; one array for one input)."""
+    """The model's input tensors from an .npz (keys = input names; one array for one input),
+    loaded whole: the declared sizes are checked against the memory available first
+    (``--calibration`` streams instead: :mod:`onnx_sk.runtime.calibration`)."""
     p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{flag} {p}: no such file")
+    declared = sum(h.nbytes for h in npz_headers(p, flag).values())
+    available = available_memory()
+    if available is not None and declared > available // 2:
+        raise UserError(
+            f"{flag} {p}: its arrays declare {gib(declared)}, more than half the "
+            f"{gib(available)} of memory available: refused"
+        )
     try:
         with np.load(p, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}

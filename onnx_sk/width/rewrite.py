@@ -102,10 +102,20 @@ def run_widen(
     widths: Widths,
     preserve: bool,
     rng: np.random.Generator,
+    skip: set[tuple[int, int]] | frozenset[tuple[int, int]] = frozenset(),
+    copy: bool = True,
 ) -> onnx.ModelProto:
-    """A widened copy of ``model`` (the model ``analysis`` was made from)."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
+    """A widened copy of ``model`` (the model ``analysis`` was made from); ``copy=False``
+    widens ``model`` itself and returns it (no second copy of the weights in memory).
+
+    ``skip``: the (node, input) constants left as they are, for a caller that replaces those
+    nodes right after (the kernels of the convs Mode 1 replaces in he mode: their new weights
+    are drawn fresh, so the widened dense kernel is never formed).
+    """
+    out = model
+    if copy:
+        out = onnx.ModelProto()
+        out.CopyFrom(model)
     graph = out.graph
     before = GraphIndex(graph)  # uses and names of the graph as it was, before any edit
     names = before.names
@@ -113,6 +123,8 @@ def run_widen(
     constants = analysis.walk.constants
     new_inits: list[onnx.TensorProto] = []
     for e in analysis.walk.const_edits:  # graph order, one draw after another
+        if (e.node, e.input) in skip:
+            continue
         node = graph.node[e.node]
         name = node.input[e.input]
         old = constants.get(name)
