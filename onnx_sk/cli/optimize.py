@@ -62,14 +62,26 @@ def print_report(report: Report) -> None:
         f"{ratio('conv_params_ratio')}; conv MACs {fmt_count(tot['conv_macs_before'])} → "
         f"{fmt_count(tot['conv_macs_after'])}{ratio('conv_macs_ratio')}"
     )
-    v = report.verification
-    if v:
-        console.print(
-            f"verified: full checker ok, {v['fields_checked']} information fields equal the dense "
-            f"convs', outputs match the dense-equivalent model at {v['input_shapes']} "
-            f"(max abs diff {v['max_abs_diff']:.2g}, max rel diff {v['max_rel_diff']:.2g})"
-        )
+    if report.verification:
+        console.print(verified_line(report.verification))
     console.print(report.message)
+
+
+def verified_line(v: dict) -> str:
+    """What verification checked, from whichever parts it ran (the report's ``verification``)."""
+    parts = ["full checker ok"]
+    if v.get("fields_checked"):
+        parts.append(f"{v['fields_checked']} information fields equal the dense convs'")
+    if "max_abs_diff" in v:
+        what = "the model before widening" if v.get("preserved") else "the dense-equivalent model"
+        note = f"; {v['tolerance_note']}" if v.get("tolerance_note") else ""
+        parts.append(
+            f"outputs match {what} at {v['input_shapes']} (max abs diff "
+            f"{v['max_abs_diff']:.2g}, max rel diff {v['max_rel_diff']:.2g}{note})"
+        )
+    elif "input_shapes" in v:
+        parts.append(f"output names, dtypes and shapes unchanged at {v['input_shapes']}")
+    return "verified: " + ", ".join(parts)
 
 
 def print_widen_report(report: Report) -> None:

@@ -29,7 +29,11 @@ from onnx_sk.runtime.blas import single_blas_thread
 
 
 def prepare(
-    decisions: list[Decision], init: str, seed: int, targets: dict[str, Target]
+    decisions: list[Decision],
+    init: str,
+    seed: int,
+    targets: dict[str, Target],
+    static_spatial: dict[str, tuple[tuple[int, ...] | None, tuple[int, ...] | None]] | None = None,
 ) -> list[Replacement]:
     """Stage weights for every planned conv, drawn in graph order from one seeded generator."""
     rng = np.random.default_rng(seed)
@@ -47,10 +51,11 @@ def prepare(
             init_error, output_error = relative_errors(
                 weight, dense_equivalent(d.real.stages, weights), target
             )
+            in_spatial, out_spatial = (static_spatial or {}).get(site.node.output[0], (None, None))
             done.append(
                 Replacement(
                     site.name, site.node.input[0], site.node.output[0], d.real, weights,
-                    site.bias, [], init_error, output_error,
+                    site.bias, [], init_error, output_error, in_spatial, out_spatial,
                 )
             )  # fmt: skip
     return done
@@ -61,7 +66,9 @@ class InitPass:
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         o = ctx.options
-        ctx.replacements = prepare(ctx.decisions, o.fitting.init, o.seed, ctx.targets)
+        ctx.replacements = prepare(
+            ctx.decisions, o.fitting.init, o.seed, ctx.targets, ctx.static_spatial
+        )
         by_output = {r.output: r for r in ctx.replacements}
         ctx.report.convs = [
             conv_row(d.site, d.real, d.reason, d.note, by_output.get(d.site.node.output[0]))

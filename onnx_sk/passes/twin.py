@@ -33,7 +33,8 @@ class DenseTwinPass:
         if not ctx.options.verify or not replaced:
             return PassResult(model, modified=False)
         seed, shapes = ctx.options.seed, ctx.input_shapes or None
-        path = ctx.source.path if not ctx.modified else None
+        # the file is the model only while no pass (nor the load's constant form) changed it
+        path = ctx.source.path if not ctx.modified and not ctx.source.canonical else None
         kernels = overrides(model, replaced) if path is not None else None
         if path is None or kernels is None:
             with swapped_kernels(model, replaced):

@@ -60,6 +60,8 @@ class VerifyPass:
                 "input_shapes": twin.input_shapes,
                 "max_abs_diff": agree.max_abs_diff,
                 "max_rel_diff": agree.max_rel_diff,
+                "tolerance": agree.tolerance,
+                "tolerance_note": agree.tolerance_note(),
             }
         if self.reference != "twin":
             assert ctx.reference is not None  # the widen pass keeps the model it widened
@@ -68,7 +70,11 @@ class VerifyPass:
             if self.reference == "preserved":
                 agree = check_outputs(ref.names, ref.values, names, got)
                 doc.update(
-                    max_abs_diff=agree.max_abs_diff, max_rel_diff=agree.max_rel_diff, preserved=True
+                    max_abs_diff=agree.max_abs_diff,
+                    max_rel_diff=agree.max_rel_diff,
+                    tolerance=agree.tolerance,
+                    tolerance_note=agree.tolerance_note(),
+                    preserved=True,
                 )
             else:
                 same_signature(ref.names, ref.values, names, got)
