@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import typer
 
-from onnx_sk.cli.output import console, fmt_count, table
+from onnx_sk.cli.output import console, fmt_count, macs_basis, table
 from onnx_sk.cli.params import option_parameters, options_from_cli
 from onnx_sk.errors import UserError
 from onnx_sk.graph.save import save_json
@@ -60,7 +60,7 @@ def print_report(report: Report) -> None:
         f"params {fmt_count(tot['params_before'])} → {fmt_count(tot['params_after'])}{ratio('params_ratio')}; "
         f"conv params {fmt_count(tot['conv_params_before'])} → {fmt_count(tot['conv_params_after'])}"
         f"{ratio('conv_params_ratio')}; conv MACs {fmt_count(tot['conv_macs_before'])} → "
-        f"{fmt_count(tot['conv_macs_after'])}{ratio('conv_macs_ratio')}"
+        f"{fmt_count(tot['conv_macs_after'])}{ratio('conv_macs_ratio')}{macs_basis(tot)}"
     )
     if report.verification:
         console.print(verified_line(report.verification))

@@ -36,11 +36,16 @@ def _numeric_constant(node: onnx.NodeProto) -> bool:
 
 def needs_canonical(graph: onnx.GraphProto) -> bool:
     """Whether :func:`canonical_constants` would change ``graph`` (cheap: no tensor converted)."""
-    consts = {i.name for i in graph.initializer}
-    consts |= {n.output[0] for n in graph.node if _numeric_constant(n)}
-    return any(
-        n.op_type == "Constant" or (n.op_type == "Identity" and n.input and n.input[0] in consts)
-        for n in graph.node
+    outputs = {o.name for o in graph.output}
+    if any(_numeric_constant(n) and n.output[0] not in outputs for n in graph.node):
+        return True
+    root = _identity_roots(graph)
+    if not root:
+        return False
+    needed = outputs | subgraph_reads(graph)
+    read = {t for n in graph.node for t in n.input}
+    return any(t in read or t not in needed for t in root) or any(
+        n.op_type == "Identity" and n.input[0] in root for n in graph.node
     )
 
 
@@ -81,27 +86,38 @@ def _constants_to_initializers(model: onnx.ModelProto) -> bool:
     return True
 
 
-def _bypass_identities(graph: onnx.GraphProto) -> bool:
+def _identity_roots(graph: onnx.GraphProto) -> dict[str, str]:
+    """Identity output → the constant it copies (through a chain of Identities)."""
     consts = {i.name for i in graph.initializer}
     consts |= {n.output[0] for n in graph.node if _numeric_constant(n)}
-    root: dict[str, str] = {}  # Identity output -> the constant it copies
+    root: dict[str, str] = {}
     for node in graph.node:  # graph order: a chain's first link comes first
         if node.op_type == "Identity" and node.input and len(node.output) == 1:
             source = root.get(node.input[0], node.input[0])
             if source in consts and node.output[0]:
                 root[node.output[0]] = source
+    return root
+
+
+def _bypass_identities(graph: onnx.GraphProto) -> bool:
+    root = _identity_roots(graph)
     if not root:
         return False
     needed = {o.name for o in graph.output} | subgraph_reads(graph)
     keep: list[onnx.NodeProto] = []
+    changed = False
     for node in graph.node:
         if node.op_type == "Identity" and node.output and node.output[0] in root:
             if node.output[0] not in needed:
+                changed = True
                 continue
         for k, t in enumerate(node.input):
             if t in root:
                 node.input[k] = root[t]
+                changed = True
         keep.append(node)
+    if not changed:
+        return False
     del graph.node[:]
     graph.node.extend(keep)
     return True
