@@ -100,11 +100,37 @@ def torch_exports(tmp_path_factory) -> dict[str, Path]:
             x = F.relu(self.shared(F.relu(self.shared(x))))
             return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
+    class DenseLayer(nn.Module):  # torchvision's DenseNet layer: BN-ReLU-1×1, BN-ReLU-3×3, Concat
+        def __init__(self, cin: int, growth: int) -> None:
+            super().__init__()
+            self.bn1, self.conv1 = nn.BatchNorm2d(cin), nn.Conv2d(cin, 4 * growth, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(4 * growth)
+            self.conv2 = nn.Conv2d(4 * growth, growth, 3, 1, 1, bias=False)
+
+        def forward(self, x):
+            y = self.conv2(F.relu(self.bn2(self.conv1(F.relu(self.bn1(x))))))
+            return torch.cat([x, y], 1)
+
+    class DenseNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.bn = nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16)
+            self.block = nn.Sequential(DenseLayer(16, 8), DenseLayer(24, 8), DenseLayer(32, 8))
+            self.bn_out, self.fc = nn.BatchNorm2d(40), nn.Linear(40, 10)
+
+        def forward(self, x):
+            x = F.relu(self.bn_out(self.block(F.relu(self.bn(self.stem(x))))))
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
     torch.manual_seed(0)
     net = Net().eval()  # fresh BN: running mean 0, var 1, affine 1/0
     x = torch.randn(1, 3, 32, 32)
     out = tmp_path_factory.mktemp("exports")
-    paths = {"torchscript": out / "ts.onnx", "dynamo": out / "dynamo.onnx"}
+    paths = {
+        "torchscript": out / "ts.onnx",
+        "dynamo": out / "dynamo.onnx",
+        "densenet": out / "densenet.onnx",
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -118,6 +144,11 @@ def torch_exports(tmp_path_factory) -> dict[str, Path]:
             external_data=False, verbose=False,
         )  # fmt: skip
         program.save(str(paths["dynamo"]), external_data=False)
+        torch.onnx.export(
+            DenseNet().eval(), (x,), str(paths["densenet"]), dynamo=False, opset_version=17,
+            input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )  # fmt: skip
     return paths
 
 
@@ -134,14 +165,18 @@ def test_the_torchscript_export_reaches_constants_through_identity(torch_exports
     assert len(weights) - len(set(weights)) >= 1  # the shared conv's weight, read twice
 
 
+#: dense k×k convs of each export: ResNet 1 + 4 + 4 + the shared conv twice; DenseNet 1 + 3
+DENSE_CONVS = {"torchscript": 11, "dynamo": 11, "densenet": 4}
+
+
 @pytest.mark.torch
-@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("exporter", sorted(DENSE_CONVS))
 def test_torch_exports_every_dense_conv_replaced_and_verified(torch_exports, exporter):
     path = torch_exports[exporter]
     report = analyze(path)
     assert not [r["reason"] for r in report["convs"] if "not constant" in (r["reason"] or "")]
     model, rep = onnx_sk.optimize(path, include_first=True)
-    assert rep.replaced == _dense_convs(path) == 11
+    assert rep.replaced == _dense_convs(path) == DENSE_CONVS[exporter]
     assert rep.verification is not None and rep.verification["max_rel_diff"] < 1e-3
     assert not _unread(model)
     # the dense-equivalent claim, checked here once more against the original file's outputs:
@@ -150,7 +185,7 @@ def test_torch_exports_every_dense_conv_replaced_and_verified(torch_exports, exp
 
 
 @pytest.mark.torch
-@pytest.mark.parametrize("exporter", ["torchscript", "dynamo"])
+@pytest.mark.parametrize("exporter", sorted(DENSE_CONVS))
 @pytest.mark.parametrize("init", ["he", "preserve"])
 def test_torch_exports_widen(torch_exports, exporter, init):
     path = torch_exports[exporter]
@@ -343,6 +378,16 @@ def test_static_shapes_are_kept(path, design):
             return sum(1 for n in m.graph.node if n.op_type == "Shape")
 
         assert shape_ops(result) == shape_ops(original)
+
+
+def test_bench_knows_the_macs_of_an_sk_model(tmp_path):
+    from onnx_sk.runtime.bench import BenchOptions, load_bench_model
+
+    out = tmp_path / "sk.onnx"
+    onnx_sk.optimize(MODELS / "resnet20_cifar.onnx", out, design="gc-pwg", include_first=True)
+    dense = load_bench_model(MODELS / "resnet20_cifar.onnx", BenchOptions())
+    sk = load_bench_model(out, BenchOptions())
+    assert dense.macs is not None and sk.macs is not None and 0 < sk.macs < dense.macs
 
 
 def test_a_symbolic_height_keeps_the_dynamic_shuffle():

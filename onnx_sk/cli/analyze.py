@@ -118,7 +118,7 @@ def analyze_cmd(
         f"{tot['eligible']} of {tot['convs']} convs eligible; conv params if all are replaced: "
         f"{fmt_count(tot['conv_params_if_replaced'])}"
     )
-    if tot["needs_input_shape"]:
+    if tot["needs_input_shape"] and tot["conv_macs"] is None:
         console.print(
             "MACs need static spatial dims: give "
             + " ".join(f"--input-shape {m}" for m in tot["needs_input_shape"])

@@ -257,14 +257,18 @@ def replace_conv(
     real: Realisation,
     weights: list[np.ndarray],
     shuffle: str | None = None,
+    in_spatial: tuple[int, ...] | None = None,
+    out_spatial: tuple[int, ...] | None = None,
 ) -> list[str]:
     """Replace the one Conv writing ``conv_output`` by ``real``'s stages in place; new node names.
 
-    ``shuffle``: "reshape" or "gather"; by default the realisation's ``shuffle_impl``.
+    ``shuffle``: "reshape" or "gather"; by default the realisation's ``shuffle_impl``;
+    ``in_spatial``, ``out_spatial``: the conv's static spatial dims (constant shuffle targets).
     """
     conv = next(n for n in graph.node if n.op_type == "Conv" and n.output[0] == conv_output)
     if shuffle is not None and shuffle != real.shuffle_impl:
         real = dataclasses.replace(real, shuffle_impl=shuffle)
     r = Replacement(conv.name or conv_output, conv.input[0], conv_output, real, weights)
+    r.in_spatial, r.out_spatial = in_spatial, out_spatial
     apply_replacements(graph, [r])
     return r.new_nodes

@@ -19,6 +19,7 @@ from onnx_sk.graph.shapes import infer_shapes, known_dims, per_sample_inputs, sy
 from onnx_sk.passes import objectives
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
+from onnx_sk.runtime import latency
 
 
 class PlanPass:
@@ -39,7 +40,8 @@ class PlanPass:
             )
             for s in ctx.sites
         }
-        if ctx.options.reduce.objective == "latency":
+        unsized = [s for s in ctx.sites if s.reason is None and latency.in_shape_of(s) is None]
+        if ctx.options.reduce.objective == "latency" and unsized:
             missing = symbolic_inputs(model, ctx.input_shapes)
             if missing:
                 names = ", ".join(repr(m.rpartition(":")[0]) for m in missing)
