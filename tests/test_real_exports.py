@@ -418,6 +418,14 @@ def test_widen_with_no_conv_replaced_prints_its_verification(tmp_path):
     assert out.exists()
 
 
+def test_a_report_path_that_is_a_folder_is_refused_before_anything_is_written(tmp_path):
+    out, folder = tmp_path / "o.onnx", tmp_path / "report"
+    folder.mkdir()
+    proc = run_cli("optimize", MODELS / "tiny_cnn.onnx", out, "--report", folder)
+    assert_clean_error(proc, f"--report {folder} is a directory: give a file name")
+    assert not out.exists()
+
+
 def test_a_failing_widen_leaves_no_output(tmp_path):
     out = tmp_path / "o.onnx"
     proc = run_cli("optimize", MODELS / "qlinear_conv.onnx", out, "--mode", "widen")

@@ -105,15 +105,24 @@ def _optimize(model: str, output: str, report: str | None, quiet: bool, **option
     """Replace every qualifying dense conv with its most efficient SK design (Mode 1: reduce)."""
     if report is not None and not Path(report).parent.exists():
         raise UserError(f"report folder {Path(report).parent} does not exist")
+    if report is not None and Path(report).is_dir():
+        raise UserError(f"--report {report} is a directory: give a file name")
+    out = Path(output)
+    fresh = [p for p in (out, out.with_name(out.name + ".data")) if not p.exists()]
     _, rep = optimize_model(model, output, options_from_cli(options))
-    if report is not None:
-        save_json(rep.to_dict(), report)
-    if quiet:
-        console.print(rep.message)
-    elif rep.widen is not None:
-        print_widen_report(rep)
-    else:
-        print_report(rep)
+    try:
+        if report is not None:
+            save_json(rep.to_dict(), report)
+        if quiet:
+            console.print(rep.message)
+        elif rep.widen is not None:
+            print_widen_report(rep)
+        else:
+            print_report(rep)
+    except BaseException:  # a run that fails leaves no output behind (never the input, though)
+        for p in fresh:
+            p.unlink(missing_ok=True)
+        raise
 
 
 def optimize_cmd() -> Callable[..., None]:
