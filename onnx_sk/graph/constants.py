@@ -21,6 +21,8 @@ a constant that has other readers).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import onnx
 from onnx import numpy_helper
 
@@ -123,8 +125,21 @@ def _bypass_identities(graph: onnx.GraphProto) -> bool:
     return True
 
 
-def canonical_constants(model: onnx.ModelProto) -> bool:
+@dataclass(frozen=True)
+class Canonical:
+    """What :func:`canonical_constants` changed: Constant nodes turned into initializers
+    (``folded``; the file no longer names those as initializers) and Identity nodes bypassed
+    (``bypassed``; every initializer of the file is still one, by the same name)."""
+
+    folded: bool = False
+    bypassed: bool = False
+
+    def __bool__(self) -> bool:
+        return self.folded or self.bypassed
+
+
+def canonical_constants(model: onnx.ModelProto) -> Canonical:
     """Rewrite ``model``'s main graph in place so constants are initializers read directly
-    (module docstring); whether anything changed."""
-    changed = _constants_to_initializers(model)
-    return _bypass_identities(model.graph) or changed
+    (module docstring); what changed (falsy when nothing did)."""
+    folded = _constants_to_initializers(model)
+    return Canonical(folded, _bypass_identities(model.graph))

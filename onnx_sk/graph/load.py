@@ -16,7 +16,7 @@ import onnx
 from onnx.external_data_helper import load_external_data_for_model
 
 from onnx_sk.errors import UserError
-from onnx_sk.graph.constants import canonical_constants, needs_canonical
+from onnx_sk.graph.constants import Canonical, canonical_constants, needs_canonical
 from onnx_sk.graph.tensors import all_tensors
 
 #: the oldest default-domain opset accepted (the oldest ONNX Runtime supports)
@@ -31,9 +31,9 @@ class LoadedModel:
     path: Path | None = None
     used_external_data: bool = False
     external_files: list[str] = field(default_factory=list)
-    #: constants were rewritten to initializers read directly (graph/constants.py): the model
-    #: computes what the file does but no longer matches it node for node
-    canonical: bool = False
+    #: what the load changed to put constants in one form (graph/constants.py; falsy: nothing):
+    #: the model computes what the file does but no longer matches it node for node
+    canonical: Canonical = field(default_factory=Canonical)
 
     @property
     def data_paths(self) -> list[Path]:
