@@ -192,8 +192,8 @@ def test_torch_exports_widen(torch_exports, exporter, init):
     model, rep = onnx_sk.optimize(path, mode="widen", widen_init=init, include_first=True)
     assert rep.widen is not None and rep.widen["spaces_free"] > 0
     assert 0.9 < rep.widen["ratio"] < 1.1  # the budget, up to the discreteness of small widths
-    assert rep.replaced == sum(1 for r in rep.convs if r["reason"] is None) > 0
-    assert rep.verification is not None
+    assert rep.replaced == DENSE_CONVS[exporter]  # every dense conv, at its widened width
+    assert rep.verification is not None and "max_abs_diff" in rep.verification
     assert rep.verification.get("preserved") is (True if init == "preserve" else None)
     assert not _unread(model)
 
@@ -215,7 +215,7 @@ def test_committed_exports_widen_he(name):
     path = COMMITTED[name]
     model, rep = onnx_sk.optimize(path, mode="widen", include_first=True)
     assert rep.widen is not None and rep.widen["spaces_free"] > 0
-    assert rep.replaced > 0 and rep.verification is not None
+    assert rep.replaced == _dense_convs(path) and "max_abs_diff" in rep.verification
     assert not _unread(model)
 
 
