@@ -52,8 +52,10 @@ def per_sample_inputs(
 ) -> tuple[dict[str, tuple[int, ...]], list[str]]:
     """The input shapes to count MACs at: ``given``, plus batch 1 for every other input whose
     only symbolic dim is the first (the batch axis of nearly every export). Returns the shapes
-    and the names of the inputs set to batch 1 (counts are then *per sample*)."""
+    and the names of the inputs set to batch 1 (counts are then *per sample*). With shapes
+    given, the other inputs take the batch of the first one given (their batch must agree)."""
     out = dict(given or {})
+    batch = next((dims[0] for dims in out.values() if dims), 1)
     inits = {i.name for i in model.graph.initializer}
     real = [i for i in model.graph.input if i.name not in inits]
     named = set(out) | ({real[0].name} if "" in out and len(real) == 1 else set())
@@ -63,9 +65,9 @@ def per_sample_inputs(
             continue
         dims = _dims(vi)
         if dims and dims[0] is None and all(d is not None for d in dims[1:]):
-            out[vi.name] = (1, *(d for d in dims[1:] if d is not None))
+            out[vi.name] = (batch, *(d for d in dims[1:] if d is not None))
             per_sample.append(vi.name)
-    return out, per_sample
+    return out, per_sample if batch == 1 else []
 
 
 def symbolic_inputs(model: onnx.ModelProto, given: dict[str, tuple[int, ...]]) -> list[str]:
