@@ -35,6 +35,7 @@ from typing import Any
 import onnx
 
 from onnx_sk.errors import UserError
+from onnx_sk.graph.convs import QUANTIZED_CONVS
 from onnx_sk.graph.load import LoadedModel, load_model
 from onnx_sk.graph.save import OutputFile, check_output_path
 from onnx_sk.graph.shapes import parse_input_shapes
@@ -55,6 +56,7 @@ from onnx_sk.passes.widen import WidenPass
 from onnx_sk.report import (
     ModelCounts,
     Report,
+    quantized_message,
     reduce_message,
     reduce_totals,
     widen_message,
@@ -122,14 +124,21 @@ def _owned(loaded: LoadedModel) -> onnx.ModelProto:
 def _finish(ctx: PassContext, model: onnx.ModelProto) -> None:
     """Totals, the widen section and the message, once every pass ran."""
     report, o = ctx.report, ctx.options
+    report.quantized_convs = [
+        n.name or n.output[0] for n in model.graph.node if n.op_type in QUANTIZED_CONVS
+    ]
+    quantized = quantized_message(report.quantized_convs)
     if o.mode == "reduce":
         report.totals = reduce_totals(report.convs, ctx.before, model)
+        report.totals["per_sample"] = ctx.per_sample
         report.message = reduce_message(report.replaced if ctx.modified else 0, len(report.convs))
-        return
-    assert ctx.widen is not None
-    report.totals = widen_totals(report.convs, ctx.before, model)
-    report.widen = widen_section(ctx.widen, report.totals, o.widen.budget, o.widen.widen_init)
-    report.message = widen_message(report.widen)
+    else:
+        assert ctx.widen is not None
+        report.totals = widen_totals(report.convs, ctx.before, model)
+        report.widen = widen_section(ctx.widen, report.totals, o.widen.budget, o.widen.widen_init)
+        report.message = widen_message(report.widen)
+    if quantized:
+        report.message = f"{report.message}; {quantized}"
 
 
 def optimize_model(

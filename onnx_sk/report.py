@@ -21,7 +21,7 @@ import onnx
 
 from onnx_sk.graph.build import Replacement
 from onnx_sk.graph.convs import ConvSite
-from onnx_sk.graph.counts import conv_params, float_params
+from onnx_sk.graph.counts import all_params, conv_params
 from onnx_sk.maths.designs import Realisation
 
 #: the widen budget is met when the achieved count is within this fraction of the target
@@ -40,6 +40,8 @@ class Report:
     verification: dict[str, Any] | None = None
     message: str = ""
     widen: dict[str, Any] | None = None  # --mode widen: s, budget, achieved ratio, widths
+    #: QLinearConv / ConvInteger nodes of the main graph (never rewritten), by name
+    quantized_convs: list[str] = field(default_factory=list)
 
     @property
     def replaced(self) -> int:
@@ -54,6 +56,7 @@ class Report:
             "totals": self.totals,
             "verification": self.verification,
             "message": self.message,
+            "quantized_convs": self.quantized_convs,
             **({"widen": self.widen} if self.widen is not None else {}),
         }
 
@@ -62,14 +65,14 @@ class Report:
 class ModelCounts:
     """What the totals compare against, counted on the model before any pass ran."""
 
-    params: int  # every floating-point constant
+    params: int  # every floating-point and 8-/4-bit integer constant (graph/counts.py)
     conv_params: int  # weights + biases of the main graph's Conv nodes
     convs: int  # the main graph's Conv nodes
 
     @classmethod
     def of(cls, model: onnx.ModelProto) -> ModelCounts:
         convs = sum(1 for n in model.graph.node if n.op_type == "Conv")
-        return cls(float_params(model), conv_params(model), convs)
+        return cls(all_params(model), conv_params(model), convs)
 
 
 def conv_row(
@@ -124,7 +127,7 @@ def reduce_totals(
             "convs": len(rows),
             "replaced": sum(1 for r in rows if r["design"]),
             "params_before": before.params,
-            "params_after": float_params(after),
+            "params_after": all_params(after),
             "conv_params_before": _sum(rows, "params_before"),
             "conv_params_after": _sum(rows, "params_after"),
             "conv_macs_before": _sum(rows, "macs_before"),
@@ -142,13 +145,20 @@ def widen_totals(
             "convs": before.convs,
             "replaced": sum(1 for r in rows if r["design"]),
             "params_before": before.params,
-            "params_after": float_params(after),
+            "params_after": all_params(after),
             "conv_params_before": before.conv_params,
             "conv_params_after": conv_params(after),
             "conv_macs_before": None,
             "conv_macs_after": None,
         }
     )
+
+
+def quantized_message(names: list[str]) -> str:
+    """'' or the sentence saying that quantized convs are left as they are."""
+    if not names:
+        return ""
+    return f"{len(names)} quantized convs (QLinearConv/ConvInteger) are not rewritten"
 
 
 def reduce_message(replaced: int, convs: int) -> str:

@@ -215,7 +215,7 @@ def test_widen_he_replacing_nothing_reports_the_signature_check(tmp_path):
     proc = run_cli("optimize", src, tmp_path / "w.onnx", "--mode", "widen")
     assert proc.returncode == 0, proc.stderr
     text = " ".join(proc.stdout.split())
-    assert "verified: full checker ok; outputs keep the original's names, dtypes and shapes" in text
+    assert "verified: full checker ok, output names, dtypes and shapes unchanged at" in text
 
 
 def test_conv_check_names_a_subgraph_that_does_not_match_its_design():
@@ -238,6 +238,4 @@ def test_preserve_says_it_matched_the_reduced_model(tmp_path):
         "optimize", src, tmp_path / "w.onnx", "--mode", "widen", "--widen-init", "preserve"
     )
     assert proc.returncode == 0, proc.stderr
-    assert "verified: full checker ok; outputs equal the reduced model's at" in " ".join(
-        proc.stdout.split()
-    )
+    assert "outputs match the reduced model's at" in " ".join(proc.stdout.split())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from onnx_sk.cli.output import console, fmt_count, print_json, table
+from onnx_sk.cli.output import console, fmt_count, macs_basis, print_json, table
 from onnx_sk.graph.analyze import analyze
 from onnx_sk.width.report import channel_report
 
@@ -82,7 +82,7 @@ def analyze_cmd(
             "group",
             "kind",
             "params",
-            "MACs",
+            "MACs / sample" if report["totals"]["per_sample"] else "MACs",
             "field",
             "SK design (params, ratio) / reason",
         ],
@@ -112,12 +112,17 @@ def analyze_cmd(
         f"conv params {fmt_count(tot['conv_params'])} ({tot['conv_params']}), "
         f"all params {fmt_count(tot['all_params'])} ({tot['all_params']}), "
         f"conv MACs {fmt_count(tot['conv_macs'])}, Gemm/MatMul MACs {fmt_count(tot['gemm_macs'])}, "
-        f"total MACs {fmt_count(tot['total_macs'])}"
+        f"total MACs {fmt_count(tot['total_macs'])}{macs_basis(tot)}"
     )
     console.print(
         f"{tot['eligible']} of {tot['convs']} convs eligible; conv params if all are replaced: "
         f"{fmt_count(tot['conv_params_if_replaced'])}"
     )
+    if tot["needs_input_shape"] and tot["conv_macs"] is None:
+        console.print(
+            "MACs need static spatial dims: give "
+            + " ".join(f"--input-shape {m}" for m in tot["needs_input_shape"])
+        )
     if report["quantized_convs"]:
         console.print(
             f"{len(report['quantized_convs'])} quantized convs (QLinearConv/ConvInteger) are not rewritten"

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import typer
 
-from onnx_sk.cli.output import console, fmt_count, table
+from onnx_sk.cli.output import console, fmt_count, macs_basis, table
 from onnx_sk.cli.params import option_parameters, options_from_cli
 from onnx_sk.errors import UserError
 from onnx_sk.graph.save import save_json
@@ -60,34 +60,35 @@ def print_report(report: Report) -> None:
         f"params {fmt_count(tot['params_before'])} → {fmt_count(tot['params_after'])}{ratio('params_ratio')}; "
         f"conv params {fmt_count(tot['conv_params_before'])} → {fmt_count(tot['conv_params_after'])}"
         f"{ratio('conv_params_ratio')}; conv MACs {fmt_count(tot['conv_macs_before'])} → "
-        f"{fmt_count(tot['conv_macs_after'])}{ratio('conv_macs_ratio')}"
+        f"{fmt_count(tot['conv_macs_after'])}{ratio('conv_macs_ratio')}{macs_basis(tot)}"
     )
-    v = report.verification
-    if v and v.get("convs_checked"):
-        console.print(
-            f"verified: full checker ok, {v['fields_checked']} information fields equal the dense "
-            f"convs', each of the {v['convs_checked']} inserted subgraphs matches its dense "
-            f"equivalent alone ({v['channels_checked']} of {v['channels']} output channels; max "
-            f"abs diff {v['max_abs_diff']:.2g}, max rel diff {v['max_rel_diff']:.2g}); outputs "
-            f"keep the original's names, dtypes and shapes at {v['input_shapes']}"
-        )
-    elif v and v.get("preserved"):
-        console.print(
-            f"verified: full checker ok; outputs equal the reduced model's at {v['input_shapes']} "
-            f"(max abs diff {v['max_abs_diff']:.2g}, max rel diff {v['max_rel_diff']:.2g})"
-        )
-    elif v and "max_abs_diff" not in v:  # nothing replaced: the signature was checked
-        console.print(
-            f"verified: full checker ok; outputs keep the original's names, dtypes and shapes "
-            f"at {v.get('input_shapes')}"
-        )
-    elif v:
-        console.print(
-            f"verified: full checker ok, {v['fields_checked']} information fields equal the dense "
-            f"convs', outputs match the dense-equivalent model at {v['input_shapes']} "
-            f"(max abs diff {v['max_abs_diff']:.2g}, max rel diff {v['max_rel_diff']:.2g})"
-        )
+    if report.verification:
+        console.print(verified_line(report.verification))
     console.print(report.message)
+
+
+def verified_line(v: dict) -> str:
+    """What verification checked, from whichever parts it ran (the report's ``verification``)."""
+    parts = ["full checker ok"]
+    if v.get("fields_checked"):
+        parts.append(f"{v['fields_checked']} information fields equal the dense convs'")
+    if v.get("convs_checked"):
+        parts.append(
+            f"each of the {v['convs_checked']} inserted subgraphs matches its dense equivalent "
+            f"alone ({v['channels_checked']} of {v['channels']} output channels; max abs diff "
+            f"{v['max_abs_diff']:.2g}, max rel diff {v['max_rel_diff']:.2g}); outputs keep the "
+            f"original's names, dtypes and shapes at {v['input_shapes']}"
+        )
+    elif "max_abs_diff" in v:
+        what = "the reduced model's" if v.get("preserved") else "the dense-equivalent model"
+        note = f"; {v['tolerance_note']}" if v.get("tolerance_note") else ""
+        parts.append(
+            f"outputs match {what} at {v['input_shapes']} (max abs diff "
+            f"{v['max_abs_diff']:.2g}, max rel diff {v['max_rel_diff']:.2g}{note})"
+        )
+    elif "input_shapes" in v:
+        parts.append(f"output names, dtypes and shapes unchanged at {v['input_shapes']}")
+    return "verified: " + ", ".join(parts)
 
 
 def print_widen_report(report: Report) -> None:
@@ -111,15 +112,24 @@ def _optimize(model: str, output: str, report: str | None, quiet: bool, **option
     """Replace every qualifying dense conv with its most efficient SK design (Mode 1: reduce)."""
     if report is not None and not Path(report).parent.exists():
         raise UserError(f"report folder {Path(report).parent} does not exist")
+    if report is not None and Path(report).is_dir():
+        raise UserError(f"--report {report} is a directory: give a file name")
+    out = Path(output)
+    fresh = [p for p in (out, out.with_name(out.name + ".data")) if not p.exists()]
     _, rep = optimize_model(model, output, options_from_cli(options))
-    if report is not None:
-        save_json(rep.to_dict(), report)
-    if quiet:
-        console.print(rep.message)
-    elif rep.widen is not None:
-        print_widen_report(rep)
-    else:
-        print_report(rep)
+    try:
+        if report is not None:
+            save_json(rep.to_dict(), report)
+        if quiet:
+            console.print(rep.message)
+        elif rep.widen is not None:
+            print_widen_report(rep)
+        else:
+            print_report(rep)
+    except BaseException:  # a run that fails leaves no output behind (never the input, though)
+        for p in fresh:
+            p.unlink(missing_ok=True)
+        raise
 
 
 def optimize_cmd() -> Callable[..., None]:

@@ -27,6 +27,13 @@ def fmt_count(value: int | float | None) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def macs_basis(totals: dict) -> str:
+    """' per sample (batch 1 for x)' when inputs whose only symbolic dim is the batch were
+    counted at batch 1; '' otherwise."""
+    names = totals.get("per_sample") or []
+    return f" per sample (batch 1 for {', '.join(names)})" if names else ""
+
+
 def table(title: str, columns: list[str]) -> Table:
     t = Table(title=title, title_justify="left", header_style="bold")
     for c in columns:

@@ -6,8 +6,10 @@ Counting rules (stated so the figures can be compared with published tables):
   (initializers and Constant nodes) of the model, subgraphs included;
 - MACs of a conv = c_out · c_in/group · kh·kw · H_out·W_out · batch; of a Gemm = M·K·N; of a
   MatMul = (product of the output dims) · K. Convs are counted at the model's static input shape
-  or the one given with ``--input-shape``; with a symbolic spatial dim a conv's MACs are unknown
-  (``None``) and so are the totals that would need them.
+  or the one given with ``--input-shape``; an input whose only symbolic dim is its batch is
+  counted at batch 1 (MACs *per sample*; ``totals.per_sample`` names those inputs); with a
+  symbolic spatial dim a conv's MACs are unknown (``None``) and so are the totals that would
+  need them (``totals.needs_input_shape`` gives an ``--input-shape`` example per input).
 """
 
 from __future__ import annotations
@@ -19,10 +21,17 @@ import numpy as np
 import onnx
 
 from onnx_sk.graph.convs import QUANTIZED_CONVS, ConvSite, attrs, find_convs
-from onnx_sk.graph.counts import float_params
+from onnx_sk.graph.counts import all_params
 from onnx_sk.graph.fields import unit_fields
 from onnx_sk.graph.load import LoadedModel, load_model
-from onnx_sk.graph.shapes import Shape, infer_shapes, known_dims, parse_input_shapes
+from onnx_sk.graph.shapes import (
+    Shape,
+    infer_shapes,
+    known_dims,
+    parse_input_shapes,
+    per_sample_inputs,
+    symbolic_inputs,
+)
 from onnx_sk.maths.designs import DEFAULT_BOTTLENECK_RATIO
 from onnx_sk.maths.select import choose
 
@@ -92,7 +101,8 @@ def analyze_model(
 ) -> dict:
     """The analyze report of an already loaded model (JSON-able dict)."""
     model = loaded.model
-    shapes = infer_shapes(model, input_shapes)
+    counted, per_sample = per_sample_inputs(model, input_shapes)
+    shapes = infer_shapes(model, counted)
     sites = find_convs(model, shapes)
     rows = [conv_row(s, ratio) for s in sites]
     fc = [n for n in model.graph.node if n.op_type in ("Gemm", "MatMul")]
@@ -116,11 +126,13 @@ def analyze_model(
             "convs": len(rows),
             "eligible": len(eligible),
             "conv_params": conv_params,
-            "all_params": float_params(model),
+            "all_params": all_params(model),
             "conv_macs": conv_macs,
             "gemm_macs": fc_macs,
             "total_macs": None if conv_macs is None or fc_macs is None else conv_macs + fc_macs,
             "conv_params_if_replaced": sk_params,
+            "per_sample": per_sample,
+            "needs_input_shape": symbolic_inputs(model, input_shapes or {}),
         },
     }
 

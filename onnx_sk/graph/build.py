@@ -7,8 +7,10 @@ One dense ``Conv`` becomes the stages of a :class:`~onnx_sk.maths.designs.Realis
 - only the last stage carries the bias (the original bias tensor, by name: no copy), and it
   writes the original output tensor, so consumers and graph outputs never move;
 - a channel shuffle with ``g`` groups on ``C`` channels is either
-  ``Shape(x)``, ``Reshape(x, [0, g, C/g, -1]) → Transpose(perm=[0, 2, 1, 3]) → Reshape(·, Shape(x))``
-  (``"reshape"``, the default: no baked batch, height or width) or ``Gather(x, perm, axis=1)``
+  ``Reshape(x, [0, g, C/g, H·W]) → Transpose(perm=[0, 2, 1, 3]) → Reshape(·, [0, C, H, W])``
+  (``"reshape"``, the default: constant targets with the batch copied, so shape inference keeps
+  every static dim; where H or W is symbolic, ``Reshape(x, [0, g, C/g, -1])`` → Transpose →
+  ``Reshape(·, Shape(x))``: nothing baked) or ``Gather(x, perm, axis=1)``
   (``"gather"``, with ``perm[o] = (o mod g)·(C/g) + o div g``); both give identical outputs;
 - new nodes and tensors get deterministic names derived from the original conv's name.
 
@@ -53,6 +55,10 @@ class Replacement:
     #: calibration patches when there are some), recorded by the initialiser
     init_error: float | None = None
     init_output_error: float | None = None
+    #: the conv's input and output spatial dims when static (a shuffle then reshapes to
+    #: constant targets, so shape inference keeps every dim); None where a dim is symbolic
+    in_spatial: tuple[int, ...] | None = None
+    out_spatial: tuple[int, ...] | None = None
 
 
 class ConvAttrs(TypedDict, total=False):
@@ -101,11 +107,16 @@ def _shuffle(
     channels: int,
     groups: int,
     how: str,
+    spatial: tuple[int, ...] | None,
     name: Namer,
     nodes: list[onnx.NodeProto],
     inits: list[onnx.TensorProto],
 ) -> str:
-    """Channel shuffle of ``x`` [N, C, H, W] with ``groups`` groups; returns the output name."""
+    """Channel shuffle of ``x`` [N, C, H, W] with ``groups`` groups; returns the output name.
+
+    ``spatial``: (H, W) when static: both reshape targets are then constants with the batch
+    copied (``0``), so shape inference keeps every static dim; else the target of the second
+    reshape is ``Shape(x)``."""
     out = name("shuffle/out")
     if how == "gather":
         perm = name("shuffle/perm")
@@ -114,15 +125,27 @@ def _shuffle(
         )
         nodes.append(helper.make_node("Gather", [x, perm], [out], name("shuffle/Gather"), axis=1))
         return out
-    shape_x, split, grouped, moved = (
-        name("shuffle/shape"),
+    split, grouped, moved = (
         name("shuffle/split_shape"),
         name("shuffle/grouped"),
         name("shuffle/transposed"),
     )
+    pixels = -1 if spatial is None else int(np.prod(spatial, dtype=np.int64))
     inits.append(
-        numpy_helper.from_array(np.array([0, groups, channels // groups, -1], np.int64), split)
+        numpy_helper.from_array(np.array([0, groups, channels // groups, pixels], np.int64), split)
     )
+    if spatial is not None:
+        back = name("shuffle/shape")
+        inits.append(numpy_helper.from_array(np.array([0, channels, *spatial], np.int64), back))
+        nodes += [
+            helper.make_node("Reshape", [x, split], [grouped], name("shuffle/Reshape")),
+            helper.make_node(
+                "Transpose", [grouped], [moved], name("shuffle/Transpose"), perm=[0, 2, 1, 3]
+            ),
+            helper.make_node("Reshape", [moved, back], [out], name("shuffle/Reshape_back")),
+        ]
+        return out
+    shape_x = name("shuffle/shape")
     nodes += [
         helper.make_node("Shape", [x], [shape_x], name("shuffle/Shape")),
         helper.make_node("Reshape", [x, split], [grouped], name("shuffle/Reshape")),
@@ -140,15 +163,21 @@ def sk_nodes(
     weights: list[np.ndarray],
     names: NameAllocator,
     shuffle: str = "reshape",
+    in_spatial: tuple[int, ...] | None = None,
+    out_spatial: tuple[int, ...] | None = None,
 ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """The nodes and initializers that compute ``conv`` as ``real``'s stages."""
+    """The nodes and initializers that compute ``conv`` as ``real``'s stages (``in_spatial``,
+    ``out_spatial``: the conv's static spatial dims, when known)."""
     x, y = conv.input[0], conv.output[0]
     bias = conv.input[2] if len(conv.input) > 2 and conv.input[2] else None
     name = Namer(conv.name or y, names)
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
     current, last = x, len(real.stages) - 1
+    spatial = in_spatial  # the stages up to the spatial one keep the input's H, W
     for i, (stage, w) in enumerate(zip(real.stages, weights, strict=True)):
+        if stage.spatial:
+            spatial = out_spatial
         tag = f"{i}_{stage.kind.lower()}"
         w_name = name(f"{tag}/weight")
         inits.append(numpy_helper.from_array(np.ascontiguousarray(w), w_name))
@@ -159,10 +188,16 @@ def sk_nodes(
         )
         current = out
         if stage.shuffle > 1:
-            current = _shuffle(current, stage.c_out, stage.shuffle, shuffle, name, nodes, inits)
+            current = _shuffle(
+                current, stage.c_out, stage.shuffle, shuffle, _2d(spatial), name, nodes, inits
+            )
     if current != y:  # a shuffle after the last stage (never in the four designs)
         nodes.append(helper.make_node("Identity", [current], [y], name("out")))
     return nodes, inits
+
+
+def _2d(spatial: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    return spatial if spatial is not None and len(spatial) == 2 else None
 
 
 def drop_unused_constants(graph: onnx.GraphProto, candidates: set[str]) -> None:
@@ -201,7 +236,9 @@ def apply_replacements(graph: onnx.GraphProto, replacements: list[Replacement]) 
     for r in replacements:
         i = position[r.output]
         conv = graph.node[i]
-        nodes, inits = sk_nodes(conv, r.real, r.weights, names, r.real.shuffle_impl)
+        nodes, inits = sk_nodes(
+            conv, r.real, r.weights, names, r.real.shuffle_impl, r.in_spatial, r.out_spatial
+        )
         r.new_nodes = [n.name for n in nodes]
         splices.append((i, nodes))
         new_inits.extend(inits)
@@ -220,14 +257,18 @@ def replace_conv(
     real: Realisation,
     weights: list[np.ndarray],
     shuffle: str | None = None,
+    in_spatial: tuple[int, ...] | None = None,
+    out_spatial: tuple[int, ...] | None = None,
 ) -> list[str]:
     """Replace the one Conv writing ``conv_output`` by ``real``'s stages in place; new node names.
 
-    ``shuffle``: "reshape" or "gather"; by default the realisation's ``shuffle_impl``.
+    ``shuffle``: "reshape" or "gather"; by default the realisation's ``shuffle_impl``;
+    ``in_spatial``, ``out_spatial``: the conv's static spatial dims (constant shuffle targets).
     """
     conv = next(n for n in graph.node if n.op_type == "Conv" and n.output[0] == conv_output)
     if shuffle is not None and shuffle != real.shuffle_impl:
         real = dataclasses.replace(real, shuffle_impl=shuffle)
     r = Replacement(conv.name or conv_output, conv.input[0], conv_output, real, weights)
+    r.in_spatial, r.out_spatial = in_spatial, out_spatial
     apply_replacements(graph, [r])
     return r.new_nodes

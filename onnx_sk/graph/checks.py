@@ -65,7 +65,7 @@ def inserted_subgraph(result: onnx.ModelProto, r: Replacement) -> onnx.GraphProt
     x = onnx.helper.make_tensor_value_info(
         r.input,
         onnx.TensorProto.FLOAT,
-        ["N", r.real.spec.c_in, *("HW"[: r.real.spec.spatial_rank])],
+        ["N", r.real.spec.c_in, *(r.in_spatial or "HW"[: r.real.spec.spatial_rank])],
     )
     y = onnx.helper.make_tensor_value_info(r.output, onnx.TensorProto.FLOAT, None)
     return onnx.helper.make_graph(nodes, "inserted", [x], [y], inits)

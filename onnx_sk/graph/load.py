@@ -16,6 +16,7 @@ import onnx
 from onnx.external_data_helper import load_external_data_for_model
 
 from onnx_sk.errors import UserError
+from onnx_sk.graph.constants import Canonical, canonical_constants, needs_canonical
 from onnx_sk.graph.tensors import all_tensors
 
 #: the oldest default-domain opset accepted (the oldest ONNX Runtime supports)
@@ -30,6 +31,9 @@ class LoadedModel:
     path: Path | None = None
     used_external_data: bool = False
     external_files: list[str] = field(default_factory=list)
+    #: what the load changed to put constants in one form (graph/constants.py; falsy: nothing):
+    #: the model computes what the file does but no longer matches it node for node
+    canonical: Canonical = field(default_factory=Canonical)
 
     @property
     def data_paths(self) -> list[Path]:
@@ -153,6 +157,10 @@ def load_model(source: str | os.PathLike[str] | onnx.ModelProto) -> LoadedModel:
                 "the ModelProto references external data but has no folder to read it from: "
                 "pass the model's path instead"
             )
+        if needs_canonical(source.graph):  # the caller's proto is never edited
+            copy = onnx.ModelProto()
+            copy.CopyFrom(source)
+            return LoadedModel(model=copy, canonical=canonical_constants(copy))
         return LoadedModel(model=source)
     path = Path(source)
     model = _parse(path)
@@ -166,4 +174,5 @@ def load_model(source: str | os.PathLike[str] | onnx.ModelProto) -> LoadedModel:
             load_external_data_for_model(model, str(path.parent))
         except Exception as exc:
             raise UserError(f"{path}: could not read external data ({exc})") from None
-    return LoadedModel(model, path, bool(locations), sorted(set(files)))
+    changed = canonical_constants(model)
+    return LoadedModel(model, path, bool(locations), sorted(set(files)), changed)

@@ -47,6 +47,46 @@ def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
     return out
 
 
+def per_sample_inputs(
+    model: onnx.ModelProto, given: dict[str, tuple[int, ...]] | None = None
+) -> tuple[dict[str, tuple[int, ...]], list[str]]:
+    """The input shapes to count MACs at: ``given``, plus batch 1 for every other input whose
+    only symbolic dim is the first (the batch axis of nearly every export). Returns the shapes
+    and the names of the inputs set to batch 1 (counts are then *per sample*). With shapes
+    given, the other inputs take the batch of the first one given (their batch must agree)."""
+    out = dict(given or {})
+    batch = next((dims[0] for dims in out.values() if dims), 1)
+    inits = {i.name for i in model.graph.initializer}
+    real = [i for i in model.graph.input if i.name not in inits]
+    named = set(out) | ({real[0].name} if "" in out and len(real) == 1 else set())
+    per_sample = []
+    for vi in real:
+        if vi.name in named or not vi.type.tensor_type.HasField("shape"):
+            continue
+        dims = _dims(vi)
+        if dims and dims[0] is None and all(d is not None for d in dims[1:]):
+            out[vi.name] = (batch, *(d for d in dims[1:] if d is not None))
+            per_sample.append(vi.name)
+    return out, per_sample if batch == 1 else []
+
+
+def symbolic_inputs(model: onnx.ModelProto, given: dict[str, tuple[int, ...]]) -> list[str]:
+    """``--input-shape`` examples for the inputs that still have a symbolic non-batch dim (their
+    MACs and latency need one), e.g. ``"x:1x3x224x224"`` with each symbolic dim shown as 224 and
+    a symbolic batch as 1."""
+    inits = {i.name for i in model.graph.initializer}
+    real = [i for i in model.graph.input if i.name not in inits]
+    named = set(given) | ({real[0].name} if "" in given and len(real) == 1 else set())
+    out = []
+    for vi in real:
+        dims = _dims(vi) if vi.name not in named else None
+        if dims and any(d is None for d in dims[1:]):
+            example = [1 if d is None else d for d in dims[:1]]
+            example += [224 if d is None else d for d in dims[1:]]
+            out.append(f"{vi.name}:{'x'.join(str(d) for d in example)}")
+    return out
+
+
 def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     """The model without the data of large initializers (dims kept): enough for shape inference."""
     light = onnx.ModelProto()

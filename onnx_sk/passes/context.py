@@ -54,6 +54,13 @@ class PassContext:
     #: plan: every conv of the planned model, and the decision for each
     sites: list[ConvSite] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    #: plan: the inputs counted at batch 1 (only their batch was symbolic: MACs are per sample)
+    per_sample: list[str] = field(default_factory=list)
+    #: plan: conv output name → the conv's (input, output) spatial dims where the model itself
+    #: declares them static (an ``--input-shape`` never counts)
+    static_spatial: dict[str, tuple[tuple[int, ...] | None, tuple[int, ...] | None]] = field(
+        default_factory=dict
+    )
     #: fit-targets: conv output name → what its weights are fitted to (BN scale, patches)
     targets: dict[str, Target] = field(default_factory=dict)
     #: init-weights: every conv to replace, with its stage weights (reduce fills ``new_nodes``)

@@ -7,7 +7,8 @@ replace, the admissible realisations of the allowed designs that are cheaper tha
 (by ``--objective``) are fitted with ``approx.fit`` in increasing cost, and the first whose
 relative error is ≤ τ is chosen. The error is the output error on the calibration patches with
 ``--calibration``, the (BN-scaled) weight error otherwise. A conv with no such design is kept, and
-its reason names the best error found. Each design is screened first by its loosest realisation
+its reason names the best error of an admissible realisation (one that beats the dense conv),
+never that of a screening fit that is not admissible itself. Each design is screened first by its loosest realisation
 (M = N = 1), whose kernels include those of every other realisation: a design whose loosest
 error exceeds τ is skipped whole (for the bottleneck designs this relies on CP-ALS finding a
 near-optimal fit).
@@ -67,14 +68,15 @@ def decide_within(d: Decision, options: OptimizeOptions, target: Target | None) 
     """The cheapest realisation with error ≤ τ, or the conv kept with the best error found."""
     tau = options.fitting.max_error
     assert tau is not None
-    best: tuple[float, Realisation] | None = None
+    ranked = _ranked(d, options)
+    best: tuple[float, Realisation] | None = None  # the best *admissible* realisation fitted
     bounds: dict[str, float] = {}
-    for real in _ranked(d, options):
+    for real in ranked:
         if real.design not in bounds:
             loosest = _loosest(real, options)
             bounds[real.design] = layer_error(loosest, d.site.weight, target)
-            if best is None or bounds[real.design] < best[0]:
-                best = (bounds[real.design], loosest)
+            if loosest in ranked and (best is None or bounds[real.design] < best[0]):
+                best = (bounds[real.design], loosest)  # the screening fit is admissible too
         if bounds[real.design] > tau:
             continue  # no realisation of this design can fit better than its loosest one
         err = layer_error(real, d.site.weight, target)
@@ -82,12 +84,20 @@ def decide_within(d: Decision, options: OptimizeOptions, target: Target | None) 
             return Decision(d.site, real, note=f"error {err:.3g} ≤ --max-error {tau:g}")
         if best is None or err < best[0]:
             best = (err, real)
-    if best is None:
+    if not ranked:
         return Decision(d.site, None, d.reason or "no SK design is cheaper than the dense conv")
+    if best is None:  # every design screened out by a loosest realisation that is not admissible
+        return Decision(
+            d.site,
+            None,
+            f"no design within --max-error {tau:g} (every admissible design errs by at least "
+            f"{min(bounds.values()):.3g}, the error of its design's M=N=1 screening fit)",
+        )
     return Decision(
         d.site,
         None,
-        f"no design within --max-error {tau:g} (best: {_label(best[1])}, error {best[0]:.3g})",
+        f"no design within --max-error {tau:g} (best admissible: {_label(best[1])}, "
+        f"error {best[0]:.3g})",
     )
 
 

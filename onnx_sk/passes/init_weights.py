@@ -34,6 +34,7 @@ def prepare(
     seed: int,
     targets: dict[str, Target],
     fresh: bool = False,
+    static_spatial: dict[str, tuple[tuple[int, ...] | None, tuple[int, ...] | None]] | None = None,
 ) -> list[Replacement]:
     """Stage weights for every planned conv, drawn in graph order from one seeded generator.
 
@@ -48,11 +49,15 @@ def prepare(
             if d.real is None:
                 continue
             site = d.site
+            in_spatial, out_spatial = (static_spatial or {}).get(site.node.output[0], (None, None))
             if fresh:
                 weights = fn(d.real, np.empty(0, np.float32), None, rng)
                 done.append(
-                    Replacement(site.name, site.node.input[0], site.node.output[0], d.real, weights)
-                )
+                    Replacement(
+                        site.name, site.node.input[0], site.node.output[0], d.real, weights,
+                        in_spatial=in_spatial, out_spatial=out_spatial,
+                    )
+                )  # fmt: skip
                 continue
             weight = site.weight
             assert weight is not None  # an eligible conv has constant weights
@@ -64,7 +69,7 @@ def prepare(
             done.append(
                 Replacement(
                     site.name, site.node.input[0], site.node.output[0], d.real, weights,
-                    site.bias, [], init_error, output_error,
+                    site.bias, [], init_error, output_error, in_spatial, out_spatial,
                 )
             )  # fmt: skip
     return done
@@ -76,7 +81,12 @@ class InitPass:
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         o = ctx.options
         ctx.replacements = prepare(
-            ctx.decisions, o.fitting.init, o.seed, ctx.targets, ctx.fresh_weights
+            ctx.decisions,
+            o.fitting.init,
+            o.seed,
+            ctx.targets,
+            ctx.fresh_weights,
+            ctx.static_spatial,
         )
         by_output = {r.output: r for r in ctx.replacements}
         ctx.report.convs = [

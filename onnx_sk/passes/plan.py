@@ -1,26 +1,63 @@
 """PlanPass: every conv of the model and the decision for it (the objective's choice or the
 reason it is kept). Changes nothing in the model.
 
-Shapes come from ONNX shape inference with the ``--input-shape`` overrides; the decisions from
-:func:`onnx_sk.passes.objectives.plan` (policy, then the objective).
+Shapes come from ONNX shape inference with the ``--input-shape`` overrides, and batch 1 for an
+input whose only symbolic dim is its batch (so MACs are per sample and ``--objective latency``
+measures at batch 1); the decisions from :func:`onnx_sk.passes.objectives.plan` (policy, then
+the objective). Each conv's spatial dims as the model itself declares them (never the ones an
+``--input-shape`` fixed) go in ``ctx.static_spatial``: a shuffle reshapes to constant targets
+only where they are static.
 """
 
 from __future__ import annotations
 
 import onnx
 
-from onnx_sk.graph.convs import find_convs
-from onnx_sk.graph.shapes import infer_shapes
+from onnx_sk.errors import UserError
+from onnx_sk.graph.convs import ConvSite, find_convs
+from onnx_sk.graph.shapes import infer_shapes, known_dims, per_sample_inputs, symbolic_inputs
 from onnx_sk.passes import objectives
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
+from onnx_sk.runtime import latency
 
 
 class PlanPass:
     name = "plan"
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
-        shapes = infer_shapes(model, ctx.input_shapes)
+        counted, ctx.per_sample = per_sample_inputs(model, ctx.input_shapes)
+        shapes = infer_shapes(model, counted)
         ctx.sites = find_convs(model, shapes)
+        # the user's dims are for counting, never baked into the graph
+        ctx.static_spatial = static_spatial(model, ctx.sites, None if ctx.input_shapes else shapes)
+        unsized = [s for s in ctx.sites if s.reason is None and latency.in_shape_of(s) is None]
+        if ctx.options.reduce.objective == "latency" and unsized:
+            missing = symbolic_inputs(model, ctx.input_shapes)
+            if missing:
+                names = ", ".join(repr(m.rpartition(":")[0]) for m in missing)
+                raise UserError(
+                    f"--objective latency measures each conv at the model's input size, and "
+                    f"input {names} has a symbolic non-batch dim: give "
+                    + " ".join(f"--input-shape {m}" for m in missing)
+                )
         ctx.decisions = objectives.plan(ctx.sites, ctx.options, ctx.progress)
         return PassResult(model, modified=False)
+
+
+def static_spatial(
+    model: onnx.ModelProto, sites: list[ConvSite], own: dict | None = None
+) -> dict[str, tuple[tuple[int, ...] | None, tuple[int, ...] | None]]:
+    """Each conv's (input, output) spatial dims as the model itself declares them (batch 1 where
+    only the batch is symbolic), None where a dim is symbolic; ``own``: those shapes when known."""
+    if own is None:
+        own = infer_shapes(model, per_sample_inputs(model)[0])
+    return {
+        s.node.output[0]: (_spatial(own.get(s.node.input[0])), _spatial(own.get(s.node.output[0])))
+        for s in sites
+    }
+
+
+def _spatial(shape: tuple[int | None, ...] | None) -> tuple[int, ...] | None:
+    """The static spatial dims of an [N, C, *spatial] shape (None when any is symbolic)."""
+    return None if shape is None or len(shape) < 3 else known_dims(shape[2:])

@@ -33,7 +33,10 @@ class DenseTwinPass:
         if not ctx.options.verify or not replaced:
             return PassResult(model, modified=False)
         seed, shapes = ctx.options.seed, ctx.input_shapes or None
-        path = ctx.source.path if not ctx.modified else None
+        # the file takes the twin kernels as initializer overrides while no pass changed the
+        # model and every weight is an initializer of the file by the same name (Identity nodes
+        # the load bypassed do not matter: ``overrides`` wants a kernel read by one conv only)
+        path = ctx.source.path if not ctx.modified and not ctx.source.canonical.folded else None
         kernels = overrides(model, replaced) if path is not None else None
         if path is None or kernels is None:
             with swapped_kernels(model, replaced):

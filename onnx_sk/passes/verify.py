@@ -64,6 +64,8 @@ class VerifyPass:
                 "input_shapes": twin.input_shapes,
                 "max_abs_diff": agree.max_abs_diff,
                 "max_rel_diff": agree.max_rel_diff,
+                "tolerance": agree.tolerance,
+                "tolerance_note": agree.tolerance_note(),
             }
         if self.reference == "original" and ctx.replacements:  # widen, he: no twin
             spatial = {d.site.node.output[0]: d.site.in_spatial for d in ctx.decisions}
@@ -85,7 +87,11 @@ class VerifyPass:
             if self.reference == "preserved":
                 agree = check_outputs(ref.names, ref.values, names, got)
                 doc.update(
-                    max_abs_diff=agree.max_abs_diff, max_rel_diff=agree.max_rel_diff, preserved=True
+                    max_abs_diff=agree.max_abs_diff,
+                    max_rel_diff=agree.max_rel_diff,
+                    tolerance=agree.tolerance,
+                    tolerance_note=agree.tolerance_note(),
+                    preserved=True,
                 )
             else:
                 same_signature(ref.names, ref.values, names, got)

@@ -41,6 +41,7 @@ from onnx_sk.options import OptimizeOptions
 from onnx_sk.passes import objectives
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
+from onnx_sk.passes.plan import static_spatial
 from onnx_sk.runtime.session import release_memory
 from onnx_sk.runtime.verify import reference_outputs
 from onnx_sk.width.analysis import (
@@ -248,6 +249,7 @@ class WidenPass:
         fresh: set[tuple[int, int]] = set()
         if reduce_after:  # he: plan Mode 1 on the widened convs; their kernels are never drawn
             ctx.sites = count.widened_sites(widths)
+            ctx.static_spatial = static_spatial(model, ctx.sites)
             ctx.decisions = objectives.plan(ctx.sites, o, ctx.progress)
             ctx.fresh_weights = True
             node_of = {

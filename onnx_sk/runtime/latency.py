@@ -40,6 +40,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx_sk.errors import UserError
 from onnx_sk.graph.build import conv_attrs, replace_conv
 from onnx_sk.graph.convs import ConvSite
+from onnx_sk.graph.shapes import infer_shapes, known_dims
 from onnx_sk.maths.designs import DESIGNS, Realisation, realisations
 from onnx_sk.maths.infofield import field_of_conv, field_of_stages
 from onnx_sk.maths.spec import ConvSpec
@@ -145,7 +146,11 @@ def micro_model(
     if real is None:
         return model
     weights = INITIALISERS["he"](real, w, bias, rng)
-    replace_conv(model.graph, "y", real, weights, real.shuffle_impl)
+    out_shape = infer_shapes(model).get("y")  # static shuffle targets, as the rewrite writes them
+    out_spatial = known_dims(out_shape[2:]) if out_shape and len(out_shape) > 2 else None
+    replace_conv(
+        model.graph, "y", real, weights, real.shuffle_impl, known_dims(in_shape[2:]), out_spatial
+    )
     return model
 
 

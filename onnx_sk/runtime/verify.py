@@ -47,10 +47,27 @@ class Outputs:
 
 @dataclass(frozen=True)
 class Agreement:
-    """How closely a result's outputs matched the reference's (all within tolerance)."""
+    """How closely a result's outputs matched the reference's (all within tolerance).
+
+    ``tolerance``: which term of ``RTOL · scale + ATOL`` decided: ``"relative"`` when
+    ``RTOL · scale ≥ ATOL`` for every float output, else ``"absolute"`` (an output so small,
+    e.g. a sigmoid map near 0, that a difference of ATOL passes whatever its relative size);
+    ``smallest``: that output's name and scale."""
 
     max_abs_diff: float
     max_rel_diff: float
+    tolerance: str = "relative"
+    smallest: tuple[str, float] | None = None
+
+    def tolerance_note(self) -> str:
+        """'' when the relative tolerance decided, else one sentence saying the absolute one did."""
+        if self.tolerance == "relative" or self.smallest is None:
+            return ""
+        name, scale = self.smallest
+        return (
+            f"the absolute tolerance {ATOL:g} decided: output {name!r} has scale {scale:.2g}, "
+            f"below {ATOL / RTOL:g} where the relative tolerance {RTOL:g} would be tighter"
+        )
 
 
 def run(
@@ -127,15 +144,19 @@ def check_outputs(
     """The signature, then every float output within RTOL · scale + ATOL of the reference."""
     same_signature(want_names, want, got_names, got)
     abs_max, rel_max = 0.0, 0.0
+    smallest: tuple[str, float] | None = None
     for name, a, b in zip(want_names, got, want, strict=True):
         if a.size == 0 or not np.issubdtype(a.dtype, np.floating):
             continue
         d = difference(b, a)
         diff, scale = d.max_abs_diff, d.scale
         abs_max, rel_max = max(abs_max, diff), max(rel_max, diff / scale if scale else diff)
+        if smallest is None or scale < smallest[1]:
+            smallest = (name, scale)
         if not diff <= RTOL * scale + ATOL:
             raise VerificationError(
                 f"output {name!r} differs from the dense-equivalent model by {diff:.3g} "
                 f"(output scale {scale:.3g})"
             )
-    return Agreement(abs_max, rel_max)
+    absolute = smallest is not None and RTOL * smallest[1] < ATOL
+    return Agreement(abs_max, rel_max, "absolute" if absolute else "relative", smallest)
