@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from onnx_sk.cli.output import console, fmt_count, table
+from onnx_sk.cli.output import FoldingTable, check_json_out, console, fmt_count, print_json
 from onnx_sk.cli.params import option_parameters, options_from_cli
 from onnx_sk.errors import UserError
 from onnx_sk.graph.save import save_json
@@ -38,9 +40,10 @@ def _error_cell(row: dict) -> str:
 
 def print_report(report: Report) -> None:
     errors = any(r.get("init_error") is not None for r in report.convs)
-    t = table(
+    t = FoldingTable(
         "optimize",
         ["conv", "design / reason", "params", "MACs", *(["init error"] if errors else [])],
+        optional=["MACs", "init error"],
     )
     for r in report.convs:
         t.add_row(
@@ -75,7 +78,7 @@ def print_report(report: Report) -> None:
 def print_widen_report(report: Report) -> None:
     """Mode 2: the widths conv by conv, then Mode 1's table when convs were replaced."""
     w = report.widen
-    t = table(f"widen: s = {w['scale']:.4f}", ["conv", "c_in → after", "c_out → after"])
+    t = FoldingTable(f"widen: s = {w['scale']:.4f}", ["conv", "c_in → after", "c_out → after"])
     for r in w["layers"]:
         t.add_row(
             r["name"], f"{r['c_in']} → {r['c_in_after']}", f"{r['c_out']} → {r['c_out_after']}"
@@ -89,14 +92,41 @@ def print_widen_report(report: Report) -> None:
         console.print(report.message)
 
 
-def _optimize(model: str, output: str, report: str | None, quiet: bool, **options: object) -> None:
+def _check_report_path(report: str | None, model: str, output: str) -> None:
+    """Every output target checked before anything is written: the report's folder, and that it
+    is neither the model nor OUT."""
+    if report is None or report == "-":
+        return
+    check_json_out(report, "--report")
+    target = Path(report).resolve()
+    for other, what in ((model, "the input model"), (output, "the output model")):
+        if target == Path(other).resolve():
+            raise UserError(f"--report {report} is {what}: choose another file")
+
+
+def _optimize(
+    model: str, output: str, report: str | None, json_out: bool, quiet: bool, **options: object
+) -> None:
     """Replace every qualifying dense conv with its most efficient SK design (Mode 1: reduce)."""
-    if report is not None and not Path(report).parent.exists():
-        raise UserError(f"report folder {Path(report).parent} does not exist")
-    _, rep = optimize_model(model, output, options_from_cli(options))
-    if report is not None:
-        save_json(rep.to_dict(), report)
-    if quiet:
+    _check_report_path(report, model, output)
+    written: list[Path] = []
+
+    def write_report(rep: Report) -> None:  # before the model's rename: a failure writes nothing
+        if report is not None and report != "-":
+            written.append(save_json(rep.to_dict(), report, "--report"))
+
+    try:
+        _, rep = optimize_model(
+            model, output, options_from_cli(options), before_commit=write_report
+        )
+    except BaseException:
+        for path in written:  # the model was not written: take its report back too
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise
+    if json_out or report == "-":
+        print_json(rep.to_dict())
+    elif quiet:
         console.print(rep.message)
     elif rep.widen is not None:
         print_widen_report(rep)
@@ -124,7 +154,17 @@ def optimize_cmd() -> Callable[..., None]:
         *option_parameters(),
         inspect.Parameter(
             "report", keyword, annotation=Optional[str],  # noqa: UP045  (read by Typer)
-            default=typer.Option(None, "--report", help="Write the JSON report to this file."),
+            default=typer.Option(
+                None, "--report", "--json-out",
+                help="Write the JSON report to this file (- = stdout), before OUT is renamed "
+                "into place.",
+            ),
+        ),
+        inspect.Parameter(
+            "json_out", keyword, annotation=bool,
+            default=typer.Option(
+                False, "--json", help="Print the JSON report to stdout (instead of the tables)."
+            ),
         ),
         inspect.Parameter(
             "quiet", keyword, annotation=bool,

@@ -7,9 +7,12 @@ depthwise, grouped convs, shuffles, layout reorders, …) for the first configur
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 from onnx_sk.errors import UserError
+from onnx_sk.graph.output_path import check_writable
+from onnx_sk.graph.save import OutputFile
 
 
 def _pyplot():
@@ -27,8 +30,7 @@ def check_plot_path(out: str | Path) -> Path:
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise UserError(f"--plot {out}: expected a .png file name")
-    if not out.parent.exists():
-        raise UserError(f"--plot folder {out.parent} does not exist")
+    check_writable(out, "--plot")
     _pyplot()
     return out
 
@@ -69,9 +71,12 @@ def plot_bench(doc: dict, out: str | Path, top_kinds: int = 7) -> Path:
     if profiled:
         _kinds(axes[0][1], results[0], names, top_kinds)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, dpi=110, format="png")
     plt.close(fig)
-    return out
+    with OutputFile(out) as output:  # atomic, through a symlink, never over a special file
+        output.stage_bytes(png.getvalue())
+        return output.commit()
 
 
 def _kinds(ax, res: dict, names: list[str], top: int) -> None:

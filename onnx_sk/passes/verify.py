@@ -1,7 +1,7 @@
 """VerifyPass: the optimized model is checked before it is written; a failure writes nothing.
 
-1. the full ONNX checker, on the staged output file when there is one (so the model is not
-   serialised again), else on the model;
+1. the full ONNX checker on the model (in memory: the output file is written only after
+   verification, so a killed run leaves no large temporary file);
 2. with replacements and their dense twin (:class:`~onnx_sk.passes.twin.DenseTwinPass`): the
    information field of every inserted subgraph equals the dense conv's
    (:func:`onnx_sk.graph.checks.check_fields`), and the outputs equal the twin's up to float32
@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import onnx
 
-from onnx_sk.graph.checks import check, check_fields, check_file
+from onnx_sk.graph.checks import check, check_fields
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
 from onnx_sk.runtime.verify import (
@@ -44,11 +44,8 @@ class VerifyPass:
         replaced = ctx.replacements if twin is not None else []
         if not ctx.options.verify or (self.reference == "twin" and not replaced):
             return PassResult(model, modified=False)
-        path = ctx.output.stage(model) if ctx.output is not None else None
-        if path is not None:
-            check_file(path)
-        else:
-            check(model)
+        path = None  # the output is staged after verification (pipeline._write)
+        check(model)
         doc: dict[str, Any] = {"checker": True, "fields_checked": 0}
         if twin is not None and replaced:
             fields = check_fields(model, replaced)

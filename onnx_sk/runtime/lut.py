@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onnx_sk.errors import UserError
+from onnx_sk.graph.output_path import check_writable
 from onnx_sk.graph.save import save_json
 from onnx_sk.maths.designs import DESIGNS
 from onnx_sk.runtime.machine import cpu_identity
@@ -74,9 +75,8 @@ class Lut:
 
     def save(self, path: str | Path | None = None) -> Path:
         out = Path(path or self.path or "")
-        if not out.parent.exists():
-            raise UserError(f"LUT folder {out.parent} does not exist")
-        return save_json(self.to_dict(), out)
+        check_writable(out, "LUT")
+        return save_json(self.to_dict(), out, "LUT")
 
 
 def _bad(path: Path, why: str) -> UserError:
@@ -199,6 +199,7 @@ def load_lut(path: str | Path | None, foreign: bool = False) -> Lut:
             raise UserError(
                 f"{path}: no such latency table (--lut-from-target reads an existing one)"
             )
+        check_writable(path, "LUT")  # measurements are written back: checked before any is made
         return Lut(path=path)
     doc = _parse(path)
     machine = {"onnxruntime": doc["onnxruntime"], "cpu": doc["cpu"]}
@@ -210,4 +211,6 @@ def load_lut(path: str | Path | None, foreign: bool = False) -> Lut:
             "re-run onnx-sk profile-lut here, or pass --lut-from-target if the table describes "
             "the target device"
         )
+    if not foreign:
+        check_writable(path, "LUT")
     return Lut(machine, dict(doc["entries"]), path, foreign=machine != here)
