@@ -67,11 +67,21 @@ def print_report(report: Report) -> None:
     )
     v = report.verification
     if v:
+        whole = v.get("decided_by", "whole model") == "whole model"
+        matched = (
+            "outputs match the dense-equivalent model"
+            if whole
+            else "each inserted subgraph matches its dense-equivalent conv"
+        )
         console.print(
             f"verified: full checker ok, {v['fields_checked']} information fields equal the dense "
-            f"convs', outputs match the dense-equivalent model at {v['input_shapes']} "
+            f"convs', {matched} at {v['input_shapes']} "
             f"(max abs diff {v['max_abs_diff']:.2g}, max rel diff {v['max_rel_diff']:.2g})"
         )
+        if not whole:
+            console.print(f"decided {v['decided_by']}")
+        if v.get("inputs", "standard normal") != "standard normal":
+            console.print(f"verification input: {v['inputs']} (NaN/Inf outputs on N(0, 1) input)")
     console.print(report.message)
 
 

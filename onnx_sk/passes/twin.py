@@ -2,7 +2,8 @@
 
 The twin is the model with every replaced conv's kernel swapped for its SK design's
 dense-equivalent kernel (:mod:`onnx_sk.graph.twin`); its outputs on seeded random input are what
-the optimized model must reproduce (:class:`~onnx_sk.passes.verify.VerifyPass`). Skipped with
+the optimized model must reproduce (:class:`~onnx_sk.passes.verify.VerifyPass`), and the
+fingerprint of the graph outside the replaced convs (``ctx.twin_structure``). Skipped with
 ``--no-verify`` or when nothing is replaced. Changes nothing in the model.
 
 Memory: when the model is still the unmodified file it came from, ONNX Runtime loads that file
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import onnx
 
+from onnx_sk.graph.checks import replaced_conv, structure
 from onnx_sk.graph.load import load_model
 from onnx_sk.graph.shapes import light_copy
 from onnx_sk.graph.twin import overrides, swapped_kernels
@@ -33,6 +35,7 @@ class DenseTwinPass:
         if not ctx.options.verify or not replaced:
             return PassResult(model, modified=False)
         seed, shapes = ctx.options.seed, ctx.input_shapes or None
+        ctx.twin_structure = structure(model.graph, replaced_conv(replaced))
         path = ctx.source.path if not ctx.modified else None
         kernels = overrides(model, replaced) if path is not None else None
         if path is None or kernels is None:
