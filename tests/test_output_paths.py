@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import onnx
@@ -130,13 +131,16 @@ def test_stale_temporaries_of_a_killed_run_are_removed_live_ones_kept(model, tmp
     orphan_data = tmp_path / f".{out.name}.data.ba9876543210.tmp"
     live = tmp_path / f".{out.name}.aaaaaaaaaaaa.tmp"
     other = tmp_path / ".other.onnx.0123456789ab.tmp"  # not this OUT's
-    for p in (stale, stale_data, orphan_data, live, other):
+    young = tmp_path / f".{out.name}.bbbbbbbbbbbb.tmp"  # just created: its writer may lock it next
+    for p in (stale, stale_data, orphan_data, live, other, young):
         p.write_bytes(b"x" * 100)
+        if p != young:
+            os.utime(p, (time.time() - 60, time.time() - 60))
     with open(live, "rb") as fh:  # a run still writing holds the lock
         fcntl.flock(fh, fcntl.LOCK_EX)
         proc = _optimize(model, out)
         assert proc.returncode == 0, proc.stderr
-        assert _leftovers(tmp_path) == sorted([live.name, other.name])
+        assert _leftovers(tmp_path) == sorted([live.name, other.name, young.name])
     assert remove_stale_temporaries(out) == [live]  # its writer is gone now
 
 

@@ -66,11 +66,11 @@ def check_output_path(
     """Refuse an output in a missing folder, over an input unless asked, or whose external data
     file (``OUT.data``) would overwrite an input's external data (``input_data``). Returns the
     file to write (a symlink's target)."""
-    out = check_writable(out)
+    given, out = Path(out), check_writable(out)
     for src in inputs:
         if src is not None and _same_file(src, out) and not overwrite_input:
             raise UserError(
-                f"output path {out} is the input model: refusing to overwrite it "
+                f"output path {given} is the input model: refusing to overwrite it "
                 "(pass --overwrite to allow)"
             )
     replaces_input = any(src is not None and _same_file(src, out) for src in inputs)
@@ -78,7 +78,7 @@ def check_output_path(
         for target in (out, out.parent / f"{out.name}.data"):
             if _same_file(data, target) and not (target != out and replaces_input):
                 raise UserError(
-                    f"output path {out} would overwrite {target.name}, the input model's "
+                    f"output path {given} would overwrite {target.name}, the input model's "
                     "external data: refused (choose another output name)"
                 )
     return out

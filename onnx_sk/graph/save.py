@@ -21,6 +21,7 @@ import secrets
 import shutil
 import signal
 import stat
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -31,6 +32,10 @@ from onnx.external_data_helper import convert_model_to_external_data, write_exte
 from onnx_sk.errors import UserError
 from onnx_sk.graph.output_path import resolve_output
 from onnx_sk.graph.tensors import all_tensors, is_large
+
+#: a temporary file younger than this is never removed as stale (its writer creates it, then
+#: locks it: a moment's window)
+STALE_AFTER_S = 5.0
 
 try:  # POSIX
     import fcntl
@@ -218,8 +223,9 @@ def _in_use(path: Path) -> bool:
     except OSError:
         return True
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return True
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or time.time() - st.st_mtime < STALE_AFTER_S:
+            return True  # not ours, or so new its writer may not hold the lock yet
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return False
     except OSError:
