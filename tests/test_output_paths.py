@@ -206,3 +206,25 @@ def test_disk_full_on_lut(tmp_path, rng):
             f"cannot write {lut}: No space left on device (nothing written)",
         )
         assert sorted(p.name for p in full.iterdir()) == ["filler"]
+
+
+def test_report_rolled_back_when_the_model_rename_fails(model, tmp_path, monkeypatch, capsys):
+    """The report is written before OUT's rename; if that rename fails the report goes too."""
+    from onnx_sk.cli import main
+    from onnx_sk.graph import save
+
+    def failing_replace(src, dst):
+        if str(dst).endswith("out.onnx"):
+            raise OSError(5, "Input/output error")
+        return real_replace(src, dst)
+
+    real_replace = os.replace
+    monkeypatch.setattr(save.os, "replace", failing_replace)
+    out, rep = tmp_path / "out.onnx", tmp_path / "r.json"
+    code = main(["optimize", str(model), str(out), "--include-first", "--report", str(rep)])
+    assert code == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: cannot write {out}: Input/output error (nothing written)\n"
+    )
+    assert not out.exists() and not rep.exists() and _leftovers(tmp_path) == []

@@ -8,6 +8,7 @@ its pipeline (``onnx_sk/pipeline.py`` lists the pipelines).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,8 +64,9 @@ class PassContext:
     replacements: list[Replacement] = field(default_factory=list)
     #: dense-twin: the reference outputs every replaced conv must reproduce
     twin: Outputs | None = None
-    #: dense-twin: the fingerprint of the graph outside the replaced convs (graph.checks.structure)
-    twin_structure: Counter[str] | None = None
+    #: dense-twin: the fingerprint of the graph outside the replaced convs
+    #: (graph.checks.structure), computed on demand
+    twin_structure: Callable[[], Counter[str]] | None = None
     #: widen: the model before widening (the reference of the widened model's outputs)
     reference: onnx.ModelProto | None = None
     #: widen: the solution (scale, target, spaces, widths per conv)

@@ -15,8 +15,13 @@ and restored.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
 import onnx
 
+from onnx_sk.graph.build import Replacement
 from onnx_sk.graph.checks import replaced_conv, structure
 from onnx_sk.graph.load import load_model
 from onnx_sk.graph.shapes import light_copy
@@ -27,6 +32,25 @@ from onnx_sk.runtime.session import release_memory
 from onnx_sk.runtime.verify import reference_outputs
 
 
+def _structure_of_original(
+    model: onnx.ModelProto, path: Path | None, replaced: list[Replacement]
+) -> Callable[[], Counter[str]]:
+    """The fingerprint of the graph outside the replaced convs, as a function: read from the
+    unmodified input file when there is one (only a verification that needs it pays for it),
+    else taken now."""
+    skip = replaced_conv(replaced)
+    if path is not None:
+        return lambda: _file_structure(path, skip)
+    now = structure(model.graph, skip)
+    return lambda: now
+
+
+def _file_structure(path: Path, skip: Callable[[onnx.NodeProto], bool]) -> Counter[str]:
+    original = load_model(path).model
+    assert original is not None
+    return structure(original.graph, skip)
+
+
 class DenseTwinPass:
     name = "dense-twin"
 
@@ -35,8 +59,8 @@ class DenseTwinPass:
         if not ctx.options.verify or not replaced:
             return PassResult(model, modified=False)
         seed, shapes = ctx.options.seed, ctx.input_shapes or None
-        ctx.twin_structure = structure(model.graph, replaced_conv(replaced))
         path = ctx.source.path if not ctx.modified else None
+        ctx.twin_structure = _structure_of_original(model, path, replaced)
         kernels = overrides(model, replaced) if path is not None else None
         if path is None or kernels is None:
             with swapped_kernels(model, replaced):
