@@ -228,3 +228,37 @@ def test_report_rolled_back_when_the_model_rename_fails(model, tmp_path, monkeyp
         == f"error: cannot write {out}: Input/output error (nothing written)\n"
     )
     assert not out.exists() and not rep.exists() and _leftovers(tmp_path) == []
+
+
+def test_socket_target_refused(model, tmp_path):
+    import socket
+
+    path = tmp_path / "s.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(path))
+        assert_clean_error(
+            _optimize(model, path),
+            f"output path {path} is not a regular file (a device, FIFO or socket): refused "
+            "(onnx-sk replaces only regular files)",
+        )
+        assert path.is_socket()
+    finally:
+        sock.close()
+
+
+def test_json_out_and_plot_fifo_refused_up_front(model, tmp_path):
+    fifo_json, fifo_png = tmp_path / "a.json", tmp_path / "p.png"
+    os.mkfifo(fifo_json)
+    os.mkfifo(fifo_png)
+    refused = "is not a regular file (a device, FIFO or socket): refused (onnx-sk replaces only regular files)"
+    assert_clean_error(
+        run_cli("analyze", model, "--json-out", fifo_json), f"--json-out {fifo_json} {refused}"
+    )
+    assert_clean_error(run_cli("bench", model, "--plot", fifo_png), f"--plot {fifo_png} {refused}")
+    assert_clean_error(
+        run_cli("profile-lut", model, "--out", fifo_json, "--input-shape", "x:1x16x8x8"),
+        f"{fifo_json} is not a readable onnx-sk latency table: not a regular file (a FIFO, socket "
+        "or device)",
+    )
+    assert fifo_json.is_fifo() and fifo_png.is_fifo()
