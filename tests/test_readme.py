@@ -79,11 +79,11 @@ def test_one_json_convention_in_help_and_readme(capsys):
 
     text = (ROOT / "README.md").read_text()
     assert "`--json` prints the command's JSON document to stdout" in text
-    for command in ("analyze", "efficiency", "search", "bench", "optimize"):
+    for command in ("analyze", "efficiency", "search", "bench", "optimize", "compare"):
         assert main([command, "--help"]) == 0
         help_text = capsys.readouterr().out
         assert "--json " in help_text and "--json-out" in help_text, command
-        if command not in ("optimize", "bench"):
+        if command not in ("optimize", "bench", "compare"):
             heading = re.search(rf"### `onnx-sk {command} [^\n]*", text)
             assert heading and "[--json] [--json-out FILE]" in heading.group(0), command
     assert "[--json] [--json-out FILE]" in text[text.index("### `onnx-sk bench") :]
