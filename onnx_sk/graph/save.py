@@ -4,11 +4,11 @@
 fsyncs the folder (SIGINT/SIGTERM held back between the external-data and model renames), with
 external data (``OUT.data``) when the input used it or the model would pass protobuf's 2 GB
 limit. Where it writes: :mod:`onnx_sk.graph.output_path` (a symlink's target; a special file
-refused). A failed write (disk full, I/O error) is one
-``UserError`` and leaves no temporary file. Temporary files are named ``.OUT.<hex>.tmp`` (and
-``.OUT.data.<hex>.tmp``) and hold an exclusive ``flock`` while they live, so the next write to
-the same ``OUT`` removes those a killed run (SIGKILL, the OOM killer) left behind, never those of
-a run still writing.
+refused). A failed write (disk full, I/O error) is one ``UserError`` and leaves no temporary
+file. Temporary files are named ``.OUT.<hex>.tmp`` (and ``.OUT.data.<hex>.tmp``) and hold an
+exclusive ``flock`` while they live, so the next write to the same ``OUT`` removes those a
+killed run (SIGKILL, the OOM killer) left behind, never those of a run still writing (nor any
+younger than ``STALE_AFTER_S``).
 """
 
 from __future__ import annotations
