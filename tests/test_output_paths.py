@@ -262,3 +262,15 @@ def test_json_out_and_plot_fifo_refused_up_front(model, tmp_path):
         "or device)",
     )
     assert fifo_json.is_fifo() and fifo_png.is_fifo()
+
+
+def test_export_torch_fifo_refused(model, tmp_path):
+    pytest.importorskip("torch")
+    fifo = tmp_path / "m.pt"
+    os.mkfifo(fifo)
+    assert_clean_error(
+        run_cli("export-torch", model, fifo),
+        f"output path {fifo} is not a regular file (a device, FIFO or socket): refused (onnx-sk "
+        "replaces only regular files)",
+    )
+    assert fifo.is_fifo()
