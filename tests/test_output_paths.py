@@ -12,7 +12,9 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -274,3 +276,21 @@ def test_export_torch_fifo_refused(model, tmp_path):
         "replaces only regular files)",
     )
     assert fifo.is_fifo()
+
+
+def test_temporary_file_of_a_sigkilled_writer_is_removed_by_the_next_run(model, tmp_path):
+    """A writer killed with SIGKILL (the OOM killer) leaves its locked temporary file; the kill
+    releases the lock, and the next run to the same OUT removes the file."""
+    out = tmp_path / "out.onnx"
+    code = (
+        "import os, signal, sys; from onnx_sk.graph.save import OutputFile; "
+        "o = OutputFile(sys.argv[1]); o.stage_bytes(b'x' * 1_000_000); "
+        "os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True)
+    assert proc.returncode == -9
+    (left,) = _leftovers(tmp_path)
+    assert re.fullmatch(r"\.out\.onnx\.[0-9a-f]{12}\.tmp", left)
+    os.utime(tmp_path / left, (time.time() - 60, time.time() - 60))
+    assert _optimize(model, out).returncode == 0
+    assert _leftovers(tmp_path) == [] and out.exists()
