@@ -21,8 +21,9 @@ widen, --design none   widen, verify (signature of the original)
 (bracketed: only with ``--init approx``, ``--max-error``, ``--for-training``.) In widen mode
 the weights are fitted without BN or calibration targets and ``--for-training`` is not applied.
 When no pass changed the model it is written unchanged (a byte-for-byte copy of the input
-file). The output is staged in a temporary file beside ``OUT`` (the verify pass checks that
-file) and renamed into place only when every pass succeeded.
+file). The output is written to a temporary file beside ``OUT`` only once every pass (verify
+last) succeeded, then ``before_commit`` runs (the CLI writes the report there, so a report that
+cannot be written leaves no model), then it is renamed into place.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+from collections.abc import Callable
 from typing import Any
 
 import onnx
@@ -37,7 +39,8 @@ import onnx
 from onnx_sk.errors import UserError
 from onnx_sk.graph.convs import QUANTIZED_CONVS
 from onnx_sk.graph.load import LoadedModel, load_model
-from onnx_sk.graph.save import OutputFile, check_output_path
+from onnx_sk.graph.output_path import check_output_path
+from onnx_sk.graph.save import OutputFile
 from onnx_sk.graph.shapes import parse_input_shapes
 from onnx_sk.graph.tensors import is_large
 from onnx_sk.options import OptimizeOptions, option_fields
@@ -146,8 +149,12 @@ def optimize_model(
     output: str | os.PathLike | None,
     options: OptimizeOptions,
     progress: Progress | None = None,
+    before_commit: Callable[[Report], None] | None = None,
 ) -> tuple[onnx.ModelProto, Report]:
-    """Run ``options``'s pipeline on ``source``; write ``output`` atomically when given."""
+    """Run ``options``'s pipeline on ``source``; write ``output`` atomically when given.
+
+    ``before_commit(report)`` runs once the output is complete in its temporary file, before it
+    is renamed into place; if it raises, nothing is written."""
     input_shapes = parse_input_shapes(list(options.input_shape))
     validate(options)
     loaded = load_model(source)
@@ -164,7 +171,7 @@ def optimize_model(
         source=loaded,
         report=Report(
             model=str(loaded.path) if loaded.path else None,
-            output=str(out) if out else None,
+            output=str(output) if output is not None else None,
             options=options.flat(),
         ),
         before=ModelCounts.of(model),
@@ -177,7 +184,9 @@ def optimize_model(
         result = run_passes(passes_for(options), _take(loaded), ctx)
         _finish(ctx, result)
         if output_file is not None:
-            _write(output_file, ctx, loaded, result)
+            _write(output_file, ctx, loaded, result, before_commit)
+        elif before_commit is not None:
+            before_commit(ctx.report)
     return result, ctx.report
 
 
@@ -187,15 +196,21 @@ def _take(loaded: LoadedModel) -> onnx.ModelProto:
 
 
 def _write(
-    output: OutputFile, ctx: PassContext, loaded: LoadedModel, model: onnx.ModelProto
+    output: OutputFile,
+    ctx: PassContext,
+    loaded: LoadedModel,
+    model: onnx.ModelProto,
+    before_commit: Callable[[Report], None] | None,
 ) -> None:
-    """Rename the staged result into place; a model no pass changed is written unchanged (a
-    byte-for-byte copy of the input file when there is one)."""
+    """Stage the verified result, run ``before_commit``, rename it into place; a model no pass
+    changed is written unchanged (a byte-for-byte copy of the input file when there is one)."""
     if not ctx.modified and loaded.path is not None and not loaded.used_external_data:
         output.copy_from(loaded.path)
-        output.commit()
-    else:  # the staged, verified result (or an unchanged proto / external-data model)
-        output.commit(model)
+    elif not output.staged:  # the verified result (or an unchanged proto / external-data model)
+        output.stage(model)
+    if before_commit is not None:
+        before_commit(ctx.report)
+    output.commit()
 
 
 def optimize(

@@ -4,6 +4,7 @@ the console script run in a subprocess as a user would run it."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -47,10 +48,12 @@ def conv_model(
     return model
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """``onnx-sk ARGS`` in a subprocess (``python -m onnx_sk``), output captured as text."""
+def run_cli(*args: str, cwd: Path | None = None, columns: int = 200) -> subprocess.CompletedProcess:
+    """``onnx-sk ARGS`` in a subprocess (``python -m onnx_sk``), output captured as text, tables
+    ``columns`` wide (pytest sets COLUMNS=80, which folds long cells)."""
+    env = {**os.environ, "COLUMNS": str(columns)}
     return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300
+        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=300, env=env
     )
 
 

@@ -91,11 +91,15 @@ def test_bench_batch_and_seconds(two_models):
 def test_bench_cli_json_plot(two_models, tmp_path):
     out, png = tmp_path / "b.json", tmp_path / "b.png"
     proc = run_cli("bench", *two_models, "--runs", "3", "--warmup", "1", "--threads", "1",
-                   "--profile", "--json", out, "--plot", png)  # fmt: skip
+                   "--profile", "--json-out", out, "--plot", png)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     _check_doc(json.loads(out.read_text()), 2, [1], profile=True)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "CPUExecutionProvider × 1 thread(s)" in proc.stdout and "onnxruntime" in proc.stdout
+    # --json: the document on stdout and nothing else there
+    proc = run_cli("bench", *two_models, "--runs", "3", "--warmup", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    _check_doc(json.loads(proc.stdout), 2, [1], profile=False)
 
 
 def test_unavailable_provider_lists_available(two_models):

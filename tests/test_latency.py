@@ -7,6 +7,7 @@ test measures for real and checks only invariants of the result.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from onnx_sk.maths.infofield import field_of_conv, field_of_stages
 from onnx_sk.maths.spec import ConvSpec
 from onnx_sk.maths.weight_init import he_init
 from onnx_sk.pipeline import optimize
+from onnx_sk.runtime import lut as lut_module
 from onnx_sk.runtime.latency import (
     MAX_ROUNDS,
     MIN_ROUNDS,
@@ -179,6 +181,11 @@ def test_stale_lut_refused(two_conv_model, tmp_path):
         optimize(two_conv_model, None, objective="latency", lut=empty, lut_from_target=True)
 
 
+def _lut_doc(entries: object) -> bytes:
+    doc = {"format": FORMAT, "version": VERSION, "onnxruntime": "1", "cpu": "c", "entries": entries}
+    return json.dumps(doc).encode()
+
+
 @pytest.mark.parametrize(
     ("content", "why"),
     [
@@ -193,6 +200,46 @@ def test_stale_lut_refused(two_conv_model, tmp_path):
         ),
         (b'{"format": "onnx-sk-latency-lut", "version": 1}', "missing onnxruntime, cpu or entries"),
         (b"\xff\xfe\x00", "not UTF-8 text"),
+        (_lut_doc({"k": []}), "entry 'k': expected an object, got list"),
+        (_lut_doc({"k": {"threads": 1}}), "entry 'k': missing or invalid provider or threads"),
+        (
+            _lut_doc({"P|threads=1|s": {"provider": "P", "threads": 1}}),
+            "entry 'P|threads=1|s': dense_ms is not a positive number",
+        ),
+        (
+            _lut_doc({"P|threads=2|s": {"provider": "P", "threads": 1, "dense_ms": 1}}),
+            "entry 'P|threads=2|s': its key does not match its provider and threads",
+        ),
+        (
+            _lut_doc(
+                {
+                    "P|threads=1|s": {
+                        "provider": "P",
+                        "threads": 1,
+                        "dense_ms": 1,
+                        "candidates": {"c": {"design": "dense"}},
+                    }
+                }
+            ),
+            "entry 'P|threads=1|s': candidate 'c': design 'dense' is not one of "
+            "dw-pw, gc-pwg, pw-dw-pw, pwg-dw-pwg",
+        ),  # fmt: skip
+        (
+            _lut_doc(
+                {
+                    "P|threads=1|s": {
+                        "provider": "P",
+                        "threads": 1,
+                        "dense_ms": 1,
+                        "candidates": {
+                            "c": {"design": "dw-pw", "groups": {}, "ms": "1", "speedup": 2}
+                        },
+                    }
+                }
+            ),
+            "entry 'P|threads=1|s': candidate 'c': ms or speedup is not a positive number",
+        ),  # fmt: skip
+        (b"[" * 100_000 + b"]" * 100_000, "JSON nested too deeply"),
     ],
 )
 def test_bad_lut_file(two_conv_model, tmp_path, content, why):
@@ -202,6 +249,34 @@ def test_bad_lut_file(two_conv_model, tmp_path, content, why):
         "optimize", two_conv_model, tmp_path / "o.onnx", "--objective", "latency", "--lut", bad
     )
     assert_clean_error(proc, f"{bad} is not a readable onnx-sk latency table: {why}")
+
+
+def test_lut_fifo_refused_without_blocking(two_conv_model, tmp_path):
+    """A FIFO as --lut is refused before it is opened (opening it would block forever)."""
+    fifo = tmp_path / "lut.fifo"
+    os.mkfifo(fifo)
+    proc = run_cli(
+        "optimize", two_conv_model, tmp_path / "o.onnx", "--objective", "latency", "--lut", fifo
+    )
+    assert_clean_error(
+        proc,
+        f"{fifo} is not a readable onnx-sk latency table: not a regular file (a FIFO, socket or "
+        "device)",
+    )
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_lut_size_limit(tmp_path, monkeypatch):
+    big = tmp_path / "big.json"
+    big.write_bytes(_lut_doc({}) + b" " * 100)
+    monkeypatch.setattr(lut_module, "MAX_BYTES", 64)
+    with pytest.raises(UserError) as err:
+        load_lut(big)
+    size = big.stat().st_size
+    assert str(err.value) == (
+        f"{big} is not a readable onnx-sk latency table: {size} bytes, more than the 64 a "
+        "latency table may have"
+    )
 
 
 def test_latency_flags_need_latency_objective(two_conv_model, tmp_path):

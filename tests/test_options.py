@@ -66,13 +66,14 @@ def test_cli_arguments_map_back_to_the_options():
 
 def test_report_options_use_the_declared_names(tmp_path):
     out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    conv = "/features/features.3/Conv"  # --exclude must name a conv
     proc = run_cli(
-        "optimize", MODELS / "tiny_cnn.onnx", out, "--report", report, "--exclude", "x", "-q"
+        "optimize", MODELS / "tiny_cnn.onnx", out, "--report", report, "--exclude", conv, "-q"
     )
     assert proc.returncode == 0, proc.stderr
     options = json.loads(report.read_text())["options"]
     assert set(options) == set(_declared())
-    assert options["exclude"] == ["x"] and options["verify"] is True
+    assert options["exclude"] == [conv] and options["verify"] is True
 
 
 def test_validation_lives_with_the_owner_and_keeps_its_messages(tmp_path):

@@ -71,3 +71,21 @@ def test_python_api_snippet_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "replaced 2 of 3 convs" in proc.stdout
     onnx.checker.check_model(str(tmp_path / "model_sk.onnx"), full_check=True)
+
+
+def test_one_json_convention_in_help_and_readme(capsys):
+    """Every command with a JSON document takes --json (stdout) and --json-out FILE, as the
+    README's CLI reference says (optimize: --report FILE too)."""
+    from onnx_sk.cli import main
+
+    text = (ROOT / "README.md").read_text()
+    assert "`--json` prints the command's JSON document to stdout" in text
+    for command in ("analyze", "efficiency", "search", "bench", "optimize", "compare"):
+        assert main([command, "--help"]) == 0
+        help_text = capsys.readouterr().out
+        assert "--json " in help_text and "--json-out" in help_text, command
+        if command not in ("optimize", "bench", "compare"):
+            heading = re.search(rf"### `onnx-sk {command} [^\n]*", text)
+            assert heading and "[--json] [--json-out FILE]" in heading.group(0), command
+    assert "[--json] [--json-out FILE]" in text[text.index("### `onnx-sk bench") :]
+    assert "--report FILE.json` (= `--json-out`; `-` = stdout), `--json`" in text

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
-from onnx_sk.cli.output import console, fmt_count, macs_basis, print_json, table
+from onnx_sk.cli.output import (
+    FoldingTable,
+    check_json_out,
+    console,
+    emit_json,
+    fmt_count,
+    macs_basis,
+)
 from onnx_sk.graph.analyze import analyze
 from onnx_sk.width.report import channel_report
 
@@ -18,13 +27,14 @@ def _groups(best: dict | None) -> str:
     return " ".join(parts)
 
 
-def _print_channels(model: str, input_shape: list[str] | None, json_out: bool) -> None:
+def _print_channels(
+    model: str, input_shape: list[str] | None, json_out: bool, json_file: str | None
+) -> None:
     doc = channel_report(model, input_shape)
-    if json_out:
-        print_json(doc)
+    if emit_json(doc, json_out, json_file, "--json-out"):
         return
-    t = table(
-        f"{model}: {len(doc['spaces'])} channel spaces",
+    t = FoldingTable(
+        f"{Path(model).name}: {len(doc['spaces'])} channel spaces",
         ["space", "size", "divisor", "frozen / why", "members"],
     )
     for sp in doc["spaces"]:
@@ -35,7 +45,7 @@ def _print_channels(model: str, input_shape: list[str] | None, json_out: bool) -
 
 
 def _print_units(units: list[dict]) -> None:
-    t = table(
+    t = FoldingTable(
         "information field per conv chain",
         ["chain", "c_in→c_out", "field (kh, kw, channels)", "full"],
     )
@@ -54,7 +64,10 @@ def analyze_cmd(
         None, "--input-shape", help="NAME:1x3x224x224 to fix an input's dims (repeatable)."
     ),
     bottleneck_ratio: float = typer.Option(0.25, help="Bottleneck K/F of PW+DW+PW and PWG+DW+PWG."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document to stdout."),
+    json_file: str = typer.Option(
+        None, "--json-out", help="Also write the JSON document to FILE (- = stdout)."
+    ),
     channels: bool = typer.Option(
         False, "--channels", help="Print the channel spaces (what --mode widen scales) instead."
     ),
@@ -63,17 +76,17 @@ def analyze_cmd(
     ),
 ) -> None:
     """Per-conv analysis: kind, params, MACs, information field, eligibility, best SK design."""
+    check_json_out(json_file, "--json-out")
     if channels:
-        _print_channels(model, input_shape, json_out)
+        _print_channels(model, input_shape, json_out, json_file)
         return
     report = analyze(model, input_shape, bottleneck_ratio, fields)
-    if json_out:
-        print_json(report)
+    if emit_json(report, json_out, json_file, "--json-out"):
         return
     if fields:
         _print_units(report["units"])
-    t = table(
-        f"{model}: {report['totals']['convs']} convs",
+    t = FoldingTable(
+        f"{Path(model).name}: {report['totals']['convs']} convs",
         [
             "conv",
             "c_in→c_out",
@@ -86,6 +99,7 @@ def analyze_cmd(
             "field",
             "SK design (params, ratio) / reason",
         ],
+        optional=["field", "stride", "group", "MACs", "MACs / sample", "kernel", "params", "kind"],
     )
     for r in report["convs"]:
         best = r["best"]

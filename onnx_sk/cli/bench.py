@@ -8,10 +8,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from onnx_sk.cli.output import console, fmt_count, table
+from onnx_sk.cli.output import FoldingTable, check_json_out, console, emit_json, fmt_count
 from onnx_sk.cli.plot import check_plot_path, plot_bench
 from onnx_sk.errors import UserError
-from onnx_sk.graph.save import save_json
 from onnx_sk.graph.shapes import parse_input_shapes
 from onnx_sk.runtime.bench import BenchOptions, bench
 
@@ -48,10 +47,12 @@ def print_bench(doc: dict) -> None:
     )
     statics = {m["name"]: m for m in doc["models"]}
     for res in doc["results"]:
-        t = table(
-            f"{res['provider']} × {res['threads']} thread(s); memory: {res['memory_method']}",
+        t = FoldingTable(
+            f"{res['provider']} × {res['threads']} thread(s)",
             ["model", "p50 ms", "p90", "p99", "min", "mean", "items/s", "speedup", "memory",
              "file", "params", "MACs"],
+            optional=["p99", "min", "mean", "file", "MACs", "params", "items/s", "p90"],
+            caption=f"memory: {res['memory_method']}",
         )  # fmt: skip
         for m in res["models"]:
             lat, st = m["latency_ms"], statics[m["name"]]
@@ -69,9 +70,10 @@ def print_bench(doc: dict) -> None:
 
 def _print_profile(m: dict) -> None:
     prof = m["profile"]
-    t = table(
-        f"{m['name']}: profile, {prof['total_ms']:.3f} ms of kernels per run",
+    t = FoldingTable(
+        f"{m['name']}: profile",
         ["kind", "ms", "share", "nodes"],
+        caption=f"{prof['total_ms']:.3f} ms of kernels per run (ORT's profiler)",
     )
     for r in prof["kinds"]:
         t.add_row(r["kind"], f"{r['ms']:.3f}", f"{100 * r['share']:.1f}%", str(r["nodes"]))
@@ -96,7 +98,10 @@ def bench_cmd(
     opt_level: str = typer.Option(
         "all", help="ONNX Runtime graph optimisation: all, extended, basic, disabled."
     ),
-    json_out: Path = typer.Option(None, "--json", help="Write the JSON document to this file."),
+    json_out: bool = typer.Option(False, "--json", help="Print the JSON document to stdout."),
+    json_file: str = typer.Option(
+        None, "--json-out", help="Also write the JSON document to FILE (- = stdout)."
+    ),
     plot: Path = typer.Option(
         None, help="Plot latencies (and the profile) to this .png, .svg or .pdf file."
     ),
@@ -105,9 +110,7 @@ def bench_cmd(
     ),
 ) -> None:
     """Time models in ONNX Runtime, interleaved (A B A B …), and compare them with the first."""
-    for out in (json_out,):
-        if out is not None and not out.parent.exists():
-            raise UserError(f"--json folder {out.parent} does not exist")
+    check_json_out(json_file, "--json-out")
     if plot is not None:
         check_plot_path(plot)
     options = BenchOptions(
@@ -127,8 +130,7 @@ def bench_cmd(
         doc = bench(
             models, options, lambda f, what: bar.update(task, completed=f, description=what)
         )
-    if json_out is not None:
-        save_json(doc, json_out)
     if plot is not None:
         plot_bench(doc, plot)
-    print_bench(doc)
+    if not emit_json(doc, json_out, json_file, "--json-out"):
+        print_bench(doc)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from onnx_sk.cli.output import console, print_json, table
+from onnx_sk.cli.output import check_json_out, console, emit_json, table
 from onnx_sk.graph.shapes import parse_input_shapes
 from onnx_sk.runtime.compare import compare, to_dict
 
@@ -16,12 +16,15 @@ def compare_cmd(
     samples: int = typer.Option(8, help="Without --inputs: this many seeded random inputs."),
     seed: int = typer.Option(0, help="Seed of the random inputs."),
     input_shape: list[str] = typer.Option(None, help="NAME:1x3x224x224 for the random inputs."),
-    json_out: bool = typer.Option(False, "--json", help="Print JSON."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON to stdout."),
+    json_file: str = typer.Option(
+        None, "--json-out", help="Also write the JSON document to FILE (- = stdout)."
+    ),
 ) -> None:
     """Max/mean absolute difference, cosine similarity and top-1 agreement of each output."""
+    check_json_out(json_file, "--json-out")
     rows = compare(a, b, inputs, samples, seed, parse_input_shapes(input_shape))
-    if json_out:
-        print_json(to_dict(rows))
+    if emit_json(to_dict(rows), json_out, json_file, "--json-out"):
         return
     t = table(
         f"{a} vs {b}", ["output", "shape", "max |diff|", "mean |diff|", "cosine", "top-1 agreement"]

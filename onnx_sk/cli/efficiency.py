@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from onnx_sk.cli.output import console, fmt_count, print_json, table
+from onnx_sk.cli.output import (
+    FoldingTable,
+    check_json_out,
+    console,
+    emit_json,
+    fmt_count,
+    table,
+)
 from onnx_sk.maths.efficiency import efficiency_table
 
 
@@ -23,9 +30,8 @@ def _num(value: float | int) -> str:
 
 def _print_analysis(doc: dict) -> None:
     kh, kw = doc["kernel_shape"]
-    t = table(
-        f"{kh}×{kw} conv {doc['c_in']}→{doc['c_out']}: dense {doc['dense']['params']} params "
-        f"(= MACs per output pixel), bottleneck ratio {doc['bottleneck_ratio']:g}",
+    t = FoldingTable(
+        f"{kh}×{kw} conv {doc['c_in']}→{doc['c_out']}",
         [
             "design",
             "ratio formula",
@@ -92,12 +98,15 @@ def efficiency_cmd(
     bottleneck_ratio: float = typer.Option(
         0.25, "--bottleneck-ratio", help="Bottleneck K/F of PW+DW+PW and PWG+DW+PWG."
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document to stdout."),
+    json_file: str = typer.Option(
+        None, "--json-out", help="Also write the JSON document to FILE (- = stdout)."
+    ),
 ) -> None:
     """Params, MACs and ratio of the four SK designs: closed form vs best integer groups."""
+    check_json_out(json_file, "--json-out")
     doc = efficiency_table(c_in, c_out, kernel, budget, alpha, bottleneck_ratio)
-    if json_out:
-        print_json(doc)
+    if emit_json(doc, json_out, json_file, "--json-out"):
         return
     _print_analysis(doc)
     if budget is not None:

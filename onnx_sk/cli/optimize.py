@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from onnx_sk.cli.output import console, fmt_count, macs_basis, table
+from onnx_sk.cli.output import (
+    FoldingTable,
+    check_json_out,
+    console,
+    fmt_count,
+    macs_basis,
+    print_json,
+)
 from onnx_sk.cli.params import option_parameters, options_from_cli
 from onnx_sk.errors import UserError
 from onnx_sk.graph.save import save_json
@@ -38,9 +47,10 @@ def _error_cell(row: dict) -> str:
 
 def print_report(report: Report) -> None:
     errors = any(r.get("init_error") is not None for r in report.convs)
-    t = table(
+    t = FoldingTable(
         "optimize",
         ["conv", "design / reason", "params", "MACs", *(["init error"] if errors else [])],
+        optional=["MACs", "init error"],
     )
     for r in report.convs:
         t.add_row(
@@ -62,8 +72,13 @@ def print_report(report: Report) -> None:
         f"{ratio('conv_params_ratio')}; conv MACs {fmt_count(tot['conv_macs_before'])} → "
         f"{fmt_count(tot['conv_macs_after'])}{ratio('conv_macs_ratio')}{macs_basis(tot)}"
     )
-    if report.verification:
-        console.print(verified_line(report.verification))
+    v = report.verification
+    if v:
+        console.print(verified_line(v))
+        if v.get("decided_by", "whole model") != "whole model":
+            console.print(f"decided {v['decided_by']}")
+        if v.get("inputs", "standard normal") != "standard normal":
+            console.print(f"verification input: {v['inputs']} (NaN/Inf outputs on N(0, 1) input)")
     console.print(report.message)
 
 
@@ -81,9 +96,14 @@ def verified_line(v: dict) -> str:
         )
     elif "max_abs_diff" in v:
         what = "the reduced model's" if v.get("preserved") else "the dense-equivalent model"
+        matched = (
+            f"outputs match {what}"
+            if v.get("decided_by", "whole model") == "whole model"
+            else "each inserted subgraph matches its dense-equivalent conv"
+        )
         note = f"; {v['tolerance_note']}" if v.get("tolerance_note") else ""
         parts.append(
-            f"outputs match {what} at {v['input_shapes']} (max abs diff "
+            f"{matched} at {v['input_shapes']} (max abs diff "
             f"{v['max_abs_diff']:.2g}, max rel diff {v['max_rel_diff']:.2g}{note})"
         )
     elif "input_shapes" in v:
@@ -94,7 +114,7 @@ def verified_line(v: dict) -> str:
 def print_widen_report(report: Report) -> None:
     """Mode 2: the widths conv by conv, then Mode 1's table when convs were replaced."""
     w = report.widen
-    t = table(f"widen: s = {w['scale']:.4f}", ["conv", "c_in → after", "c_out → after"])
+    t = FoldingTable(f"widen: s = {w['scale']:.4f}", ["conv", "c_in → after", "c_out → after"])
     for r in w["layers"]:
         t.add_row(
             r["name"], f"{r['c_in']} → {r['c_in_after']}", f"{r['c_out']} → {r['c_out_after']}"
@@ -108,28 +128,46 @@ def print_widen_report(report: Report) -> None:
         console.print(report.message)
 
 
-def _optimize(model: str, output: str, report: str | None, quiet: bool, **options: object) -> None:
+def _check_report_path(report: str | None, model: str, output: str) -> None:
+    """Every output target checked before anything is written: the report's folder, and that it
+    is neither the model nor OUT."""
+    if report is None or report == "-":
+        return
+    check_json_out(report, "--report")
+    target = Path(report).resolve()
+    for other, what in ((model, "the input model"), (output, "the output model")):
+        if target == Path(other).resolve():
+            raise UserError(f"--report {report} is {what}: choose another file")
+
+
+def _optimize(
+    model: str, output: str, report: str | None, json_out: bool, quiet: bool, **options: object
+) -> None:
     """Replace every qualifying dense conv with its most efficient SK design (Mode 1: reduce)."""
-    if report is not None and not Path(report).parent.exists():
-        raise UserError(f"report folder {Path(report).parent} does not exist")
-    if report is not None and Path(report).is_dir():
-        raise UserError(f"--report {report} is a directory: give a file name")
-    out = Path(output)
-    fresh = [p for p in (out, out.with_name(out.name + ".data")) if not p.exists()]
-    _, rep = optimize_model(model, output, options_from_cli(options))
+    _check_report_path(report, model, output)
+    written: list[Path] = []
+
+    def write_report(rep: Report) -> None:  # before the model's rename: a failure writes nothing
+        if report is not None and report != "-":
+            written.append(save_json(rep.to_dict(), report, "--report"))
+
     try:
-        if report is not None:
-            save_json(rep.to_dict(), report)
-        if quiet:
-            console.print(rep.message)
-        elif rep.widen is not None:
-            print_widen_report(rep)
-        else:
-            print_report(rep)
-    except BaseException:  # a run that fails leaves no output behind (never the input, though)
-        for p in fresh:
-            p.unlink(missing_ok=True)
+        _, rep = optimize_model(
+            model, output, options_from_cli(options), before_commit=write_report
+        )
+    except BaseException:
+        for path in written:  # the model was not written: take its report back too
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         raise
+    if json_out or report == "-":
+        print_json(rep.to_dict())
+    elif quiet:
+        console.print(rep.message)
+    elif rep.widen is not None:
+        print_widen_report(rep)
+    else:
+        print_report(rep)
 
 
 def optimize_cmd() -> Callable[..., None]:
@@ -152,7 +190,17 @@ def optimize_cmd() -> Callable[..., None]:
         *option_parameters(),
         inspect.Parameter(
             "report", keyword, annotation=Optional[str],  # noqa: UP045  (read by Typer)
-            default=typer.Option(None, "--report", help="Write the JSON report to this file."),
+            default=typer.Option(
+                None, "--report", "--json-out",
+                help="Write the JSON report to this file (- = stdout), before OUT is renamed "
+                "into place.",
+            ),
+        ),
+        inspect.Parameter(
+            "json_out", keyword, annotation=bool,
+            default=typer.Option(
+                False, "--json", help="Print the JSON report to stdout (instead of the tables)."
+            ),
         ),
         inspect.Parameter(
             "quiet", keyword, annotation=bool,

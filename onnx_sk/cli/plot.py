@@ -22,15 +22,14 @@ same document gives the same file.
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
 
 from onnx_sk.errors import UserError
+from onnx_sk.graph.output_path import check_writable
+from onnx_sk.graph.save import OutputFile
 
 FORMATS = (".png", ".svg", ".pdf")
 
@@ -71,8 +70,7 @@ def check_plot_path(out: str | Path) -> Path:
     out = Path(out)
     if out.suffix.lower() not in FORMATS:
         raise UserError(f"--plot {out}: expected a .png, .svg or .pdf file name")
-    if not out.parent.exists():
-        raise UserError(f"--plot folder {out.parent} does not exist")
+    check_writable(out, "--plot")
     _pyplot()
     return out
 
@@ -153,24 +151,9 @@ def plot_bench(doc: dict, out: str | Path, top_kinds: int = 7) -> Path:
 
 
 def _write_atomically(data: bytes, out: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    with OutputFile(out) as output:  # atomic, through a symlink, never over a special file
+        output.stage_bytes(data)
+        output.commit()
 
 
 def _latency(ax: Any, results: list[dict], names: list[str]) -> None:

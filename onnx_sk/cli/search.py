@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from onnx_sk.cli.output import console, fmt_count, print_json, table
+from onnx_sk.cli.output import (
+    FoldingTable,
+    check_json_out,
+    console,
+    emit_json,
+    fmt_count,
+    table,
+)
 from onnx_sk.maths.search import (
     DEFAULT_CHANNELS,
     DEFAULT_MAX_LENGTH,
@@ -38,13 +45,16 @@ def search_cmd(
     regex: str = typer.Option(
         "start", "--regex", help="Composition rule: start (re.match, as printed), full, any."
     ),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document to stdout."),
+    json_file: str = typer.Option(
+        None, "--json-out", help="Also write the JSON document to FILE (- = stdout)."
+    ),
 ) -> None:
     """Reduce the space of SK designs (composition regex, information field, early stop)."""
+    check_json_out(json_file, "--json-out")
     result = search(channels, max_length, kernels.split(","), regex, bottleneck)
     doc = result_to_dict(result)
-    if json_out:
-        print_json(doc)
+    if emit_json(doc, json_out, json_file, "--json-out"):
         return
     k = f", bottleneck K={result.bottleneck}" if result.bottleneck else ""
     console.print(
@@ -57,10 +67,12 @@ def search_cmd(
     t.add_row("survived", str(len(result.survivors)))
     console.print(t)
     h, w = REFERENCE_SPATIAL
-    t = table(
-        f"survivors, cheapest witness at {channels}→{channels} 3×3, {h}×{w} "
-        f"(dense {result.dense_params} params)",
+    t = FoldingTable(
+        "survivors",
         ["design", "paper", "mirror", "choices", "witness", "params", "ratio", "MACs"],
+        optional=["choices", "MACs", "mirror"],
+        caption=f"cheapest witness at {channels}→{channels} 3×3, {h}×{w} "
+        f"(dense {result.dense_params} params)",
     )
     for s in doc["survivors"]:
         t.add_row(

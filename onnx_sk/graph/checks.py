@@ -5,7 +5,11 @@ inserted subgraph.
    (through a temporary file for models above 2 GB);
 2. ``check_fields``: for every replaced conv, the information field of the inserted subgraph,
    read off its ONNX nodes between the conv's input and output tensors
-   (:func:`onnx_sk.graph.fields.field_between`), equals the dense conv's.
+   (:func:`onnx_sk.graph.fields.field_between`), equals the dense conv's;
+3. ``structure``: a fingerprint of the graph outside the replaced convs (before) or outside the
+   inserted subgraphs (after): one digest per node (the node and the constants it reads) and the
+   graph's input and output names. Equal fingerprints mean the rewrite touched nothing else,
+   which is what lets a per-subgraph comparison stand for the whole model.
 
 A failure raises :class:`~onnx_sk.errors.VerificationError` (nothing is written). The numeric
 half (the result against its dense twin in ONNX Runtime) is :mod:`onnx_sk.runtime.verify`.
@@ -13,7 +17,10 @@ half (the result against its dense twin in ONNX Runtime) is :mod:`onnx_sk.runtim
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -82,3 +89,32 @@ def check_fields(result: onnx.ModelProto, replacements: list[Replacement]) -> in
                 f"{got.size} but the dense conv has {want.size}"
             )
     return len(replacements)
+
+
+def structure(graph: onnx.GraphProto, skip: Callable[[onnx.NodeProto], bool]) -> Counter[str]:
+    """The fingerprint of ``graph`` outside the nodes ``skip`` selects (module docstring)."""
+    inits = {t.name: t for t in graph.initializer}
+    prints: Counter[str] = Counter()
+    for node in graph.node:
+        if skip(node):
+            continue
+        h = hashlib.blake2b(node.SerializeToString(deterministic=True), digest_size=16)
+        for name in node.input:
+            if name in inits:
+                h.update(inits[name].SerializeToString(deterministic=True))
+        prints[h.hexdigest()] += 1
+    ins, outs = ",".join(i.name for i in graph.input), ",".join(o.name for o in graph.output)
+    prints[f"io: {ins} -> {outs}"] += 1
+    return prints
+
+
+def replaced_conv(replacements: list[Replacement]) -> Callable[[onnx.NodeProto], bool]:
+    """Selects the convs ``replacements`` replace (in the graph before the rewrite)."""
+    outputs = {r.output for r in replacements}
+    return lambda n: n.op_type == "Conv" and bool(n.output) and n.output[0] in outputs
+
+
+def inserted_node(replacements: list[Replacement]) -> Callable[[onnx.NodeProto], bool]:
+    """Selects the nodes the rewrite inserted (in the graph after it)."""
+    names = {name for r in replacements for name in r.new_nodes}
+    return lambda n: n.name in names

@@ -3,8 +3,12 @@
 ``save_model`` writes a temporary file in the target folder, fsyncs it, renames it into place and
 fsyncs the folder (SIGINT/SIGTERM held back between the external-data and model renames), with
 external data (``OUT.data``) when the input used it or the model would pass protobuf's 2 GB
-limit. ``check_output_path`` refuses, before anything is computed, an output in a missing or
-read-only folder, over the input (unless asked), or over the input's external data.
+limit. Where it writes: :mod:`onnx_sk.graph.output_path` (a symlink's target; a special file
+refused). A failed write (disk full, I/O error) is one ``UserError`` and leaves no temporary
+file. Temporary files are named ``.OUT.<hex>.tmp`` (and ``.OUT.data.<hex>.tmp``) and hold an
+exclusive ``flock`` while they live, so the next write to the same ``OUT`` removes those a
+killed run (SIGKILL, the OOM killer) left behind, never those of a run still writing (nor any
+younger than ``STALE_AFTER_S``).
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+import stat
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +30,17 @@ import onnx
 from onnx.external_data_helper import convert_model_to_external_data, write_external_data_tensors
 
 from onnx_sk.errors import UserError
+from onnx_sk.graph.output_path import resolve_output
 from onnx_sk.graph.tensors import all_tensors, is_large
+
+#: a temporary file younger than this is never removed as stale (its writer creates it, then
+#: locks it: a moment's window)
+STALE_AFTER_S = 5.0
+
+try:  # POSIX
+    import fcntl
+except ImportError:  # pragma: no cover  (Windows: no lock, no stale clean-up)
+    fcntl = None  # type: ignore[assignment]
 
 
 def _default_mode(path: Path) -> None:
@@ -32,45 +48,6 @@ def _default_mode(path: Path) -> None:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
-
-
-def check_output_path(
-    out: str | os.PathLike,
-    inputs: Sequence[Path | None],
-    overwrite_input: bool,
-    input_data: Sequence[Path] = (),
-) -> Path:
-    """Refuse an output in a missing folder, over an input unless asked, or whose external data
-    file (``OUT.data``) would overwrite an input's external data (``input_data``)."""
-    out = Path(out)
-    if out.is_dir():
-        raise UserError(f"output path {out} is a directory")
-    if not out.parent.exists():
-        raise UserError(f"output folder {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK):
-        raise UserError(f"output folder {out.parent} is not writable")
-    for src in inputs:
-        if src is not None and _same_file(src, out) and not overwrite_input:
-            raise UserError(
-                f"output path {out} is the input model: refusing to overwrite it "
-                "(pass --overwrite to allow)"
-            )
-    replaces_input = any(src is not None and _same_file(src, out) for src in inputs)
-    for data in input_data:
-        for target in (out, out.parent / f"{out.name}.data"):
-            if _same_file(data, target) and not (target != out and replaces_input):
-                raise UserError(
-                    f"output path {out} would overwrite {target.name}, the input model's "
-                    "external data: refused (choose another output name)"
-                )
-    return out
 
 
 class OutputFile:
@@ -83,14 +60,16 @@ class OutputFile:
     """
 
     def __init__(self, out: str | os.PathLike, external_data: bool | None = None) -> None:
-        self.out = Path(out)
+        self.out = resolve_output(out)
         self.external_data = external_data
         self.data_name = f"{self.out.name}.data"
         folder = self.out.parent
-        self.tmp = folder / f".{self.out.name}.{secrets.token_hex(6)}.tmp"
-        self.tmp_data = folder / f".{self.data_name}.{secrets.token_hex(6)}.tmp"  # no '..'
+        token = secrets.token_hex(6)
+        self.tmp = folder / f".{self.out.name}.{token}.tmp"
+        self.tmp_data = folder / f".{self.data_name}.{token}.tmp"  # no '..'
         self.staged = False
         self.wrote_data = False
+        self._lock: int | None = None  # an fd holding flock on self.tmp while it lives
 
     def __enter__(self) -> OutputFile:
         return self
@@ -105,32 +84,57 @@ class OutputFile:
         final ``OUT.data``, so it can only be read once committed)."""
         try:
             # inside the try: an interrupt right after leaves nothing
-            self.tmp.touch(exist_ok=False)
+            self._create()
             external = is_large(model) if self.external_data is None else self.external_data
             if external:
                 external = _save_external(model, self.tmp, self.tmp_data, self.data_name)
             if not external:
-                with open(self.tmp, "wb") as fh:
-                    fh.write(model.SerializeToString())
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                _write_synced(self.tmp, model.SerializeToString())
+        except OSError as exc:
+            self.discard()
+            raise write_failed(self.out, exc) from None
         except BaseException:
             self.discard()
             raise
         self.staged, self.wrote_data = True, external
         return None if external else self.tmp
 
-    def copy_from(self, source: Path) -> None:
-        """Stage a byte-for-byte copy of ``source`` (a model written unchanged)."""
+    def stage_bytes(self, data: bytes) -> Path:
+        """Write ``data`` to the temporary file (a JSON document)."""
         try:
-            self.tmp.touch(exist_ok=False)
-            shutil.copyfile(source, self.tmp)
-            with open(self.tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
+            self._create()
+            _write_synced(self.tmp, data)
+        except OSError as exc:
+            self.discard()
+            raise write_failed(self.out, exc) from None
         except BaseException:
             self.discard()
             raise
         self.staged, self.wrote_data = True, False
+        return self.tmp
+
+    def copy_from(self, source: Path) -> None:
+        """Stage a byte-for-byte copy of ``source`` (a model written unchanged)."""
+        try:
+            self._create()
+            shutil.copyfile(source, self.tmp)
+            with open(self.tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            self.discard()
+            raise write_failed(self.out, exc) from None
+        except BaseException:
+            self.discard()
+            raise
+        self.staged, self.wrote_data = True, False
+
+    def _create(self) -> None:
+        """Remove the temporary files killed runs left for this ``OUT``, then create ours, locked
+        for its whole life (the lock is what tells a live run's file from a stale one)."""
+        remove_stale_temporaries(self.out)
+        self._lock = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        if fcntl is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
     def commit(self, model: onnx.ModelProto | None = None) -> Path:
         """Rename the staged file(s) into place (staging ``model`` first if nothing is staged)."""
@@ -145,10 +149,14 @@ class OutputFile:
                 _default_mode(self.tmp)
                 os.replace(self.tmp, self.out)
                 _fsync_folder(self.out.parent)
+        except OSError as exc:
+            self.discard()
+            raise write_failed(self.out, exc) from None
         except BaseException:
             self.discard()
             raise
         self.staged = False
+        self._unlock()
         return self.out
 
     def discard(self) -> None:
@@ -157,6 +165,81 @@ class OutputFile:
             with contextlib.suppress(OSError):
                 p.unlink()
         self.staged = False
+        self._unlock()
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock)
+            self._lock = None
+
+
+def write_failed(out: Path, exc: OSError) -> UserError:
+    """A write that failed (disk full, I/O error, quota) as one line; nothing was left behind."""
+    why = exc.strerror or type(exc).__name__
+    return UserError(f"cannot write {out}: {why} (nothing written)")
+
+
+def remove_stale_temporaries(out: Path) -> list[Path]:
+    """Remove the ``.OUT.<hex>.tmp`` (and ``.OUT.data.<hex>.tmp``) files beside ``out`` whose
+    writer is gone: no process holds their lock. Returns what was removed."""
+    if fcntl is None:
+        return []
+    folder, name = out.parent, out.name
+    model_tmp = re.compile(rf"\.{re.escape(name)}\.([0-9a-f]{{12}})\.tmp")
+    data_tmp = re.compile(rf"\.{re.escape(name)}\.data\.([0-9a-f]{{12}})\.tmp")
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    removed = []
+    live = set()
+    for entry in names:
+        m = model_tmp.fullmatch(entry)
+        if m is None:
+            continue
+        if _in_use(folder / entry):
+            live.add(m.group(1))
+        elif _unlink(folder / entry):
+            removed.append(folder / entry)
+    for entry in names:
+        m = data_tmp.fullmatch(entry)
+        if (
+            m is not None
+            and m.group(1) not in live
+            and not (folder / f".{name}.{m.group(1)}.tmp").exists()
+        ):
+            if _unlink(folder / entry):
+                removed.append(folder / entry)
+    return removed
+
+
+def _in_use(path: Path) -> bool:
+    """Whether a live process holds the lock of this temporary file (a non-regular file counts
+    as in use: never ours to remove)."""
+    assert fcntl is not None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return True
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or time.time() - st.st_mtime < STALE_AFTER_S:
+            return True  # not ours, or so new its writer may not hold the lock yet
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+        return True
+    except OSError:
+        return False
 
 
 def save_model(
@@ -189,6 +272,13 @@ def _signals_deferred() -> Iterator[None]:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -224,10 +314,7 @@ def _save_external(model: onnx.ModelProto, tmp: Path, tmp_data: Path, data_name:
                     entry.value = data_name
     with open(tmp_data, "rb+") as fh:
         os.fsync(fh.fileno())
-    with open(tmp, "wb") as fh:
-        fh.write(model.SerializeToString())
-        fh.flush()
-        os.fsync(fh.fileno())
+    _write_synced(tmp, model.SerializeToString())
     return True
 
 
@@ -237,22 +324,12 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return copy
 
 
-def save_json(doc: object, out: str | os.PathLike) -> Path:
-    """Write a JSON document atomically."""
-    out = Path(out)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(doc, fh, indent=2, default=json_default)
-            fh.flush()
-            os.fsync(fh.fileno())
-        _default_mode(Path(tmp))
-        os.replace(tmp, out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return out
+def save_json(doc: object, out: str | os.PathLike, what: str = "output path") -> Path:
+    """Write a JSON document atomically (through a symlink; never over a special file)."""
+    text = json.dumps(doc, indent=2, default=json_default).encode()
+    with OutputFile(resolve_output(out, what)) as output:
+        output.stage_bytes(text)
+        return output.commit()
 
 
 def json_default(value: object) -> object:

@@ -7,6 +7,8 @@ its pipeline (``onnx_sk/pipeline.py`` lists the pipelines).
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +75,9 @@ class PassContext:
     #: widen (he): the plan's convs are widened and keep their old kernels until the reduce pass
     #: replaces them, so init-weights draws their stage weights with no kernel to fit
     fresh_weights: bool = False
+    #: dense-twin: the fingerprint of the graph outside the replaced convs
+    #: (graph.checks.structure), computed on demand
+    twin_structure: Callable[[], Counter[str]] | None = None
     #: widen: the solution (scale, target, spaces, widths per conv)
     widen: dict[str, Any] | None = None
 

@@ -20,6 +20,7 @@ with the others, from ``COUNTED_OBJECTIVES``); a measured one is one ``@objectiv
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 
 from onnx_sk.errors import UserError
@@ -131,7 +132,20 @@ def plan(
     sites: list[ConvSite], options: OptimizeOptions, progress: Progress | None = None
 ) -> list[Decision]:
     """The decision for every conv, by the objective the options name."""
+    check_excludes(sites, options.reduce.exclude)
     return OBJECTIVES[options.reduce.objective](sites, options, progress)
+
+
+def check_excludes(sites: list[ConvSite], exclude: tuple[str, ...]) -> None:
+    """Every ``--exclude`` name must name a conv (node or output name): a typo would otherwise
+    replace the conv it meant to keep. The error lists the closest names."""
+    names = [s.name for s in sites] + [o for s in sites for o in s.node.output[:1]]
+    for name in exclude:
+        if name in names:
+            continue
+        close = difflib.get_close_matches(name, dict.fromkeys(names), n=3, cutoff=0.6)
+        hint = f"; close: {', '.join(close)}" if close else f"; {len(sites)} convs, none close"
+        raise UserError(f"--exclude {name!r} matches no conv (node or output name){hint}")
 
 
 def validate(options: OptimizeOptions) -> None:

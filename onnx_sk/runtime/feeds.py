@@ -3,8 +3,9 @@
 - ``real_inputs``: the graph inputs that are not initializers (IR < 4 lists every initializer as
   an input too);
 - ``random_inputs``: seeded standard-normal tensors (zeros for integer inputs) at the model's
-  input shape; symbolic dims are 1 for the batch and ``spatial`` otherwise, or the shape given
-  with ``--input-shape``; an absurd size is refused before anything is allocated;
+  input shape, or their absolute values (``nonnegative``: inputs in the domain of a model that
+  takes a Sqrt or Log of them); symbolic dims are 1 for the batch and ``spatial`` otherwise, or
+  the shape given with ``--input-shape``; an absurd size is refused before anything is allocated;
 - ``load_calibration``: the arrays of an ``.npz`` by input name (one array for one input), after
   checking what the file declares against the memory available.
 """
@@ -44,8 +45,10 @@ def random_inputs(
     rng: np.random.Generator,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     spatial: int = 64,
+    nonnegative: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Seeded inputs at the model's shape; symbolic dims: 1 for the batch, ``spatial`` otherwise."""
+    """Seeded inputs at the model's shape; symbolic dims: 1 for the batch, ``spatial`` otherwise;
+    ``nonnegative``: |N(0, 1)| instead of N(0, 1)."""
     feeds = {}
     input_shapes = input_shapes or {}
     inputs = real_inputs(model)
@@ -68,7 +71,8 @@ def random_inputs(
             )
         _check_feed_size(vi.name, shape, np.dtype(dtype))
         if np.issubdtype(dtype, np.floating):
-            feeds[vi.name] = rng.standard_normal(shape).astype(dtype)
+            draw = rng.standard_normal(shape)
+            feeds[vi.name] = (np.abs(draw) if nonnegative else draw).astype(dtype)
         else:
             feeds[vi.name] = np.zeros(shape, dtype=dtype)
     return feeds

@@ -24,10 +24,18 @@ OPT_LEVELS = {
 }
 
 
+#: ORT's log severity for sessions and its default logger: 4 (FATAL) keeps its own coloured
+#: ``[E:onnxruntime:...]`` lines off stderr; every ORT failure reaches the user as an exception,
+#: turned into one ``error:`` line
+LOG_SEVERITY = 4
+
+
 def _ort():
-    """onnxruntime, imported on first use (it is slow to import and may log on import)."""
+    """onnxruntime, imported on first use (it is slow to import and may log on import), with its
+    default logger silenced (``LOG_SEVERITY``)."""
     import onnxruntime
 
+    onnxruntime.set_default_logger_severity(LOG_SEVERITY)
     return onnxruntime
 
 
@@ -69,7 +77,7 @@ def session(
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[opt_level])
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so.log_severity_level = LOG_SEVERITY
     so.enable_cpu_mem_arena = arena
     keep = []  # ORT reads these OrtValues (and their arrays) for the session's whole life
     for name, value in (overrides or {}).items():

@@ -7,6 +7,7 @@ what becomes a parameter). ``export_torch`` writes the module with ``torch.save`
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import onnx
 
 from onnx_sk.errors import UserError
 from onnx_sk.graph.load import load_model
+from onnx_sk.graph.output_path import check_writable
+from onnx_sk.graph.save import OutputFile
 
 
 def _torch():
@@ -36,14 +39,10 @@ def export_torch(model: str | os.PathLike | onnx.ModelProto, output: str | os.Pa
     """Write ``to_torch(model)`` with ``torch.save`` (load with ``torch.load(path, weights_only=False)``
     where onnx-sk is installed)."""
     torch = _torch()
-    out = Path(output)
-    if not out.parent.exists():
-        raise UserError(f"output folder {out.parent} does not exist")
+    check_writable(output)  # a missing folder, a FIFO or device: refused before converting
     module = to_torch(model)
-    tmp = out.parent / f".{out.name}.tmp"
-    try:
-        torch.save(module, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    data = io.BytesIO()
+    torch.save(module, data)
+    with OutputFile(output) as out:  # atomic, through a symlink, a full disk one line
+        out.stage_bytes(data.getvalue())
+        return out.commit()
