@@ -131,7 +131,14 @@ class OptimizeOptions:
     input_shape: tuple[str, ...] = option(
         (), "NAME:1x3x224x224 for MACs and verification (repeatable)."
     )
-    verify: bool = option(True, "Skip verification (not advised).", flag="--no-verify")
+    inputs: str | None = option(
+        None,
+        ".npz of inputs (keys = input names) for the fidelity check against the original; "
+        "default: the seeded random input.",
+    )
+    verify: bool = option(
+        True, "Skip verification and the fidelity check (not advised).", flag="--no-verify"
+    )
     overwrite: bool = option(False, "Allow OUTPUT to be the input file.")
     reduce: ReduceOptions = field(default_factory=ReduceOptions)
     latency: LatencyOptions = field(default_factory=LatencyOptions)

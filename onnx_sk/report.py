@@ -8,7 +8,10 @@
 - ``totals``: parameters of the whole model, of its convs, and conv MACs, before, after and their
   ratio. Mode 1 sums the rows (MACs at the static input shape; unknown when a dim is symbolic);
   Mode 2 counts the main graph's Conv nodes of the model before and after (no MACs);
-- ``verification``: what the verify pass checked (checker, information fields, outputs);
+- ``verification``: the structure verified (checker, information fields, outputs against the
+  dense twin: the model with the designs' dense-equivalent kernels);
+- ``fidelity``: the outputs against the *original* model's, per output (cosine, max and mean
+  absolute difference) on the seeded input or ``--inputs``; ``next_step`` says what to do next;
 - ``widen`` (Mode 2 only): the scale factor, the budget and how closely it was met, the widths.
 """
 
@@ -40,6 +43,9 @@ class Report:
     verification: dict[str, Any] | None = None
     message: str = ""
     widen: dict[str, Any] | None = None  # --mode widen: s, budget, achieved ratio, widths
+    #: the outputs against the original model's (not the dense twin's): cosine, max/mean diff
+    fidelity: dict[str, Any] | None = None
+    next_step: str = ""  # what to do next, from the fidelity
 
     @property
     def replaced(self) -> int:
@@ -53,7 +59,9 @@ class Report:
             "convs": self.convs,
             "totals": self.totals,
             "verification": self.verification,
+            "fidelity": self.fidelity,
             "message": self.message,
+            "next_step": self.next_step,
             **({"widen": self.widen} if self.widen is not None else {}),
         }
 
@@ -185,4 +193,24 @@ def widen_message(section: dict[str, Any]) -> str:
         f"widened {section['spaces_free']} of {spaces} channel spaces by s = "
         f"{section['scale']:.4f}; {section['budget']} params {section['achieved']} = "
         f"{section['ratio']:.4f} × the budget {section['target']}{met}"
+    )
+
+
+#: every output at least this close (cosine) to the original's reads as "matches closely"
+CLOSE_COSINE = 0.999
+
+
+def next_step(fidelity: dict[str, Any], output: str | None) -> str:
+    """One sentence: what to do with the optimized model, given its fidelity to the original."""
+    cosines = [o["cosine"] for o in fidelity["outputs"]]
+    if not cosines or min(cosines) >= CLOSE_COSINE:
+        return (
+            f"next: the outputs match the original closely (cosine >= {CLOSE_COSINE}); check "
+            "accuracy on your own data with onnx-sk compare before deploying"
+        )
+    return (
+        f"next: the outputs differ from the original (lowest cosine {min(cosines):.3f}), so "
+        f"fine-tune before use: onnx-sk export-torch {output or 'OUT.onnx'} OUT.pt gives a trainable torch "
+        "module (optimize with --for-training first to train BN after each new stage); "
+        "recovery by distillation is planned but not built yet"
     )

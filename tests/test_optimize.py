@@ -165,7 +165,10 @@ def test_cli_report_json(tmp_path):
     proc = run_cli("optimize", MODELS / "resnet20_cifar.onnx", out, "--report", rep, "--seed", "3")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(rep.read_text())
-    assert set(doc) == {"model", "output", "options", "convs", "totals", "verification", "message"}
+    assert set(doc) == {
+        "model", "output", "options", "convs", "totals", "verification", "fidelity", "message",
+        "next_step",
+    }  # fmt: skip
     row = next(c for c in doc["convs"] if c["design"])
     assert set(row) == {
         "name",

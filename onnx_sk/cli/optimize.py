@@ -62,14 +62,43 @@ def print_report(report: Report) -> None:
         f"{ratio('conv_params_ratio')}; conv MACs {fmt_count(tot['conv_macs_before'])} → "
         f"{fmt_count(tot['conv_macs_after'])}{ratio('conv_macs_ratio')}"
     )
+    print_checks(report)
+    console.print(report.message)
+
+
+def _shapes(shapes: dict[str, list[int]]) -> str:
+    return ", ".join(f"{k} {'×'.join(map(str, v))}" for k, v in shapes.items())
+
+
+def print_checks(report: Report) -> None:
+    """Two separate lines: the structure verified, and the fidelity against the original; then
+    what to do next."""
     v = report.verification
     if v:
-        console.print(
-            f"verified: full checker ok, {v['fields_checked']} information fields equal the dense "
-            f"convs', outputs match the dense-equivalent model at {v['input_shapes']} "
-            f"(max abs diff {v['max_abs_diff']:.2g}, max rel diff {v['max_rel_diff']:.2g})"
+        parts = ["full checker ok"]
+        if v.get("fields_checked"):
+            parts.append(f"{v['fields_checked']} information fields equal the dense convs'")
+        if v.get("max_abs_diff") is not None:
+            what = "model before widening" if v.get("preserved") else "dense-equivalent model"
+            parts.append(
+                f"outputs match the {what} at {_shapes(v['input_shapes'])} (max abs diff "
+                f"{v['max_abs_diff']:.2g}, max rel diff {v['max_rel_diff']:.2g})"
+            )
+        elif v.get("input_shapes"):
+            parts.append(f"output signature unchanged at {_shapes(v['input_shapes'])}")
+        console.print("structure verified: " + ", ".join(parts))
+    f = report.fidelity
+    if f:
+        i = f["inputs"]
+        where = i["file"] if i["file"] else f"seeded random input, {_shapes(i['shapes'])}"
+        outs = "; ".join(
+            f"{o['name']}: cosine {o['cosine']:.4f}, max abs diff {o['max_abs_diff']:.3g}, "
+            f"mean abs diff {o['mean_abs_diff']:.3g}"
+            for o in f["outputs"]
         )
-    console.print(report.message)
+        console.print(f"fidelity against the original ({where}): {outs}")
+    if report.next_step:
+        console.print(report.next_step)
 
 
 def print_widen_report(report: Report) -> None:
@@ -86,6 +115,7 @@ def print_widen_report(report: Report) -> None:
     if report.convs:
         print_report(report)
     else:
+        print_checks(report)
         console.print(report.message)
 
 

@@ -47,6 +47,9 @@ class PassContext:
     report: Report
     #: counted on the model before any pass ran (the totals' "before")
     before: ModelCounts
+    #: the caller's unchanged model when the source is a ``ModelProto`` (the fidelity pass's
+    #: reference; from a path, the file is)
+    original: onnx.ModelProto | None = None
     #: the atomic output, when the run writes one (the verify pass checks the staged file)
     output: OutputFile | None = None
     progress: Progress | None = None
