@@ -144,9 +144,15 @@ def optimize_model(
     options: OptimizeOptions,
     progress: Progress | None = None,
 ) -> tuple[onnx.ModelProto, Report]:
-    """Run ``options``'s pipeline on ``source``; write ``output`` atomically when given."""
+    """Run ``options``'s pipeline on ``source``; write ``output`` atomically when given.
+
+    ``progress(fraction, what)`` is told each stage as it starts (``load``, every pass by name,
+    ``write``) and the steps of the long ones (each conv fitted, each latency measured); the
+    command line draws it as a bar on a terminal, the API passes None (silent)."""
     input_shapes = parse_input_shapes(list(options.input_shape))
     validate(options)
+    if progress is not None:
+        progress(0.0, "load")
     loaded = load_model(source)
     out = None
     if output is not None:
@@ -175,6 +181,8 @@ def optimize_model(
         result = run_passes(passes_for(options), _take(loaded), ctx)
         _finish(ctx, result)
         if output_file is not None:
+            ctx.stage = "write"
+            ctx.step(0.0)
             _write(output_file, ctx, loaded, result)
     return result, ctx.report
 

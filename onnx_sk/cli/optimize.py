@@ -11,6 +11,7 @@ import typer
 
 from onnx_sk.cli.output import console, fmt_count, table
 from onnx_sk.cli.params import option_parameters, options_from_cli
+from onnx_sk.cli.progress import stage_bar
 from onnx_sk.errors import UserError
 from onnx_sk.graph.save import save_json
 from onnx_sk.pipeline import optimize_model
@@ -123,7 +124,8 @@ def _optimize(model: str, output: str, report: str | None, quiet: bool, **option
     """Replace every qualifying dense conv with its most efficient SK design (Mode 1: reduce)."""
     if report is not None and not Path(report).parent.exists():
         raise UserError(f"report folder {Path(report).parent} does not exist")
-    _, rep = optimize_model(model, output, options_from_cli(options))
+    with stage_bar(quiet) as bar:
+        _, rep = optimize_model(model, output, options_from_cli(options), progress=bar)
     if report is not None:
         save_json(rep.to_dict(), report)
     if quiet:
@@ -158,7 +160,9 @@ def optimize_cmd() -> Callable[..., None]:
         ),
         inspect.Parameter(
             "quiet", keyword, annotation=bool,
-            default=typer.Option(False, "--quiet", "-q", help="Print only the summary line."),
+            default=typer.Option(
+                False, "--quiet", "-q", help="Print only the summary line; no progress bar."
+            ),
         ),
     ]  # fmt: skip
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

@@ -52,7 +52,9 @@ class PassContext:
     original: onnx.ModelProto | None = None
     #: the atomic output, when the run writes one (the verify pass checks the staged file)
     output: OutputFile | None = None
+    #: the progress callback (``fraction, what``); the runner names the current pass ``stage``
     progress: Progress | None = None
+    stage: str = ""
     #: the runner: the passes that completed, and whether any changed the model
     passes_run: list[str] = field(default_factory=list)
     modified: bool = False
@@ -69,6 +71,11 @@ class PassContext:
     reference: onnx.ModelProto | None = None
     #: widen: the solution (scale, target, spaces, widths per conv)
     widen: dict[str, Any] | None = None
+
+    def step(self, fraction: float, detail: str = "") -> None:
+        """Report progress within the current pass (``stage: detail``) to the callback, if any."""
+        if self.progress is not None:
+            self.progress(fraction, f"{self.stage}: {detail}" if detail else self.stage)
 
     def forget_plan(self) -> None:
         """Drop what refers into the model (sites, decisions, targets), so that it can be freed."""

@@ -26,20 +26,28 @@ from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import Decision, PassContext
 from onnx_sk.report import conv_row
 from onnx_sk.runtime.blas import single_blas_thread
+from onnx_sk.runtime.progress import Progress
 
 
 def prepare(
-    decisions: list[Decision], init: str, seed: int, targets: dict[str, Target]
+    decisions: list[Decision],
+    init: str,
+    seed: int,
+    targets: dict[str, Target],
+    progress: Progress | None = None,
 ) -> list[Replacement]:
-    """Stage weights for every planned conv, drawn in graph order from one seeded generator."""
+    """Stage weights for every planned conv, drawn in graph order from one seeded generator
+    (``progress`` is told each conv before it is fitted)."""
     rng = np.random.default_rng(seed)
     fn = INITIALISERS[init]
-    done = []
+    done: list[Replacement] = []
+    planned = [d for d in decisions if d.real is not None]
     with single_blas_thread():
-        for d in decisions:
-            if d.real is None:
-                continue
+        for k, d in enumerate(planned):
+            assert d.real is not None
             site = d.site
+            if progress is not None:
+                progress(k / len(planned), f"{init} {k + 1}/{len(planned)} {site.name}")
             weight = site.weight
             assert weight is not None  # an eligible conv has constant weights
             target = targets.get(site.node.output[0])
@@ -61,7 +69,7 @@ class InitPass:
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         o = ctx.options
-        ctx.replacements = prepare(ctx.decisions, o.fitting.init, o.seed, ctx.targets)
+        ctx.replacements = prepare(ctx.decisions, o.fitting.init, o.seed, ctx.targets, ctx.step)
         by_output = {r.output: r for r in ctx.replacements}
         ctx.report.convs = [
             conv_row(d.site, d.real, d.reason, d.note, by_output.get(d.site.node.output[0]))

@@ -22,5 +22,7 @@ class PlanPass:
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         shapes = infer_shapes(model, ctx.input_shapes)
         ctx.sites = find_convs(model, shapes)
-        ctx.decisions = objectives.plan(ctx.sites, ctx.options, ctx.progress)
+        ctx.decisions = objectives.plan(
+            ctx.sites, ctx.options, ctx.step if ctx.progress is not None else None
+        )
         return PassResult(model, modified=False)
