@@ -98,7 +98,17 @@ def test_bad_input_reaches_the_user_unchanged(model, exc):
 @pytest.mark.parametrize(
     ("options", "names"),
     [
-        ({}, ["plan", "init-weights", "dense-twin", "reduce", "provenance", "verify", "fidelity"]),
+        (
+            {},
+            [
+                "plan", "fit-targets", "init-weights", "dense-twin", "reduce", "provenance",
+                "verify", "fidelity",
+            ],
+        ),
+        (
+            {"init": "he"},
+            ["plan", "init-weights", "dense-twin", "reduce", "provenance", "verify", "fidelity"],
+        ),
         (
             {"init": "approx", "max_error": 0.5, "for_training": True},
             [

@@ -94,7 +94,10 @@ def efficiency_cmd(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Params, MACs and ratio of the four SK designs: closed form vs best integer groups."""
+    """Params, MACs and ratio of the four SK designs: closed form vs best integer groups.
+
+    Example: onnx-sk efficiency --c-in 256 --c-out 256 --kernel 3
+    """
     doc = efficiency_table(c_in, c_out, kernel, budget, alpha, bottleneck_ratio)
     if json_out:
         print_json(doc)

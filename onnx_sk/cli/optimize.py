@@ -121,7 +121,10 @@ def print_widen_report(report: Report) -> None:
 
 
 def _optimize(model: str, output: str, report: str | None, quiet: bool, **options: object) -> None:
-    """Replace every qualifying dense conv with its most efficient SK design (Mode 1: reduce)."""
+    """Replace every qualifying dense conv with its most efficient SK design (Mode 1: reduce).
+
+    Example: onnx-sk optimize resnet18.onnx resnet18_sk.onnx --input-shape input:1x3x224x224
+    """
     if report is not None and not Path(report).parent.exists():
         raise UserError(f"report folder {Path(report).parent} does not exist")
     with stage_bar(quiet) as bar:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import typer
 
 from onnx_sk.cli.output import console, fmt_count, print_json, table
+from onnx_sk.cli.params import choice_help
 from onnx_sk.maths.search import (
     DEFAULT_CHANNELS,
     DEFAULT_MAX_LENGTH,
     KERNEL_TYPES,
     REASONS,
     REFERENCE_SPATIAL,
+    REGEX_MODES,
     result_to_dict,
     search,
 )
@@ -36,11 +38,17 @@ def search_cmd(
         False, "--bottleneck", help="Let a PW/PWG shrink to K = C/4 and the last kernel restore C."
     ),
     regex: str = typer.Option(
-        "start", "--regex", help="Composition rule: start (re.match, as printed), full, any."
+        "start",
+        "--regex",
+        help="Composition rule: start (re.match, as printed), full, any.",
+        **choice_help(tuple(REGEX_MODES)),
     ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Reduce the space of SK designs (composition regex, information field, early stop)."""
+    """Reduce the space of SK designs (composition regex, information field, early stop).
+
+    Example: onnx-sk search --channels 64 --max-length 4 --bottleneck
+    """
     result = search(channels, max_length, kernels.split(","), regex, bottleneck)
     doc = result_to_dict(result)
     if json_out:
