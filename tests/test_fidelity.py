@@ -119,6 +119,14 @@ def test_missing_inputs_file(tmp_path, rng):
         f"--inputs {tmp_path / 'none.npz'}: no such file",
     )
     assert not out.exists()
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, x=np.zeros((1, 3, 8, 8), np.float32))  # 3 channels for an 8-channel conv
+    proc = run_cli("optimize", src, out, "--include-first", "--inputs", wrong)
+    assert proc.returncode == 2 and not out.exists()
+    assert proc.stderr.startswith(
+        f"error: --inputs {wrong}: a model does not run in ONNX Runtime on these inputs: "
+    )
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_provenance_in_metadata(tmp_path, rng):

@@ -8,6 +8,7 @@ its pipeline (``onnx_sk/pipeline.py`` lists the pipelines).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import onnx
@@ -65,6 +66,8 @@ class PassContext:
     targets: dict[str, Target] = field(default_factory=dict)
     #: init-weights: every conv to replace, with its stage weights (reduce fills ``new_nodes``)
     replacements: list[Replacement] = field(default_factory=list)
+    #: verify: the staged output file it checked (None when checked in memory)
+    staged: Path | None = None
     #: dense-twin: the reference outputs every replaced conv must reproduce
     twin: Outputs | None = None
     #: widen: the model before widening (the reference of the widened model's outputs)

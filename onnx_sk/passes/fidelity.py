@@ -6,7 +6,7 @@ nothing about how far those kernels are from the original ones. This pass measur
 original (its file, or the caller's ``ModelProto``) and the optimized model run in ONNX Runtime
 (CPU, optimisations disabled) on the same inputs, and per output the cosine of the flattened
 outputs and the max and mean absolute difference are reported
-(:func:`onnx_sk.runtime.compare.compare_runs`). The inputs are ``--inputs FILE.npz``, else the
+(the file the verify pass checked when there is one). The inputs are ``--inputs FILE.npz``, else the
 seeded random input of verification (the dense twin's feeds when there are any; symbolic spatial
 dims 64, then 224).
 
@@ -25,13 +25,14 @@ import numpy as np
 import onnx
 
 from onnx_sk.errors import UserError
+from onnx_sk.graph.checks import first_line
 from onnx_sk.graph.shapes import light_copy
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
 from onnx_sk.report import next_step
-from onnx_sk.runtime.compare import OutputComparison, compare_runs, file_feeds
+from onnx_sk.runtime.compare import OutputComparison, compare_outputs, compare_runs, file_feeds
 from onnx_sk.runtime.feeds import random_inputs
-from onnx_sk.runtime.verify import SPATIAL_TRIES
+from onnx_sk.runtime.verify import SPATIAL_TRIES, run
 
 
 class FidelityPass:
@@ -45,11 +46,16 @@ class FidelityPass:
         assert original is not None
         graph = light_copy(model)  # the inputs are the original's (no pass changes them)
         if o.inputs is not None:
-            rows = compare_runs(original, model, file_feeds(o.inputs, graph), top1=False, threads=0)
+            result = ctx.staged if ctx.staged is not None else model
+            feeds = file_feeds(o.inputs, graph)
+            try:
+                rows = compare_runs(original, result, feeds, top1=False, threads=0)
+            except UserError as exc:
+                raise UserError(f"--inputs {o.inputs}: {exc}") from None
             inputs: dict[str, Any] = {"file": o.inputs, "seed": None}
         else:
-            rows, feeds = _seeded(original, model, graph, ctx)
-            inputs = {"file": None, "seed": o.seed, "shapes": feeds}
+            rows, shapes = _seeded(original, model, graph, ctx)
+            inputs = {"file": None, "seed": o.seed, "shapes": shapes}
         ctx.report.fidelity = {
             "reference": "original",
             "inputs": inputs,
@@ -71,17 +77,31 @@ def _seeded(
     original: Any, model: onnx.ModelProto, graph: onnx.ModelProto, ctx: PassContext
 ) -> tuple[list[OutputComparison], dict[str, list[int]]]:
     """The comparison on verification's seeded input: the dense twin's feeds when there are
-    any, else drawn at spatial 64, then 224 (the first the original runs on)."""
-    error: UserError | None = None
+    any, else drawn at spatial 64, then 224 (the first the original runs on). One model runs at
+    a time (one-shot sessions), so the peak holds one session beside the model, not two."""
+    error: Exception | None = None
     for feeds in _tries(graph, ctx):
         try:
-            rows = compare_runs(original, model, _once(feeds), top1=False, threads=0)
-        except UserError as exc:  # too small an input for this network: try the next
+            names, want = run(original, feeds)
+        except Exception as exc:  # too small an input for this network: try the next
             error = exc
             continue
+        try:
+            got_names, got = run(ctx.staged if ctx.staged is not None else model, feeds)
+        except Exception as exc:
+            raise UserError(
+                f"fidelity check: the optimized model does not run in ONNX Runtime: "
+                f"{first_line(exc)}"
+            ) from None
+        if got_names != names:
+            raise UserError(f"fidelity check: the outputs changed: {names} → {got_names}")
+        rows = compare_outputs(names, want, got)
         return rows, {k: list(v.shape) for k, v in feeds.items()}
     assert error is not None
-    raise UserError(f"fidelity check against the original: {error} (give --input-shape)")
+    raise UserError(
+        f"fidelity check: the original model does not run in ONNX Runtime on random input: "
+        f"{first_line(error)} (give --input-shape)"
+    )
 
 
 def _tries(graph: onnx.ModelProto, ctx: PassContext) -> Iterator[dict[str, np.ndarray]]:
@@ -91,7 +111,3 @@ def _tries(graph: onnx.ModelProto, ctx: PassContext) -> Iterator[dict[str, np.nd
     for spatial in SPATIAL_TRIES:
         rng = np.random.default_rng(ctx.options.seed)
         yield random_inputs(graph, rng, ctx.input_shapes or None, spatial)
-
-
-def _once(feeds: dict[str, np.ndarray]) -> Iterator[dict[str, np.ndarray]]:
-    yield feeds

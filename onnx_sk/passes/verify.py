@@ -45,6 +45,7 @@ class VerifyPass:
         if not ctx.options.verify or (self.reference == "twin" and not replaced):
             return PassResult(model, modified=False)
         path = ctx.output.stage(model) if ctx.output is not None else None
+        ctx.staged = path
         if path is not None:
             check_file(path)
         else:

@@ -216,6 +216,24 @@ def compare_runs(
     ]  # fmt: skip
 
 
+def compare_outputs(
+    names: list[str], want: list[np.ndarray], got: list[np.ndarray]
+) -> list[OutputComparison]:
+    """The comparison of one run's outputs (``want`` from A, ``got`` from B), top-1 for 2-D
+    ``[N, C]`` outputs only."""
+    rows = []
+    for name, a, b in zip(names, want, got, strict=True):
+        acc = Accumulator(name, auto_top1=True)
+        acc.add(a, b)
+        rows.append(
+            OutputComparison(
+                name, acc.shape or [], acc.max_abs, acc.mean_abs, acc.cosine, acc.top1,
+                acc.top1_axis,
+            )
+        )  # fmt: skip
+    return rows
+
+
 def _check_names(names: list[str], given: dict, flag: str) -> None:
     unknown = [n for n in given if n and n not in names]
     if unknown:
