@@ -66,8 +66,10 @@ class PassContext:
     targets: dict[str, Target] = field(default_factory=dict)
     #: init-weights: every conv to replace, with its stage weights (reduce fills ``new_nodes``)
     replacements: list[Replacement] = field(default_factory=list)
-    #: verify: the staged output file it checked (None when checked in memory)
+    #: verify: the staged output file it checked (None when checked in memory), and the
+    #: optimized model's outputs on the dense twin's feeds
     staged: Path | None = None
+    checked: Outputs | None = None
     #: dense-twin: the reference outputs every replaced conv must reproduce
     twin: Outputs | None = None
     #: widen: the model before widening (the reference of the widened model's outputs)

@@ -24,6 +24,7 @@ from onnx_sk.graph.checks import check, check_fields, check_file
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
 from onnx_sk.runtime.verify import (
+    Outputs,
     check_outputs,
     reference_outputs,
     result_outputs,
@@ -54,6 +55,7 @@ class VerifyPass:
         if twin is not None and replaced:
             fields = check_fields(model, replaced)
             names, got = result_outputs(model, twin.feeds, path=path)
+            ctx.checked = Outputs(twin.feeds, names, got)
             agree = check_outputs(twin.names, twin.values, names, got)
             doc = {
                 "checker": True,
