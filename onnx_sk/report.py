@@ -203,6 +203,11 @@ CLOSE_COSINE = 0.999
 def next_step(fidelity: dict[str, Any], output: str | None) -> str:
     """One sentence: what to do with the optimized model, given its fidelity to the original."""
     cosines = [o["cosine"] for o in fidelity["outputs"]]
+    if any(c is None for c in cosines):
+        return (
+            "next: an output is not finite on this input (NaN or Inf), so its fidelity is "
+            "unknown: give --inputs FILE.npz with inputs in the model's domain"
+        )
     if not cosines or min(cosines) >= CLOSE_COSINE:
         return (
             f"next: the outputs match the original closely (cosine >= {CLOSE_COSINE}); check "

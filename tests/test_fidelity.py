@@ -11,6 +11,9 @@ import pytest
 from helpers import assert_clean_error, conv_model, run_cli
 
 import onnx_sk
+from onnx_sk.cli.optimize import print_checks
+from onnx_sk.report import Report, next_step
+from onnx_sk.runtime.compare import Accumulator
 from onnx_sk.runtime.machine import onnx_sk_version
 from onnx_sk.runtime.session import session
 
@@ -162,3 +165,22 @@ def test_an_unchanged_model_gets_no_provenance(tmp_path, rng):
     out = tmp_path / "o.onnx"
     onnx_sk.optimize(src, out)  # the only conv is the first: kept
     assert out.read_bytes() == open(src, "rb").read()
+
+
+def test_a_non_finite_output_has_no_fidelity_figures(capsys):
+    """NaN in an output (Conv → Log on random input): the measures are NaN, never a silent 0;
+    the report says null, the line says so and the next step asks for inputs in the domain."""
+    acc = Accumulator("z")
+    acc.add(np.array([1.0, np.nan]), np.array([1.0, 2.0]))
+    acc.add(np.array([1.0, 5.0]), np.array([1.0, 2.0]))
+    assert np.isnan(acc.max_abs) and np.isnan(acc.cosine)
+    fidelity = {
+        "reference": "original",
+        "inputs": {"file": None, "seed": 0, "shapes": {"x": [1, 8, 8, 8]}},
+        "outputs": [{"name": "z", "cosine": None, "max_abs_diff": None, "mean_abs_diff": None}],
+    }
+    report = Report(None, "o.onnx", {}, fidelity=fidelity, next_step=next_step(fidelity, "o.onnx"))
+    print_checks(report)
+    out = capsys.readouterr().out
+    assert "z: cosine not finite, max abs diff not finite" in out
+    assert "give --inputs FILE.npz with inputs in the model's domain" in out

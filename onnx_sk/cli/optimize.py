@@ -67,6 +67,10 @@ def print_report(report: Report) -> None:
     console.print(report.message)
 
 
+def _num(value: float | None, spec: str) -> str:
+    return "not finite" if value is None else format(value, spec)
+
+
 def _shapes(shapes: dict[str, list[int]]) -> str:
     return ", ".join(f"{k} {'×'.join(map(str, v))}" for k, v in shapes.items())
 
@@ -93,8 +97,8 @@ def print_checks(report: Report) -> None:
         i = f["inputs"]
         where = i["file"] if i["file"] else f"seeded random input, {_shapes(i['shapes'])}"
         outs = "; ".join(
-            f"{o['name']}: cosine {o['cosine']:.4f}, max abs diff {o['max_abs_diff']:.3g}, "
-            f"mean abs diff {o['mean_abs_diff']:.3g}"
+            f"{o['name']}: cosine {_num(o['cosine'], '.4f')}, max abs diff "
+            f"{_num(o['max_abs_diff'], '.3g')}, mean abs diff {_num(o['mean_abs_diff'], '.3g')}"
             for o in f["outputs"]
         )
         console.print(f"fidelity against the original ({where}): {outs}")

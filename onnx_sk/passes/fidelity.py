@@ -11,13 +11,15 @@ seeded random input of verification (the dense twin's feeds when there are any; 
 dims 64, then 224).
 
 Fills the report's ``fidelity`` = {``reference``: "original", ``inputs``, ``outputs``: [{``name``,
-``cosine``, ``max_abs_diff``, ``mean_abs_diff``}]} and ``next_step``. Skipped with ``--no-verify``
+``cosine``, ``max_abs_diff``, ``mean_abs_diff``}]} (null where an output is not finite on
+these inputs) and ``next_step``. Skipped with ``--no-verify``
 and when no pass changed the model. Changes nothing in the model; never fails a run on a low
 fidelity (that is the user's call), only on inputs the models cannot run.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -62,15 +64,20 @@ class FidelityPass:
             "outputs": [
                 {
                     "name": r.name,
-                    "cosine": r.cosine,
-                    "max_abs_diff": r.max_abs_diff,
-                    "mean_abs_diff": r.mean_abs_diff,
+                    "cosine": _finite(r.cosine),
+                    "max_abs_diff": _finite(r.max_abs_diff),
+                    "mean_abs_diff": _finite(r.mean_abs_diff),
                 }
                 for r in rows
             ],
         }
         ctx.report.next_step = next_step(ctx.report.fidelity, ctx.report.output)
         return PassResult(model, modified=False)
+
+
+def _finite(value: float) -> float | None:
+    """A measure, or None where the outputs are not finite (NaN or Inf on this input)."""
+    return value if math.isfinite(value) else None
 
 
 def _seeded(

@@ -103,7 +103,8 @@ class Accumulator:
         self.name, self.class_axis, self.auto_top1 = name, class_axis, auto_top1
         self.shape: list[int] | None = None
         self.count = 0
-        self.max_abs = 0.0
+        self.largest = 0.0  # max |b − a| so far (finite values)
+        self.finite = True  # every difference so far finite
         self.sum_abs = 0.0
         self.dot = self.norm_a = self.norm_b = 0.0
         self.scale = 0.0
@@ -120,12 +121,13 @@ class Accumulator:
         self._shape(a)
         if a.dtype.kind not in "biuf":  # strings, complex: equal or not
             self.exact = self.exact and bool(np.array_equal(a, b))
-            self.max_abs = self.max_abs if self.exact else float("inf")
+            self.largest = self.largest if self.exact else float("inf")
             return
         a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
         diff = np.abs(b64 - a64)
         if diff.size:
-            self.max_abs = max(self.max_abs, float(diff.max()))
+            self.finite = self.finite and bool(np.isfinite(diff).all())
+            self.largest = max(self.largest, float(np.nanmax(diff)) if self.finite else 0.0)
             self.scale = max(self.scale, float(np.max(np.abs(a64))))
         self.sum_abs += float(diff.sum())
         self.count += diff.size
@@ -158,6 +160,11 @@ class Accumulator:
         if self.auto_top1 and a.ndim == 2 and a.shape[1] > 1:
             return 1
         return None
+
+    @property
+    def max_abs(self) -> float:
+        """max |b − a|; NaN once a difference was not finite (NaN or Inf in an output)."""
+        return self.largest if self.finite else float("nan")
 
     @property
     def mean_abs(self) -> float:
