@@ -63,8 +63,8 @@ def test_slice_compares_only_that_part(detector):
     (boxes,) = compare(a, b, samples=2, input_shapes=shapes, slices=parse_slices(["y:1:0:2"]))
     assert boxes.cosine == pytest.approx(1.0) and boxes.max_abs_diff == 0.0
     assert boxes.shape == [2, 2, 50] and boxes.slice == {"axis": 1, "start": 0, "stop": 2}
-    (classes,) = compare(
-        a, b, samples=2, input_shapes=shapes, slices=parse_slices(["y:1:2:"]), class_axes={"": 1}
+    (classes,) = compare(  # the API takes the command line's forms too
+        a, b, samples=2, input_shapes=shapes, slices=["y:1:2:"], class_axes=["1"]
     )
     assert classes.cosine == pytest.approx(-1.0) and classes.top1_agreement is not None
 

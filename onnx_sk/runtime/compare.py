@@ -319,10 +319,17 @@ def compare(
     samples: int = 8,
     seed: int = 0,
     input_shapes: dict | None = None,
-    class_axes: dict[str, int] | None = None,
-    slices: dict[str, OutputSlice] | None = None,
+    class_axes: dict[str, int] | list[str] | None = None,
+    slices: dict[str, OutputSlice] | list[str] | None = None,
 ) -> list[OutputComparison]:
-    """Compare the outputs of models ``a`` and ``b`` on the same inputs, output by output."""
+    """Compare the outputs of models ``a`` and ``b`` on the same inputs, output by output.
+
+    ``class_axes`` and ``slices`` take the command line's forms too (``["logits:1"]``,
+    ``["boxes:1:4:"]``)."""
+    if isinstance(class_axes, list):
+        class_axes = parse_class_axes(class_axes)
+    if isinstance(slices, list):
+        slices = parse_slices(slices)
     if samples < 1:
         raise UserError(f"--samples {samples}: expected a positive integer")
     la, lb = load_model(a), load_model(b)
