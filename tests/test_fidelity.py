@@ -184,3 +184,14 @@ def test_a_non_finite_output_has_no_fidelity_figures(capsys):
     out = capsys.readouterr().out
     assert "z: cosine not finite, max abs diff not finite" in out
     assert "give --inputs FILE.npz with inputs in the model's domain" in out
+
+
+def test_the_init_error_column_has_its_footnote(tmp_path, rng):
+    src = _save(conv_model(_separable(rng)), tmp_path / "m.onnx")
+    proc = run_cli("optimize", src, tmp_path / "o.onnx", "--include-first", "--design", "dw-pw")
+    assert proc.returncode == 0, proc.stderr
+    assert "init error" in proc.stdout
+    text = " ".join(proc.stdout.split())
+    assert (
+        "init error: relative weight error of each conv's new stages vs its original kernel" in text
+    )

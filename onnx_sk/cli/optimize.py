@@ -17,6 +17,13 @@ from onnx_sk.graph.save import save_json
 from onnx_sk.pipeline import optimize_model
 from onnx_sk.report import Report
 
+#: what the table's "init error" column means (its footnote)
+INIT_ERROR_NOTE = (
+    "init error: relative weight error of each conv's new stages vs its original kernel, "
+    "|s·(W − W_eq)| / |s·W| (s: a following BN's scale); 0 = exact, ~1 or more = nothing kept "
+    "(he); (output …): the error on the calibration activations"
+)
+
 
 def _design_cell(row: dict) -> str:
     if not row["design"]:
@@ -51,6 +58,9 @@ def print_report(report: Report) -> None:
             f"{fmt_count(r['macs_before'])} → {fmt_count(r['macs_after'])}",
             *([_error_cell(r)] if errors else []),
         )
+    if errors:
+        t.caption = INIT_ERROR_NOTE
+        t.caption_justify = "left"
     console.print(t)
     tot = report.totals
 
