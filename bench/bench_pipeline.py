@@ -2,8 +2,10 @@
 
 Targets (issues 2 and 4):
 - analyze ≤ 2× (onnx.load + onnx.checker.check_model(full_check=True));
-- optimize (He init, verification included) ≤ 4× (onnx.load + full checker + onnx.save),
-  with peak memory ≤ 3× the model's size (peak RSS of a child process running optimize alone).
+- optimize (``--init he``, verification and the fidelity check included) ≤ 4× (onnx.load + full
+  checker + onnx.save), with peak memory ≤ 3× the model's size (peak RSS of a child process
+  running optimize alone). He init keeps this the cost of the tool itself; the default
+  ``--init approx`` adds the fitting, measured per design by ``bench/bench_init.py``.
 
 Runs alternate (baseline, tool, baseline, tool, …) and the ratio of medians is reported.
 
@@ -37,6 +39,10 @@ def _baseline_optimize(path: Path, out: Path) -> None:
     onnx.save(model, out)
 
 
+def _optimize_he(path: Path, out: Path) -> None:
+    onnx_sk.optimize(path, out, init="he")
+
+
 def _timed(fn, *args) -> float:
     t0 = time.perf_counter()
     fn(*args)
@@ -55,7 +61,7 @@ def _peak_rss_of_optimize(path: Path, out: Path) -> tuple[int, int]:
         "    line = next(l for l in open('/proc/self/status') if l.startswith(key))\n"
         "    return int(line.split()[1]) * 1024\n"
         "base = vm('VmRSS')\n"
-        f"onnx_sk.optimize({str(path)!r}, {str(out)!r})\n"
+        f"onnx_sk.optimize({str(path)!r}, {str(out)!r}, init='he')\n"
         "print(vm('VmHWM'), base)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -77,7 +83,7 @@ def main() -> None:
             base_a.append(_timed(_baseline_analyze, args.model))
             tool_a.append(_timed(onnx_sk.analyze, args.model))
             base_o.append(_timed(_baseline_optimize, args.model, out))
-            tool_o.append(_timed(onnx_sk.optimize, args.model, out))
+            tool_o.append(_timed(_optimize_he, args.model, out))
         rss, base = _peak_rss_of_optimize(args.model, out)
     med = statistics.median
     result = {

@@ -20,17 +20,31 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from onnx_sk.maths.designs import DEFAULT_BOTTLENECK_RATIO, DESIGNS
+from onnx_sk.maths.weight_init import INITIALISERS
+
+Choices = tuple[str, ...] | Callable[[], tuple[str, ...]]
 
 
-def option(default: Any, help: str, *, flag: str | None = None) -> Any:
-    """A declared option: ``default``, one line of ``help``, and its flag (``--name`` by default;
-    a ``--no-…`` flag of a bool that defaults to True turns it off)."""
-    return field(default=default, metadata={"help": help, "flag": flag})
+def option(
+    default: Any, help: str, *, flag: str | None = None, choices: Choices | None = None
+) -> Any:
+    """A declared option: ``default``, one line of ``help``, its flag (``--name`` by default;
+    a ``--no-…`` flag of a bool that defaults to True turns it off) and, for a closed set of
+    values, its ``choices`` (a tuple, or a function returning the names of a registry): shown in
+    the help and completed by the shell; the owner's ``validate`` still checks the value, with
+    its one-line message."""
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
+
+
+def choices_of(f: dataclasses.Field) -> tuple[str, ...] | None:
+    """The values an option takes, when it is a closed set (None for open ones)."""
+    choices = f.metadata.get("choices")
+    return choices() if callable(choices) else choices
 
 
 def flag_of(f: dataclasses.Field) -> str:
@@ -47,8 +61,13 @@ class ReduceOptions:
     design: str | None = option(
         None,
         f"Force a design: {', '.join(DESIGNS)}; none (--mode widen): widen only.",
+        choices=lambda: (*DESIGNS, "none"),
     )
-    objective: str = option("params", "Choose designs by params, macs or latency (measured).")
+    objective: str = option(
+        "params",
+        "Choose designs by params, macs or latency (measured).",
+        choices=("params", "macs", "latency"),
+    )
     include_first: bool = option(False, "Also replace the first conv.")
     min_channels: int = option(1, "Keep convs with fewer input or output channels.")
     exclude: tuple[str, ...] = option((), "Keep this conv (node or output name; repeatable).")
@@ -77,7 +96,15 @@ class FitOptions:
 
     PANEL = "Weights and fitting"
 
-    init: str = option("he", "Weight initialiser for the new stages: he or approx.")
+    init: str | None = option(
+        None,
+        "Weights of the new stages: approx fits the original kernel (deploy, or fine-tune from "
+        "it); he draws He-normal weights (retrain from scratch, as the papers do). Default: "
+        "approx, and he in --mode widen --widen-init he (every widened conv is drawn fresh: no "
+        "kernel to fit). The table's 'init error' is the fit's relative weight error vs the "
+        "original kernel.",
+        choices=lambda: tuple(INITIALISERS),
+    )
     calibration: str | None = option(
         None,
         "--init approx: .npz of input samples (one array per input, the first axis the "
@@ -100,7 +127,11 @@ class WidenOptions:
 
     PANEL = "Widen (Mode 2)"
 
-    budget: str = option("conv", "--mode widen: match conv params (conv) or all params (all).")
+    budget: str = option(
+        "conv",
+        "--mode widen: match conv params (conv) or all params (all).",
+        choices=("conv", "all"),
+    )
     width_scale: float | None = option(None, "--mode widen: scale every free channel space by S.")
     param_budget: int | None = option(
         None, "--mode widen: target parameter count instead of the original's."
@@ -109,6 +140,7 @@ class WidenOptions:
     widen_init: str = option(
         "he",
         "--mode widen: he (groups re-chosen) or preserve (zero outgoing weights, same function).",
+        choices=("he", "preserve"),
     )
 
 
@@ -129,17 +161,37 @@ class OptimizeOptions:
     mode: str = option(
         "reduce",
         "reduce: replace dense convs with SK designs; widen: then scale widths back to the budget.",
+        choices=("reduce", "widen"),
     )
     seed: int = option(0, "Seed of the weight initialiser.")
     input_shape: tuple[str, ...] = option(
         (), "NAME:1x3x224x224 for MACs and verification (repeatable)."
     )
-    verify: bool = option(True, "Skip verification (not advised).", flag="--no-verify")
+    inputs: str | None = option(
+        None,
+        ".npz of inputs (keys = input names) for the fidelity check against the original; "
+        "default: the seeded random input.",
+    )
+    verify: bool = option(
+        True, "Skip verification and the fidelity check (not advised).", flag="--no-verify"
+    )
     overwrite: bool = option(False, "Allow OUTPUT to be the input file.")
     reduce: ReduceOptions = field(default_factory=ReduceOptions)
     latency: LatencyOptions = field(default_factory=LatencyOptions)
     fitting: FitOptions = field(default_factory=FitOptions)
     widen: WidenOptions = field(default_factory=WidenOptions)
+
+    def __post_init__(self) -> None:
+        """``--init`` not given: approx, except he where widen draws every widened conv fresh
+        (``--mode widen --widen-init he`` with a design): there is no kernel to fit."""
+        if self.fitting.init is None:
+            fresh = (
+                self.mode == "widen"
+                and self.widen.widen_init == "he"
+                and self.reduce.design != "none"
+            )
+            fitting = dataclasses.replace(self.fitting, init="he" if fresh else "approx")
+            object.__setattr__(self, "fitting", fitting)
 
     @classmethod
     def from_flat(cls, **values: Any) -> OptimizeOptions:

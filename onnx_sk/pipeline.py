@@ -10,12 +10,13 @@ Each mode is a list of passes (:mod:`onnx_sk.passes`), run in order by one runne
 mode                   passes
 =====================  ==============================================================
 reduce                 plan, [fit-targets], [error-budget], init-weights, dense-twin,
-                       reduce, [training-bn], verify
+                       reduce, [training-bn], provenance, verify, fidelity
 widen, he              widen (plans Mode 1 on the widened convs), init-weights, reduce,
-                       verify (each replaced conv against its dense equivalent, alone;
-                       the signature of the original)
-widen, preserve        plan, init-weights, reduce, widen, verify (values of the reduced)
-widen, --design none   widen, verify (signature of the original)
+                       provenance, verify (each replaced conv against its dense
+                       equivalent, alone; the signature of the original), fidelity
+widen, preserve        plan, init-weights, reduce, widen, provenance, verify (values of the
+                       reduced), fidelity
+widen, --design none   widen, provenance, verify (signature of the original), fidelity
 =====================  ==============================================================
 
 (bracketed: only with ``--init approx``, ``--max-error``, ``--for-training``.) In widen mode
@@ -48,8 +49,10 @@ from onnx_sk.passes import init_weights, objectives, widen
 from onnx_sk.passes.base import Pass, run_passes
 from onnx_sk.passes.context import PassContext
 from onnx_sk.passes.error_budget import ErrorBudgetPass
+from onnx_sk.passes.fidelity import FidelityPass
 from onnx_sk.passes.init_weights import InitPass
 from onnx_sk.passes.plan import PlanPass
+from onnx_sk.passes.provenance import ProvenancePass
 from onnx_sk.passes.reduce import ReducePass
 from onnx_sk.passes.targets import FitTargetsPass
 from onnx_sk.passes.training_bn import TrainingBNPass
@@ -73,10 +76,11 @@ MODES = ("reduce", "widen")
 
 def passes_for(options: OptimizeOptions) -> list[Pass]:
     """The pass list of the mode the options ask for (module docstring): the mode's rewrite,
-    then the passes every mode runs on the final model, then verification (always last: the
-    file it checks is the file written)."""
+    then the passes every mode runs on the final model, then verification (the last pass that
+    may see a change: the file it checks is the file written) and the fidelity against the
+    original (reads only)."""
     rewrite, reference = _rewrite(options)
-    return [*rewrite, *_finishing(options), VerifyPass(reference)]
+    return [*rewrite, *_finishing(options), VerifyPass(reference), FidelityPass()]
 
 
 def _rewrite(options: OptimizeOptions) -> tuple[list[Pass], Reference]:
@@ -100,14 +104,17 @@ def _rewrite(options: OptimizeOptions) -> tuple[list[Pass], Reference]:
 
 
 def _finishing(options: OptimizeOptions) -> list[Pass]:
-    """Passes every mode runs on the final model, before verification (none yet)."""
-    return []
+    """Passes every mode runs on the final model, before verification: provenance in its
+    metadata (when a pass changed it)."""
+    return [ProvenancePass()]
 
 
 def validate(options: OptimizeOptions) -> None:
     """Every option checked by the module that owns it, before anything is loaded."""
     if options.mode not in MODES:
         raise UserError(f"--mode {options.mode!r}: expected reduce or widen")
+    if options.inputs is not None and not os.path.isfile(options.inputs):
+        raise UserError(f"--inputs {options.inputs}: no such file")
     widen.validate(options)
     objectives.validate(options)
     init_weights.validate(options)
@@ -154,9 +161,14 @@ def optimize_model(
     """Run ``options``'s pipeline on ``source``; write ``output`` atomically when given.
 
     ``before_commit(report)`` runs once the output is complete in its temporary file, before it
-    is renamed into place; if it raises, nothing is written."""
+    is renamed into place; if it raises, nothing is written. ``progress(fraction, what)`` is
+    told each stage as it starts (``load``, every pass by name, ``write``) and the steps of the
+    long ones (each conv fitted, each latency measured); the command line draws it as a bar on a
+    terminal, the API passes None (silent)."""
     input_shapes = parse_input_shapes(list(options.input_shape))
     validate(options)
+    if progress is not None:
+        progress(0.0, "load")
     loaded = load_model(source)
     out = None
     if output is not None:
@@ -176,6 +188,7 @@ def optimize_model(
         ),
         before=ModelCounts.of(model),
         progress=progress,
+        original=source if isinstance(source, onnx.ModelProto) else None,
     )
     output_file = OutputFile(out, external) if out is not None else None
     ctx.output = output_file
@@ -184,6 +197,8 @@ def optimize_model(
         result = run_passes(passes_for(options), _take(loaded), ctx)
         _finish(ctx, result)
         if output_file is not None:
+            ctx.stage = "write"
+            ctx.step(0.0)
             _write(output_file, ctx, loaded, result, before_commit)
         elif before_commit is not None:
             before_commit(ctx.report)

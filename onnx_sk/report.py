@@ -8,7 +8,10 @@
 - ``totals``: parameters of the whole model, of its convs, and conv MACs, before, after and their
   ratio. Mode 1 sums the rows (MACs at the static input shape; unknown when a dim is symbolic);
   Mode 2 counts the main graph's Conv nodes of the model before and after (no MACs);
-- ``verification``: what the verify pass checked (checker, information fields, outputs);
+- ``verification``: the structure verified (checker, information fields, outputs against the
+  dense twin: the model with the designs' dense-equivalent kernels);
+- ``fidelity``: the outputs against the *original* model's, per output (cosine, max and mean
+  absolute difference) on the seeded input or ``--inputs``; ``next_step`` says what to do next;
 - ``widen`` (Mode 2 only): the scale factor, the budget and how closely it was met, the widths.
 """
 
@@ -42,6 +45,9 @@ class Report:
     widen: dict[str, Any] | None = None  # --mode widen: s, budget, achieved ratio, widths
     #: QLinearConv / ConvInteger nodes of the main graph (never rewritten), by name
     quantized_convs: list[str] = field(default_factory=list)
+    #: the outputs against the original model's (not the dense twin's): cosine, max/mean diff
+    fidelity: dict[str, Any] | None = None
+    next_step: str = ""  # what to do next, from the fidelity
 
     @property
     def replaced(self) -> int:
@@ -55,8 +61,10 @@ class Report:
             "convs": self.convs,
             "totals": self.totals,
             "verification": self.verification,
+            "fidelity": self.fidelity,
             "message": self.message,
             "quantized_convs": self.quantized_convs,
+            "next_step": self.next_step,
             **({"widen": self.widen} if self.widen is not None else {}),
         }
 
@@ -195,4 +203,29 @@ def widen_message(section: dict[str, Any]) -> str:
         f"widened {section['spaces_free']} of {spaces} channel spaces by s = "
         f"{section['scale']:.4f}; {section['budget']} params {section['achieved']} = "
         f"{section['ratio']:.4f} × the budget {section['target']}{met}"
+    )
+
+
+#: every output at least this close (cosine) to the original's reads as "matches closely"
+CLOSE_COSINE = 0.999
+
+
+def next_step(fidelity: dict[str, Any], output: str | None) -> str:
+    """One sentence: what to do with the optimized model, given its fidelity to the original."""
+    cosines = [o["cosine"] for o in fidelity["outputs"]]
+    if any(c is None for c in cosines):
+        return (
+            "next: an output is not finite on this input (NaN or Inf), so its fidelity is "
+            "unknown: give --inputs FILE.npz with inputs in the model's domain"
+        )
+    if not cosines or min(cosines) >= CLOSE_COSINE:
+        return (
+            f"next: the outputs match the original closely (cosine >= {CLOSE_COSINE}); check "
+            "accuracy on your own data with onnx-sk compare before deploying"
+        )
+    return (
+        f"next: the outputs differ from the original (lowest cosine {min(cosines):.3f}), so "
+        f"fine-tune before use: onnx-sk export-torch {output or 'OUT.onnx'} OUT.pt gives a trainable torch "
+        "module (optimize with --for-training first to train BN after each new stage); "
+        "recovery by distillation is planned but not built yet"
     )

@@ -184,7 +184,7 @@ def test_input_not_readable(open_dir):
 def test_bad_input_shape(small_model):
     assert_clean_error(
         run_cli("analyze", small_model, "--input-shape", "x:1xAx8x8"),
-        "--input-shape 'x:1xAx8x8': expected NAME:DIMS with DIMS like 1x3x224x224",
+        "--input-shape 'x:1xAx8x8': expected NAME:1x3x224x224, NAME:1,3,224,224 or NAME:[1,3,224,224]",
     )
     assert_clean_error(
         run_cli("analyze", small_model, "--input-shape", "nope:1x8x8x8"),

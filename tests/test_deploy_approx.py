@@ -120,7 +120,7 @@ def test_compare_cli_json(tmp_path, calibration):
 def test_bad_inputs(tmp_path, calibration):
     out = tmp_path / "o.onnx"
     assert_clean_error(
-        run_cli("optimize", MODEL, out, "--max-error", "0.5"),
+        run_cli("optimize", MODEL, out, "--init", "he", "--max-error", "0.5"),
         "--max-error needs --init approx (He weights do not approximate anything)",
     )
     assert_clean_error(

@@ -166,8 +166,8 @@ def test_cli_report_json(tmp_path):
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(rep.read_text())
     assert set(doc) == {
-        "model", "output", "options", "convs", "totals", "verification", "message",
-        "quantized_convs",
+        "model", "output", "options", "convs", "totals", "verification", "fidelity", "message",
+        "next_step", "quantized_convs",
     }  # fmt: skip
     row = next(c for c in doc["convs"] if c["design"])
     assert set(row) == {

@@ -90,7 +90,8 @@ def test_validation_lives_with_the_owner_and_keeps_its_messages(tmp_path):
         "--threads apply to --objective latency only",
     )
     assert_clean_error(
-        run_cli("optimize", src, out, "--calibration", "c.npz"), "--calibration needs --init approx"
+        run_cli("optimize", src, out, "--init", "he", "--calibration", "c.npz"),
+        "--calibration needs --init approx",
     )
     assert_clean_error(
         run_cli("optimize", src, out, "--mode", "widen", "--objective", "latency"),
@@ -98,3 +99,11 @@ def test_validation_lives_with_the_owner_and_keeps_its_messages(tmp_path):
         "every design by counting, for widths not measured)",
     )
     assert not out.exists()
+
+
+def test_default_init_is_approx_and_its_help_explains_the_init_error():
+    fields = {f.name: f for _, f in option_fields()}
+    assert OptimizeOptions().fitting.init == "approx" == fields["init"].default
+    text = fields["init"].metadata["help"]
+    assert "he draws He-normal weights (retrain from scratch" in text
+    assert "'init error' is the fit's relative weight error vs the original kernel" in text

@@ -98,17 +98,27 @@ def test_bad_input_reaches_the_user_unchanged(model, exc):
 @pytest.mark.parametrize(
     ("options", "names"),
     [
-        ({}, ["plan", "init-weights", "dense-twin", "reduce", "verify"]),
+        (
+            {},
+            [
+                "plan", "fit-targets", "init-weights", "dense-twin", "reduce", "provenance",
+                "verify", "fidelity",
+            ],
+        ),
+        (
+            {"init": "he"},
+            ["plan", "init-weights", "dense-twin", "reduce", "provenance", "verify", "fidelity"],
+        ),
         (
             {"init": "approx", "max_error": 0.5, "for_training": True},
             [
                 "plan", "fit-targets", "error-budget", "init-weights", "dense-twin", "reduce",
-                "training-bn", "verify",
+                "training-bn", "provenance", "verify", "fidelity",
             ],
         ),
-        ({"mode": "widen"}, ["widen", "init-weights", "reduce", "verify"]),
-        ({"mode": "widen", "widen_init": "preserve"}, ["plan", "init-weights", "reduce", "widen", "verify"]),
-        ({"mode": "widen", "design": "none", "width_scale": 1.5}, ["widen", "verify"]),
+        ({"mode": "widen"}, ["widen", "init-weights", "reduce", "provenance", "verify", "fidelity"]),
+        ({"mode": "widen", "widen_init": "preserve"}, ["plan", "init-weights", "reduce", "widen", "provenance", "verify", "fidelity"]),
+        ({"mode": "widen", "design": "none", "width_scale": 1.5}, ["widen", "provenance", "verify", "fidelity"]),
     ],
 )  # fmt: skip
 def test_pipelines_are_pass_lists(options, names):

@@ -54,7 +54,8 @@ def test_setup_command_runs_on_a_fresh_copy(tmp_path):
     out = SETUP.split()[SETUP.split().index("optimize") + 2]
     model = onnx.load(copy / out)
     onnx.checker.check_model(model, full_check=True)
-    assert "replaced" in proc.stdout and "verified" in proc.stdout
+    assert "replaced" in proc.stdout and "structure verified: " in proc.stdout
+    assert "fidelity against the original (" in proc.stdout and "next: " in proc.stdout
 
 
 def test_python_api_snippet_runs(tmp_path):

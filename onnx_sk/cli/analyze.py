@@ -75,7 +75,10 @@ def analyze_cmd(
         False, "--fields", help="Also the information field of every conv chain (shuffle units)."
     ),
 ) -> None:
-    """Per-conv analysis: kind, params, MACs, information field, eligibility, best SK design."""
+    """Per-conv analysis: kind, params, MACs, information field, eligibility, best SK design.
+
+    Example: onnx-sk analyze resnet18.onnx --input-shape input:1x3x224x224
+    """
     check_json_out(json_file, "--json-out")
     if channels:
         _print_channels(model, input_shape, json_out, json_file)

@@ -21,7 +21,7 @@ app = typer.Typer(
     name="onnx-sk",
     help="Turn dense CNNs in ONNX into sparse-kernel (SK) networks.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 

@@ -9,10 +9,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from onnx_sk.cli.output import FoldingTable, check_json_out, console, emit_json, fmt_count
+from onnx_sk.cli.params import choice_help
 from onnx_sk.cli.plot import check_plot_path, plot_bench
 from onnx_sk.errors import UserError
 from onnx_sk.graph.shapes import parse_input_shapes
 from onnx_sk.runtime.bench import BenchOptions, bench
+from onnx_sk.runtime.session import OPT_LEVELS
 
 
 def parse_threads(text: str) -> tuple[int, ...]:
@@ -96,7 +98,9 @@ def bench_cmd(
         None, help="Time each configuration for this long instead of --runs."
     ),
     opt_level: str = typer.Option(
-        "all", help="ONNX Runtime graph optimisation: all, extended, basic, disabled."
+        "all",
+        help="ONNX Runtime graph optimisation: all, extended, basic, disabled.",
+        **choice_help(tuple(OPT_LEVELS)[::-1]),
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the JSON document to stdout."),
     json_file: str = typer.Option(
@@ -109,7 +113,10 @@ def bench_cmd(
         False, "--profile", help="Per op type / node times from ORT's profiler."
     ),
 ) -> None:
-    """Time models in ONNX Runtime, interleaved (A B A B …), and compare them with the first."""
+    """Time models in ONNX Runtime, interleaved (A B A B …), and compare them with the first.
+
+    Example: onnx-sk bench resnet18.onnx resnet18_sk.onnx --threads 1,2 --seconds 5
+    """
     check_json_out(json_file, "--json-out")
     if plot is not None:
         check_plot_path(plot)

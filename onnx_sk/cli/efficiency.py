@@ -103,7 +103,10 @@ def efficiency_cmd(
         None, "--json-out", help="Also write the JSON document to FILE (- = stdout)."
     ),
 ) -> None:
-    """Params, MACs and ratio of the four SK designs: closed form vs best integer groups."""
+    """Params, MACs and ratio of the four SK designs: closed form vs best integer groups.
+
+    Example: onnx-sk efficiency --c-in 256 --c-out 256 --kernel 3
+    """
     check_json_out(json_file, "--json-out")
     doc = efficiency_table(c_in, c_out, kernel, budget, alpha, bottleneck_ratio)
     if emit_json(doc, json_out, json_file, "--json-out"):

@@ -14,6 +14,11 @@ def export_torch_cmd(
     ),
     output: str = typer.Argument(..., help="Where to torch.save the nn.Module (.pt)."),
 ) -> None:
-    """Write a trainable torch.nn.Module (every weight an nn.Parameter; needs onnx-sk[torch])."""
+    r"""Write a trainable torch.nn.Module (every weight an nn.Parameter). Needs PyTorch: pip
+    install 'onnx-sk\[torch]'.
+
+    Example: onnx-sk export-torch resnet18_sk.onnx resnet18_sk.pt (then
+    torch.load("resnet18_sk.pt", weights_only=False) and fine-tune it).
+    """
     path = export_torch(model, output)
     console.print(f"wrote {path} (load with torch.load(path, weights_only=False))")

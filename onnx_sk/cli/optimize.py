@@ -20,10 +20,18 @@ from onnx_sk.cli.output import (
     print_json,
 )
 from onnx_sk.cli.params import option_parameters, options_from_cli
+from onnx_sk.cli.progress import stage_bar
 from onnx_sk.errors import UserError
 from onnx_sk.graph.save import save_json
 from onnx_sk.pipeline import optimize_model
 from onnx_sk.report import Report
+
+#: what the table's "init error" column means (its footnote)
+INIT_ERROR_NOTE = (
+    "init error: relative weight error of each conv's new stages vs its original kernel, "
+    "|s·(W − W_eq)| / |s·W| (s: a following BN's scale); 0 = exact, ~1 or more = nothing kept "
+    "(he); (output …): the error on the calibration activations"
+)
 
 
 def _design_cell(row: dict) -> str:
@@ -60,6 +68,9 @@ def print_report(report: Report) -> None:
             f"{fmt_count(r['macs_before'])} → {fmt_count(r['macs_after'])}",
             *([_error_cell(r)] if errors else []),
         )
+    if errors:
+        t.caption = INIT_ERROR_NOTE
+        t.caption_justify = "left"
     console.print(t)
     tot = report.totals
 
@@ -72,14 +83,40 @@ def print_report(report: Report) -> None:
         f"{ratio('conv_params_ratio')}; conv MACs {fmt_count(tot['conv_macs_before'])} → "
         f"{fmt_count(tot['conv_macs_after'])}{ratio('conv_macs_ratio')}{macs_basis(tot)}"
     )
+    print_checks(report)
+    console.print(report.message)
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "not finite" if value is None else format(value, spec)
+
+
+def _shapes(shapes: dict[str, list[int]]) -> str:
+    return ", ".join(f"{k} {'×'.join(map(str, v))}" for k, v in shapes.items())
+
+
+def print_checks(report: Report) -> None:
+    """Two separate lines: the structure verified, and the fidelity against the original; then
+    what to do next."""
     v = report.verification
     if v:
-        console.print(verified_line(v))
+        console.print("structure " + verified_line(v))
         if v.get("decided_by", "whole model") != "whole model":
             console.print(f"decided {v['decided_by']}")
         if v.get("inputs", "standard normal") != "standard normal":
             console.print(f"verification input: {v['inputs']} (NaN/Inf outputs on N(0, 1) input)")
-    console.print(report.message)
+    f = report.fidelity
+    if f:
+        i = f["inputs"]
+        where = i["file"] if i["file"] else f"seeded random input, {_shapes(i['shapes'])}"
+        outs = "; ".join(
+            f"{o['name']}: cosine {_num(o['cosine'], '.4f')}, max abs diff "
+            f"{_num(o['max_abs_diff'], '.3g')}, mean abs diff {_num(o['mean_abs_diff'], '.3g')}"
+            for o in f["outputs"]
+        )
+        console.print(f"fidelity against the original ({where}): {outs}")
+    if report.next_step:
+        console.print(report.next_step)
 
 
 def verified_line(v: dict) -> str:
@@ -125,6 +162,7 @@ def print_widen_report(report: Report) -> None:
     if report.convs:
         print_report(report)
     else:
+        print_checks(report)
         console.print(report.message)
 
 
@@ -143,7 +181,10 @@ def _check_report_path(report: str | None, model: str, output: str) -> None:
 def _optimize(
     model: str, output: str, report: str | None, json_out: bool, quiet: bool, **options: object
 ) -> None:
-    """Replace every qualifying dense conv with its most efficient SK design (Mode 1: reduce)."""
+    """Replace every qualifying dense conv with its most efficient SK design (Mode 1: reduce).
+
+    Example: onnx-sk optimize resnet18.onnx resnet18_sk.onnx --input-shape input:1x3x224x224
+    """
     _check_report_path(report, model, output)
     written: list[Path] = []
 
@@ -152,9 +193,10 @@ def _optimize(
             written.append(save_json(rep.to_dict(), report, "--report"))
 
     try:
-        _, rep = optimize_model(
-            model, output, options_from_cli(options), before_commit=write_report
-        )
+        with stage_bar(quiet or json_out or report == "-") as bar:
+            _, rep = optimize_model(
+                model, output, options_from_cli(options), progress=bar, before_commit=write_report
+            )
     except BaseException:
         for path in written:  # the model was not written: take its report back too
             with contextlib.suppress(OSError):
@@ -204,7 +246,9 @@ def optimize_cmd() -> Callable[..., None]:
         ),
         inspect.Parameter(
             "quiet", keyword, annotation=bool,
-            default=typer.Option(False, "--quiet", "-q", help="Print only the summary line."),
+            default=typer.Option(
+                False, "--quiet", "-q", help="Print only the summary line; no progress bar."
+            ),
         ),
     ]  # fmt: skip
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

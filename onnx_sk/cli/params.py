@@ -15,7 +15,14 @@ from typing import Any
 
 import typer
 
-from onnx_sk.options import GROUPS, OptimizeOptions, flag_of, option_fields, panel_of
+from onnx_sk.options import (
+    GROUPS,
+    OptimizeOptions,
+    choices_of,
+    flag_of,
+    option_fields,
+    panel_of,
+)
 
 
 def _inverted(f: dataclasses.Field) -> bool:
@@ -36,6 +43,16 @@ def _cli_type(hint: Any) -> Any:
     return hint
 
 
+def choice_help(choices: tuple[str, ...]) -> dict[str, Any]:
+    """The Typer Option keywords that show ``choices`` in the help (``[a|b|c]``) and complete
+    them in the shell; parsing stays ``str``, so a bad value gets the owner's one-line error."""
+
+    def complete(incomplete: str) -> list[str]:
+        return [c for c in choices if c.startswith(incomplete)]
+
+    return {"metavar": "[" + "|".join(choices) + "]", "autocompletion": complete}
+
+
 def option_parameters() -> list[inspect.Parameter]:
     """One keyword-only parameter per declared option, with its Typer Option as the default."""
     hints = {None: typing.get_type_hints(OptimizeOptions)}
@@ -44,9 +61,11 @@ def option_parameters() -> list[inspect.Parameter]:
     for group, f in option_fields():
         inverted = _inverted(f)
         default = False if inverted else (None if isinstance(f.default, tuple) else f.default)
+        choices = choices_of(f)
         info = typer.Option(
-            default, flag_of(f), help=f.metadata["help"], rich_help_panel=panel_of(group)
-        )
+            default, flag_of(f), help=f.metadata["help"], rich_help_panel=panel_of(group),
+            **(choice_help(choices) if choices else {}),
+        )  # fmt: skip
         annotation = bool if inverted else _cli_type(hints[group][f.name])
         params.append(
             inspect.Parameter(

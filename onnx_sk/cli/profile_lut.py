@@ -24,8 +24,11 @@ def profile_lut_cmd(
     ),
     bottleneck_ratio: float = typer.Option(0.25, help="Bottleneck K/F of the bottleneck designs."),
 ) -> None:
-    """Time every eligible conv shape's dense conv and SK candidates on this machine (run it on
-    the edge device, then ``optimize --objective latency --lut FILE --lut-from-target``)."""
+    """Time every eligible conv shape's dense conv and SK candidates on this machine: run it on
+    the edge device, then optimize --objective latency --lut FILE --lut-from-target.
+
+    Example: onnx-sk profile-lut resnet18.onnx --out lut.json --threads 1,4
+    """
     with progress_bar() as bar:
         task = bar.add_task("profile-lut", total=1.0)
         summary = profile_lut(

@@ -12,12 +12,14 @@ from onnx_sk.cli.output import (
     fmt_count,
     table,
 )
+from onnx_sk.cli.params import choice_help
 from onnx_sk.maths.search import (
     DEFAULT_CHANNELS,
     DEFAULT_MAX_LENGTH,
     KERNEL_TYPES,
     REASONS,
     REFERENCE_SPATIAL,
+    REGEX_MODES,
     result_to_dict,
     search,
 )
@@ -43,14 +45,20 @@ def search_cmd(
         False, "--bottleneck", help="Let a PW/PWG shrink to K = C/4 and the last kernel restore C."
     ),
     regex: str = typer.Option(
-        "start", "--regex", help="Composition rule: start (re.match, as printed), full, any."
+        "start",
+        "--regex",
+        help="Composition rule: start (re.match, as printed), full, any.",
+        **choice_help(tuple(REGEX_MODES)),
     ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document to stdout."),
     json_file: str = typer.Option(
         None, "--json-out", help="Also write the JSON document to FILE (- = stdout)."
     ),
 ) -> None:
-    """Reduce the space of SK designs (composition regex, information field, early stop)."""
+    """Reduce the space of SK designs (composition regex, information field, early stop).
+
+    Example: onnx-sk search --channels 64 --max-length 4 --bottleneck
+    """
     check_json_out(json_file, "--json-out")
     result = search(channels, max_length, kernels.split(","), regex, bottleneck)
     doc = result_to_dict(result)

@@ -1,6 +1,7 @@
 """Static shapes of a model's tensors, with user overrides for its inputs.
 
-``--input-shape NAME:1x3x224x224`` fixes a graph input's dims; ONNX shape inference then runs on
+``--input-shape NAME:1x3x224x224`` (or ``NAME:1,3,224,224``, ``NAME:[1,3,224,224]``) fixes a
+graph input's dims; ONNX shape inference then runs on
 a light copy of the model (large tensors keep their dims but drop their data), so it is fast and
 works for models above protobuf's 2 GB limit. A dim that stays symbolic is ``None`` here, and
 everything that depends on it (MACs) is reported as unknown, never guessed.
@@ -25,17 +26,37 @@ def known_dims(shape: Shape | None) -> tuple[int, ...] | None:
     return dims if len(dims) == len(shape) else None
 
 
+#: what ``--input-shape`` accepts, for the messages
+SHAPE_FORMS = "NAME:1x3x224x224, NAME:1,3,224,224 or NAME:[1,3,224,224]"
+
+
+def parse_dims(text: str) -> tuple[int, ...] | None:
+    """``1x3x224x224``, ``1,3,224,224`` or ``[1,3,224,224]`` (spaces allowed) → the dims; None
+    when the text is none of these (empty dims, a mix of separators, unbalanced brackets, a dim
+    that is not an integer)."""
+    body = text.strip()
+    if body.startswith("[") or body.endswith("]"):
+        if not (body.startswith("[") and body.endswith("]")):
+            return None
+        body = body[1:-1]
+    if "," in body and "x" in body.lower():
+        return None
+    parts = body.split(",") if "," in body else body.lower().split("x")
+    try:
+        return tuple(int(p.strip()) for p in parts)
+    except ValueError:
+        return None
+
+
 def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
-    """``["x:1x3x224x224"]`` → ``{"x": (1, 3, 224, 224)}``; a bare ``1x3x224x224`` names ``""``."""
+    """``["x:1x3x224x224"]`` (or ``x:1,3,224,224``, ``x:[1,3,224,224]``) →
+    ``{"x": (1, 3, 224, 224)}``; bare dims (``1x3x224x224``) name ``""``, the only input."""
     out: dict[str, tuple[int, ...]] = {}
     for item in items or []:
         name, _, dims = item.rpartition(":")
-        try:
-            shape = tuple(int(d) for d in dims.lower().split("x"))
-        except ValueError:
-            raise UserError(
-                f"--input-shape {item!r}: expected NAME:DIMS with DIMS like 1x3x224x224"
-            ) from None
+        shape = parse_dims(dims)
+        if shape is None:
+            raise UserError(f"--input-shape {item!r}: expected {SHAPE_FORMS}")
         if any(d <= 0 for d in shape):
             raise UserError(f"--input-shape {item!r}: every dim must be a positive integer")
         count = 1
@@ -43,6 +64,8 @@ def parse_input_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
             count *= d
         if count > MAX_ELEMENTS:
             raise UserError(f"--input-shape {item!r}: {count} elements is absurdly large: refused")
+        if name in out:
+            raise UserError(f"--input-shape {item!r}: {name or 'the input'} is given twice")
         out[name] = shape
     return out
 

@@ -16,6 +16,8 @@ dense-twin         the dense-equivalent model's outputs (verification reference)
 reduce             write the SK designs into the graph                               yes
 training-bn        ``--for-training``: identity BN after every new stage             yes
 widen              scale the free channel spaces by one factor (Mode 2)             yes
+provenance         producer onnx-sk, its version and options in metadata_props       yes
 verify             checker, information fields, outputs vs the reference             no
+fidelity           outputs vs the original model's: cosine, max/mean abs diff        no
 =================  ================================================================  =========
 """

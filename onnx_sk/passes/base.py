@@ -55,11 +55,14 @@ def run_passes(passes: Sequence[Pass], model: onnx.ModelProto, ctx: PassContext)
     """Run ``passes`` in order on ``model``; returns the final model.
 
     ``ctx.passes_run`` lists the passes that completed and ``ctx.modified`` whether any changed
-    the model.
+    the model. Each pass's start is reported to the progress callback (``ctx.stage``), and a
+    pass reports its own steps with ``ctx.step``.
     """
     holder = [model]
     del model  # from here on only ``holder`` refers to the model: a pass may drop it
     for p in passes:
+        ctx.stage = p.name
+        ctx.step(0.0)
         try:
             result = p.run(holder.pop(), ctx)
         except BAD_INPUT as exc:

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import onnx
 
 from onnx_sk.graph.build import Replacement
 from onnx_sk.graph.convs import ConvSite
@@ -47,9 +50,14 @@ class PassContext:
     report: Report
     #: counted on the model before any pass ran (the totals' "before")
     before: ModelCounts
+    #: the caller's unchanged model when the source is a ``ModelProto`` (the fidelity pass's
+    #: reference; from a path, the file is)
+    original: onnx.ModelProto | None = None
     #: the atomic output, when the run writes one (the verify pass checks the staged file)
     output: OutputFile | None = None
+    #: the progress callback (``fraction, what``); the runner names the current pass ``stage``
     progress: Progress | None = None
+    stage: str = ""
     #: the runner: the passes that completed, and whether any changed the model
     passes_run: list[str] = field(default_factory=list)
     modified: bool = False
@@ -67,6 +75,10 @@ class PassContext:
     targets: dict[str, Target] = field(default_factory=dict)
     #: init-weights: every conv to replace, with its stage weights (reduce fills ``new_nodes``)
     replacements: list[Replacement] = field(default_factory=list)
+    #: verify: the staged output file it checked (None when checked in memory), and the
+    #: optimized model's outputs on the dense twin's feeds
+    staged: Path | None = None
+    checked: Outputs | None = None
     #: dense-twin: the reference outputs every replaced conv must reproduce
     twin: Outputs | None = None
     #: widen: the outputs of the model before widening on seeded random input (run before the
@@ -80,6 +92,11 @@ class PassContext:
     twin_structure: Callable[[], Counter[str]] | None = None
     #: widen: the solution (scale, target, spaces, widths per conv)
     widen: dict[str, Any] | None = None
+
+    def step(self, fraction: float, detail: str = "") -> None:
+        """Report progress within the current pass (``stage: detail``) to the callback, if any."""
+        if self.progress is not None:
+            self.progress(fraction, f"{self.stage}: {detail}" if detail else self.stage)
 
     def forget_plan(self) -> None:
         """Drop what refers into the model (sites, decisions, targets), so that it can be freed."""

@@ -26,6 +26,7 @@ from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import Decision, PassContext
 from onnx_sk.report import conv_row
 from onnx_sk.runtime.blas import single_blas_thread
+from onnx_sk.runtime.progress import Progress
 
 
 def prepare(
@@ -35,20 +36,23 @@ def prepare(
     targets: dict[str, Target],
     fresh: bool = False,
     static_spatial: dict[str, tuple[tuple[int, ...] | None, tuple[int, ...] | None]] | None = None,
+    progress: Progress | None = None,
 ) -> list[Replacement]:
     """Stage weights for every planned conv, drawn in graph order from one seeded generator.
 
     ``fresh``: the convs have no kernel at their planned widths (widen, he mode): the weights
     are drawn from the dtype alone (every eligible conv is float32: ``graph.convs.why_not``) and
-    no initial error is recorded."""
+    no initial error is recorded. ``progress`` is told each conv before it is fitted."""
     rng = np.random.default_rng(seed)
     fn = INITIALISERS[init]
-    done = []
+    done: list[Replacement] = []
+    planned = [d for d in decisions if d.real is not None]
     with single_blas_thread():
-        for d in decisions:
-            if d.real is None:
-                continue
+        for k, d in enumerate(planned):
+            assert d.real is not None
             site = d.site
+            if progress is not None:
+                progress(k / len(planned), f"{init} {k + 1}/{len(planned)} {site.name}")
             in_spatial, out_spatial = (static_spatial or {}).get(site.node.output[0], (None, None))
             if fresh:
                 weights = fn(d.real, np.empty(0, np.float32), None, rng)
@@ -87,6 +91,7 @@ class InitPass:
             ctx.targets,
             ctx.fresh_weights,
             ctx.static_spatial,
+            ctx.step,
         )
         by_output = {r.output: r for r in ctx.replacements}
         ctx.report.convs = [

@@ -41,7 +41,9 @@ class PlanPass:
                     f"input {names} has a symbolic non-batch dim: give "
                     + " ".join(f"--input-shape {m}" for m in missing)
                 )
-        ctx.decisions = objectives.plan(ctx.sites, ctx.options, ctx.progress)
+        ctx.decisions = objectives.plan(
+            ctx.sites, ctx.options, ctx.step if ctx.progress is not None else None
+        )
         return PassResult(model, modified=False)
 
 

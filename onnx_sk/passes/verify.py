@@ -37,6 +37,7 @@ from onnx_sk.runtime.blas import single_blas_thread
 from onnx_sk.runtime.conv_check import check_convs
 from onnx_sk.runtime.verify import (
     Agreement,
+    Outputs,
     ToleranceError,
     check_outputs,
     check_subgraphs,
@@ -90,6 +91,7 @@ class VerifyPass:
         if twin is not None and replaced:
             fields = check_fields(model, replaced)
             names, got = result_outputs(model, twin.feeds, path=path)
+            ctx.checked = Outputs(twin.feeds, names, got)
             agree, decided = _against_twin(model, ctx, names, got)
             doc = {
                 "checker": True,

@@ -1,0 +1,76 @@
+"""``--input-shape`` syntax: ``NAME:1x3x224x224``, ``NAME:1,3,224,224``, ``NAME:[1,3,224,224]``."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from helpers import assert_clean_error, conv_model, run_cli
+
+from onnx_sk.errors import UserError
+from onnx_sk.graph.shapes import parse_input_shapes
+
+FORMS = "expected NAME:1x3x224x224, NAME:1,3,224,224 or NAME:[1,3,224,224]"
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "input:1x3x224x224",
+        "input:1X3X224X224",
+        "input:1,3,224,224",
+        "input:[1,3,224,224]",
+        "input:[1, 3, 224, 224]",
+        "input: 1 x 3 x 224 x 224",
+    ],
+)
+def test_every_form_gives_the_same_dims(item):
+    assert parse_input_shapes([item]) == {"input": (1, 3, 224, 224)}
+
+
+def test_bare_dims_and_names_with_colons():
+    assert parse_input_shapes(["[2,3]"]) == {"": (2, 3)}
+    assert parse_input_shapes(["1,3"]) == {"": (1, 3)}
+    assert parse_input_shapes(["a:b:1x4"]) == {"a:b": (1, 4)}
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        "input:",
+        "input:[]",
+        "input:[1,3,224,224",
+        "input:1,3,224,224]",
+        "input:1x3,224,224",
+        "input:1,,3",
+        "input:1x3xx4",
+        "input:(1,3,224,224)",
+        "input:1.5x3",
+        "input:[[1,3]]",
+    ],
+)
+def test_malformed_is_one_clear_error(item):
+    with pytest.raises(UserError) as err:
+        parse_input_shapes([item])
+    assert str(err.value) == f"--input-shape {item!r}: {FORMS}"
+
+
+def test_non_positive_and_duplicate():
+    with pytest.raises(UserError, match=r"every dim must be a positive integer"):
+        parse_input_shapes(["x:[1,0,4]"])
+    with pytest.raises(UserError, match=r"^--input-shape 'x:1,2': x is given twice$"):
+        parse_input_shapes(["x:1x2", "x:1,2"])
+
+
+def test_cli_accepts_the_comma_and_bracket_forms(tmp_path):
+    model = tmp_path / "m.onnx"
+    model.write_bytes(conv_model(np.ones((4, 4, 3, 3))).SerializeToString())
+    for form in ("x:1,4,16,16", "x:[1,4,16,16]"):
+        proc = run_cli("analyze", model, "--json", "--input-shape", form)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["inputs"][0]["static_shape"] == [1, 4, 16, 16]
+    assert_clean_error(
+        run_cli("analyze", model, "--input-shape", "x:[1,4,16"),
+        f"--input-shape 'x:[1,4,16': {FORMS}",
+    )
