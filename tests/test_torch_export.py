@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
 from onnx_sk.training.export import to_torch  # noqa: E402
+from onnx_sk.training.registry import OPS  # noqa: E402
 
 CASES = [
     ("resnet20_cifar.onnx", None),
@@ -110,23 +111,82 @@ def test_export_torch_cli_writes_a_loadable_module(tmp_path):
     )
 
 
-def test_unsupported_op_is_a_clear_error(tmp_path):
+def _graph(nodes, opset=17, domains=()):
     graph = helper.make_graph(
-        [helper.make_node("Erf", ["x"], ["y"], name="erf")],
+        nodes,
         "g",
-        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])],
-        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4, 4, 4])],
+        [helper.make_tensor_value_info(nodes[-1].output[0], onnx.TensorProto.FLOAT, None)],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    with pytest.raises(UserError, match="op 'Erf' \\(node 'erf'\\) is not supported"):
+    opsets = [helper.make_opsetid("", opset), *(helper.make_opsetid(d, 1) for d in domains)]
+    return helper.make_model(graph, opset_imports=opsets)
+
+
+def test_unsupported_op_is_a_clear_error(tmp_path):
+    model = _graph([helper.make_node("NonZero", ["x"], ["y"], name="nz")])
+    with pytest.raises(UserError, match="op 'NonZero' \\(node 'nz'\\) is not supported"):
         to_torch(model)
-    path = tmp_path / "erf.onnx"
+    path = tmp_path / "nz.onnx"
     onnx.save(model, path)
-    proc = run_cli("export-torch", path, tmp_path / "erf.pt")
+    proc = run_cli("export-torch", path, tmp_path / "nz.pt")
     assert proc.returncode == 2 and proc.stderr.startswith(
-        "error: export-torch: op 'Erf' (node 'erf')"
+        "error: export-torch: op 'NonZero' (node 'nz')"
     )
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "nz.pt").exists()
     assert_clean_error(
         run_cli("export-torch", path, tmp_path / "nope" / "x.pt"),
         f"output folder {tmp_path / 'nope'} does not exist",
     )
+
+
+def test_every_refused_op_is_named_in_one_line(tmp_path):
+    """Unknown op types (counted), a custom domain, a refused attribute and an unused output."""
+    nodes = [
+        helper.make_node("NonZero", ["x"], ["a"], name="nz1"),
+        helper.make_node("NonZero", ["x"], ["b"], name="nz2"),
+        helper.make_node("Mystery", ["x"], ["c"], name="custom", domain="com.acme"),
+        helper.make_node("Resize", ["x", "", "s"], ["d"], name="aa", mode="linear", antialias=1),
+        helper.make_node("MaxPool", ["x"], ["e", "idx"], name="mp", kernel_shape=[2, 2]),
+        helper.make_node("Cast", ["idx"], ["f"], name="cast", to=onnx.TensorProto.FLOAT),
+        helper.make_node("Sum", ["a", "b", "c", "d", "e", "f"], ["y"], name="sum"),
+    ]
+    model = _graph(nodes, opset=19, domains=["com.acme"])
+    model.graph.initializer.append(
+        onnx.numpy_helper.from_array(np.array([1, 1, 0.5, 0.5], np.float32), "s")
+    )
+    path = tmp_path / "many.onnx"
+    onnx.save(model, path)
+    proc = run_cli("export-torch", path, tmp_path / "many.pt")
+    assert_clean_error(
+        proc,
+        "export-torch: ops 'NonZero' (node 'nz1' and 1 more), 'com.acme.Mystery' (node 'custom'), "
+        "'Resize' (antialias 1) (node 'aa'), 'MaxPool' (output 1) (node 'mp') are not supported; "
+        f"supported: {', '.join(sorted(OPS))}",
+    )
+    assert not (tmp_path / "many.pt").exists()
+
+
+def test_weights_are_parameters_scalars_buffers_and_attribute_inputs_host_values():
+    w = np.ones((4, 4, 3, 3), np.float32)
+    nodes = [
+        helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Mul", ["c", "scale"], ["m"]),  # per-channel: a parameter
+        helper.make_node("Add", ["m", "three"], ["a"]),  # a scalar: a buffer
+        helper.make_node("Resize", ["a", "", "s"], ["r"], mode="nearest"),  # scales: host
+        helper.make_node("Add", ["r", "grid"], ["y"]),
+    ]
+    model = _graph(nodes)
+    consts = {
+        "w": w,
+        "b": np.zeros(4, np.float32),
+        "scale": np.ones((4, 1, 1), np.float32),
+        "three": np.array(3.0, np.float32),
+        "s": np.array([1, 1, 2, 2], np.float32),
+        "grid": np.zeros((1, 1, 8, 8), np.float32),
+    }
+    model.graph.initializer.extend(onnx.numpy_helper.from_array(v, k) for k, v in consts.items())
+    module = to_torch(model)
+    params = {k.split("_", 1)[1] for k, _ in module.named_parameters()}
+    buffers = {k.split("_", 1)[1] for k, _ in module.named_buffers()}
+    assert params == {"w", "b", "scale", "grid"} and buffers == {"three"}
+    assert set(module.host) == {"s"}
