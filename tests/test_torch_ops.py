@@ -417,3 +417,19 @@ def test_constant_nodes_of_every_form():
         node("Gather", ["xr", "k"], ["y"], axis=0),
     ]
     check(nodes, {"x": randn(3, 2)}, opset=13, shapes=[{"x": randn(5, 2)}])
+
+
+def test_cast_like_and_nan_inf_tests():
+    x = np.array([1.0, np.nan, np.inf, -np.inf, -2.5], np.float32)
+    types = {"y": onnx.TensorProto.BOOL}
+    check([node("IsNaN", ["x"])], {"x": x}, out_types=types)
+    for pos, neg in [(1, 1), (1, 0), (0, 1)]:
+        nodes = [node("IsInf", ["x"], detect_positive=pos, detect_negative=neg)]
+        check(nodes, {"x": x}, out_types=types)
+    nodes = [node("CastLike", ["x", "like"])]
+    check(
+        nodes,
+        {"x": 3 * randn(4)},
+        {"like": np.array([0], I64)},
+        out_types={"y": onnx.TensorProto.INT64},
+    )
