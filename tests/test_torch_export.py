@@ -190,3 +190,16 @@ def test_weights_are_parameters_scalars_buffers_and_attribute_inputs_host_values
     buffers = {k.split("_", 1)[1] for k, _ in module.named_buffers()}
     assert params == {"w", "b", "scale", "grid"} and buffers == {"three"}
     assert set(module.host) == {"s"}
+
+
+def test_a_float16_model_keeps_its_type():
+    """Constants keep the model's float type, so an fp16 model runs on fp16 inputs; the
+    tolerance is fp16's (machine epsilon 2⁻¹⁰ ≈ 1e-3), both sides rounding differently."""
+    model = onnx.load(MODELS / "fp16_cnn.onnx")
+    module = to_torch(model)
+    assert {p.dtype for p in module.parameters()} == {torch.float16}
+    feeds = random_inputs(model, np.random.default_rng(0), None, 32)
+    (want,) = session(model).run(None, feeds)
+    (got,) = _forward(module, feeds)
+    assert got.dtype == want.dtype == np.float16
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3 * float(np.abs(want).max()))

@@ -11,7 +11,10 @@ from onnx import helper
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
-from torch_ops_cases import check, node, randn  # noqa: E402
+from torch_ops_cases import check, model_of, node, randn  # noqa: E402
+
+from onnx_sk.errors import UserError  # noqa: E402
+from onnx_sk.training.module import OnnxModule  # noqa: E402
 
 I64 = np.int64
 BIG = np.iinfo(np.int64).max
@@ -433,3 +436,20 @@ def test_cast_like_and_nan_inf_tests():
         {"like": np.array([0], I64)},
         out_types={"y": onnx.TensorProto.INT64},
     )
+
+
+def test_host_outputs_come_back_as_tensors_and_track_the_shape():
+    model = model_of(
+        [node("Shape", ["x"])], {"x": randn(2, 3)}, out_types={"y": onnx.TensorProto.INT64}
+    )
+    module = OnnxModule(model)
+    for shape in [(2, 3), (5, 1)]:
+        out = module(torch.zeros(shape))
+        assert isinstance(out, torch.Tensor) and out.tolist() == list(shape)
+
+
+def test_batch_norm_in_training_mode_is_refused():
+    nodes = [node("BatchNormalization", ["x", "s", "b", "m", "v"], training_mode=1)]
+    consts = {k: np.ones(3, np.float32) for k in "sbmv"}
+    with pytest.raises(UserError, match=r"'BatchNormalization' \(training_mode 1\)"):
+        OnnxModule(model_of(nodes, {"x": randn(2, 3, 4, 4)}, consts, opset=15))

@@ -52,8 +52,9 @@ def _key(i: int, name: str) -> str:
     return f"t{i}_" + re.sub(r"[^0-9A-Za-z_]", "_", name)[-40:]
 
 
-def _refusals(graph: onnx.GraphProto) -> list[str]:
-    """Why nodes cannot be converted: one entry per op type (its nodes counted), in graph order."""
+def refusals(graph: onnx.GraphProto) -> list[str]:
+    """Why nodes cannot be converted: one entry per op type and reason (the first node named, the
+    others counted), in graph order; empty when the whole graph converts."""
     used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     why: dict[str, list[str]] = defaultdict(list)
     for n in graph.node:
@@ -116,7 +117,7 @@ class OnnxModule(torch.nn.Module):
         for n in graph.node:
             if n.op_type == "Constant":
                 consts[n.output[0]] = _constant(n)
-        refused = _refusals(graph)
+        refused = refusals(graph)
         if refused:
             raise UserError(
                 f"export-torch: {'op' if len(refused) == 1 else 'ops'} {', '.join(refused)} "
@@ -138,7 +139,7 @@ class OnnxModule(torch.nn.Module):
                 self.host[name] = value
                 continue
             key = _key(i, name)
-            t = torch.from_numpy(np.array(value, dtype=np.float32))
+            t = torch.from_numpy(np.array(value))  # the model's own float type (fp16 stays fp16)
             if kind == "param":
                 self.register_parameter(key, torch.nn.Parameter(t))
             else:
@@ -178,7 +179,9 @@ class OnnxModule(torch.nn.Module):
                 for name, value in zip(outs, out, strict=False):
                     if name:
                         env[name] = value
-        result = [env[o] if o in env else self._value(env, o) for o in self.outputs]
+        result = [
+            _tensor(env[o] if o in env else self._value(env, o), device) for o in self.outputs
+        ]
         return result[0] if len(result) == 1 else tuple(result)
 
 

@@ -90,7 +90,11 @@ def _conv_transpose(m, node, a, x, w, b=None):
     return y if b is None else y + b.reshape(1, -1, *([1] * n))
 
 
-@op("BatchNormalization", weights=(1, 2))
+@op(
+    "BatchNormalization",
+    weights=(1, 2),
+    check=lambda a: "training_mode 1" if a.get("training_mode", 0) else None,
+)
 def _bn(m, node, a, x, scale, bias, mean, var):
     return F.batch_norm(
         x, mean, var, scale, bias, m.training, 1.0 - a.get("momentum", 0.9), a.get("epsilon", 1e-5)
