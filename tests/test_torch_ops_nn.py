@@ -188,6 +188,8 @@ def _rnn(
     **attrs,
 ):
     dirs = 2 if direction == "bidirectional" else 1
+    if "acts" in attrs:
+        attrs["activations"] = attrs.pop("acts") * dirs
     consts = {"W": randn(dirs, gates * hidden, size), "R": randn(dirs, gates * hidden, hidden)}
     ins = ["x", "W", "R", "B" if bias else ""]
     if bias:
@@ -223,6 +225,8 @@ def _rnn(
         {"peep": True, "states": 2},
         {"clip": 0.5},
         {"input_forget": 1},
+        {"acts": ["Sigmoid", "Tanh", "Tanh"]},
+        {"acts": ["Sigmoid", "Tanh", "Relu"], "states": 2},
         {"lens": True, "states": 2},
     ],
 )
@@ -240,6 +244,8 @@ def test_lstm(direction, kw):
         {"states": 1},
         {"lens": True, "states": 1, "linear_before_reset": 1},
         {"clip": 0.3},
+        {"acts": ["Sigmoid", "Tanh"], "linear_before_reset": 1},
+        {"acts": ["Sigmoid", "Relu"], "linear_before_reset": 1},
     ],
 )
 def test_gru(direction, kw):

@@ -66,7 +66,11 @@ def attrs_of(node: onnx.NodeProto) -> dict:
     out = {}
     for a in node.attribute:
         v = onnx.helper.get_attribute_value(a)
-        out[a.name] = v.decode() if isinstance(v, bytes) else v
+        if isinstance(v, bytes):
+            v = v.decode()
+        elif isinstance(v, list) and v and isinstance(v[0], bytes):
+            v = [s.decode() for s in v]  # e.g. an RNN's activations
+        out[a.name] = v
     return out
 
 
