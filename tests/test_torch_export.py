@@ -123,16 +123,16 @@ def _graph(nodes, opset=17, domains=()):
 
 
 def test_unsupported_op_is_a_clear_error(tmp_path):
-    model = _graph([helper.make_node("NonZero", ["x"], ["y"], name="nz")])
-    with pytest.raises(UserError, match="op 'NonZero' \\(node 'nz'\\) is not supported"):
+    model = _graph([helper.make_node("Det", ["x"], ["y"], name="det")])
+    with pytest.raises(UserError, match="op 'Det' \\(node 'det'\\) is not supported"):
         to_torch(model)
-    path = tmp_path / "nz.onnx"
+    path = tmp_path / "det.onnx"
     onnx.save(model, path)
-    proc = run_cli("export-torch", path, tmp_path / "nz.pt")
+    proc = run_cli("export-torch", path, tmp_path / "det.pt")
     assert proc.returncode == 2 and proc.stderr.startswith(
-        "error: export-torch: op 'NonZero' (node 'nz')"
+        "error: export-torch: op 'Det' (node 'det')"
     )
-    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "nz.pt").exists()
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "det.pt").exists()
     assert_clean_error(
         run_cli("export-torch", path, tmp_path / "nope" / "x.pt"),
         f"output folder {tmp_path / 'nope'} does not exist",
@@ -142,8 +142,8 @@ def test_unsupported_op_is_a_clear_error(tmp_path):
 def test_every_refused_op_is_named_in_one_line(tmp_path):
     """Unknown op types (counted), a custom domain, a refused attribute and an unused output."""
     nodes = [
-        helper.make_node("NonZero", ["x"], ["a"], name="nz1"),
-        helper.make_node("NonZero", ["x"], ["b"], name="nz2"),
+        helper.make_node("Det", ["x"], ["a"], name="det1"),
+        helper.make_node("Det", ["x"], ["b"], name="det2"),
         helper.make_node("Mystery", ["x"], ["c"], name="custom", domain="com.acme"),
         helper.make_node("Resize", ["x", "", "s"], ["d"], name="aa", mode="linear", antialias=1),
         helper.make_node("MaxPool", ["x"], ["e", "idx"], name="mp", kernel_shape=[2, 2]),
@@ -159,7 +159,7 @@ def test_every_refused_op_is_named_in_one_line(tmp_path):
     proc = run_cli("export-torch", path, tmp_path / "many.pt")
     assert_clean_error(
         proc,
-        "export-torch: ops 'NonZero' (node 'nz1' and 1 more), 'com.acme.Mystery' (node 'custom'), "
+        "export-torch: ops 'Det' (node 'det1' and 1 more), 'com.acme.Mystery' (node 'custom'), "
         "'Resize' (antialias 1) (node 'aa'), 'MaxPool' (output 1) (node 'mp') are not supported; "
         f"supported: {', '.join(sorted(OPS))}",
     )

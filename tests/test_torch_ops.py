@@ -18,6 +18,7 @@ from onnx_sk.training.module import OnnxModule  # noqa: E402
 
 I64 = np.int64
 BIG = np.iinfo(np.int64).max
+RNG_PERM = np.random.default_rng(7)
 
 
 @pytest.mark.parametrize(
@@ -453,3 +454,71 @@ def test_batch_norm_in_training_mode_is_refused():
     consts = {k: np.ones(3, np.float32) for k in "sbmv"}
     with pytest.raises(UserError, match=r"'BatchNormalization' \(training_mode 1\)"):
         OnnxModule(model_of(nodes, {"x": randn(2, 3, 4, 4)}, consts, opset=15))
+
+
+def test_mish_thresholded_relu_shrink():
+    check([node("Mish", ["x"])], {"x": 3 * randn(2, 5)}, opset=18)
+    check([node("ThresholdedRelu", ["x"], alpha=0.5)], {"x": randn(2, 5)})
+    check([node("Shrink", ["x"], lambd=0.3, bias=0.1)], {"x": randn(2, 5)})
+
+
+@pytest.mark.parametrize("reduction", ["none", "add", "mul"])
+def test_scatter_nd_and_scatter_elements(reduction):
+    attrs = {} if reduction == "none" else {"reduction": reduction}
+    idx = np.array([[0, 1], [2, -1]], I64)  # distinct points, one negative
+    check(
+        [node("ScatterND", ["x", "i", "u"], **attrs)],
+        {"x": randn(3, 4, 5), "u": randn(2, 5)},
+        {"i": idx},
+        opset=16,
+        shapes=[{"x": randn(4, 3, 2), "u": randn(2, 2)}],
+    )
+    rows = np.array([[1], [-1]], I64)
+    check(
+        [node("ScatterND", ["x", "i", "u"], **attrs)],
+        {"x": randn(3, 4), "u": randn(2, 4)},
+        {"i": rows},
+        opset=16,
+    )
+    el = np.array([[1, 0, 2], [0, 2, -3]], I64)
+    check(
+        [node("ScatterElements", ["x", "i", "u"], axis=1, **attrs)],
+        {"x": randn(2, 4), "u": randn(2, 3)},
+        {"i": el},
+        opset=16,
+    )
+
+
+@pytest.mark.parametrize("attrs", [{}, {"axis": 1, "largest": 0}, {"axis": 0}])
+def test_topk(attrs):
+    x = RNG_PERM.permutation(60).reshape(3, 4, 5).astype(np.float32)  # no ties
+    check(
+        [node("TopK", ["x", "k"], ["v", "i"], **attrs)],
+        {"x": x},
+        {"k": np.array([2], I64)},
+        outputs=["v", "i"],
+        out_types={"i": onnx.TensorProto.INT64},
+    )
+
+
+def test_nonzero_cumsum_onehot_trilu_einsum():
+    x = np.array([[0, 1.5, 0], [2, 0, -1]], np.float32)
+    check([node("NonZero", ["x"])], {"x": x}, out_types={"y": onnx.TensorProto.INT64})
+    for attrs in [{}, {"exclusive": 1}, {"reverse": 1}, {"exclusive": 1, "reverse": 1}]:
+        check([node("CumSum", ["x", "ax"], **attrs)], {"x": randn(3, 4)}, {"ax": np.array(1, I64)})
+    idx = np.array([[0, 2], [-1, 1]], I64)
+    consts = {"d": np.array(3, I64), "v": np.array([-1.0, 2.0], np.float32)}
+    for axis in (-1, 0, 1):
+        check([node("OneHot", ["i", "d", "v"], axis=axis)], {"i": idx}, consts)
+    for upper, k in [(1, 0), (0, 1), (1, -1)]:
+        check(
+            [node("Trilu", ["x", "k"], upper=upper)],
+            {"x": randn(2, 4, 5)},
+            {"k": np.array(k, I64)},
+            opset=14,
+        )
+    check(
+        [node("Einsum", ["a", "b"], equation="bij,bjk->bik")],
+        {"a": randn(2, 3, 4), "b": randn(2, 4, 5)},
+        opset=12,
+    )

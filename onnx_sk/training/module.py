@@ -3,7 +3,7 @@
 A small interpreter rather than code generation: the module keeps the graph's nodes and runs them
 in order, one rule per op type (``registry.OPS``, filled by the ``ops_*`` modules). What each
 constant (initializer or ``Constant`` node) becomes follows from the input slots it feeds
-(``registry`` docstring): the weights of Conv, ConvTranspose, Gemm, MatMul, LSTM, GRU, PRelu,
+(``registry`` docstring): the weights of Conv, ConvTranspose, Gemm, MatMul, Einsum, LSTM, GRU, PRelu,
 the norms, and a BN's scale and shift are ``nn.Parameter``s, and so is a float constant of more
 than one element added to or multiplied with a tensor (a bias, a per-channel scale); a BN's
 running mean and variance are buffers that ``BatchNormalization`` updates in training mode (batch
@@ -32,6 +32,7 @@ from onnx_sk.errors import UserError
 from onnx_sk.training import (
     ops_conv,
     ops_elementwise,
+    ops_index,
     ops_layout,
     ops_recurrent,
     ops_reduce,
@@ -39,7 +40,15 @@ from onnx_sk.training import (
 )
 from onnx_sk.training.registry import OPS, attrs_of, host_call
 
-RULE_MODULES = (ops_conv, ops_elementwise, ops_layout, ops_recurrent, ops_reduce, ops_resize)
+RULE_MODULES = (
+    ops_conv,
+    ops_elementwise,
+    ops_index,
+    ops_layout,
+    ops_recurrent,
+    ops_reduce,
+    ops_resize,
+)
 
 
 class Node(NamedTuple):

@@ -2,7 +2,7 @@
 
 ONNX formulas where torch's differ in a default: HardSigmoid(x) = max(0, min(1, α·x + β))
 (α 0.2, β 0.5); HardSwish(x) = x · max(0, min(1, x/6 + 1/2)); Softplus(x) = log(1 + eˣ);
-Elu(x) = α(eˣ − 1) for x < 0; Selu(x) = γ·Elu_α(x); Gelu with ``approximate`` "none" | "tanh".
+Elu(x) = α(eˣ − 1) for x < 0; Mish(x) = x·tanh(Softplus(x)); Selu(x) = γ·Elu_α(x); Gelu with ``approximate`` "none" | "tanh".
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ _UNARY = {
     "Not": torch.logical_not,
     "Softplus": lambda x: torch.log1p(torch.exp(-x.abs())) + x.clamp(min=0),
     "Softsign": lambda x: x / (1 + x.abs()),
+    "Mish": lambda x: x * torch.tanh(F.softplus(x)),
 }
 
 
@@ -59,6 +60,17 @@ def _selu(m, node, a, x):
 @op("Celu")
 def _celu(m, node, a, x):
     return F.celu(x, a.get("alpha", 1.0))
+
+
+@op("ThresholdedRelu")
+def _thresholded_relu(m, node, a, x):
+    return torch.where(x > a.get("alpha", 1.0), x, torch.zeros_like(x))
+
+
+@op("Shrink")
+def _shrink(m, node, a, x):
+    lambd, bias = a.get("lambd", 0.5), a.get("bias", 0.0)
+    return torch.where(x < -lambd, x + bias, torch.where(x > lambd, x - bias, torch.zeros_like(x)))
 
 
 @op("HardSigmoid")
