@@ -203,3 +203,22 @@ def test_a_float16_model_keeps_its_type():
     (got,) = _forward(module, feeds)
     assert got.dtype == want.dtype == np.float16
     np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3 * float(np.abs(want).max()))
+
+
+def test_a_graph_reading_an_undefined_tensor_or_a_bare_constant_is_a_clear_error(tmp_path):
+    model = _graph([helper.make_node("Relu", ["nowhere"], ["y"], name="r")])
+    path = tmp_path / "undefined.onnx"
+    onnx.save(model, path)
+    assert_clean_error(
+        run_cli("export-torch", path, tmp_path / "u.pt"),
+        "export-torch: node 'r' (Relu) reads 'nowhere', which nothing before it defines "
+        "(the graph is not in topological order?)",
+    )
+    bare = _graph(
+        [
+            helper.make_node("Constant", [], ["c"], name="c"),
+            helper.make_node("Add", ["x", "c"], ["y"]),
+        ]
+    )
+    with pytest.raises(UserError, match="Constant 'c' has 0 attributes"):
+        to_torch(bare)

@@ -61,31 +61,48 @@ def _key(i: int, name: str) -> str:
     return f"t{i}_" + re.sub(r"[^0-9A-Za-z_]", "_", name)[-40:]
 
 
+def refusal(node: onnx.NodeProto, used: set[str]) -> str | None:
+    """Why ``node`` cannot be converted (``None`` when it can): "'Op'" for an op without a rule,
+    "'Op' (reason)" for an attribute value the rule refuses or a ``used`` output it lacks."""
+    label = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+    rule = OPS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+    if rule is None:
+        return f"'{label}'"
+    reason = rule.check(attrs_of(node)) if rule.check else None
+    extra = [
+        k for k, o in enumerate(node.output) if o in used and rule.outputs and k >= rule.outputs
+    ]
+    if extra and reason is None:
+        reason = f"output {extra[0]}"
+    return f"'{label}' ({reason})" if reason else None
+
+
 def refusals(graph: onnx.GraphProto) -> list[str]:
     """Why nodes cannot be converted: one entry per op type and reason (the first node named, the
     others counted), in graph order; empty when the whole graph converts."""
     used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
     why: dict[str, list[str]] = defaultdict(list)
     for n in graph.node:
-        if n.op_type == "Constant":
-            continue
-        label = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}.{n.op_type}"
-        rule = OPS.get(n.op_type) if n.domain in ("", "ai.onnx") else None
-        if rule is None:
-            why[f"'{label}'"].append(n.name)
-            continue
-        reason = rule.check(attrs_of(n)) if rule.check else None
-        extra = [
-            k for k, o in enumerate(n.output) if o in used and rule.outputs and k >= rule.outputs
-        ]
-        if extra and reason is None:
-            reason = f"output {extra[0]}"
+        reason = refusal(n, used) if n.op_type != "Constant" else None
         if reason:
-            why[f"'{label}' ({reason})"].append(n.name)
+            why[reason].append(n.name)
     return [
         f"{label} (node {names[0]!r}{f' and {len(names) - 1} more' if len(names) > 1 else ''})"
         for label, names in why.items()
     ]
+
+
+def _undefined(graph: onnx.GraphProto, known: set[str]) -> str | None:
+    """The first node input that no graph input, constant or earlier node defines."""
+    defined = set(known) | {i.name for i in graph.input}
+    for n in graph.node:
+        for name in n.input:
+            if name and name not in defined:
+                return (
+                    f"node {n.name!r} ({n.op_type}) reads {name!r}, which nothing before it defines"
+                )
+        defined.update(n.output)
+    return None
 
 
 def _kinds(graph: onnx.GraphProto, consts: dict[str, np.ndarray]) -> dict[str, str]:
@@ -126,6 +143,9 @@ class OnnxModule(torch.nn.Module):
         for n in graph.node:
             if n.op_type == "Constant":
                 consts[n.output[0]] = _constant(n)
+        undefined = _undefined(graph, set(consts))
+        if undefined:
+            raise UserError(f"export-torch: {undefined} (the graph is not in topological order?)")
         refused = refusals(graph)
         if refused:
             raise UserError(
@@ -204,6 +224,10 @@ def _tensor(value, device):
 
 
 def _constant(node: onnx.NodeProto) -> np.ndarray:
+    if len(node.attribute) != 1:
+        raise UserError(
+            f"export-torch: Constant {node.name!r} has {len(node.attribute)} attributes"
+        )
     a = node.attribute[0]
     if a.name == "value":
         return numpy_helper.to_array(a.t)

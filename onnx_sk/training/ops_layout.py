@@ -144,14 +144,11 @@ def _tile(m, node, a, x, repeats):
 
 @op("Range", host=(0, 1, 2))
 def _range(m, node, a, start, limit, delta):
-    dtype = (
-        start.dtype
-        if isinstance(start, torch.Tensor)
-        else torch.from_numpy(np.asarray(start)).dtype
-    )
+    like = start if isinstance(start, torch.Tensor) else torch.from_numpy(np.array(start))
     start, limit, delta = scalar(start), scalar(limit), scalar(delta)
     n = max(math.ceil((limit - start) / delta), 0)
-    return start + torch.arange(n, dtype=dtype) * delta if n else torch.zeros(0, dtype=dtype)
+    steps = torch.arange(n, dtype=like.dtype, device=like.device)
+    return start + steps * delta if n else steps
 
 
 @op("ConstantOfShape", host=(0,))
