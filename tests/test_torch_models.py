@@ -192,3 +192,24 @@ def test_optimize_then_export_torch_round_trips(name, dynamo, exported, tmp_path
         want = session(sk_model).run(None, {"x": x})
         for g, w in zip(got, want, strict=True):
             np.testing.assert_allclose(g.numpy(), w, rtol=1e-4, atol=1e-4 * np.abs(w).max())
+
+
+@pytest.mark.parametrize(("name", "dynamo"), CASES, ids=IDS)
+def test_the_module_exports_to_onnx_again(name, dynamo, exported, tmp_path):
+    """torch.onnx.export traces the module (shapes fixed at the traced one); the LSTM comes back
+    as one LSTM node."""
+    module = OnnxModule(onnx.load(exported(name, dynamo))).eval()
+    _, shape, _, _ = MODELS[name]
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(2))
+    out = tmp_path / "again.onnx"
+    torch.onnx.export(module, (x,), str(out), input_names=["x"], dynamo=False, opset_version=17)
+    again = onnx.load(out)
+    onnx.checker.check_model(again, full_check=True)
+    if name == "crnn":
+        assert [n.op_type for n in again.graph.node].count("LSTM") == 1
+    with torch.no_grad():
+        want = module(x)
+    want = want if isinstance(want, tuple) else (want,)
+    got = session(again).run(None, {"x": x.numpy()})
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w.numpy(), rtol=1e-4, atol=1e-5)

@@ -24,13 +24,13 @@ from onnx_sk.training.registry import axis_list, ints, op, scalar
 
 @op("Shape")
 def _shape(m, node, a, x):
-    dims = tuple(x.shape)
+    dims = tuple(int(d) for d in x.shape)  # ints even while torch.jit traces
     return np.array(dims[a.get("start", 0) : a.get("end", len(dims))], dtype=np.int64)
 
 
 @op("Size")
 def _size(m, node, a, x):
-    return np.array(math.prod(x.shape), dtype=np.int64)
+    return np.array(math.prod(int(d) for d in x.shape), dtype=np.int64)
 
 
 @op("Reshape", host=(1,))
@@ -94,7 +94,7 @@ def _unsqueeze(m, node, a, x, axes=None):
 @op("Split", host=(1,), outputs=0)
 def _split(m, node, a, x, split=None):
     axis = a.get("axis", 0) % x.dim()
-    dim = x.shape[axis]
+    dim = int(x.shape[axis])
     if split is not None or "split" in a:
         sizes = ints(split if split is not None else a["split"])
     else:
@@ -120,7 +120,7 @@ def _slice(m, node, a, x, starts=None, ends=None, axes=None, steps=None):
     axes = axis_list(axes, x.dim()) if axes is not None else list(range(len(starts)))
     steps = ints(steps) if steps is not None else [1] * len(starts)
     for ax, s, e, st in zip(axes, starts, ends, steps, strict=True):
-        r = _slice_range(x.shape[ax], s, e, st)
+        r = _slice_range(int(x.shape[ax]), s, e, st)
         if st > 0:
             x = (
                 x.narrow(ax, r.start, len(r))

@@ -20,9 +20,10 @@ the input of f and g to [−c, c] (not that of h, as in ONNX Runtime).
 
 Fast path: with the default activations and no clip, peepholes, input_forget or sequence_lens
 (GRU: linear_before_reset 1) the same weights, gate blocks reordered to torch's (LSTM i, f, c, o
-from ONNX i, o, f, c; GRU r, z, h from z, r, h), run through ``torch.nn.LSTM`` / ``GRU`` with
-``torch.func.functional_call``, so gradients reach the ONNX-layout parameters; ``reverse`` runs
-forward on the time-flipped sequence. Tᵢ·Wᵀ for all t is one matmul; only the R products loop.
+from ONNX i, o, f, c; GRU r, z, h from z, r, h), run through torch's own kernel (``torch.lstm`` /
+``torch.gru``, what ``nn.LSTM`` / ``nn.GRU`` call), so gradients reach the ONNX-layout
+parameters and ``torch.onnx.export`` writes one LSTM / GRU node again; ``reverse`` runs forward on
+the time-flipped sequence. Tᵢ·Wᵀ for all t is one matmul; only the R products loop.
 """
 
 from __future__ import annotations
@@ -92,32 +93,39 @@ def _plain(a: dict, gates: int, lens, *extra) -> bool:
 
 
 def _fused(kind: str, x, w, r, b, states: list, reverse: bool):
-    """torch.nn.LSTM / GRU on ONNX weights (time-major x, states [dirs, batch, H])."""
-    dirs, hidden = w.shape[0], r.shape[-1]
+    """torch's LSTM / GRU kernel (what ``torch.nn.LSTM`` / ``GRU`` call; ``torch.onnx.export``
+    writes it back as one ONNX LSTM / GRU) on ONNX weights: time-major x, states [dirs, batch, H]."""
+    dirs, hidden = int(w.shape[0]), int(r.shape[-1])
     order = [0, 2, 3, 1] if kind == "LSTM" else [1, 0, 2]
     gates = len(order)
 
     def torch_order(t):  # gate blocks along dim 0
         return torch.cat([t[k * hidden : (k + 1) * hidden] for k in order], 0)
 
-    cls = torch.nn.LSTM if kind == "LSTM" else torch.nn.GRU
-    template = cls(x.shape[-1], hidden, bidirectional=dirs == 2, device="meta")
-    params = {}
-    for d, suffix in enumerate(["", "_reverse"][:dirs]):
-        params[f"weight_ih_l0{suffix}"] = torch_order(w[d])
-        params[f"weight_hh_l0{suffix}"] = torch_order(r[d])
+    params = []
+    for d in range(dirs):  # per direction: w_ih, w_hh, b_ih, b_hh
         bias = b[d] if b is not None else x.new_zeros(2 * gates * hidden)
-        params[f"bias_ih_l0{suffix}"] = torch_order(bias[: gates * hidden])
-        params[f"bias_hh_l0{suffix}"] = torch_order(bias[gates * hidden :])
+        params += [torch_order(w[d]), torch_order(r[d])]
+        params += [torch_order(bias[: gates * hidden]), torch_order(bias[gates * hidden :])]
     batch = x.shape[1]
     init = [s if s is not None else x.new_zeros(dirs, batch, hidden) for s in states]
     xs = x.flip(0) if reverse else x
-    y, final = torch.func.functional_call(
-        template, params, (xs, tuple(init) if kind == "LSTM" else init[0])
-    )
+    flags = (
+        True,
+        1,
+        0.0,
+        False,
+        dirs == 2,
+        False,
+    )  # biases, layers, dropout, train, bidir, batch_first
+    if kind == "LSTM":
+        y, h, c = torch.lstm(xs, (init[0], init[1]), params, *flags)
+        finals = [list(h), list(c)]
+    else:
+        y, h = torch.gru(xs, init[0], params, *flags)
+        finals = [list(h)]
     y = y.reshape(x.shape[0], batch, dirs, hidden).permute(0, 2, 1, 3)  # [seq, dirs, batch, H]
-    y = y.flip(0) if reverse else y
-    return y, (list(final) if kind == "LSTM" else [final])
+    return (y.flip(0) if reverse else y), finals
 
 
 def _step(mask, t, new, old):
@@ -128,8 +136,8 @@ def _step(mask, t, new, old):
 def _lstm(m, node, a, x, w, r, b=None, lens=None, h0=None, c0=None, p=None):
     x, seq, batch, dirs, reverse, mask, (h0, c0) = _prepare(a, x, w, r, lens, [h0, c0])
     if _plain(a, 4, lens, p) and not a.get("input_forget", 0):
-        y, (h, c) = _fused("LSTM", x, w, r, b, [h0, c0], reverse[0] and dirs == 1)
-        return _finish(a, [y[:, d] for d in range(dirs)], [list(h), list(c)])
+        y, finals = _fused("LSTM", x, w, r, b, [h0, c0], reverse[0] and dirs == 1)
+        return _finish(a, [y[:, d] for d in range(dirs)], finals)
     hidden = r.shape[-1]
     clip = a.get("clip")
     ys, hs, cs = [], [], []
@@ -160,8 +168,8 @@ def _lstm(m, node, a, x, w, r, b=None, lens=None, h0=None, c0=None, p=None):
 def _gru(m, node, a, x, w, r, b=None, lens=None, h0=None):
     x, seq, batch, dirs, reverse, mask, (h0,) = _prepare(a, x, w, r, lens, [h0])
     if _plain(a, 3, lens) and a.get("linear_before_reset", 0):
-        y, (h,) = _fused("GRU", x, w, r, b, [h0], reverse[0] and dirs == 1)
-        return _finish(a, [y[:, d] for d in range(dirs)], [list(h)])
+        y, finals = _fused("GRU", x, w, r, b, [h0], reverse[0] and dirs == 1)
+        return _finish(a, [y[:, d] for d in range(dirs)], finals)
     hidden = r.shape[-1]
     before_reset = a.get("linear_before_reset", 0)
     ys, hs = [], []

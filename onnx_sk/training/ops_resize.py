@@ -101,7 +101,7 @@ def _cubic_weights(t: np.ndarray, a: float) -> np.ndarray:
 
 
 def _axis(x, ax, n_out, s, a: dict, roi) -> torch.Tensor:
-    n_in = x.shape[ax]
+    n_in = int(x.shape[ax])
     coord = a.get("coordinate_transformation_mode", "half_pixel")
     xs = _source(np.arange(n_out, dtype=np.float32), n_in, n_out, np.float32(s), coord, roi)
     mode = a.get("mode", "nearest")
@@ -139,7 +139,7 @@ def _axis(x, ax, n_out, s, a: dict, roi) -> torch.Tensor:
 
 
 def _resize(x, a: dict, axes: list[int], scales: list[float] | None, sizes: list[int] | None, roi):
-    n_in = [x.shape[ax] for ax in axes]
+    n_in = [int(x.shape[ax]) for ax in axes]
     if sizes is not None:
         f32 = [np.float32(o) / np.float32(i) for o, i in zip(sizes, n_in, strict=True)]
         policy = a.get("keep_aspect_ratio_policy", "stretch")
