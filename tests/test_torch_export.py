@@ -18,6 +18,7 @@ pytestmark = pytest.mark.torch
 
 from onnx_sk.training.export import to_torch  # noqa: E402
 from onnx_sk.training.registry import OPS  # noqa: E402
+from onnx_sk.training.weights import weights_into  # noqa: E402
 
 CASES = [
     ("resnet20_cifar.onnx", None),
@@ -222,3 +223,46 @@ def test_a_graph_reading_an_undefined_tensor_or_a_bare_constant_is_a_clear_error
     )
     with pytest.raises(UserError, match="Constant 'c' has 0 attributes"):
         to_torch(bare)
+
+
+def _train_a_little(module, shape, classes=None, steps=3):
+    module.train()
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.SGD(module.parameters(), lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        out = module(torch.randn(4, *shape[1:], generator=gen))  # a batch for BN statistics
+        out = out[0] if isinstance(out, tuple) else out
+        (out**2).mean().backward()
+        opt.step()
+    return module.eval()
+
+
+@pytest.mark.parametrize(("name", "design"), [("const_weights.onnx", None), CASES[2]])
+def test_trained_weights_go_back_into_the_onnx_model(name, design):
+    """Initializers and Constant-node weights take the trained values; the written model runs in
+    ONNX Runtime exactly like the module, and nothing but constants changed."""
+    model = _model(name, design)
+    feeds = random_inputs(model, np.random.default_rng(0), None, 24)
+    module = _train_a_little(to_torch(model), next(iter(feeds.values())).shape)
+    written = weights_into(model, module)
+    onnx.checker.check_model(written, full_check=True)
+    assert [n.op_type for n in written.graph.node] == [n.op_type for n in model.graph.node]
+    assert written.graph.input == model.graph.input and written.graph.output == model.graph.output
+    want = _forward(module, feeds)
+    got = session(written).run(None, feeds)
+    before = session(model).run(None, feeds)
+    for g, w, b in zip(got, want, before, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * float(np.abs(w).max()))
+        assert np.abs(g - b).max() > 1e-3  # the training did change the model
+
+
+def test_weights_into_another_model_is_a_clear_error():
+    module = to_torch(_model("const_weights.onnx", None))
+    with pytest.raises(UserError, match="the model has no constant named"):
+        weights_into(_model("table1_w16_bn.onnx", None), module)
+    other = _model("const_weights.onnx", None)
+    const = next(n for n in other.graph.node if n.op_type == "Constant")
+    const.attribute[0].t.dims[0] += 1  # the same names, one shape changed
+    with pytest.raises(UserError, match=f"constant '{const.output[0]}': shape"):
+        weights_into(other, module)

@@ -18,6 +18,7 @@ from torch_ops_cases import compare  # noqa: E402
 
 from onnx_sk.runtime.session import session  # noqa: E402
 from onnx_sk.training.module import OnnxModule  # noqa: E402
+from onnx_sk.training.weights import weights_into  # noqa: E402
 
 nn = torch.nn
 F = torch.nn.functional
@@ -213,3 +214,27 @@ def test_the_module_exports_to_onnx_again(name, dynamo, exported, tmp_path):
     got = session(again).run(None, {"x": x.numpy()})
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_trained_crnn_weights_go_back_into_its_dynamic_onnx_model(exported):
+    """Unlike a traced re-export, the written model keeps the exporter's dynamic batch and width."""
+    model = onnx.load(exported("crnn", True))
+    module = OnnxModule(model).train()
+    opt = torch.optim.SGD(module.parameters(), lr=0.1)
+    x = torch.randn(4, 1, 16, 32, generator=torch.Generator().manual_seed(3))
+    for _ in range(3):
+        opt.zero_grad()
+        module(x)[..., 0].mean().backward()  # raise class 0
+        opt.step()
+    module.eval()
+    written = weights_into(model, module)
+    rng = np.random.default_rng(4)
+    for shape in [(1, 1, 16, 24), (3, 1, 16, 72)]:
+        feeds = {"x": rng.standard_normal(shape).astype(np.float32)}
+        compare(written, feeds, tol=1e-4)  # a fresh module of the written model = ORT
+        with torch.no_grad():
+            want = module(torch.from_numpy(feeds["x"])).numpy()
+        (got,) = session(written).run(None, feeds)
+        (before,) = session(model).run(None, feeds)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+        assert np.abs(got - before).max() > 1e-3

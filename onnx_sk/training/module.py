@@ -12,7 +12,8 @@ RNN initial states) are buffers; integer constants and the float constants read 
 (Resize scales, Clip bounds, Pad values) are host values, numpy arrays that shape subgraphs
 compute with, from the input's real shape on every call.
 
-Every node is checked when the module is built: an op type without a rule, a custom domain, an
+``keys`` maps each parameter's or buffer's ONNX name to its attribute name (``weights.weights_into``
+writes trained values back by it). Every node is checked when the module is built: an op type without a rule, a custom domain, an
 attribute value a rule refuses (``check``) or a used output it does not compute makes one
 :class:`UserError` that names every such op. Only the main graph is converted (no If / Loop).
 """
