@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import onnx
 import pytest
@@ -9,7 +11,7 @@ from helpers import MODELS, assert_clean_error, run_cli
 from onnx import helper
 
 import onnx_sk
-from onnx_sk.errors import UserError
+from onnx_sk.errors import UserError, VerificationError
 from onnx_sk.runtime.feeds import random_inputs
 from onnx_sk.runtime.session import session
 
@@ -266,3 +268,22 @@ def test_weights_into_another_model_is_a_clear_error():
     const.attribute[0].t.dims[0] += 1  # the same names, one shape changed
     with pytest.raises(UserError, match=f"constant '{const.output[0]}': shape"):
         weights_into(other, module)
+
+
+def test_export_torch_refuses_to_write_a_module_that_differs_from_onnx_runtime(
+    tmp_path, monkeypatch
+):
+    """A wrong rule (Relu doubled) is caught by the check against ONNX Runtime: nothing written."""
+    relu = OPS["Relu"]
+    monkeypatch.setitem(OPS, "Relu", dataclasses.replace(relu, fn=lambda m, n, a, x: 2 * x.relu()))
+    out = tmp_path / "wrong.pt"
+    with pytest.raises(VerificationError, match="output 'y' of the torch module differs"):
+        onnx_sk.export_torch(_graph([helper.make_node("Relu", ["x"], ["y"])]), out)
+    assert not out.exists()
+    monkeypatch.setitem(OPS, "Relu", relu)
+    assert onnx_sk.export_torch(_graph([helper.make_node("Relu", ["x"], ["y"])]), out) == out
+
+
+def test_nan_where_onnx_runtime_has_nan_is_not_a_difference(tmp_path):
+    model = _graph([helper.make_node("Log", ["x"], ["y"])])  # random normal input: NaN for x < 0
+    assert onnx_sk.export_torch(model, tmp_path / "log.pt").exists()
