@@ -522,3 +522,17 @@ def test_nonzero_cumsum_onehot_trilu_einsum():
         {"a": randn(2, 3, 4), "b": randn(2, 4, 5)},
         opset=12,
     )
+
+
+def test_attribute_forms_of_older_opsets():
+    """Pad-2 (pads and value attributes), Slice-1 (starts / ends / axes attributes), Clip-6
+    (min / max attributes), Softmax-11's 2-D semantics are in test_softmax_opset_semantics."""
+    x = {"x": randn(2, 3, 4, 5)}
+    more = [{"x": randn(1, 2, 6, 3)}]
+    pad = node("Pad", ["x"], mode="constant", pads=[0, 1, 2, 0, 0, 0, 1, 3], value=0.5)
+    check([pad], x, opset=10, shapes=more)
+    check([node("Pad", ["x"], mode="edge", pads=[0, 0, 1, 2, 0, 0, 2, 1])], x, opset=10)
+    sl = node("Slice", ["x"], starts=[1, -3], ends=[100, -1], axes=[1, 3])
+    check([sl], x, opset=9, shapes=more)
+    check([node("Clip", ["x"], min=-0.5, max=0.7)], x, opset=6, shapes=more)
+    check([node("Clip", ["x", "lo"])], x, {"lo": np.array(-0.2, np.float32)}, opset=13)

@@ -41,6 +41,7 @@ from onnx_sk.training import (
 )
 from onnx_sk.training.registry import OPS, attrs_of, host_call
 
+#: the modules whose @op functions fill OPS (imported for that; listed so the import is explicit)
 RULE_MODULES = (
     ops_conv,
     ops_elementwise,
