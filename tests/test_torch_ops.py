@@ -536,3 +536,35 @@ def test_attribute_forms_of_older_opsets():
     check([sl], x, opset=9, shapes=more)
     check([node("Clip", ["x"], min=-0.5, max=0.7)], x, opset=6, shapes=more)
     check([node("Clip", ["x", "lo"])], x, {"lo": np.array(-0.2, np.float32)}, opset=13)
+
+
+@pytest.mark.parametrize("size", [1, 3, 5])  # ONNX Runtime refuses even sizes, and so do we
+def test_lrn(size):
+    attrs = {"size": size, "alpha": 0.01, "beta": 0.6, "bias": 1.5}
+    check(
+        [node("LRN", ["x"], **attrs)], {"x": randn(2, 6, 3, 4)}, shapes=[{"x": randn(1, 3, 2, 5)}]
+    )
+
+
+@pytest.mark.parametrize(
+    ("shape", "idx", "batch_dims"),
+    [
+        ((3, 4, 5), [[0, 1], [2, -1]], 0),
+        ((3, 4, 5), [[[1], [0]], [[2], [2]]], 0),
+        ((2, 3, 4), [[1, 0], [2, 3]], 1),
+        ((2, 3, 4, 5), [[[0], [2], [1]], [[1], [1], [-1]]], 2),
+    ],
+)
+def test_gather_nd(shape, idx, batch_dims):
+    check(
+        [node("GatherND", ["x", "i"], batch_dims=batch_dims)],
+        {"x": randn(*shape)},
+        {"i": np.array(idx, I64)},
+        opset=13,
+    )
+
+
+def test_lrn_of_even_size_is_refused_by_name():
+    model = model_of([node("LRN", ["x"], size=2)], {"x": randn(1, 4, 2, 2)})
+    with pytest.raises(UserError, match=r"'LRN' \(even size 2\) \(node 'lrn_y'\)"):
+        OnnxModule(model)

@@ -1,5 +1,8 @@
-"""Index torch rules: ScatterND, ScatterElements, TopK, NonZero, CumSum, OneHot, Trilu, Einsum.
+"""Index torch rules: GatherND, ScatterND, ScatterElements, TopK, NonZero, CumSum, OneHot, Trilu,
+Einsum.
 
+GatherND (``batch_dims`` b): out[β, i] = data[β, indices[β, i]] for the b leading batch axes β,
+shape indices.shape[:−1] + data.shape[b + k:] with k = indices.shape[−1].
 ScatterND: out = data, then out[indices[i₀ … i_{q−2}]] = updates[i₀ … i_{q−2}] (``reduction``
 add / mul accumulate; duplicate indices are undefined without a reduction, as in ONNX).
 ScatterElements: out[… idx[j] …] = updates[j] along ``axis`` (negative indices count from the end).
@@ -11,10 +14,27 @@ Trilu: the upper (``upper`` 1) or lower triangle of the last two axes from diago
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 from onnx_sk.training.registry import op, scalar
+
+
+@op("GatherND")
+def _gather_nd(m, node, a, data, indices):
+    b = a.get("batch_dims", 0)
+    indices = indices.to(torch.int64)
+    k = indices.shape[-1]
+    batch = math.prod(data.shape[:b])
+    flat = data.reshape(batch, *data.shape[b:])
+    idx = indices.reshape(batch, -1, k)
+    dims = torch.tensor(data.shape[b : b + k], device=idx.device)
+    idx = torch.remainder(idx, dims)
+    rows = torch.arange(batch, device=idx.device)[:, None].expand(batch, idx.shape[1])
+    out = flat[(rows, *(idx[..., j] for j in range(k)))]  # [batch, M, rest…]
+    return out.reshape((*indices.shape[:-1], *data.shape[b + k :]))
 
 
 def _reduction_check(a: dict) -> str | None:

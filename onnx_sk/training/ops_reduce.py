@@ -6,6 +6,7 @@ and LogSoftmax before opset 13 flatten to 2-D at ``axis`` (default 1) and normal
 block; from 13 on they normalise along ``axis`` (default −1).
 InstanceNormalization: y = scale·(x − μ)/√(σ² + ε) + B, μ and σ² over the spatial axes of each
 sample and channel; LayerNormalization: the same over the axes from ``axis`` on (default −1).
+LRN: see its rule.
 """
 
 from __future__ import annotations
@@ -90,6 +91,18 @@ def _layer_norm(m, node, a, x, scale, bias=None):
         None if bias is None else bias.expand(shape),
         a.get("epsilon", 1e-5),
     )
+
+
+@op("LRN", check=lambda a: None if a.get("size", 1) % 2 else f"even size {a.get('size')}")
+def _lrn(m, node, a, x):
+    """y = x / (bias + α/size · Σ x²)^β, the sum over channels c − ⌊(size − 1)/2⌋ … c + ⌈(size − 1)/2⌉."""
+    size = a["size"]
+    n, c = x.shape[0], x.shape[1]
+    sq = (x * x).reshape(n, 1, c, -1)
+    sq = F.pad(sq, (0, 0, (size - 1) // 2, size - 1 - (size - 1) // 2))
+    total = F.avg_pool2d(sq, (size, 1), stride=1) * size  # [n, 1, c, spatial]
+    scale = a.get("bias", 1.0) + a.get("alpha", 1e-4) / size * total.reshape(x.shape)
+    return x / scale ** a.get("beta", 0.75)
 
 
 @op("LpNormalization")
