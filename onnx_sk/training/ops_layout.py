@@ -63,7 +63,9 @@ def _gather_elements(m, node, a, x, idx):
 
 @op("Concat")
 def _concat(m, node, a, *xs):
-    dtype = torch.promote_types(xs[0].dtype, xs[-1].dtype)
+    dtype = xs[0].dtype
+    for x in xs[1:]:
+        dtype = torch.promote_types(dtype, x.dtype)
     return torch.cat([x.to(dtype) for x in xs], a["axis"] % max(xs[0].dim(), 1))
 
 
