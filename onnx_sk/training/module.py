@@ -1,26 +1,27 @@
-"""ONNX → trainable ``torch.nn.Module``: the module and its op rules (imports torch; see training.export).
+"""ONNX → trainable ``torch.nn.Module``: :class:`OnnxModule` (imports torch; see training.export).
 
-A small interpreter rather than code generation: :class:`OnnxModule` keeps the graph's nodes and
-runs them in order with one function per op type (registry ``OPS``). Every floating-point
-initializer (or ``Constant``) becomes an ``nn.Parameter`` — conv, Gemm and MatMul weights and
-biases, BN scale and shift — except a BN's running mean and variance, which are buffers that
-``BatchNormalization`` updates in training mode (batch statistics; ONNX ``momentum`` m is torch's
-``1 − m``) and uses in eval mode. Integer constants (shapes, axes) stay Python lists, and
-``Shape`` gives a tuple of ints, so a channel shuffle's Shape → Reshape needs no tensor maths and
-``torch.onnx.export`` can trace the module again. An op without a rule is a :class:`UserError`
-naming it. Only the main graph of a model with float32 inputs is converted.
+A small interpreter rather than code generation: the module keeps the graph's nodes and runs them
+in order, one rule per op type (``registry.OPS``, filled by the ``ops_*`` modules). What each
+constant (initializer or ``Constant`` node) becomes follows from the input slots it feeds
+(``registry`` docstring): the weights of Conv, ConvTranspose, Gemm, MatMul, Einsum, LSTM, GRU, PRelu,
+the norms, and a BN's scale and shift are ``nn.Parameter``s, and so is a float constant of more
+than one element added to or multiplied with a tensor (a bias, a per-channel scale); a BN's
+running mean and variance are buffers that ``BatchNormalization`` updates in training mode (batch
+statistics; ONNX ``momentum`` m is torch's ``1 − m``); other float constants (scalars, grids,
+RNN initial states) are buffers; integer constants and the float constants read as attributes
+(Resize scales, Clip bounds, Pad values) are host values, numpy arrays that shape subgraphs
+compute with, from the input's real shape on every call.
 
-Supported ops: Conv (group, pads, strides, dilations, auto_pad), BatchNormalization, Relu,
-LeakyRelu, Sigmoid, Tanh, Clip, Add, Sub, Mul, Div, Identity, Dropout, Reshape (allowzero),
-Transpose, Shape, Gather (of a shape), Concat, Flatten, Squeeze, Unsqueeze, MaxPool,
-AveragePool, GlobalAveragePool, ReduceMean, Softmax, Gemm, MatMul, Constant.
+``keys`` maps each parameter's or buffer's ONNX name to its attribute name (``weights.weights_into``
+writes trained values back by it). Every node is checked when the module is built: an op type without a rule, a custom domain, an
+attribute value a rule refuses (``check``) or a used output it does not compute makes one
+:class:`UserError` that names every such op. Only the main graph is converted (no If / Loop).
 """
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Callable
+from collections import defaultdict
 from typing import NamedTuple
 
 import numpy as np
@@ -29,292 +30,153 @@ import torch
 from onnx import numpy_helper
 
 from onnx_sk.errors import UserError
+from onnx_sk.training import (
+    ops_conv,
+    ops_elementwise,
+    ops_index,
+    ops_layout,
+    ops_recurrent,
+    ops_reduce,
+    ops_resize,
+)
+from onnx_sk.training.registry import OPS, attrs_of, host_call
 
-OPS: dict[str, Callable] = {}
-
-
-def op(*names: str) -> Callable[[Callable], Callable]:
-    def register(fn: Callable) -> Callable:
-        for name in names:
-            if name in OPS:
-                raise ValueError(f"op {name!r} registered twice")
-            OPS[name] = fn
-        return fn
-
-    return register
+#: the modules whose @op functions fill OPS (imported for that; listed so the import is explicit)
+RULE_MODULES = (
+    ops_conv,
+    ops_elementwise,
+    ops_index,
+    ops_layout,
+    ops_recurrent,
+    ops_reduce,
+    ops_resize,
+)
 
 
 class Node(NamedTuple):
     op_type: str
     name: str
-
-
-def _attrs(node: onnx.NodeProto) -> dict:
-    out = {}
-    for a in node.attribute:
-        v = onnx.helper.get_attribute_value(a)
-        out[a.name] = v.decode() if isinstance(v, bytes) else v
-    return out
-
-
-def _ints(value) -> list[int]:
-    """A shape-like value (tuple, list or integer tensor) as a list of Python ints."""
-    if isinstance(value, (list, tuple)):
-        return [int(v) for v in value]
-    return [int(v) for v in value.reshape(-1).tolist()]
-
-
-def _pad_args(x, a: dict, kernel: list[int], torch_f):
-    """(padded x, symmetric padding for the op) from ONNX pads / auto_pad."""
-    n = len(kernel)
-    strides = a.get("strides", [1] * n)
-    dil = a.get("dilations", [1] * n)
-    auto = a.get("auto_pad", "NOTSET")
-    if auto in ("SAME_UPPER", "SAME_LOWER"):
-        pads = []
-        for size, s, k, d in zip(x.shape[2:], strides, kernel, dil, strict=False):
-            total = max(0, (math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size)
-            small = total // 2
-            pads.append((small, total - small) if auto == "SAME_UPPER" else (total - small, small))
-        begin, end = [p[0] for p in pads], [p[1] for p in pads]
-    elif auto == "VALID":
-        begin, end = [0] * n, [0] * n
-    else:
-        p = a.get("pads", [0] * 2 * n)
-        begin, end = list(p[:n]), list(p[n:])
-    if begin == end:
-        return x, begin
-    flat = []
-    for b, e in zip(reversed(begin), reversed(end), strict=False):
-        flat += [b, e]
-    return torch_f.pad(x, flat), [0] * n
-
-
-@op("Conv")
-def _conv(m, node, a, x, w, b=None):
-    f = m.F
-    kernel = list(w.shape[2:])
-    x, pad = _pad_args(x, a, kernel, f)
-    conv = {1: f.conv1d, 2: f.conv2d, 3: f.conv3d}[len(kernel)]
-    return conv(x, w, b, a.get("strides", 1), pad, a.get("dilations", 1), a.get("group", 1))
-
-
-@op("BatchNormalization")
-def _bn(m, node, a, x, scale, bias, mean, var):
-    return m.F.batch_norm(
-        x, mean, var, scale, bias, m.training, 1.0 - a.get("momentum", 0.9), a.get("epsilon", 1e-5)
-    )
-
-
-@op("Relu")
-def _relu(m, node, a, x):
-    return m.F.relu(x)
-
-
-@op("LeakyRelu")
-def _leaky(m, node, a, x):
-    return m.F.leaky_relu(x, a.get("alpha", 0.01))
-
-
-@op("Sigmoid")
-def _sigmoid(m, node, a, x):
-    return m.torch.sigmoid(x)
-
-
-@op("Tanh")
-def _tanh(m, node, a, x):
-    return m.torch.tanh(x)
-
-
-@op("Clip")
-def _clip(m, node, a, x, lo=None, hi=None):
-    lo = a.get("min") if lo is None else float(lo)
-    hi = a.get("max") if hi is None else float(hi)
-    return m.torch.clamp(x, lo, hi)
-
-
-@op("Add", "Sub", "Mul", "Div")
-def _binary(m, node, a, x, y):
-    fn = {"Add": m.torch.add, "Sub": m.torch.sub, "Mul": m.torch.mul, "Div": m.torch.div}
-    return fn[node.op_type](x, y)
-
-
-@op("Identity", "Dropout")
-def _identity(m, node, a, x, *rest):
-    if node.op_type == "Dropout" and m.training:
-        return m.F.dropout(x, float(rest[0]) if rest else a.get("ratio", 0.5), True)
-    return x
-
-
-@op("Reshape")
-def _reshape(m, node, a, x, shape):
-    shape = _ints(shape)
-    if not a.get("allowzero", 0):
-        shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
-    return x.reshape(shape)
-
-
-@op("Transpose")
-def _transpose(m, node, a, x):
-    return x.permute(a.get("perm", list(reversed(range(x.dim())))))
-
-
-@op("Shape")
-def _shape(m, node, a, x):
-    dims = tuple(x.shape)
-    return dims[a.get("start", 0) : a.get("end", len(dims))]
-
-
-@op("Gather")
-def _gather(m, node, a, x, idx):
-    if isinstance(x, tuple):
-        i = _ints(idx)
-        return x[i[0]] if isinstance(idx, int) or np.ndim(idx) == 0 else tuple(x[j] for j in i)
-    return m.torch.index_select(x, a.get("axis", 0), m.torch.as_tensor(idx).reshape(-1)).squeeze(
-        a.get("axis", 0)
-    )
-
-
-@op("Concat")
-def _concat(m, node, a, *xs):
-    if all(isinstance(x, (tuple, list, int)) for x in xs):
-        out: list = []
-        for x in xs:
-            out += list(x) if isinstance(x, (tuple, list)) else [x]
-        return tuple(out)
-    return m.torch.cat(xs, a["axis"])
-
-
-@op("Flatten")
-def _flatten(m, node, a, x):
-    axis = a.get("axis", 1) % max(x.dim(), 1)
-    return x.reshape(math.prod(x.shape[:axis]) if axis else 1, -1)
-
-
-@op("Squeeze")
-def _squeeze(m, node, a, x, axes=None):
-    axes = _ints(axes) if axes is not None else a.get("axes")
-    if axes is None:
-        return x.squeeze()
-    for ax in sorted((ax % x.dim() for ax in axes), reverse=True):
-        x = x.squeeze(ax)
-    return x
-
-
-@op("Unsqueeze")
-def _unsqueeze(m, node, a, x, axes=None):
-    axes = _ints(axes) if axes is not None else a["axes"]
-    for ax in sorted(ax % (x.dim() + len(axes)) for ax in axes):
-        x = x.unsqueeze(ax)
-    return x
-
-
-@op("MaxPool", "AveragePool")
-def _pool(m, node, a, x):
-    f = m.F
-    kernel = a["kernel_shape"]
-    if a.get("ceil_mode", 0) or any(d != 1 for d in a.get("dilations", [1])):
-        raise UserError(f"{node.op_type} {node.name!r}: ceil_mode / dilations are not supported")
-    pads = a.get("pads", [0] * 2 * len(kernel))
-    strides = a.get("strides", [1] * len(kernel))
-    if node.op_type == "MaxPool":
-        if list(pads[: len(kernel)]) != list(pads[len(kernel) :]):
-            x, pad = f.pad(x, _flip(pads, len(kernel)), value=-math.inf), [0] * len(kernel)
-        else:
-            x, pad = _pad_args(x, a, kernel, f)
-        return f.max_pool2d(x, kernel, strides, pad)
-    x, pad = _pad_args(x, a, kernel, f)
-    return f.avg_pool2d(
-        x, kernel, strides, pad, count_include_pad=bool(a.get("count_include_pad", 0))
-    )
-
-
-def _flip(pads, n):
-    flat = []
-    for b, e in zip(reversed(pads[:n]), reversed(pads[n:]), strict=False):
-        flat += [b, e]
-    return flat
-
-
-@op("GlobalAveragePool")
-def _gap(m, node, a, x):
-    return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
-
-
-@op("ReduceMean")
-def _reduce_mean(m, node, a, x, axes=None):
-    axes = _ints(axes) if axes is not None else a.get("axes")
-    dims = tuple(range(x.dim())) if axes is None else tuple(axes)
-    return x.mean(dim=dims, keepdim=bool(a.get("keepdims", 1)))
-
-
-@op("Softmax")
-def _softmax(m, node, a, x):
-    return m.torch.softmax(x, a.get("axis", -1))
-
-
-@op("Gemm")
-def _gemm(m, node, a, x, w, c=None):
-    x = x.t() if a.get("transA", 0) else x
-    w = w.t() if a.get("transB", 0) else w
-    y = a.get("alpha", 1.0) * (x @ w)
-    return y if c is None else y + a.get("beta", 1.0) * c
-
-
-@op("MatMul")
-def _matmul(m, node, a, x, y):
-    return m.torch.matmul(x, y)
+    n_outputs: int
 
 
 def _key(i: int, name: str) -> str:
     return f"t{i}_" + re.sub(r"[^0-9A-Za-z_]", "_", name)[-40:]
 
 
+def refusal(node: onnx.NodeProto, used: set[str]) -> str | None:
+    """Why ``node`` cannot be converted (``None`` when it can): "'Op'" for an op without a rule,
+    "'Op' (reason)" for an attribute value the rule refuses or a ``used`` output it lacks."""
+    label = node.op_type if node.domain in ("", "ai.onnx") else f"{node.domain}.{node.op_type}"
+    rule = OPS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+    if rule is None:
+        return f"'{label}'"
+    reason = rule.check(attrs_of(node)) if rule.check else None
+    extra = [
+        k for k, o in enumerate(node.output) if o in used and rule.outputs and k >= rule.outputs
+    ]
+    if extra and reason is None:
+        reason = f"output {extra[0]}"
+    return f"'{label}' ({reason})" if reason else None
+
+
+def refusals(graph: onnx.GraphProto) -> list[str]:
+    """Why nodes cannot be converted: one entry per op type and reason (the first node named, the
+    others counted), in graph order; empty when the whole graph converts."""
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    why: dict[str, list[str]] = defaultdict(list)
+    for n in graph.node:
+        reason = refusal(n, used) if n.op_type != "Constant" else None
+        if reason:
+            why[reason].append(n.name)
+    return [
+        f"{label} (node {names[0]!r}{f' and {len(names) - 1} more' if len(names) > 1 else ''})"
+        for label, names in why.items()
+    ]
+
+
+def _undefined(graph: onnx.GraphProto, known: set[str]) -> str | None:
+    """The first node input that no graph input, constant or earlier node defines."""
+    defined = set(known) | {i.name for i in graph.input}
+    for n in graph.node:
+        for name in n.input:
+            if name and name not in defined:
+                return (
+                    f"node {n.name!r} ({n.op_type}) reads {name!r}, which nothing before it defines"
+                )
+        defined.update(n.output)
+    return None
+
+
+def _kinds(graph: onnx.GraphProto, consts: dict[str, np.ndarray]) -> dict[str, str]:
+    """'param', 'buffer' or 'host' for every float constant, from the slots it feeds."""
+    stats = {n.input[i] for n in graph.node if n.op_type == "BatchNormalization" for i in (3, 4)}
+    kinds: dict[str, str] = {}
+    rank = {"host": 0, "buffer": 1, "param": 2}
+    for n in graph.node:
+        rule = OPS.get(n.op_type)
+        for slot, name in enumerate(n.input):
+            if name not in consts or not np.issubdtype(consts[name].dtype, np.floating):
+                continue
+            if name in stats or rule is None:
+                kind = "buffer"
+            elif slot in rule.weights or (rule.affine and consts[name].size > 1):
+                kind = "param"
+            else:
+                kind = "host" if slot in rule.host else "buffer"
+            if name not in kinds or rank[kind] > rank[kinds[name]]:
+                kinds[name] = kind
+    for o in graph.output:
+        if o.name in consts and np.issubdtype(consts[o.name].dtype, np.floating):
+            kinds[o.name] = "param" if kinds.get(o.name) == "param" else "buffer"
+    return kinds
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
 class OnnxModule(torch.nn.Module):
-    """An ONNX graph run node by node; float constants are parameters, BN statistics buffers."""
-
-    torch = torch  # class attributes for the op rules (never pickled with an instance)
-    F = torch.nn.functional
-
-    torch = torch  # class attributes for the op rules (never pickled with an instance)
-    F = torch.nn.functional
+    """An ONNX graph run node by node; weights are parameters, other float constants buffers."""
 
     def __init__(self, model: onnx.ModelProto) -> None:
         super().__init__()
         graph = model.graph
         consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-        nodes = []
         for n in graph.node:
             if n.op_type == "Constant":
                 consts[n.output[0]] = _constant(n)
-                continue
-            if n.op_type not in OPS:
-                raise UserError(
-                    f"export-torch: op {n.op_type!r} (node {n.name!r}) is not supported; "
-                    f"supported: {', '.join(sorted(OPS))}"
-                )
-            if n.domain not in ("", "ai.onnx"):
-                raise UserError(f"export-torch: op {n.domain}.{n.op_type} is not supported")
-            nodes.append((Node(n.op_type, n.name), list(n.input), list(n.output), _attrs(n)))
-        stats = {
-            n.input[i] for n in graph.node if n.op_type == "BatchNormalization" for i in (3, 4)
-        }
+        undefined = _undefined(graph, set(consts))
+        if undefined:
+            raise UserError(f"export-torch: {undefined} (the graph is not in topological order?)")
+        refused = refusals(graph)
+        if refused:
+            raise UserError(
+                f"export-torch: {'op' if len(refused) == 1 else 'ops'} {', '.join(refused)} "
+                f"{'is' if len(refused) == 1 else 'are'} not supported; supported: "
+                f"{', '.join(sorted(OPS))}"
+            )
+        self.opset = _opset(model)
+        self.nodes = [
+            (Node(n.op_type, n.name, len(n.output)), list(n.input), list(n.output), attrs_of(n))
+            for n in graph.node
+            if n.op_type != "Constant"
+        ]
+        kinds = _kinds(graph, consts)
         self.keys: dict[str, str] = {}
-        self.lists: dict[str, object] = {}
+        self.host: dict[str, np.ndarray] = {}
         for i, (name, value) in enumerate(consts.items()):
-            if np.issubdtype(value.dtype, np.floating):
-                key = _key(i, name)
-                t = torch.from_numpy(np.array(value, dtype=np.float32))
-                if name in stats:
-                    self.register_buffer(key, t)
-                else:
-                    self.register_parameter(key, torch.nn.Parameter(t))
-                self.keys[name] = key
+            kind = kinds.get(name, "host") if np.issubdtype(value.dtype, np.floating) else "host"
+            if kind == "host":
+                self.host[name] = value
+                continue
+            key = _key(i, name)
+            t = torch.from_numpy(np.array(value))  # the model's own float type (fp16 stays fp16)
+            if kind == "param":
+                self.register_parameter(key, torch.nn.Parameter(t))
             else:
-                self.lists[name] = value.tolist() if value.ndim else int(value)
-        self.nodes = nodes
-        inits = set(consts)
-        self.inputs = [i.name for i in graph.input if i.name not in inits]
+                self.register_buffer(key, t)
+            self.keys[name] = key
+        self.inputs = [i.name for i in graph.input if i.name not in consts]
         self.outputs = [o.name for o in graph.output]
 
     def _value(self, env: dict, name: str):
@@ -322,22 +184,56 @@ class OnnxModule(torch.nn.Module):
             return env[name]
         if name in self.keys:
             return getattr(self, self.keys[name])
-        return self.lists[name]
+        return self.host[name]
 
     def forward(self, *args):
         env = dict(zip(self.inputs, args, strict=False))
+        device = next((a.device for a in args if isinstance(a, torch.Tensor)), None)
         for node, ins, outs, a in self.nodes:
+            rule = OPS[node.op_type]
             values = [self._value(env, i) if i else None for i in ins]
             while values and values[-1] is None:
                 values.pop()
-            env[outs[0]] = OPS[node.op_type](self, node, a, *values)
-        result = [env[o] for o in self.outputs]
+            if not any(isinstance(v, torch.Tensor) for v in values):
+                args_ = [
+                    _tensor(v, None) if k not in rule.host else v for k, v in enumerate(values)
+                ]
+                out = host_call(rule.fn, self, node, a, *args_)
+            else:
+                args_ = [
+                    _tensor(v, device) if k not in rule.host else v for k, v in enumerate(values)
+                ]
+                out = rule.fn(self, node, a, *args_)
+            if rule.outputs == 1:
+                env[outs[0]] = out
+            else:
+                for name, value in zip(outs, out, strict=False):
+                    if name:
+                        env[name] = value
+        result = [
+            _tensor(env[o] if o in env else self._value(env, o), device) for o in self.outputs
+        ]
         return result[0] if len(result) == 1 else tuple(result)
 
 
+def _tensor(value, device):
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor):
+        return value if device is None else value.to(device)
+    t = torch.from_numpy(np.array(value))  # a copy: 0-d stays 0-d, read-only arrays are fine
+    return t if device is None else t.to(device)
+
+
 def _constant(node: onnx.NodeProto) -> np.ndarray:
+    if len(node.attribute) != 1:
+        raise UserError(
+            f"export-torch: Constant {node.name!r} has {len(node.attribute)} attributes"
+        )
     a = node.attribute[0]
     if a.name == "value":
         return numpy_helper.to_array(a.t)
+    if a.name == "sparse_value":
+        raise UserError(f"export-torch: Constant {node.name!r}: sparse_value is not supported")
     value = onnx.helper.get_attribute_value(a)
     return np.array(value, dtype=np.float32 if a.name.startswith("value_float") else np.int64)
