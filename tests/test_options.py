@@ -103,7 +103,11 @@ def test_validation_lives_with_the_owner_and_keeps_its_messages(tmp_path):
 
 def test_default_init_is_approx_and_its_help_explains_the_init_error():
     fields = {f.name: f for _, f in option_fields()}
-    assert OptimizeOptions().fitting.init == "approx" == fields["init"].default
+    assert OptimizeOptions().fitting.init == "approx"
+    # widen he draws every widened conv fresh: no kernel to fit, so he is its default
+    assert OptimizeOptions.from_flat(mode="widen").fitting.init == "he"
+    assert OptimizeOptions.from_flat(mode="widen", widen_init="preserve").fitting.init == "approx"
+    assert OptimizeOptions.from_flat(mode="widen", init="approx").fitting.init == "approx"
     text = fields["init"].metadata["help"]
     assert "he draws He-normal weights (retrain from scratch" in text
     assert "'init error' is the fit's relative weight error vs the original kernel" in text

@@ -423,7 +423,7 @@ def test_a_report_path_that_is_a_folder_is_refused_before_anything_is_written(tm
     out, folder = tmp_path / "o.onnx", tmp_path / "report"
     folder.mkdir()
     proc = run_cli("optimize", MODELS / "tiny_cnn.onnx", out, "--report", folder)
-    assert_clean_error(proc, f"--report {folder} is a directory: give a file name")
+    assert_clean_error(proc, f"--report {folder} is a directory")
     assert not out.exists()
 
 

@@ -129,7 +129,7 @@ def verified_line(v: dict) -> str:
             f"each of the {v['convs_checked']} inserted subgraphs matches its dense equivalent "
             f"alone ({v['channels_checked']} of {v['channels']} output channels; max abs diff "
             f"{v['max_abs_diff']:.2g}, max rel diff {v['max_rel_diff']:.2g}); outputs keep the "
-            f"original's names, dtypes and shapes at {v['input_shapes']}"
+            f"original's names, dtypes and shapes at {_shapes(v['input_shapes'])}"
         )
     elif "max_abs_diff" in v:
         what = "the reduced model's" if v.get("preserved") else "the dense-equivalent model"
@@ -140,11 +140,11 @@ def verified_line(v: dict) -> str:
         )
         note = f"; {v['tolerance_note']}" if v.get("tolerance_note") else ""
         parts.append(
-            f"{matched} at {v['input_shapes']} (max abs diff "
+            f"{matched} at {_shapes(v['input_shapes'])} (max abs diff "
             f"{v['max_abs_diff']:.2g}, max rel diff {v['max_rel_diff']:.2g}{note})"
         )
     elif "input_shapes" in v:
-        parts.append(f"output names, dtypes and shapes unchanged at {v['input_shapes']}")
+        parts.append(f"output names, dtypes and shapes unchanged at {_shapes(v['input_shapes'])}")
     return "verified: " + ", ".join(parts)
 
 
