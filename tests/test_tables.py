@@ -17,7 +17,7 @@ def test_analyze_table_fits_80_columns():
     table_lines = [line for line in proc.stdout.splitlines() if line[:1] in "┏┃┡│└"]
     assert table_lines and max(cell_len(line) for line in table_lines) <= 80
     assert (
-        "not shown at this width: field, stride, group, MACs, kernel, params, kind (see --json)"
+        "not shown at this width: field, stride, group, MACs / sample, kernel, params, kind (see --json)"
         in proc.stdout
     )
     assert "/layers/layers.0/conv1/Conv" in proc.stdout  # names up to a third of the width whole
