@@ -1,0 +1,243 @@
+"""The two training stages of distillation, in torch (imported only through ``training.distill``).
+
+Loss, per target tensor ``t`` (teacher) and prediction ``s`` (student), normalised per channel
+(axis 1; the whole tensor for 1-D outputs) by the teacher's variance on the training samples,
+``var_c``, so that no output or channel drowns the others by its scale:
+
+    L(s, t) = mean over (n, c, ...) of (s − t)² / (var_c + 1e-6 · mean_c var_c + 1e-12)
+
+- stage 1, block-wise: every block of :mod:`onnx_sk.training.blocks` runs on the tensors the
+  student itself computed before it (detached: no gradient crosses a block border) and is trained
+  on L(block's anchor, teacher's tensor of that name); all blocks step together, so a block's
+  input is always what the already-trained student in front of it now gives;
+- stage 2, end-to-end: the whole student against the teacher's graph outputs, mean over outputs
+  of L, plus ``AUX_WEIGHT`` × the mean L over the anchors (the shared intermediate tensors).
+
+Both stages: Adam at ``lr``, batches in a seeded order, the model in eval mode (BatchNormalization
+uses its running statistics, which stay as written; its scale and shift train). After every epoch
+the held-out loss (stage 2's output term, on the held-out samples) is measured; a stage stops after
+``PATIENCE`` epochs without a better held-out loss, and the best parameters are kept (so the
+result is never worse on the held-out split than the start). Deterministic for a seed on CPU:
+``torch.manual_seed``, deterministic algorithms, a fixed thread count.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import torch
+
+from onnx_sk.training.blocks import Block
+from onnx_sk.training.module import OnnxModule
+
+AUX_WEIGHT = 0.1
+PATIENCE = 4
+
+
+@dataclass
+class Curve:
+    """One entry per epoch: stage, epoch, mean training loss, held-out output loss, seconds."""
+
+    rows: list[dict] = field(default_factory=list)
+
+
+def setup(seed: int, threads: int) -> None:
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.set_num_threads(threads)
+
+
+def inverse_variance(targets: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """Per tensor: 1 / (var_c + eps) shaped to broadcast over a batch (channel axis 1)."""
+    out = {}
+    for name, t in targets.items():
+        t64 = t.astype(np.float64)
+        if t64.ndim >= 2:
+            axes = tuple(i for i in range(t64.ndim) if i != 1)
+            var = t64.var(axis=axes)
+            shape = [1, -1] + [1] * (t64.ndim - 2)
+        else:
+            var = np.array([t64.var()])
+            shape = [1] * max(t64.ndim, 1)
+        var = var + 1e-6 * float(var.mean()) + 1e-12
+        out[name] = torch.from_numpy((1.0 / var).astype(np.float32)).reshape(shape)
+    return out
+
+
+def nmse(s: torch.Tensor, t: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
+    return ((s - t) ** 2 * inv).mean()
+
+
+def _as_tuple(out) -> tuple:
+    return out if isinstance(out, tuple) else (out,)
+
+
+class Student:
+    """The student as one OnnxModule whose outputs are the graph outputs then the anchors."""
+
+    def __init__(self, model: onnx.ModelProto, outputs: list[str], anchors: list[str]) -> None:
+        probe = onnx.ModelProto()
+        probe.CopyFrom(model)
+        have = {o.name for o in probe.graph.output}
+        for name in anchors:
+            if name not in have:
+                probe.graph.output.append(
+                    onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+                )
+        self.names = outputs + [a for a in anchors if a not in have]
+        self.outputs = outputs
+        self.anchors = [a for a in anchors if a not in outputs]
+        self.module = OnnxModule(probe).eval()
+
+    def run(self, feeds: dict[str, torch.Tensor], one_at_a_time: bool) -> dict[str, torch.Tensor]:
+        n = len(next(iter(feeds.values())))
+        step = 1 if one_at_a_time else n
+        parts = []
+        for i in range(0, n, step):
+            args = [feeds[k][i : i + step] for k in self.module.inputs]
+            parts.append(_as_tuple(self.module(*args)))
+        return {
+            name: torch.cat([p[j] for p in parts]) if len(parts) > 1 else parts[0][j]
+            for j, name in enumerate(self.names)
+        }
+
+    def output_loss(self, got: dict, want: dict, inv: dict) -> torch.Tensor:
+        return torch.stack([nmse(got[o], want[o], inv[o]) for o in self.outputs]).mean()
+
+    def loss(self, got: dict, want: dict, inv: dict) -> torch.Tensor:
+        loss = self.output_loss(got, want, inv)
+        if self.anchors:
+            aux = torch.stack([nmse(got[a], want[a], inv[a]) for a in self.anchors]).mean()
+            loss = loss + AUX_WEIGHT * aux
+        return loss
+
+    def values(self) -> dict[str, np.ndarray]:
+        """The trained float constants by ONNX name."""
+        return {
+            name: getattr(self.module, key).detach().cpu().numpy()
+            for name, key in self.module.keys.items()
+        }
+
+
+class Blocks:
+    """The student's blocks as OnnxModules; a weight read by two blocks stays frozen here."""
+
+    def __init__(self, blocks: list[Block]) -> None:
+        self.blocks = blocks
+        self.modules = [OnnxModule(b.model).eval() for b in blocks]
+        seen: dict[str, int] = {}
+        for m in self.modules:
+            for name in m.keys:
+                seen[name] = seen.get(name, 0) + 1
+        for m in self.modules:
+            for name, key in m.keys.items():
+                value = getattr(m, key)
+                if isinstance(value, torch.nn.Parameter) and seen[name] > 1:
+                    value.requires_grad_(False)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return [p for m in self.modules for p in m.parameters() if p.requires_grad]
+
+    def loss(self, feeds: dict, want: dict, inv: dict, one_at_a_time: bool) -> torch.Tensor:
+        n = len(next(iter(feeds.values())))
+        step = 1 if one_at_a_time else n
+        total = []
+        for i in range(0, n, step):
+            env: dict = {k: v[i : i + step] for k, v in feeds.items()}
+            for block, module in zip(self.blocks, self.modules, strict=True):
+                outs = _as_tuple(module(*[env[x] for x in block.inputs]))
+                for name, value in zip(block.outputs, outs, strict=True):
+                    env[name] = value.detach() if isinstance(value, torch.Tensor) else value
+                if block.anchor in want:
+                    w = want[block.anchor][i : i + step]
+                    total.append(nmse(outs[0], w, inv[block.anchor]) * (len(w) / n))
+        anchors = sum(1 for b in self.blocks if b.anchor in want)
+        return torch.stack(total).sum() / anchors
+
+    def copy_into(self, student: Student) -> None:
+        for m in self.modules:
+            for name, key in m.keys.items():
+                if name in student.module.keys:
+                    target = getattr(student.module, student.module.keys[name])
+                    with torch.no_grad():
+                        target.copy_(getattr(m, key))
+
+
+@dataclass
+class Stage:
+    """What one stage needs: its parameters, the training loss of a batch, a deadline."""
+
+    name: str
+    params: list[torch.nn.Parameter]
+    batch_loss: Callable[[np.ndarray], torch.Tensor]
+    holdout_loss: Callable[[], float]
+    state: Callable[[], dict]
+    restore: Callable[[dict], None]
+
+
+def run_stage(
+    stage: Stage,
+    n_train: int,
+    batch_size: int,
+    epochs: int,
+    lr: float,
+    deadline: float,
+    rng: np.random.Generator,
+    curve: Curve,
+    start: float,
+    progress: Callable[[dict], None] | None,
+) -> None:
+    """Train one stage with early stopping on the held-out loss; the best state is kept."""
+    if not stage.params or epochs <= 0:
+        return
+    opt = torch.optim.Adam(stage.params, lr=lr)
+    best, best_state, bad = stage.holdout_loss(), stage.state(), 0
+    for epoch in range(1, epochs + 1):
+        if time.monotonic() >= deadline:
+            break
+        order = rng.permutation(n_train)
+        losses = []
+        for b in range(0, n_train, batch_size):
+            opt.zero_grad()
+            loss = stage.batch_loss(order[b : b + batch_size])
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            if time.monotonic() >= deadline:
+                break
+        held = stage.holdout_loss()
+        row = {
+            "stage": stage.name,
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)),
+            "holdout_loss": held,
+            "seconds": round(time.monotonic() - start, 2),
+        }
+        curve.rows.append(row)
+        if progress is not None:
+            progress(dict(row, epochs=epochs))
+        if held < best and math.isfinite(held):
+            best, best_state, bad = held, stage.state(), 0
+        else:
+            bad += 1
+            if bad >= PATIENCE:
+                break
+    stage.restore(best_state)
+
+
+def module_state(module: torch.nn.Module) -> dict:
+    return copy.deepcopy(module.state_dict())
+
+
+def freeze_except(module: torch.nn.Module, names: dict[str, str], trainable: set[str]) -> None:
+    """Stop the gradient of every parameter whose ONNX name is not in ``trainable``."""
+    for name, key in names.items():
+        value = getattr(module, key)
+        if isinstance(value, torch.nn.Parameter) and name not in trainable:
+            value.requires_grad_(False)
