@@ -31,7 +31,11 @@ class Probe:
     """``run(feeds)`` → {name: array} for the model's outputs and ``extra`` tensors."""
 
     def __init__(
-        self, model: onnx.ModelProto, extra: Sequence[str] = (), threads: int = 1, what: str = "model"
+        self,
+        model: onnx.ModelProto,
+        extra: Sequence[str] = (),
+        threads: int = 1,
+        what: str = "model",
     ) -> None:
         probe = onnx.ModelProto()
         probe.CopyFrom(model)

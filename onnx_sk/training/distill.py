@@ -68,6 +68,7 @@ class DistillResult:
     seconds: float
     options: dict = field(default_factory=dict)
     stage1_skipped: str | None = None
+    blocks_rescaled: int = 0
 
     def to_dict(self) -> dict:
         doc = asdict(self)
@@ -177,9 +178,11 @@ def distill(
     threads: int = 1,
     report: str | os.PathLike | None = None,
     progress: Callable[[dict], None] | None = None,
+    block_stage: bool = True,
 ) -> DistillResult:
     """Distill ``student`` from ``teacher`` on the unlabelled ``data`` and write it to ``output``
-    (see the module docstring; the stages are in :mod:`onnx_sk.training.fit`)."""
+    (see the module docstring; the stages are in :mod:`onnx_sk.training.fit`).
+    ``block_stage=False`` skips stage 1 (end-to-end only; for comparisons)."""
     start = time.monotonic()
     _validate(epochs, minutes, batch_size, holdout, lr, threads)
     torch = _torch()
@@ -233,7 +236,7 @@ def distill(
 
     def want(index: np.ndarray) -> dict:
         if cache is not None:
-            rows = [pos[int(i)] for i in np.sort(index)]
+            rows = [pos[int(i)] for i in index]
             return {k: torch.from_numpy(cache[k][rows]) for k in targets}
         return {k: torch.from_numpy(v) for k, v in t_probe.run(samples.take(index)).items()}
 
@@ -257,11 +260,14 @@ def distill(
     deadline = start + minutes * 60 if minutes is not None else math.inf
     stage1_deadline = start + (deadline - start) / 3 if minutes is not None else math.inf
 
-    skipped = None
+    skipped = None if block_stage else "block_stage=False"
+    scaled = 0
+    bl = None
     try:
-        bl = fit.Blocks(cut(s_model, kept + outputs))
+        if block_stage:
+            bl = fit.Blocks(cut(s_model, kept + outputs))
     except UserError as exc:  # a block torch cannot run alone: end-to-end only
-        bl, skipped = None, str(exc)
+        skipped = str(exc)
     if bl is not None:
         for m in bl.modules:
             fit.freeze_except(m, m.keys, writable)
@@ -277,6 +283,19 @@ def distill(
         def block_holdout() -> float:
             bl.copy_into(st)
             return holdout_loss()
+
+        loss0, state0 = holdout_loss(), block_state()
+        cal = samples.take(train[:VARIANCE_SAMPLES])
+        scaled = bl.match_scale(
+            {k: torch.from_numpy(v) for k, v in cal.items()},
+            {k: torch.from_numpy(v) for k, v in var_src.items()}
+            if cache is None
+            else want(train[:VARIANCE_SAMPLES]),
+            one,
+        )
+        if scaled and block_holdout() >= loss0:  # kept only where it helps
+            block_restore(state0)
+            scaled = 0
 
         stage1 = fit.Stage(
             "blocks",
@@ -355,6 +374,7 @@ def distill(
             "threads": threads,
         },
         stage1_skipped=skipped,
+        blocks_rescaled=scaled,
     )
     if report is not None:
         save_json(result.to_dict(), report)

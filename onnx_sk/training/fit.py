@@ -151,7 +151,7 @@ class Blocks:
         for i in range(0, n, step):
             env: dict = {k: v[i : i + step] for k, v in feeds.items()}
             for block, module in zip(self.blocks, self.modules, strict=True):
-                outs = _as_tuple(module(*[env[x] for x in block.inputs]))
+                outs = self._run(block, module, env, False)
                 for name, value in zip(block.outputs, outs, strict=True):
                     env[name] = value.detach() if isinstance(value, torch.Tensor) else value
                 if block.anchor in want:
@@ -160,6 +160,42 @@ class Blocks:
         anchors = sum(1 for b in self.blocks if b.anchor in want)
         return torch.stack(total).sum() / anchors
 
+    def match_scale(self, feeds: dict, want: dict, one_at_a_time: bool) -> int:
+        """Stage 0, block by block in order: where the anchor comes out of a Conv whose weight
+        only this block holds, rescale that Conv per output channel c so the block's output on
+        ``feeds`` has the teacher's mean and standard deviation: ``W[c] ← a_c·W[c]``,
+        ``B[c] ← a_c·B[c] + mean_t − a_c·mean_s`` with ``a_c = std_t / std_s`` (no bias: only
+        ``a_c``). Returns the number of blocks rescaled."""
+        count = 0
+        with torch.no_grad():
+            env: dict = dict(feeds)
+            for block, module in zip(self.blocks, self.modules, strict=True):
+                outs = self._run(block, module, env, one_at_a_time)
+                conv = _producer(block.model, block.anchor)
+                if (
+                    conv is not None
+                    and block.anchor in want
+                    and _scale_conv(module, conv, outs[0], want[block.anchor])
+                ):
+                    count += 1
+                    outs = self._run(block, module, env, one_at_a_time)
+                env.update(zip(block.outputs, outs, strict=True))
+        return count
+
+    @staticmethod
+    def _run(block: Block, module: torch.nn.Module, env: dict, one_at_a_time: bool) -> tuple:
+        args = [env[x] for x in block.inputs]
+        if not one_at_a_time:
+            return _as_tuple(module(*args))
+        n = len(args[0])
+        parts = [_as_tuple(module(*[a[i : i + 1] for a in args])) for i in range(n)]
+        return tuple(
+            torch.cat([p[j] for p in parts])
+            if isinstance(parts[0][j], torch.Tensor)
+            else parts[0][j]
+            for j in range(len(parts[0]))
+        )
+
     def copy_into(self, student: Student) -> None:
         for m in self.modules:
             for name, key in m.keys.items():
@@ -167,6 +203,34 @@ class Blocks:
                     target = getattr(student.module, student.module.keys[name])
                     with torch.no_grad():
                         target.copy_(getattr(m, key))
+
+
+def _producer(model: onnx.ModelProto, name: str) -> onnx.NodeProto | None:
+    """The Conv that writes ``name``, when its weight (and bias) are read by it alone."""
+    node = next((n for n in model.graph.node if name in n.output), None)
+    if node is None or node.op_type != "Conv" or len(node.input) < 2:
+        return None
+    reads = [x for n in model.graph.node for x in n.input]
+    if any(reads.count(x) != 1 for x in node.input[1:] if x):
+        return None
+    return node
+
+
+def _scale_conv(module: OnnxModule, conv: onnx.NodeProto, got, want) -> bool:
+    keys = module.keys
+    w = getattr(module, keys[conv.input[1]]) if conv.input[1] in keys else None
+    if not isinstance(w, torch.nn.Parameter) or not w.requires_grad or got.dim() < 2:
+        return False
+    axes = [i for i in range(got.dim()) if i != 1]
+    mean_s, std_s = got.mean(axes), got.std(axes)
+    mean_t, std_t = want.mean(axes), want.std(axes)
+    a = torch.where(std_s > 1e-12, std_t / std_s.clamp_min(1e-12), torch.ones_like(std_s))
+    w.mul_(a.reshape([-1] + [1] * (w.dim() - 1)))
+    b_name = conv.input[2] if len(conv.input) > 2 else ""
+    b = getattr(module, keys[b_name]) if b_name in keys else None
+    if isinstance(b, torch.nn.Parameter) and b.requires_grad:
+        b.mul_(a).add_(mean_t - a * mean_s)
+    return True
 
 
 @dataclass

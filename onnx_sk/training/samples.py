@@ -38,8 +38,8 @@ class Samples:
         return len(next(iter(self.arrays.values())))
 
     def take(self, index: np.ndarray) -> dict[str, np.ndarray]:
-        """The samples at ``index`` (sorted reads of a memory map), as in-memory arrays."""
-        return {k: np.ascontiguousarray(v[np.sort(index)]) for k, v in self.arrays.items()}
+        """The samples at ``index``, in that order, as in-memory arrays."""
+        return {k: np.ascontiguousarray(v[index]) for k, v in self.arrays.items()}
 
 
 def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
