@@ -19,6 +19,7 @@ from helpers import CLI, MODELS, assert_clean_error, digest, run_cli
 import onnx_sk
 from onnx_sk.runtime.compare import difference
 from onnx_sk.runtime.session import session
+from onnx_sk.training.blocks import anchors, cut
 from onnx_sk.training.samples import read_npz
 
 torch = pytest.importorskip("torch")
@@ -240,3 +241,36 @@ def test_without_torch_one_line_error(setup, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert_clean_error(proc, "distill needs PyTorch: pip install 'onnx-sk[torch]'")
     assert CLI[0] == sys.executable
+
+
+def test_blocks_run_in_order_give_the_student(setup):
+    """The student cut at the anchors: running the blocks one after another in ONNX Runtime, each
+    on what the earlier ones computed, gives the whole student's outputs and anchors."""
+    d, student, data = setup
+    t, s = onnx.load(TEACHER), onnx.load(student)
+    names = anchors(t, s)
+    assert names[-1] == "logits" and len(names) == 13  # 12 convs + the output
+    blocks = cut(s, names)
+    x = _images(4)
+    full = onnx.ModelProto()
+    full.CopyFrom(s)
+    for a in names[:-1]:
+        full.graph.output.append(onnx.helper.make_tensor_value_info(a, 1, None))
+    order = ["logits", *names[:-1]]
+    want = dict(zip(order, session(full).run(None, {"input": x}), strict=True))
+    env = {"input": x}
+    for b in blocks:
+        outs = session(b.model).run(None, {k: env[k] for k in b.inputs})
+        env.update(zip(b.outputs, outs, strict=True))
+        np.testing.assert_array_equal(env[b.anchor], want[b.anchor])
+    assert sum(len(b.model.graph.node) for b in blocks) == len(s.graph.node)
+
+
+def test_output_over_an_input_is_refused(setup):
+    d, student, data = setup
+    before = digest(student)
+    proc = run_cli("distill", TEACHER, student, student, "--data", data)
+    assert_clean_error(
+        proc, f"output path {student} is the student model: refusing to overwrite it"
+    )
+    assert digest(student) == before

@@ -189,6 +189,9 @@ def distill(
     from onnx_sk.training import fit
 
     t_loaded, s_loaded = load_model(teacher), load_model(student)
+    for what, src in (("teacher", t_loaded.path), ("student", s_loaded.path)):
+        if src is not None and Path(output).resolve() == src.resolve():
+            raise UserError(f"output path {output} is the {what} model: refusing to overwrite it")
     out = check_output_path(output, [t_loaded.path, s_loaded.path], False)
     if report is not None:
         check_output_path(report, [t_loaded.path, s_loaded.path, out], False)
