@@ -136,13 +136,20 @@ def test_cli_writes_model_and_report(setup, tmp_path):
     d, student, data = setup
     out, report = tmp_path / "o.onnx", tmp_path / "r.json"
     proc = run_cli(
-        "distill", TEACHER, student, out, "--data", data, "--epochs", "2", "--report", report
-    )
+        "distill", TEACHER, student, out, "--data", data, "--epochs", "2", "--report", report,
+        "--class-axis", "1",
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "cosine to the teacher" in proc.stdout and "held-out loss" in proc.stdout
     doc = json.loads(report.read_text())
     assert doc["output"] == str(out) and doc["samples"] == 96
     assert {"cosine", "max_abs_diff", "mean_abs_diff"} <= set(doc["after"][0])
+    assert "argmax agreement" in proc.stdout
+    # the agreement is the fraction of held-out samples whose class is the teacher's
+    x = _images(96)[np.random.default_rng(0).permutation(96)[:19]]
+    want = session(TEACHER).run(None, {"input": x})[0].argmax(1)
+    got = session(str(out)).run(None, {"input": x})[0].argmax(1)
+    assert doc["after"][0]["argmax_agreement"] == pytest.approx(np.mean(want == got))
     assert len(doc["curve"]) >= 2 and doc["holdout_loss_after"] < doc["holdout_loss_before"]
 
 

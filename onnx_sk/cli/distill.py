@@ -32,6 +32,9 @@ def distill_cmd(
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
     seed: int = typer.Option(0, help="Seed of the split, the batch order and torch."),
     threads: int = typer.Option(1, help="Threads of torch and ONNX Runtime."),
+    class_axis: int = typer.Option(
+        None, help="Also report how often the argmax along this axis is the teacher's."
+    ),
     report: str = typer.Option(None, help="Write the JSON report to this file."),
 ) -> None:
     """Train STUDENT to reproduce TEACHER on unlabelled inputs (needs onnx-sk[torch])."""
@@ -49,11 +52,18 @@ def distill_cmd(
         threads=threads,
         report=report,
         progress=_progress,
+        class_axis=class_axis,
     )
     for b, a in zip(r.before, r.after, strict=True):
         console.print(
             f"{a.name}: cosine to the teacher {b.cosine:.4f} → {a.cosine:.4f}, "
-            f"max |diff| {b.max_abs_diff:.3g} → {a.max_abs_diff:.3g} "
+            f"max |diff| {b.max_abs_diff:.3g} → {a.max_abs_diff:.3g}"
+            + (
+                ""
+                if a.argmax_agreement is None or b.argmax_agreement is None
+                else f", argmax agreement {b.argmax_agreement:.3f} → {a.argmax_agreement:.3f}"
+            )
+            + " "
             f"({r.holdout_samples or r.train_samples} held-out samples)"
         )
     console.print(

@@ -49,6 +49,8 @@ class Fidelity:
     cosine: float
     max_abs_diff: float
     mean_abs_diff: float
+    #: the fraction of positions whose argmax along ``class_axis`` is the teacher's (when given)
+    argmax_agreement: float | None = None
 
 
 @dataclass
@@ -130,11 +132,17 @@ def _run_batched(probe: Probe, samples: Samples, index: np.ndarray, batch: int) 
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _fidelity(outputs: list[str], teacher: dict, student: dict) -> list[Fidelity]:
+def _fidelity(
+    outputs: list[str], teacher: dict, student: dict, class_axis: int | None
+) -> list[Fidelity]:
     out = []
     for name in outputs:
-        d = difference(teacher[name], student[name])
-        out.append(Fidelity(name, d.cosine, d.max_abs_diff, d.mean_abs_diff))
+        t, s = teacher[name], student[name]
+        d = difference(t, s)
+        agree = None
+        if class_axis is not None and -t.ndim <= class_axis < t.ndim:
+            agree = float(np.mean(t.argmax(class_axis) == s.argmax(class_axis)))
+        out.append(Fidelity(name, d.cosine, d.max_abs_diff, d.mean_abs_diff, agree))
     return out
 
 
@@ -178,11 +186,13 @@ def distill(
     threads: int = 1,
     report: str | os.PathLike | None = None,
     progress: Callable[[dict], None] | None = None,
+    class_axis: int | None = None,
     block_stage: bool = True,
 ) -> DistillResult:
     """Distill ``student`` from ``teacher`` on the unlabelled ``data`` and write it to ``output``
     (see the module docstring; the stages are in :mod:`onnx_sk.training.fit`).
-    ``block_stage=False`` skips stage 1 (end-to-end only; for comparisons)."""
+    ``class_axis``: also report, per output, how often the argmax along that axis is the
+    teacher's (outputs with fewer axes: None). ``block_stage=False`` skips stage 1 (end-to-end only; for comparisons)."""
     start = time.monotonic()
     _validate(epochs, minutes, batch_size, holdout, lr, threads)
     torch = _torch()
@@ -257,7 +267,7 @@ def distill(
             return float(st.output_loss(st.run(held_feeds, one), held_t, inv))
 
     before_ort = _run_batched(s_probe, samples, held, batch_size)
-    before = _fidelity(outputs, held_want, before_ort)
+    before = _fidelity(outputs, held_want, before_ort, class_axis)
     loss_before = holdout_loss()
     curve = fit.Curve()
     deadline = start + minutes * 60 if minutes is not None else math.inf
@@ -349,7 +359,7 @@ def distill(
                     f"{d.max_abs_diff:.3g} (output scale {d.scale:.3g}): nothing written"
                 )
             worst = max(worst, d.max_abs_diff)
-        check["after"] = _fidelity(outputs, held_want, got)
+        check["after"] = _fidelity(outputs, held_want, got, class_axis)
         check["worst"] = worst
 
     written = save_model(model, out, before_rename=verify)
@@ -375,6 +385,7 @@ def distill(
             "lr": lr,
             "seed": seed,
             "threads": threads,
+            "class_axis": class_axis,
         },
         stage1_skipped=skipped,
         blocks_rescaled=scaled,
