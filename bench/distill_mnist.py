@@ -8,6 +8,8 @@ their labels* for ``--minutes``. Reported (ONNX Runtime): test accuracy vs label
 agreement with the dense model, before and after distillation.
 
     PYTHONPATH=. python bench/distill_mnist.py --samples 1000 --minutes 2
+
+``--teacher PATH`` keeps the trained dense model there (trained once, reused when it exists).
 """
 
 from __future__ import annotations
@@ -38,23 +40,27 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--minutes", type=float, default=2.0)
     ap.add_argument("--train-steps", type=int, default=600)
+    ap.add_argument("--teacher", type=Path, default=None)
+    ap.add_argument("--inits", default="he,approx")
+    ap.add_argument("--lr", type=float, default=1e-3)
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(1)
     xtr, ytr, xte, yte = load_data()
-    dense = SmallCNN()
     t0 = time.perf_counter()
-    train(dense, xtr, ytr, args.train_steps, 1e-3, seed=1)
     rows: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        teacher = d / "dense.onnx"
-        export_dense(dense, teacher)
+        teacher = args.teacher or d / "dense.onnx"
+        if not teacher.exists():
+            dense = SmallCNN()
+            train(dense, xtr, ytr, args.train_steps, 1e-3, seed=1)
+            export_dense(dense, teacher)
         want = logits(teacher, xte)
         rows["dense"] = {"accuracy": float(np.mean(want.argmax(1) == yte))}
         print(f"dense trained in {time.perf_counter() - t0:.0f} s: {rows['dense']}", flush=True)
         np.savez(d / "data.npz", input=xtr[: args.samples])  # labels not used
-        for init in ("he", "approx"):
+        for init in args.inits.split(","):
             student = d / f"{init}.onnx"
             onnx_sk.optimize(teacher, student, init=init)
             got = logits(student, xte)
@@ -63,7 +69,13 @@ def main() -> None:
                 "agreement_before": float(np.mean(got.argmax(1) == want.argmax(1))),
             }
             r = onnx_sk.distill(
-                teacher, student, d / "out.onnx", d / "data.npz", epochs=100, minutes=args.minutes
+                teacher,
+                student,
+                d / "out.onnx",
+                d / "data.npz",
+                epochs=100,
+                minutes=args.minutes,
+                lr=args.lr,
             )
             got = logits(d / "out.onnx", xte)
             row |= {
@@ -71,12 +83,17 @@ def main() -> None:
                 "agreement_after": float(np.mean(got.argmax(1) == want.argmax(1))),
                 "cosine_before": r.before[0].cosine,
                 "cosine_after": r.after[0].cosine,
-                "epochs": len(r.curve),
+                "epochs": {
+                    stage: sum(1 for row in r.curve if row["stage"] == stage)
+                    for stage in ("blocks", "end-to-end")
+                },
+                "holdout_loss": [r.holdout_loss_before, r.holdout_loss_after],
                 "seconds": r.seconds,
             }
             rows[f"reduce {init}"] = row
             print(f"reduce {init}: {row}", flush=True)
-    print(json.dumps({"samples": args.samples, "minutes": args.minutes, "rows": rows}, indent=2))
+    doc = {"samples": args.samples, "minutes": args.minutes, "lr": args.lr, "rows": rows}
+    print(json.dumps(doc, indent=2))
 
 
 if __name__ == "__main__":

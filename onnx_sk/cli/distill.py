@@ -32,6 +32,9 @@ def distill_cmd(
     lr: float = typer.Option(1e-3, help="Adam learning rate."),
     seed: int = typer.Option(0, help="Seed of the split, the batch order and torch."),
     threads: int = typer.Option(1, help="Threads of torch and ONNX Runtime."),
+    patience: int = typer.Option(
+        4, help="Stop a stage after this many epochs without a better held-out loss."
+    ),
     class_axis: int = typer.Option(
         None, help="Also report how often the argmax along this axis is the teacher's."
     ),
@@ -50,6 +53,7 @@ def distill_cmd(
         lr=lr,
         seed=seed,
         threads=threads,
+        patience=patience,
         report=report,
         progress=_progress,
         class_axis=class_axis,

@@ -87,8 +87,16 @@ def _torch():  # noqa: ANN202 (torch is optional)
 
 
 def _validate(
-    epochs: int, minutes: float | None, batch_size: int, holdout: float, lr: float, threads: int
+    epochs: int,
+    minutes: float | None,
+    batch_size: int,
+    holdout: float,
+    lr: float,
+    threads: int,
+    patience: int,
 ) -> None:
+    if patience < 1:
+        raise UserError(f"--patience must be at least 1 (got {patience})")
     if epochs < 1:
         raise UserError(f"--epochs must be at least 1 (got {epochs})")
     if minutes is not None and not (minutes > 0 and math.isfinite(minutes)):
@@ -184,6 +192,7 @@ def distill(
     lr: float = 1e-3,
     seed: int = 0,
     threads: int = 1,
+    patience: int = 4,
     report: str | os.PathLike | None = None,
     progress: Callable[[dict], None] | None = None,
     class_axis: int | None = None,
@@ -194,7 +203,7 @@ def distill(
     ``class_axis``: also report, per output, how often the argmax along that axis is the
     teacher's (outputs with fewer axes: None). ``block_stage=False`` skips stage 1 (end-to-end only; for comparisons)."""
     start = time.monotonic()
-    _validate(epochs, minutes, batch_size, holdout, lr, threads)
+    _validate(epochs, minutes, batch_size, holdout, lr, threads, patience)
     torch = _torch()
     from onnx_sk.training import fit
 
@@ -319,7 +328,17 @@ def distill(
             block_restore,
         )
         fit.run_stage(
-            stage1, len(train), batch_size, epochs, lr, stage1_deadline, rng, curve, start, progress
+            stage1,
+            len(train),
+            batch_size,
+            epochs,
+            lr,
+            stage1_deadline,
+            rng,
+            curve,
+            start,
+            progress,
+            patience,
         )
 
     def batch_loss(p: np.ndarray):  # positions in the training split
@@ -333,7 +352,9 @@ def distill(
         lambda: fit.module_state(st.module),
         st.module.load_state_dict,
     )
-    fit.run_stage(stage2, len(train), batch_size, epochs, lr, deadline, rng, curve, start, progress)
+    fit.run_stage(
+        stage2, len(train), batch_size, epochs, lr, deadline, rng, curve, start, progress, patience
+    )
     loss_after = holdout_loss()
 
     model = _write_back(s_model, {k: v for k, v in st.values().items() if k in writable})
@@ -385,6 +406,7 @@ def distill(
             "lr": lr,
             "seed": seed,
             "threads": threads,
+            "patience": patience,
             "class_axis": class_axis,
         },
         stage1_skipped=skipped,

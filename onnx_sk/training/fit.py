@@ -6,6 +6,9 @@ Loss, per target tensor ``t`` (teacher) and prediction ``s`` (student), normalis
 
     L(s, t) = mean over (n, c, ...) of (s − t)² / (var_c + 1e-6 · mean_c var_c + 1e-12)
 
+- stage 0, scale (:meth:`Blocks.match_scale`): each block's last Conv rescaled per output channel
+  to the teacher's mean and standard deviation, block by block in order (the caller keeps it only
+  when the held-out loss falls);
 - stage 1, block-wise: every block of :mod:`onnx_sk.training.blocks` runs on the tensors the
   student itself computed before it (detached: no gradient crosses a block border) and is trained
   on L(block's anchor, teacher's tensor of that name); all blocks step together, so a block's
@@ -16,7 +19,7 @@ Loss, per target tensor ``t`` (teacher) and prediction ``s`` (student), normalis
 Both stages: Adam at ``lr``, batches in a seeded order, the model in eval mode (BatchNormalization
 uses its running statistics, which stay as written; its scale and shift train). After every epoch
 the held-out loss (stage 2's output term, on the held-out samples) is measured; a stage stops after
-``PATIENCE`` epochs without a better held-out loss, and the best parameters are kept (so the
+``patience`` epochs without a better held-out loss, and the best parameters are kept (so the
 result is never worse on the held-out split than the start). Deterministic for a seed on CPU:
 ``torch.manual_seed``, deterministic algorithms, a fixed thread count.
 """
@@ -256,6 +259,7 @@ def run_stage(
     curve: Curve,
     start: float,
     progress: Callable[[dict], None] | None,
+    patience: int = PATIENCE,
 ) -> None:
     """Train one stage with early stopping on the held-out loss; the best state is kept."""
     if not stage.params or epochs <= 0:
@@ -290,7 +294,7 @@ def run_stage(
             best, best_state, bad = held, stage.state(), 0
         else:
             bad += 1
-            if bad >= PATIENCE:
+            if bad >= patience:
                 break
     stage.restore(best_state)
 
