@@ -43,6 +43,8 @@ def main() -> None:
     ap.add_argument("--teacher", type=Path, default=None)
     ap.add_argument("--inits", default="he,approx")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--patience", type=int, default=4)
+    ap.add_argument("--design", default=None, help="force a design (default: params objective)")
     args = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -62,7 +64,8 @@ def main() -> None:
         np.savez(d / "data.npz", input=xtr[: args.samples])  # labels not used
         for init in args.inits.split(","):
             student = d / f"{init}.onnx"
-            onnx_sk.optimize(teacher, student, init=init)
+            extra = {"design": args.design} if args.design else {}
+            onnx_sk.optimize(teacher, student, init=init, **extra)
             got = logits(student, xte)
             row = {
                 "accuracy_before": float(np.mean(got.argmax(1) == yte)),
@@ -76,6 +79,7 @@ def main() -> None:
                 epochs=100,
                 minutes=args.minutes,
                 lr=args.lr,
+                patience=args.patience,
             )
             got = logits(d / "out.onnx", xte)
             row |= {
@@ -90,9 +94,17 @@ def main() -> None:
                 "holdout_loss": [r.holdout_loss_before, r.holdout_loss_after],
                 "seconds": r.seconds,
             }
-            rows[f"reduce {init}"] = row
-            print(f"reduce {init}: {row}", flush=True)
-    doc = {"samples": args.samples, "minutes": args.minutes, "lr": args.lr, "rows": rows}
+            name = f"{args.design or 'reduce'} {init}"
+            rows[name] = row
+            print(f"{name}: {row}", flush=True)
+    doc = {
+        "samples": args.samples,
+        "minutes": args.minutes,
+        "lr": args.lr,
+        "patience": args.patience,
+        "design": args.design,
+        "rows": rows,
+    }
     print(json.dumps(doc, indent=2))
 
 

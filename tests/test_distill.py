@@ -145,6 +145,7 @@ def test_cli_writes_model_and_report(setup, tmp_path):
     assert doc["output"] == str(out) and doc["samples"] == 96
     assert {"cosine", "max_abs_diff", "mean_abs_diff"} <= set(doc["after"][0])
     assert "argmax agreement" in proc.stdout
+    assert "blocks epoch 1/2" in proc.stdout and "stage ETA" in proc.stdout
     # the agreement is the fraction of held-out samples whose class is the teacher's
     x = _images(96)[np.random.default_rng(0).permutation(96)[:19]]
     want = session(TEACHER).run(None, {"input": x})[0].argmax(1)

@@ -8,11 +8,24 @@ from onnx_sk.cli.output import console
 from onnx_sk.training.distill import distill
 
 
-def _progress(row: dict) -> None:
-    console.print(
-        f"{row['stage']:>10} epoch {row['epoch']}/{row['epochs']}: train loss "
-        f"{row['train_loss']:.4g}, held-out loss {row['holdout_loss']:.4g} ({row['seconds']:.0f} s)"
-    )
+class _Progress:
+    """One line per epoch: stage, epoch, losses, elapsed and the stage's ETA (at most: a stage
+    may stop early, or at --minutes)."""
+
+    def __init__(self) -> None:
+        self.stage_start: dict[str, float] = {}
+        self.last = 0.0
+
+    def __call__(self, row: dict) -> None:
+        start = self.stage_start.setdefault(row["stage"], self.last)
+        self.last = row["seconds"]
+        per_epoch = (row["seconds"] - start) / row["epoch"]
+        eta = per_epoch * (row["epochs"] - row["epoch"])
+        console.print(
+            f"{row['stage']:>10} epoch {row['epoch']}/{row['epochs']}: train loss "
+            f"{row['train_loss']:.4g}, held-out loss {row['holdout_loss']:.4g} "
+            f"({row['seconds']:.0f} s, stage ETA ≤ {eta:.0f} s)"
+        )
 
 
 def distill_cmd(
@@ -55,7 +68,7 @@ def distill_cmd(
         threads=threads,
         patience=patience,
         report=report,
-        progress=_progress,
+        progress=_Progress(),
         class_axis=class_axis,
     )
     for b, a in zip(r.before, r.after, strict=True):
