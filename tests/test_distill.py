@@ -227,6 +227,9 @@ def test_bad_files_and_options(setup, tmp_path):
     )
     proc = run_cli("distill", TEACHER, student, out, "--data", data, "--holdout", "1")
     assert_clean_error(proc, "--holdout must be in [0, 1) (got 1.0)")
+    fp16 = MODELS / "fp16_cnn.onnx"
+    proc = run_cli("distill", fp16, fp16, out, "--data", data)
+    assert_clean_error(proc, "distill trains float32 models; input 'input' is float16")
     proc = run_cli("distill", TEACHER, student, out, "--data", data, "--patience", "0")
     assert_clean_error(proc, "--patience must be at least 1 (got 0)")
     other = tmp_path / "other.onnx"

@@ -40,11 +40,11 @@ class Probe:
         probe = onnx.ModelProto()
         probe.CopyFrom(model)
         have = {o.name for o in probe.graph.output}
+        types = _elem_types(model) if extra else {}
         for name in extra:
             if name not in have:
-                probe.graph.output.append(
-                    onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-                )
+                elem = types.get(name) or onnx.TensorProto.FLOAT
+                probe.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
                 have.add(name)
         self.what = what
         self.one_at_a_time = batch_fixed_at_one(model)
@@ -74,6 +74,15 @@ class Probe:
             name: np.concatenate([p[j] for p in parts]) if len(parts) > 1 else parts[0][j]
             for j, name in enumerate(self.names)
         }
+
+
+def _elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Tensor name → element type, from ONNX shape inference (empty where it fails)."""
+    try:
+        g = onnx.shape_inference.infer_shapes(model).graph
+    except Exception:  # a model shape inference cannot read: the caller assumes float
+        return {}
+    return {vi.name: vi.type.tensor_type.elem_type for vi in [*g.value_info, *g.output]}
 
 
 def _first_line(exc: Exception) -> str:

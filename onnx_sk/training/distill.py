@@ -117,6 +117,12 @@ def _same_signature(teacher: onnx.ModelProto, student: onnx.ModelProto) -> None:
         return ins, [o.name for o in m.graph.output]
 
     (ti, to), (si, so) = sig(teacher), sig(student)
+    for name, elem in si:
+        if elem != onnx.TensorProto.FLOAT:
+            raise UserError(
+                f"distill trains float32 models; input {name!r} is "
+                f"{onnx.helper.tensor_dtype_to_np_dtype(elem)}"
+            )
     if ti != si:
         raise UserError(
             f"the student's inputs {[n for n, _ in si]} differ from the teacher's {[n for n, _ in ti]}"
