@@ -42,8 +42,9 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=600)
     ap.add_argument("--teacher", type=Path, default=None)
     ap.add_argument("--inits", default="he,approx")
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--patience", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--patience", type=int, default=10)
+    ap.add_argument("--no-blocks", action="store_true", help="skip stages 0 and 1")
     ap.add_argument("--design", default=None, help="force a design (default: params objective)")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -80,6 +81,7 @@ def main() -> None:
                 minutes=args.minutes,
                 lr=args.lr,
                 patience=args.patience,
+                block_stage=not args.no_blocks,
             )
             got = logits(d / "out.onnx", xte)
             row |= {
@@ -94,7 +96,9 @@ def main() -> None:
                 "holdout_loss": [r.holdout_loss_before, r.holdout_loss_after],
                 "seconds": r.seconds,
             }
-            name = f"{args.design or 'reduce'} {init}"
+            name = f"{args.design or 'reduce'} {init}" + (
+                " end-to-end only" if args.no_blocks else ""
+            )
             rows[name] = row
             print(f"{name}: {row}", flush=True)
     doc = {

@@ -40,7 +40,7 @@ from onnx_sk.training.blocks import Block
 from onnx_sk.training.module import OnnxModule
 
 AUX_WEIGHT = 0.1
-PATIENCE = 4
+PATIENCE = 10
 
 
 @dataclass
