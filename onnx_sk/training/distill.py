@@ -78,6 +78,73 @@ class DistillResult:
         return doc
 
 
+@dataclass
+class _Targets:
+    """The teacher's side: the outputs, the anchors kept (same shape in both models, float32),
+    the held-out targets, the training targets (cached when they fit in TARGET_CACHE_BYTES)."""
+
+    outputs: list[str]
+    kept: list[str]
+    teacher: Probe
+    student: Probe
+    held: dict[str, np.ndarray]
+    var_src: dict[str, np.ndarray]  # the targets of the first VARIANCE_SAMPLES training samples
+    one: bool
+    cache: dict[str, np.ndarray] | None
+    pos: dict[int, int]
+
+    @classmethod
+    def build(
+        cls,
+        t_model: onnx.ModelProto,
+        s_model: onnx.ModelProto,
+        samples: Samples,
+        train: np.ndarray,
+        held: np.ndarray,
+        batch_size: int,
+        threads: int,
+    ) -> _Targets:
+        outputs = [o.name for o in s_model.graph.output]
+        candidates = [a for a in anchors(t_model, s_model) if a not in outputs]
+        t_probe = Probe(t_model, candidates, threads, "teacher")
+        s_probe = Probe(s_model, candidates, threads, "student")
+        first = samples.take(train[:1])
+        t_first, s_first = t_probe.run(first), s_probe.run(first)
+        for o in outputs:
+            if t_first[o].shape != s_first[o].shape:
+                raise UserError(
+                    f"output {o!r}: the student gives shape {list(s_first[o].shape)}, "
+                    f"the teacher {list(t_first[o].shape)}"
+                )
+        kept = [
+            a
+            for a in candidates
+            if t_first[a].shape == s_first[a].shape and t_first[a].dtype == np.float32
+        ]
+        t_probe = Probe(t_model, kept, threads, "teacher")
+        one = batch_fixed_at_one(s_model) or batch_fixed_at_one(t_model)
+        held_want = _run_batched(t_probe, samples, held, batch_size)
+        per_sample = sum(held_want[k][:1].nbytes for k in outputs + kept)
+        cache = None
+        if per_sample * len(train) <= TARGET_CACHE_BYTES:
+            cache = _run_batched(t_probe, samples, train, batch_size)
+        first_n = train[:VARIANCE_SAMPLES]
+        var_src = (
+            {k: v[: len(first_n)] for k, v in cache.items()}
+            if cache is not None
+            else _run_batched(t_probe, samples, first_n, batch_size)
+        )
+        pos = {int(i): j for j, i in enumerate(train)}
+        return cls(outputs, kept, t_probe, s_probe, held_want, var_src, one, cache, pos)
+
+    def train(self, samples: Samples, index: np.ndarray) -> dict[str, np.ndarray]:
+        """The targets of training samples ``index`` (sample indices), in that order."""
+        if self.cache is not None:
+            rows = [self.pos[int(i)] for i in index]
+            return {k: v[rows] for k, v in self.cache.items()}
+        return self.teacher.run(samples.take(index))
+
+
 def _torch():  # noqa: ANN202 (torch is optional)
     try:
         import torch
@@ -185,6 +252,45 @@ def _writable(student: onnx.ModelProto) -> set[str]:
     return names
 
 
+def _write_verified(
+    model: onnx.ModelProto,
+    out: Path,
+    torch_out: dict[str, np.ndarray],
+    samples: Samples,
+    held: np.ndarray,
+    batch_size: int,
+    threads: int,
+    teacher_held: dict[str, np.ndarray],
+    class_axis: int | None,
+) -> tuple[Path, list[Fidelity], float]:
+    """Write ``model`` atomically once the checker passes and ONNX Runtime on the staged file
+    gives the trained module's outputs ``torch_out`` on the held-out samples; returns the path,
+    the fidelity to the teacher after, and the largest |ORT − torch|."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise VerificationError(f"the distilled model fails the ONNX checker: {exc}") from None
+    check: dict = {}
+
+    def verify(path: Path | None) -> None:
+        probe = Probe(model if path is None else onnx.load(str(path)), [], threads, "written model")
+        got = _run_batched(probe, samples, held, batch_size)
+        worst = 0.0
+        for name, want in torch_out.items():
+            d = difference(want, got[name])
+            if got[name].shape != want.shape or not d.max_abs_diff <= RTOL * d.scale + ATOL:
+                raise VerificationError(
+                    f"output {name!r} of the written model differs from the trained module by "
+                    f"{d.max_abs_diff:.3g} (output scale {d.scale:.3g}): nothing written"
+                )
+            worst = max(worst, d.max_abs_diff)
+        check["after"] = _fidelity(list(torch_out), teacher_held, got, class_axis)
+        check["worst"] = worst
+
+    written = save_model(model, out, before_rename=verify)
+    return written, check["after"], check["worst"]
+
+
 def distill(
     teacher: str | os.PathLike | onnx.ModelProto,
     student: str | os.PathLike | onnx.ModelProto,
@@ -227,46 +333,14 @@ def distill(
     fit.setup(seed, threads)
     rng = np.random.default_rng(seed)
 
-    # targets: the teacher's outputs and the anchors whose shapes agree in both models
-    outputs = [o.name for o in s_model.graph.output]
-    candidates = [a for a in anchors(t_model, s_model) if a not in outputs]
-    t_probe = Probe(t_model, candidates, threads, "teacher")
-    s_probe = Probe(s_model, candidates, threads, "student")
-    first = samples.take(train[:1])
-    t_first, s_first = t_probe.run(first), s_probe.run(first)
-    for o in outputs:
-        if t_first[o].shape != s_first[o].shape:
-            raise UserError(
-                f"output {o!r}: the student gives shape {list(s_first[o].shape)}, "
-                f"the teacher {list(t_first[o].shape)}"
-            )
-    kept = [
-        a
-        for a in candidates
-        if t_first[a].shape == s_first[a].shape and t_first[a].dtype == np.float32
-    ]
-    targets = outputs + kept
-    t_probe = Probe(t_model, kept, threads, "teacher")
-    one = batch_fixed_at_one(s_model) or batch_fixed_at_one(t_model)
-
-    held_want = _run_batched(t_probe, samples, held, batch_size)
-    per_sample = sum(held_want[k][:1].nbytes for k in targets)
-    cache = None
-    if per_sample * len(train) <= TARGET_CACHE_BYTES:
-        cache = _run_batched(t_probe, samples, train, batch_size)
-        pos = {int(i): j for j, i in enumerate(train)}
-    var_src = (
-        cache
-        if cache is not None
-        else _run_batched(t_probe, samples, train[:VARIANCE_SAMPLES], batch_size)
-    )
-    inv = fit.inverse_variance({k: var_src[k] for k in targets})
+    tg = _Targets.build(t_model, s_model, samples, train, held, batch_size, threads)
+    outputs, kept, targets, var_src = tg.outputs, tg.kept, tg.outputs + tg.kept, tg.var_src
+    held_want, one = tg.held, tg.one
+    # the loss's per-channel variances: every training target when cached, else the first ones
+    inv = fit.inverse_variance({k: (tg.cache or var_src)[k] for k in targets})
 
     def want(index: np.ndarray) -> dict:
-        if cache is not None:
-            rows = [pos[int(i)] for i in index]
-            return {k: torch.from_numpy(cache[k][rows]) for k in targets}
-        return {k: torch.from_numpy(v) for k, v in t_probe.run(samples.take(index)).items()}
+        return {k: torch.from_numpy(v) for k, v in tg.train(samples, index).items()}
 
     def feeds(index: np.ndarray) -> dict:
         return {k: torch.from_numpy(v) for k, v in samples.take(index).items()}
@@ -281,7 +355,7 @@ def distill(
         with torch.no_grad():
             return float(st.output_loss(st.run(held_feeds, one), held_t, inv))
 
-    before_ort = _run_batched(s_probe, samples, held, batch_size)
+    before_ort = _run_batched(tg.student, samples, held, batch_size)
     before = _fidelity(outputs, held_want, before_ort, class_axis)
     loss_before = holdout_loss()
     curve = fit.Curve()
@@ -316,9 +390,7 @@ def distill(
         cal = samples.take(train[:VARIANCE_SAMPLES])
         scaled = bl.match_scale(
             {k: torch.from_numpy(v) for k, v in cal.items()},
-            {k: torch.from_numpy(v) for k, v in var_src.items()}
-            if cache is None
-            else want(train[:VARIANCE_SAMPLES]),
+            {k: torch.from_numpy(v) for k, v in var_src.items()},
             one,
         )
         if scaled and block_holdout() >= loss0:  # kept only where it helps
@@ -364,32 +436,11 @@ def distill(
     loss_after = holdout_loss()
 
     model = _write_back(s_model, {k: v for k, v in st.values().items() if k in writable})
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as exc:
-        raise VerificationError(f"the distilled model fails the ONNX checker: {exc}") from None
     with torch.no_grad():
         torch_out = {k: v.numpy() for k, v in st.run(held_feeds, one).items() if k in outputs}
-    check: dict = {}
-
-    def verify(path: Path | None) -> None:
-        probe = Probe(model if path is None else onnx.load(str(path)), [], threads, "written model")
-        got = _run_batched(probe, samples, held, batch_size)
-        worst = 0.0
-        for name in outputs:
-            d = difference(torch_out[name], got[name])
-            if got[name].shape != torch_out[name].shape or not (
-                d.max_abs_diff <= RTOL * d.scale + ATOL
-            ):
-                raise VerificationError(
-                    f"output {name!r} of the written model differs from the trained module by "
-                    f"{d.max_abs_diff:.3g} (output scale {d.scale:.3g}): nothing written"
-                )
-            worst = max(worst, d.max_abs_diff)
-        check["after"] = _fidelity(outputs, held_want, got, class_axis)
-        check["worst"] = worst
-
-    written = save_model(model, out, before_rename=verify)
+    written, after, worst = _write_verified(
+        model, out, torch_out, samples, held, batch_size, threads, held_want, class_axis
+    )
     result = DistillResult(
         output=written,
         samples=len(samples),
@@ -401,8 +452,8 @@ def distill(
         holdout_loss_before=loss_before,
         holdout_loss_after=loss_after,
         before=before,
-        after=check["after"],
-        verification_max_abs_diff=check["worst"],
+        after=after,
+        verification_max_abs_diff=worst,
         seconds=round(time.monotonic() - start, 2),
         options={
             "epochs": epochs,
