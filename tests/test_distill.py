@@ -19,6 +19,7 @@ from helpers import CLI, MODELS, assert_clean_error, digest, run_cli
 import onnx_sk
 from onnx_sk.runtime.compare import difference
 from onnx_sk.runtime.session import session
+from onnx_sk.training import distill as distill_module
 from onnx_sk.training.blocks import anchors, cut
 from onnx_sk.training.samples import read_npz
 
@@ -287,3 +288,33 @@ def test_output_over_an_input_is_refused(setup):
         proc, f"output path {student} is the student model: refusing to overwrite it"
     )
     assert digest(student) == before
+
+
+def test_targets_per_batch_equal_the_cache(setup, tmp_path, monkeypatch):
+    """Training targets recomputed per batch (over the cache budget) give the same file."""
+    d, student, data = setup
+    a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
+    onnx_sk.distill(TEACHER, student, a, data, epochs=2, seed=1)
+    monkeypatch.setattr(distill_module, "TARGET_CACHE_BYTES", 0)
+    onnx_sk.distill(TEACHER, student, b, data, epochs=2, seed=1)
+    assert digest(a) == digest(b)
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader protocol: get_next() until None."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.items = iter([{"input": x[i : i + 8]} for i in range(0, len(x), 8)])
+
+    def get_next(self) -> dict | None:
+        return next(self.items, None)
+
+
+def test_reader_and_no_holdout(setup, tmp_path):
+    """A CalibrationDataReader gives the samples; --holdout 0 measures on the training samples."""
+    d, student, data = setup
+    r = onnx_sk.distill(
+        TEACHER, student, tmp_path / "o.onnx", _Reader(_images(40)), epochs=2, holdout=0
+    )
+    assert r.samples == 40 and r.train_samples == 40 and r.holdout_samples == 0
+    assert r.holdout_loss_after < r.holdout_loss_before
