@@ -370,53 +370,25 @@ def distill(
             bl = fit.Blocks(cut(s_model, kept + outputs))
     except UserError as exc:  # a block torch cannot run alone: end-to-end only
         skipped = str(exc)
+
+    def run(stage: fit.Stage, until: float) -> None:
+        fit.run_stage(
+            stage, len(train), batch_size, epochs, lr, until, rng, curve, start, progress, patience
+        )
+
     if bl is not None:
         for m in bl.modules:
             fit.freeze_except(m, m.keys, writable)
-
-        def block_state() -> dict:
-            return {i: fit.module_state(m) for i, m in enumerate(bl.modules)}
-
-        def block_restore(state: dict) -> None:
-            for i, m in enumerate(bl.modules):
-                m.load_state_dict(state[i])
-            bl.copy_into(st)
-
-        def block_holdout() -> float:
-            bl.copy_into(st)
-            return holdout_loss()
-
-        loss0, state0 = holdout_loss(), block_state()
         cal = samples.take(train[:VARIANCE_SAMPLES])
-        scaled = bl.match_scale(
+        scaled = fit.train_blocks(
+            bl,
+            st,
+            holdout_loss,
             {k: torch.from_numpy(v) for k, v in cal.items()},
             {k: torch.from_numpy(v) for k, v in var_src.items()},
-            one,
-        )
-        if scaled and block_holdout() >= loss0:  # kept only where it helps
-            block_restore(state0)
-            scaled = 0
-
-        stage1 = fit.Stage(
-            "blocks",
-            bl.parameters(),
             lambda p: bl.loss(feeds(train[p]), want(train[p]), inv, one),
-            block_holdout,
-            block_state,
-            block_restore,
-        )
-        fit.run_stage(
-            stage1,
-            len(train),
-            batch_size,
-            epochs,
-            lr,
-            stage1_deadline,
-            rng,
-            curve,
-            start,
-            progress,
-            patience,
+            one,
+            lambda stage: run(stage, stage1_deadline),
         )
 
     def batch_loss(p: np.ndarray):  # positions in the training split
@@ -430,9 +402,7 @@ def distill(
         lambda: fit.module_state(st.module),
         st.module.load_state_dict,
     )
-    fit.run_stage(
-        stage2, len(train), batch_size, epochs, lr, deadline, rng, curve, start, progress, patience
-    )
+    run(stage2, deadline)
     loss_after = holdout_loss()
 
     model = _write_back(s_model, {k: v for k, v in st.values().items() if k in writable})

@@ -299,6 +299,43 @@ def run_stage(
     stage.restore(best_state)
 
 
+def train_blocks(
+    blocks: Blocks,
+    student: Student,
+    holdout_loss: Callable[[], float],
+    cal_feeds: dict,
+    cal_want: dict,
+    batch_loss: Callable[[np.ndarray], torch.Tensor],
+    one_at_a_time: bool,
+    run: Callable[[Stage], None],
+) -> int:
+    """Stages 0 and 1 on ``blocks``; ``student`` ends with the blocks' best parameters.
+
+    Stage 0 (:meth:`Blocks.match_scale` on ``cal_feeds``/``cal_want``) is kept only when the
+    student's held-out loss falls. Returns the number of blocks stage 0 rescaled (0 if undone).
+    """
+
+    def state() -> dict:
+        return {i: module_state(m) for i, m in enumerate(blocks.modules)}
+
+    def restore(saved: dict) -> None:
+        for i, m in enumerate(blocks.modules):
+            m.load_state_dict(saved[i])
+        blocks.copy_into(student)
+
+    def held() -> float:
+        blocks.copy_into(student)
+        return holdout_loss()
+
+    loss0, state0 = holdout_loss(), state()
+    scaled = blocks.match_scale(cal_feeds, cal_want, one_at_a_time)
+    if scaled and held() >= loss0:
+        restore(state0)
+        scaled = 0
+    run(Stage("blocks", blocks.parameters(), batch_loss, held, state, restore))
+    return scaled
+
+
 def module_state(module: torch.nn.Module) -> dict:
     return copy.deepcopy(module.state_dict())
 
