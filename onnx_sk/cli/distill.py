@@ -53,7 +53,7 @@ def distill_cmd(
     ),
     report: str = typer.Option(None, help="Write the JSON report to this file."),
 ) -> None:
-    """Train STUDENT to reproduce TEACHER on unlabelled inputs (needs onnx-sk[torch])."""
+    """Train STUDENT to reproduce TEACHER on unlabelled inputs (needs the torch extra)."""
     r = distill(
         teacher,
         student,
