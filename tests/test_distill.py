@@ -21,7 +21,7 @@ from onnx_sk.runtime.compare import difference
 from onnx_sk.runtime.session import session
 from onnx_sk.training import distill as distill_module
 from onnx_sk.training.blocks import anchors, cut
-from onnx_sk.training.samples import read_npz
+from onnx_sk.training.samples import load_samples, read_npz
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
@@ -318,3 +318,13 @@ def test_reader_and_no_holdout(setup, tmp_path):
     )
     assert r.samples == 40 and r.train_samples == 40 and r.holdout_samples == 0
     assert r.holdout_loss_after < r.holdout_loss_before
+
+
+def test_batch_fixed_above_one_refused():
+    m = onnx.load(TEACHER)
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
+    with pytest.raises(onnx_sk.UserError) as e:
+        load_samples([{"input": _images(4)}], m, 0.2)
+    assert str(e.value) == (
+        "input 'input' has its batch fixed at 4: distill feeds a free batch or a batch fixed at 1"
+    )
