@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from helpers import CLI, MODELS, assert_clean_error, digest, run_cli
+from helpers import MODELS, assert_clean_error, digest, run_cli
 
 import onnx_sk
 from onnx_sk.runtime.compare import difference
@@ -164,10 +164,6 @@ def test_npz_stored_arrays_are_memory_mapped(tmp_path):
     assert np.array_equal(a, x) and np.array_equal(b, x)
 
 
-def _bad(name: str, **arrays):
-    return name, arrays
-
-
 BAD = [
     ("empty", {"input": np.zeros((0, 3, 16, 16), np.float32)}, "0 samples (empty)"),
     ("no-arrays", {}, "no arrays (empty)"),
@@ -254,7 +250,6 @@ def test_without_torch_one_line_error(setup, tmp_path):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert_clean_error(proc, "distill needs PyTorch: pip install 'onnx-sk[torch]'")
-    assert CLI[0] == sys.executable
 
 
 def test_blocks_run_in_order_give_the_student(setup):
