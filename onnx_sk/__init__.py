@@ -13,6 +13,7 @@ from onnx_sk.options import OptimizeOptions
 from onnx_sk.pipeline import optimize, optimize_model
 from onnx_sk.report import Report
 from onnx_sk.runtime.compare import compare
+from onnx_sk.training.distill import distill
 from onnx_sk.training.export import export_torch, to_torch
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "__version__",
     "analyze",
     "compare",
+    "distill",
     "export_torch",
     "optimize",
     "optimize_model",

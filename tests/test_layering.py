@@ -64,6 +64,7 @@ THIRD_PARTY_ALLOWED = {
 # its top, so callers defer the import on purpose (the package works without that extra).
 DEFERRED_IMPORTS_ALLOWED = {
     "onnx_sk.training.module",  # imports torch (the [torch] extra) at module level
+    "onnx_sk.training.fit",  # imports torch (the [torch] extra) at module level
 }
 
 MAX_TOP_LEVEL_ENTRIES = 12

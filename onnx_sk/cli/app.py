@@ -10,6 +10,7 @@ from onnx_sk.cli import (
     analyze,
     bench,
     compare,
+    distill,
     efficiency,
     export_torch,
     optimize,
@@ -44,6 +45,7 @@ def _root(
 app.command("analyze")(analyze.analyze_cmd)
 app.command("bench")(bench.bench_cmd)
 app.command("compare")(compare.compare_cmd)
+app.command("distill")(distill.distill_cmd)
 app.command("efficiency")(efficiency.efficiency_cmd)
 app.command("export-torch")(export_torch.export_torch_cmd)
 app.command("optimize")(optimize.optimize_cmd())

@@ -1,0 +1,89 @@
+"""``onnx-sk distill TEACHER STUDENT OUT --data DATA``: label-free distillation of an SK model."""
+
+from __future__ import annotations
+
+import typer
+
+from onnx_sk.cli.output import console
+from onnx_sk.training.distill import distill
+
+
+class _Progress:
+    """One line per epoch: stage, epoch, losses, elapsed and the stage's ETA (at most: a stage
+    may stop early, or at --minutes)."""
+
+    def __init__(self) -> None:
+        self.stage_start: dict[str, float] = {}
+        self.last = 0.0
+
+    def __call__(self, row: dict) -> None:
+        start = self.stage_start.setdefault(row["stage"], self.last)
+        self.last = row["seconds"]
+        per_epoch = (row["seconds"] - start) / row["epoch"]
+        eta = per_epoch * (row["epochs"] - row["epoch"])
+        console.print(
+            f"{row['stage']:>10} epoch {row['epoch']}/{row['epochs']}: train loss "
+            f"{row['train_loss']:.4g}, held-out loss {row['holdout_loss']:.4g} "
+            f"({row['seconds']:.0f} s, stage ETA ≤ {eta:.0f} s)"
+        )
+
+
+def distill_cmd(
+    teacher: str = typer.Argument(..., help="The original ONNX model (never modified)."),
+    student: str = typer.Argument(..., help="Its onnx-sk output to train (never modified)."),
+    output: str = typer.Argument(..., help="Where to write the trained student (atomically)."),
+    data: str = typer.Option(
+        ...,
+        help=".npz of unlabelled inputs: one array per input (key = input name, axis 0 = samples).",
+    ),
+    epochs: int = typer.Option(20, help="The most epochs of each stage (block-wise, end-to-end)."),
+    minutes: float = typer.Option(None, help="Stop training after this many minutes."),
+    batch_size: int = typer.Option(32, help="Samples per training step."),
+    holdout: float = typer.Option(
+        0.2, help="Fraction of the samples held out (early stop, fidelity)."
+    ),
+    lr: float = typer.Option(3e-3, help="Adam learning rate."),
+    seed: int = typer.Option(0, help="Seed of the split, the batch order and torch."),
+    threads: int = typer.Option(1, help="Threads of torch and ONNX Runtime."),
+    patience: int = typer.Option(
+        10, help="Stop a stage after this many epochs without a better held-out loss."
+    ),
+    class_axis: int = typer.Option(
+        None, help="Also report how often the argmax along this axis is the teacher's."
+    ),
+    report: str = typer.Option(None, help="Write the JSON report to this file."),
+) -> None:
+    """Train STUDENT to reproduce TEACHER on unlabelled inputs (needs the torch extra)."""
+    r = distill(
+        teacher,
+        student,
+        output,
+        data,
+        epochs=epochs,
+        minutes=minutes,
+        batch_size=batch_size,
+        holdout=holdout,
+        lr=lr,
+        seed=seed,
+        threads=threads,
+        patience=patience,
+        report=report,
+        progress=_Progress(),
+        class_axis=class_axis,
+    )
+    for b, a in zip(r.before, r.after, strict=True):
+        console.print(
+            f"{a.name}: cosine to the teacher {b.cosine:.4f} → {a.cosine:.4f}, "
+            f"max |diff| {b.max_abs_diff:.3g} → {a.max_abs_diff:.3g}"
+            + (
+                ""
+                if a.argmax_agreement is None or b.argmax_agreement is None
+                else f", argmax agreement {b.argmax_agreement:.3f} → {a.argmax_agreement:.3f}"
+            )
+            + " "
+            f"({r.holdout_samples or r.train_samples} held-out samples)"
+        )
+    console.print(
+        f"wrote {r.output} (held-out loss {r.holdout_loss_before:.4g} → {r.holdout_loss_after:.4g}, "
+        f"{r.seconds:.0f} s)"
+    )

@@ -1,0 +1,444 @@
+"""``onnx-sk distill``: train an SK model (student) to reproduce the original model (teacher)
+on unlabelled inputs, label-free, and write the trained weights back into the student's graph.
+
+The teacher runs in ONNX Runtime (:mod:`onnx_sk.runtime.probe`) and gives the targets: its graph
+outputs and the tensors both graphs produce under the same name (each replaced conv's output,
+:mod:`onnx_sk.training.blocks`). The student trains as an :class:`OnnxModule` in two stages
+(:mod:`onnx_sk.training.fit`: block-wise, then end-to-end). The written model is the student's
+graph with new initializer values (same nodes, same inputs and outputs), checked by the ONNX
+checker (full check) and by ONNX Runtime: on the held-out samples the written file must give the
+trained torch module's outputs (``max |a − b| ≤ RTOL · max |b| + ATOL``), else nothing is written.
+Fidelity to the teacher is measured with ONNX Runtime on the held-out split, before and after:
+per output, cosine, max and mean |student − teacher|.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from onnx_sk.errors import UserError, VerificationError
+from onnx_sk.graph.load import load_model
+from onnx_sk.graph.save import check_output_path, save_json, save_model
+from onnx_sk.runtime.compare import difference
+from onnx_sk.runtime.feeds import real_inputs
+from onnx_sk.runtime.probe import Probe, batch_fixed_at_one
+from onnx_sk.runtime.verify import ATOL, RTOL
+from onnx_sk.training.blocks import anchors, cut
+from onnx_sk.training.samples import Samples, load_samples
+
+#: training targets are computed once and kept when they fit in this many bytes, else per batch
+TARGET_CACHE_BYTES = 512 * 2**20
+#: samples of the training split used for the per-channel variances of the loss
+VARIANCE_SAMPLES = 256
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """One output against the teacher's, over the held-out split (ONNX Runtime)."""
+
+    name: str
+    cosine: float
+    max_abs_diff: float
+    mean_abs_diff: float
+    #: the fraction of positions whose argmax along ``class_axis`` is the teacher's (when given)
+    argmax_agreement: float | None = None
+
+
+@dataclass
+class DistillResult:
+    output: Path
+    samples: int
+    train_samples: int
+    holdout_samples: int
+    anchors: list[str]
+    blocks: int
+    curve: list[dict]
+    holdout_loss_before: float
+    holdout_loss_after: float
+    before: list[Fidelity]
+    after: list[Fidelity]
+    verification_max_abs_diff: float
+    seconds: float
+    options: dict = field(default_factory=dict)
+    stage1_skipped: str | None = None
+    blocks_rescaled: int = 0
+
+    def to_dict(self) -> dict:
+        doc = asdict(self)
+        doc["output"] = str(self.output)
+        return doc
+
+
+@dataclass
+class _Targets:
+    """The teacher's side: the outputs, the anchors kept (same shape in both models, float32),
+    the held-out targets, the training targets (cached when they fit in TARGET_CACHE_BYTES)."""
+
+    outputs: list[str]
+    kept: list[str]
+    teacher: Probe
+    student: Probe
+    held: dict[str, np.ndarray]
+    var_src: dict[str, np.ndarray]  # the targets of the first VARIANCE_SAMPLES training samples
+    one: bool
+    cache: dict[str, np.ndarray] | None
+    pos: dict[int, int]
+
+    @classmethod
+    def build(
+        cls,
+        t_model: onnx.ModelProto,
+        s_model: onnx.ModelProto,
+        samples: Samples,
+        train: np.ndarray,
+        held: np.ndarray,
+        batch_size: int,
+        threads: int,
+    ) -> _Targets:
+        outputs = [o.name for o in s_model.graph.output]
+        candidates = [a for a in anchors(t_model, s_model) if a not in outputs]
+        t_probe = Probe(t_model, candidates, threads, "teacher")
+        s_probe = Probe(s_model, candidates, threads, "student")
+        first = samples.take(train[:1])
+        t_first, s_first = t_probe.run(first), s_probe.run(first)
+        for o in outputs:
+            if t_first[o].shape != s_first[o].shape:
+                raise UserError(
+                    f"output {o!r}: the student gives shape {list(s_first[o].shape)}, "
+                    f"the teacher {list(t_first[o].shape)}"
+                )
+        kept = [
+            a
+            for a in candidates
+            if t_first[a].shape == s_first[a].shape and t_first[a].dtype == np.float32
+        ]
+        t_probe = Probe(t_model, kept, threads, "teacher")
+        one = batch_fixed_at_one(s_model) or batch_fixed_at_one(t_model)
+        held_want = _run_batched(t_probe, samples, held, batch_size)
+        per_sample = sum(held_want[k][:1].nbytes for k in outputs + kept)
+        cache = None
+        if per_sample * len(train) <= TARGET_CACHE_BYTES:
+            cache = _run_batched(t_probe, samples, train, batch_size)
+        first_n = train[:VARIANCE_SAMPLES]
+        var_src = (
+            {k: v[: len(first_n)] for k, v in cache.items()}
+            if cache is not None
+            else _run_batched(t_probe, samples, first_n, batch_size)
+        )
+        pos = {int(i): j for j, i in enumerate(train)}
+        return cls(outputs, kept, t_probe, s_probe, held_want, var_src, one, cache, pos)
+
+    def train(self, samples: Samples, index: np.ndarray) -> dict[str, np.ndarray]:
+        """The targets of training samples ``index`` (sample indices), in that order."""
+        if self.cache is not None:
+            rows = [self.pos[int(i)] for i in index]
+            return {k: v[rows] for k, v in self.cache.items()}
+        return self.teacher.run(samples.take(index))
+
+
+def _torch():  # noqa: ANN202 (torch is optional)
+    try:
+        import torch
+    except ImportError:
+        raise UserError("distill needs PyTorch: pip install 'onnx-sk[torch]'") from None
+    return torch
+
+
+def _validate(
+    epochs: int,
+    minutes: float | None,
+    batch_size: int,
+    holdout: float,
+    lr: float,
+    threads: int,
+    patience: int,
+) -> None:
+    if patience < 1:
+        raise UserError(f"--patience must be at least 1 (got {patience})")
+    if epochs < 1:
+        raise UserError(f"--epochs must be at least 1 (got {epochs})")
+    if minutes is not None and not (minutes > 0 and math.isfinite(minutes)):
+        raise UserError(f"--minutes must be a positive number (got {minutes})")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1 (got {batch_size})")
+    if not (0 <= holdout < 1):
+        raise UserError(f"--holdout must be in [0, 1) (got {holdout})")
+    if not (lr > 0 and math.isfinite(lr)):
+        raise UserError(f"--lr must be a positive number (got {lr})")
+    if threads < 1:
+        raise UserError(f"--threads must be at least 1 (got {threads})")
+
+
+def _same_signature(teacher: onnx.ModelProto, student: onnx.ModelProto) -> None:
+    def sig(m: onnx.ModelProto) -> tuple[list, list]:
+        ins = [(i.name, i.type.tensor_type.elem_type) for i in real_inputs(m)]
+        return ins, [o.name for o in m.graph.output]
+
+    (ti, to), (si, so) = sig(teacher), sig(student)
+    for name, elem in si:
+        if elem != onnx.TensorProto.FLOAT:
+            raise UserError(
+                f"distill trains float32 models; input {name!r} is "
+                f"{onnx.helper.tensor_dtype_to_np_dtype(elem)}"
+            )
+    if ti != si:
+        raise UserError(
+            f"the student's inputs {[n for n, _ in si]} differ from the teacher's {[n for n, _ in ti]}"
+        )
+    if to != so:
+        raise UserError(f"the student's outputs {so} differ from the teacher's {to}")
+
+
+def _split(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    if holdout == 0:
+        return order, order
+    k = min(n - 1, max(1, round(holdout * n)))
+    return order[k:], order[:k]
+
+
+def _run_batched(probe: Probe, samples: Samples, index: np.ndarray, batch: int) -> dict:
+    parts: list[dict] = []
+    for b in range(0, len(index), batch):
+        parts.append(probe.run(samples.take(index[b : b + batch])))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _fidelity(
+    outputs: list[str], teacher: dict, student: dict, class_axis: int | None
+) -> list[Fidelity]:
+    out = []
+    for name in outputs:
+        t, s = teacher[name], student[name]
+        d = difference(t, s)
+        agree = None
+        if class_axis is not None and -t.ndim <= class_axis < t.ndim:
+            agree = float(np.mean(t.argmax(class_axis) == s.argmax(class_axis)))
+        out.append(Fidelity(name, d.cosine, d.max_abs_diff, d.mean_abs_diff, agree))
+    return out
+
+
+def _write_back(student: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """The student's graph with the trained values of its float initializers and Constants."""
+    model = onnx.ModelProto()
+    model.CopyFrom(student)
+    for t in model.graph.initializer:
+        if t.name in values:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.data_type)
+            t.CopyFrom(numpy_helper.from_array(values[t.name].astype(dtype), t.name))
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.output[0] in values:
+            for a in n.attribute:
+                if a.name == "value":
+                    dtype = onnx.helper.tensor_dtype_to_np_dtype(a.t.data_type)
+                    a.t.CopyFrom(numpy_helper.from_array(values[n.output[0]].astype(dtype)))
+    return model
+
+
+def _writable(student: onnx.ModelProto) -> set[str]:
+    names = {t.name for t in student.graph.initializer}
+    for n in student.graph.node:
+        if n.op_type == "Constant" and any(a.name == "value" for a in n.attribute):
+            names.add(n.output[0])
+    return names
+
+
+def _write_verified(
+    model: onnx.ModelProto,
+    out: Path,
+    torch_out: dict[str, np.ndarray],
+    samples: Samples,
+    held: np.ndarray,
+    batch_size: int,
+    threads: int,
+    teacher_held: dict[str, np.ndarray],
+    class_axis: int | None,
+) -> tuple[Path, list[Fidelity], float]:
+    """Write ``model`` atomically once the checker passes and ONNX Runtime on the staged file
+    gives the trained module's outputs ``torch_out`` on the held-out samples; returns the path,
+    the fidelity to the teacher after, and the largest |ORT − torch|."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:
+        raise VerificationError(f"the distilled model fails the ONNX checker: {exc}") from None
+    check: dict = {}
+
+    def verify(path: Path | None) -> None:
+        probe = Probe(model if path is None else onnx.load(str(path)), [], threads, "written model")
+        got = _run_batched(probe, samples, held, batch_size)
+        worst = 0.0
+        for name, want in torch_out.items():
+            d = difference(want, got[name])
+            if got[name].shape != want.shape or not d.max_abs_diff <= RTOL * d.scale + ATOL:
+                raise VerificationError(
+                    f"output {name!r} of the written model differs from the trained module by "
+                    f"{d.max_abs_diff:.3g} (output scale {d.scale:.3g}): nothing written"
+                )
+            worst = max(worst, d.max_abs_diff)
+        check["after"] = _fidelity(list(torch_out), teacher_held, got, class_axis)
+        check["worst"] = worst
+
+    written = save_model(model, out, before_rename=verify)
+    return written, check["after"], check["worst"]
+
+
+def distill(
+    teacher: str | os.PathLike | onnx.ModelProto,
+    student: str | os.PathLike | onnx.ModelProto,
+    output: str | os.PathLike,
+    data: str | os.PathLike | Iterable[Mapping[str, np.ndarray]],
+    *,
+    epochs: int = 20,
+    minutes: float | None = None,
+    batch_size: int = 32,
+    holdout: float = 0.2,
+    lr: float = 3e-3,
+    seed: int = 0,
+    threads: int = 1,
+    patience: int = 10,
+    report: str | os.PathLike | None = None,
+    progress: Callable[[dict], None] | None = None,
+    class_axis: int | None = None,
+    block_stage: bool = True,
+) -> DistillResult:
+    """Distill ``student`` from ``teacher`` on the unlabelled ``data`` and write it to ``output``
+    (see the module docstring; the stages are in :mod:`onnx_sk.training.fit`).
+    ``class_axis``: also report, per output, how often the argmax along that axis is the
+    teacher's (outputs with fewer axes: None). ``block_stage=False`` skips stage 1 (end-to-end only; for comparisons)."""
+    start = time.monotonic()
+    _validate(epochs, minutes, batch_size, holdout, lr, threads, patience)
+    torch = _torch()
+    from onnx_sk.training import fit
+
+    t_loaded, s_loaded = load_model(teacher), load_model(student)
+    for what, src in (("teacher", t_loaded.path), ("student", s_loaded.path)):
+        if src is not None and Path(output).resolve() == src.resolve():
+            raise UserError(f"output path {output} is the {what} model: refusing to overwrite it")
+    out = check_output_path(output, [t_loaded.path, s_loaded.path], False)
+    if report is not None:
+        check_output_path(report, [t_loaded.path, s_loaded.path, out], False)
+    t_model, s_model = t_loaded.model, s_loaded.model
+    _same_signature(t_model, s_model)
+    samples = load_samples(data, s_model, holdout)
+    train, held = _split(len(samples), holdout, seed)
+    fit.setup(seed, threads)
+    rng = np.random.default_rng(seed)
+
+    tg = _Targets.build(t_model, s_model, samples, train, held, batch_size, threads)
+    outputs, kept, targets, var_src = tg.outputs, tg.kept, tg.outputs + tg.kept, tg.var_src
+    held_want, one = tg.held, tg.one
+    # the loss's per-channel variances: every training target when cached, else the first ones
+    inv = fit.inverse_variance({k: (tg.cache or var_src)[k] for k in targets})
+
+    def want(index: np.ndarray) -> dict:
+        return {k: torch.from_numpy(v) for k, v in tg.train(samples, index).items()}
+
+    def feeds(index: np.ndarray) -> dict:
+        return {k: torch.from_numpy(v) for k, v in samples.take(index).items()}
+
+    writable = _writable(s_model)
+    st = fit.Student(s_model, outputs, kept)
+    fit.freeze_except(st.module, st.module.keys, writable)
+    held_feeds = feeds(held)
+    held_t = {k: torch.from_numpy(v) for k, v in held_want.items()}
+
+    def holdout_loss() -> float:
+        with torch.no_grad():
+            return float(st.output_loss(st.run(held_feeds, one), held_t, inv))
+
+    before_ort = _run_batched(tg.student, samples, held, batch_size)
+    before = _fidelity(outputs, held_want, before_ort, class_axis)
+    loss_before = holdout_loss()
+    curve = fit.Curve()
+    deadline = start + minutes * 60 if minutes is not None else math.inf
+    stage1_deadline = start + (deadline - start) / 3 if minutes is not None else math.inf
+
+    skipped = None if block_stage else "block_stage=False"
+    scaled = 0
+    bl = None
+    try:
+        if block_stage:
+            bl = fit.Blocks(cut(s_model, kept + outputs))
+    except UserError as exc:  # a block torch cannot run alone: end-to-end only
+        skipped = str(exc)
+
+    def run(stage: fit.Stage, until: float) -> None:
+        fit.run_stage(
+            stage, len(train), batch_size, epochs, lr, until, rng, curve, start, progress, patience
+        )
+
+    if bl is not None:
+        for m in bl.modules:
+            fit.freeze_except(m, m.keys, writable)
+        cal = samples.take(train[:VARIANCE_SAMPLES])
+        scaled = fit.train_blocks(
+            bl,
+            st,
+            holdout_loss,
+            {k: torch.from_numpy(v) for k, v in cal.items()},
+            {k: torch.from_numpy(v) for k, v in var_src.items()},
+            lambda p: bl.loss(feeds(train[p]), want(train[p]), inv, one),
+            one,
+            lambda stage: run(stage, stage1_deadline),
+        )
+
+    def batch_loss(p: np.ndarray):  # positions in the training split
+        return st.loss(st.run(feeds(train[p]), one), want(train[p]), inv)
+
+    stage2 = fit.Stage(
+        "end-to-end",
+        [p for p in st.module.parameters() if p.requires_grad],
+        batch_loss,
+        holdout_loss,
+        lambda: fit.module_state(st.module),
+        st.module.load_state_dict,
+    )
+    run(stage2, deadline)
+    loss_after = holdout_loss()
+
+    model = _write_back(s_model, {k: v for k, v in st.values().items() if k in writable})
+    with torch.no_grad():
+        torch_out = {k: v.numpy() for k, v in st.run(held_feeds, one).items() if k in outputs}
+    written, after, worst = _write_verified(
+        model, out, torch_out, samples, held, batch_size, threads, held_want, class_axis
+    )
+    result = DistillResult(
+        output=written,
+        samples=len(samples),
+        train_samples=len(train),
+        holdout_samples=len(held) if holdout > 0 else 0,
+        anchors=kept,
+        blocks=len(bl.blocks) if bl is not None else 0,
+        curve=curve.rows,
+        holdout_loss_before=loss_before,
+        holdout_loss_after=loss_after,
+        before=before,
+        after=after,
+        verification_max_abs_diff=worst,
+        seconds=round(time.monotonic() - start, 2),
+        options={
+            "epochs": epochs,
+            "minutes": minutes,
+            "batch_size": batch_size,
+            "holdout": holdout,
+            "lr": lr,
+            "seed": seed,
+            "threads": threads,
+            "patience": patience,
+            "class_axis": class_axis,
+        },
+        stage1_skipped=skipped,
+        blocks_rescaled=scaled,
+    )
+    if report is not None:
+        save_json(result.to_dict(), report)
+    return result
