@@ -48,7 +48,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         student = d / "student.onnx"
-        onnx_sk.optimize(TEACHER, student)
+        onnx_sk.optimize(TEACHER, student, init="he")
         np.savez(d / "data.npz", input=images(args.samples, 0))
         test = images(256, 1)
         want = session(str(TEACHER)).run(None, {"input": test})[0]

@@ -38,7 +38,7 @@ def _images(n: int, seed: int = 0) -> np.ndarray:
 def setup(tmp_path_factory):
     d = tmp_path_factory.mktemp("distill")
     student = d / "student.onnx"
-    onnx_sk.optimize(TEACHER, student, input_shape=["input:1x3x16x16"])
+    onnx_sk.optimize(TEACHER, student, init="he", input_shape=["input:1x3x16x16"])
     data = d / "data.npz"
     np.savez(data, input=_images(96))
     return d, student, data

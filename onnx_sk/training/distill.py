@@ -27,7 +27,8 @@ from onnx import numpy_helper
 
 from onnx_sk.errors import UserError, VerificationError
 from onnx_sk.graph.load import load_model
-from onnx_sk.graph.save import check_output_path, save_json, save_model
+from onnx_sk.graph.output_path import check_output_path
+from onnx_sk.graph.save import save_json, save_model
 from onnx_sk.runtime.compare import difference
 from onnx_sk.runtime.feeds import real_inputs
 from onnx_sk.runtime.probe import Probe, batch_fixed_at_one
@@ -262,10 +263,12 @@ def _write_verified(
     threads: int,
     teacher_held: dict[str, np.ndarray],
     class_axis: int | None,
+    before_commit: Callable[[list[Fidelity], float], None],
 ) -> tuple[Path, list[Fidelity], float]:
     """Write ``model`` atomically once the checker passes and ONNX Runtime on the staged file
     gives the trained module's outputs ``torch_out`` on the held-out samples; returns the path,
-    the fidelity to the teacher after, and the largest |ORT − torch|."""
+    the fidelity to the teacher after, and the largest |ORT − torch|. ``before_commit(after,
+    worst)`` runs before the rename (the report: if it cannot be written, nothing is)."""
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
@@ -286,6 +289,7 @@ def _write_verified(
             worst = max(worst, d.max_abs_diff)
         check["after"] = _fidelity(list(torch_out), teacher_held, got, class_axis)
         check["worst"] = worst
+        before_commit(check["after"], worst)
 
     written = save_model(model, out, before_rename=verify)
     return written, check["after"], check["worst"]
@@ -408,37 +412,45 @@ def distill(
     model = _write_back(s_model, {k: v for k, v in st.values().items() if k in writable})
     with torch.no_grad():
         torch_out = {k: v.numpy() for k, v in st.run(held_feeds, one).items() if k in outputs}
+
+    def result_of(after: list[Fidelity], worst: float) -> DistillResult:
+        return DistillResult(
+            output=out,
+            samples=len(samples),
+            train_samples=len(train),
+            holdout_samples=len(held) if holdout > 0 else 0,
+            anchors=kept,
+            blocks=len(bl.blocks) if bl is not None else 0,
+            curve=curve.rows,
+            holdout_loss_before=loss_before,
+            holdout_loss_after=loss_after,
+            before=before,
+            after=after,
+            verification_max_abs_diff=worst,
+            seconds=round(time.monotonic() - start, 2),
+            options={
+                "epochs": epochs,
+                "minutes": minutes,
+                "batch_size": batch_size,
+                "holdout": holdout,
+                "lr": lr,
+                "seed": seed,
+                "threads": threads,
+                "patience": patience,
+                "class_axis": class_axis,
+            },
+            stage1_skipped=skipped,
+            blocks_rescaled=scaled,
+        )
+
+    def write_report(after: list[Fidelity], worst: float) -> None:
+        if report is not None:
+            save_json(result_of(after, worst).to_dict(), report)
+
     written, after, worst = _write_verified(
-        model, out, torch_out, samples, held, batch_size, threads, held_want, class_axis
-    )
-    result = DistillResult(
-        output=written,
-        samples=len(samples),
-        train_samples=len(train),
-        holdout_samples=len(held) if holdout > 0 else 0,
-        anchors=kept,
-        blocks=len(bl.blocks) if bl is not None else 0,
-        curve=curve.rows,
-        holdout_loss_before=loss_before,
-        holdout_loss_after=loss_after,
-        before=before,
-        after=after,
-        verification_max_abs_diff=worst,
-        seconds=round(time.monotonic() - start, 2),
-        options={
-            "epochs": epochs,
-            "minutes": minutes,
-            "batch_size": batch_size,
-            "holdout": holdout,
-            "lr": lr,
-            "seed": seed,
-            "threads": threads,
-            "patience": patience,
-            "class_axis": class_axis,
-        },
-        stage1_skipped=skipped,
-        blocks_rescaled=scaled,
-    )
-    if report is not None:
-        save_json(result.to_dict(), report)
+        model, out, torch_out, samples, held, batch_size, threads, held_want, class_axis,
+        write_report,
+    )  # fmt: skip
+    result = result_of(after, worst)
+    result.output = written
     return result
