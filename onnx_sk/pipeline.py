@@ -38,7 +38,7 @@ from onnx_sk.graph.load import LoadedModel, load_model
 from onnx_sk.graph.save import OutputFile, check_output_path
 from onnx_sk.graph.shapes import parse_input_shapes
 from onnx_sk.graph.tensors import is_large
-from onnx_sk.options import OptimizeOptions, option_fields
+from onnx_sk.options import OptimizeOptions, check_seed, option_fields
 from onnx_sk.passes import init_weights, objectives, widen
 from onnx_sk.passes.base import Pass, run_passes
 from onnx_sk.passes.context import PassContext
@@ -102,6 +102,7 @@ def validate(options: OptimizeOptions) -> None:
     """Every option checked by the module that owns it, before anything is loaded."""
     if options.mode not in MODES:
         raise UserError(f"--mode {options.mode!r}: expected reduce or widen")
+    check_seed(options.seed)
     widen.validate(options)
     objectives.validate(options)
     init_weights.validate(options)

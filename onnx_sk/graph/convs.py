@@ -15,6 +15,7 @@ import onnx
 
 from onnx_sk.graph.index import ConstantIndex, GraphIndex, subgraphs
 from onnx_sk.graph.shapes import Shape, known_dims
+from onnx_sk.graph.validity import check_conv_channels
 from onnx_sk.maths.spec import DENSE, DEPTHWISE, GROUPED, POINTWISE, ConvSpec
 
 QUANTIZED_CONVS = ("QLinearConv", "ConvInteger")
@@ -188,10 +189,10 @@ def _site(
     bias_name = node.input[2] if len(node.input) > 2 else ""
     w_shape = known_dims(consts.dims(node.input[1]) or shapes.get(node.input[1]))
     spec = None
+    in_shape = shapes.get(node.input[0])
     if w_shape is not None and len(w_shape) >= 3:
         spec = read_spec(node, w_shape, bool(bias_name))
-    site = ConvSite(
-        node, scope, spec, consts, shapes.get(node.input[0]), shapes.get(node.output[0]), first
-    )
+        check_conv_channels(node, w_shape, in_shape[1] if in_shape else None, spec.group)
+    site = ConvSite(node, scope, spec, consts, in_shape, shapes.get(node.output[0]), first)
     site.reason = why_not(site)
     return site

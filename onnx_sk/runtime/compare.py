@@ -19,6 +19,7 @@ import onnx
 
 from onnx_sk.errors import UserError
 from onnx_sk.graph.load import load_model
+from onnx_sk.options import check_seed
 from onnx_sk.runtime.feeds import load_calibration, random_inputs
 from onnx_sk.runtime.session import session
 
@@ -103,6 +104,7 @@ def compare(
     """Compare the outputs of models ``a`` and ``b`` on the same inputs, output by output."""
     if samples < 1:
         raise UserError(f"--samples {samples}: expected a positive integer")
+    check_seed(seed)
     ma, mb = load_model(a).model, load_model(b).model
     if inputs is not None:
         feeds_list = [load_calibration(inputs, ma, "--inputs")]
