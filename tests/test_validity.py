@@ -394,3 +394,23 @@ def test_search_work_is_bounded():
         "try one with fewer divisors, fewer --kernels or a shorter --max-length"
     )
     assert search(16, 6, max_work=10**9).total == sum(4**n for n in range(1, 7))
+
+
+def test_group_checked_against_a_weight_given_as_graph_input(tmp_path):
+    """The weight is a graph input (no initializer): its declared shape is checked instead."""
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", group=3)],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24, 8, 8]),
+            helper.make_tensor_value_info("w", TensorProto.FLOAT, [8, 8, 3, 3]),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
+    src = tmp_path / "bad.onnx"
+    src.write_bytes(helper.make_model(graph).SerializeToString())
+    assert_clean_error(
+        run_cli("analyze", src),
+        f"{src} is not a valid ONNX model: Conv 'conv': group 3 does not divide the 8 output "
+        "channels of its weight 'w' [8, 8, 3, 3]",
+    )

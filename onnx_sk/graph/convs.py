@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from onnx_sk.errors import UserError
 from onnx_sk.graph.index import ConstantIndex, GraphIndex, subgraphs
 from onnx_sk.graph.shapes import Shape, known_dims
 from onnx_sk.graph.validity import check_conv_channels
@@ -191,7 +192,10 @@ def _site(
     spec = None
     in_shape = shapes.get(node.input[0])
     if w_shape is not None and len(w_shape) >= 3:
-        spec = read_spec(node, w_shape, bool(bias_name))
+        try:
+            spec = read_spec(node, w_shape, bool(bias_name))
+        except ValueError as exc:  # a computed weight whose inferred shape contradicts group
+            raise UserError(str(exc)) from None
         check_conv_channels(node, w_shape, in_shape[1] if in_shape else None, spec.group)
     site = ConvSite(node, scope, spec, consts, in_shape, shapes.get(node.output[0]), first)
     site.reason = why_not(site)

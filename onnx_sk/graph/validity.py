@@ -260,7 +260,9 @@ def _ints(node: onnx.NodeProto, name: str) -> list[int] | None:
     return None
 
 
-def _check_conv(node: onnx.NodeProto, consts: ConstantIndex) -> None:
+def _check_conv(
+    node: onnx.NodeProto, consts: ConstantIndex, declared: dict[str, tuple[int, ...]]
+) -> None:
     name = _node_name(node)
     if len(node.input) < 2 or not node.input[0] or not node.input[1]:
         raise UserError(f"Conv {name!r} has {len(node.input)} input(s): it needs X and W")
@@ -269,7 +271,7 @@ def _check_conv(node: onnx.NodeProto, consts: ConstantIndex) -> None:
     group = (_ints(node, "group") or [1])[0]
     if group < 1:
         raise UserError(f"Conv {name!r} has group {group}: it must be at least 1")
-    w = consts.dims(node.input[1])
+    w = consts.dims(node.input[1]) or declared.get(node.input[1])
     rank = None if w is None else len(w) - 2
     for attr, count in (("kernel_shape", 1), ("strides", 1), ("dilations", 1), ("pads", 2)):
         values = _ints(node, attr)
@@ -332,9 +334,14 @@ def _check_graph(graph: onnx.GraphProto, outer: set[str], outer_consts: list) ->
         | {i.name for i in graph.input}
         | {o for n in graph.node for o in n.output}
     )
+    declared = {}  # graph inputs with a static shape: a weight given as an input has one
+    for vi in graph.input:
+        dims = vi.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            declared[vi.name] = tuple(d.dim_value for d in dims)
     for node in graph.node:
         if node.op_type == "Conv" and node.domain in ("", "ai.onnx"):
-            _check_conv(node, consts)
+            _check_conv(node, consts, declared)
         for sub in subgraphs(node):
             _check_graph(sub, visible, [*outer_consts, graph])
 
