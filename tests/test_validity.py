@@ -343,7 +343,9 @@ def test_overridable_weight_is_kept_with_a_reason(tmp_path):
     proc = run_cli("optimize", src, out, "--include-first", "--report", rep)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(rep.read_text())
-    assert doc["convs"][0]["reason"] == "weights are not constant (a graph input or computed)"
+    assert doc["convs"][0]["reason"] == (
+        "weights are an initializer also listed as a graph input (a default a caller may override)"
+    )
     assert digest(out) == digest(src)
 
 

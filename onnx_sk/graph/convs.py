@@ -20,6 +20,11 @@ from onnx_sk.graph.validity import check_conv_channels
 from onnx_sk.maths.spec import DENSE, DEPTHWISE, GROUPED, POINTWISE, ConvSpec
 
 QUANTIZED_CONVS = ("QLinearConv", "ConvInteger")
+NOT_CONSTANT = "weights are not constant (a graph input or computed)"
+#: IR >= 4: an initializer also listed as a graph input is a default the caller may override
+OVERRIDABLE = (
+    "weights are an initializer also listed as a graph input (a default a caller may override)"
+)
 _SCOPE_NAMES = {"Loop": "a Loop body", "If": "an If branch", "Scan": "a Scan body"}
 
 
@@ -114,9 +119,9 @@ def why_not(site: ConvSite) -> str | None:
     if site.spec is None:
         return "weight shape unknown"
     if not site.weight_is_constant:
-        return "weights are not constant (a graph input or computed)"
+        return NOT_CONSTANT
     if site.bias_name and site.bias_name not in site.consts:
-        return "bias is not constant (a graph input or computed)"
+        return NOT_CONSTANT.replace("weights are", "bias is")
     if site.spec.spatial_rank != 2:
         return f"not a 2-D convolution ({site.spec.spatial_rank} spatial axes)"
     kind = site.spec.kind
@@ -177,6 +182,10 @@ def find_convs(model: onnx.ModelProto, shapes: dict[str, Shape]) -> list[ConvSit
             if node.op_type != "Conv":
                 continue
             sites.append(_site(node, scope, consts, shapes, node.output[0] in first and not scope))
+    overridable = {i.name for i in model.graph.input} & {i.name for i in model.graph.initializer}
+    for site in sites:
+        if site.reason == NOT_CONSTANT and overridable.intersection(site.node.input[1:3]):
+            site.reason = OVERRIDABLE
     return sites
 
 
