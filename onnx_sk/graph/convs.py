@@ -121,7 +121,7 @@ def why_not(site: ConvSite) -> str | None:
     if not site.weight_is_constant:
         return NOT_CONSTANT
     if site.bias_name and site.bias_name not in site.consts:
-        return NOT_CONSTANT.replace("weights are", "bias is")
+        return "bias is not constant (a graph input or computed)"
     if site.spec.spatial_rank != 2:
         return f"not a 2-D convolution ({site.spec.spatial_rank} spatial axes)"
     kind = site.spec.kind
