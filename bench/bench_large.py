@@ -19,6 +19,16 @@ The big files are deleted afterwards (``--keep`` keeps them)::
     .venv/bin/python bench/bench_large.py --out bench/results/large_model_big_output.json --exclude conv1 --exclude conv2 --exclude conv3 --exclude conv4
 
 Results: ``bench/results/large_model.json`` / ``large_model_big_output.json`` and ``.md``.
+
+``--scaling 200,500,1000,2000`` measures instead how ``optimize`` time grows with the number of
+convs: a chain of N × (Conv 8→8 3×3 → InstanceNormalization), input 1×8×8×8, each size
+optimized in a child process (``--include-first``, verification on; extra options go to
+optimize, e.g. ``--for-training``); it reports the wall time, the peak RSS and the ratio of each
+time to the smallest chain's (target, issue 14: 2,000 convs ≤ 10× the 200-conv time, i.e. linear)::
+
+    .venv/bin/python bench/bench_large.py --scaling 200,500,1000,2000
+
+Results: ``bench/results/conv_scaling.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -93,6 +103,89 @@ def build_large_model(folder: Path, channels: int, convs: int, spatial: int, see
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model_path.write_bytes(model.SerializeToString())
     return model_path
+
+
+def build_chain(path: Path, convs: int, channels: int = 8, spatial: int = 8, seed: int = 0) -> None:
+    """x → convs × (Conv 3×3, pads 1 → InstanceNormalization) → y: values stay of unit scale,
+    so verification compares real numbers however long the chain."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, t = [], [], "x"
+    for i in range(convs):
+        w = 0.01 * rng.standard_normal((channels, channels, 3, 3)).astype(np.float32)
+        w[np.arange(channels), np.arange(channels), 1, 1] += 1
+        inits.append(onnx.numpy_helper.from_array(w, f"w{i}"))
+        nodes += [
+            helper.make_node("Conv", [t, f"w{i}"], [f"c{i}"], name=f"conv{i}", pads=[1] * 4),
+            helper.make_node(
+                "InstanceNormalization", [f"c{i}", "ones", "zeros"], [f"y{i}"], name=f"norm{i}"
+            ),
+        ]
+        t = f"y{i}"
+    inits += [
+        onnx.numpy_helper.from_array(np.ones(channels, np.float32), "ones"),
+        onnx.numpy_helper.from_array(np.zeros(channels, np.float32), "zeros"),
+    ]
+    shape = [1, channels, spatial, spatial]
+    graph = helper.make_graph(
+        nodes, "chain",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(t, TensorProto.FLOAT, shape)],
+        inits,
+    )  # fmt: skip
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def _optimize_child(
+    src: Path, out: Path, extra: list[str]
+) -> tuple[subprocess.CompletedProcess, float, int]:
+    """``onnx-sk optimize SRC OUT`` in a child process: (process, wall seconds, peak RSS bytes)."""
+    hwm_file = Path(tempfile.mkstemp(prefix="onnx-sk-hwm-")[1])
+    cmd = [sys.executable, "-c", CHILD, str(hwm_file), "optimize", str(src), str(out),
+           "--include-first", *extra]  # fmt: skip
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    peak = int(hwm_file.read_text() or 0) * 1024
+    hwm_file.unlink()
+    return proc, wall, peak
+
+
+def scaling(sizes: list[int], folder: Path, extra: list[str]) -> dict:
+    """optimize time and peak RSS for chains of each size; ratios to the smallest."""
+    rows = []
+    for n in sizes:
+        src, out = folder / f"chain{n}.onnx", folder / f"chain{n}_sk.onnx"
+        build_chain(src, n)
+        proc, wall, peak = _optimize_child(src, out, extra)
+        rows.append({"convs": n, "returncode": proc.returncode, "wall_s": wall,
+                     "peak_rss_bytes": peak, "stderr": proc.stderr.strip()[-300:]})  # fmt: skip
+        print(f"{n} convs: exit {proc.returncode}, {wall:.1f} s, peak RSS {peak / 1e6:.0f} MB")
+        src.unlink()
+        out.unlink(missing_ok=True)
+    base = rows[0]
+    for r in rows:
+        r["time_ratio"] = r["wall_s"] / base["wall_s"]
+        r["size_ratio"] = r["convs"] / base["convs"]
+    last = rows[-1]
+    return {
+        "model": "N × (Conv 8→8 3×3, pads 1 → InstanceNormalization), input 1×8×8×8",
+        "optimize_options": ["--include-first", *extra],
+        "rows": rows,
+        "target": "time ratio ≤ size ratio (linear); issue 14: 2,000 convs ≤ 10× the 200-conv time",
+        "linear": last["time_ratio"] <= last["size_ratio"],
+    }
+
+
+def scaling_markdown(doc: dict) -> str:
+    lines = [f"{doc['model']}; `onnx-sk optimize {' '.join(doc['optimize_options'])}`", "",
+             "| convs | exit | optimize wall time | × smallest | size × | peak RSS |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for r in doc["rows"]:
+        lines.append(
+            f"| {r['convs']} | {r['returncode']} | {r['wall_s']:.1f} s | {r['time_ratio']:.2f}× "
+            f"| {r['size_ratio']:.0f}× | {r['peak_rss_bytes'] / 1e6:.0f} MB |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _digest(path: Path) -> str:
@@ -202,23 +295,30 @@ def main() -> None:
     p.add_argument("--spatial", type=int, default=8)
     p.add_argument("--dir", type=Path, default=None, help="work folder (default: a temp folder)")
     p.add_argument("--keep", action="store_true", help="keep the big files")
-    p.add_argument("--out", type=Path, default=RESULTS / "large_model.json")
+    p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--scaling", default=None, help="comma-separated chain sizes, e.g. 200,2000")
     a, extra = p.parse_known_args()
     base = Path(tempfile.mkdtemp(prefix="onnx-sk-large-", dir=a.dir))
     folder = base / "models"
     folder.mkdir()
     try:
-        doc = run(a.channels, a.convs, a.spatial, folder, extra)
+        if a.scaling:
+            doc = scaling([int(n) for n in a.scaling.split(",")], folder, extra)
+            doc["returncode"] = max(r["returncode"] for r in doc["rows"])
+        else:
+            doc = run(a.channels, a.convs, a.spatial, folder, extra)
     finally:
         if not a.keep:
             shutil.rmtree(base)
     doc["command"] = " ".join(["bench/bench_large.py", *sys.argv[1:]])
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.write_text(json.dumps(doc, indent=2) + "\n")
-    a.out.with_suffix(".md").write_text(markdown(doc))
-    print(markdown(doc))
+    out = a.out or RESULTS / ("conv_scaling.json" if a.scaling else "large_model.json")
+    text = scaling_markdown(doc) if a.scaling else markdown(doc)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    out.with_suffix(".md").write_text(text)
+    print(text)
     if doc["returncode"] != 0:
-        print(doc["stderr"], file=sys.stderr)
+        print(doc.get("stderr", ""), file=sys.stderr)
     sys.exit(0 if doc["returncode"] == 0 else 1)
 
 

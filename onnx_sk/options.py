@@ -24,10 +24,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from onnx_sk.errors import UserError
 from onnx_sk.maths.designs import DEFAULT_BOTTLENECK_RATIO, DESIGNS
 from onnx_sk.maths.weight_init import INITIALISERS
 
 Choices = tuple[str, ...] | Callable[[], tuple[str, ...]]
+
+#: seeds numpy's generators take: non-negative, and kept to 64 bits
+MAX_SEED = 2**63 - 1
 
 
 def option(
@@ -221,6 +225,12 @@ class OptimizeOptions:
             value = getattr(getattr(self, group) if group else self, f.name)
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
+
+
+def check_seed(seed: int) -> None:
+    """``--seed`` of every command: an integer from 0 to :data:`MAX_SEED`."""
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"--seed {seed}: expected an integer from 0 to 2**63 - 1")
 
 
 def option_fields() -> Iterator[tuple[str | None, dataclasses.Field]]:

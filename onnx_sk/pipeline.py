@@ -44,7 +44,7 @@ from onnx_sk.graph.output_path import check_output_path
 from onnx_sk.graph.save import OutputFile
 from onnx_sk.graph.shapes import parse_input_shapes
 from onnx_sk.graph.tensors import is_large
-from onnx_sk.options import OptimizeOptions, option_fields
+from onnx_sk.options import OptimizeOptions, check_seed, option_fields
 from onnx_sk.passes import init_weights, objectives, widen
 from onnx_sk.passes.base import Pass, run_passes
 from onnx_sk.passes.context import PassContext
@@ -115,6 +115,7 @@ def validate(options: OptimizeOptions) -> None:
         raise UserError(f"--mode {options.mode!r}: expected reduce or widen")
     if options.inputs is not None and not os.path.isfile(options.inputs):
         raise UserError(f"--inputs {options.inputs}: no such file")
+    check_seed(options.seed)
     widen.validate(options)
     objectives.validate(options)
     init_weights.validate(options)

@@ -131,10 +131,14 @@ def test_bad_threads_and_symbolic_input(tmp_path, rng, two_models):
 
 
 def test_model_the_provider_cannot_run(tmp_path, rng):
-    # a Conv whose weight does not match its input channels: ORT refuses it at session creation
+    # a valid model with an op of a custom domain no provider implements: ORT refuses it at
+    # session creation (a conv whose weight does not match its input is refused at load now)
     w = rng.standard_normal((4, 4, 3, 3)).astype(np.float32)
+    custom = onnx.helper.make_node("Mystery", ["y"], ["z"], name="m", domain="com.example")
     model = conv_model(w, dims=(1, 4, 8, 8))
-    model.graph.input[0].type.tensor_type.shape.dim[1].dim_value = 5
+    model.graph.node.append(custom)
+    model.opset_import.append(onnx.helper.make_opsetid("com.example", 1))
+    model.graph.output[0].name = "z"
     path = tmp_path / "bad.onnx"
     onnx.save(model, path)
     with pytest.raises(UserError, match=r"bad.onnx: CPUExecutionProvider cannot run this model: "):

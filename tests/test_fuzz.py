@@ -12,6 +12,9 @@ odd and prime channel counts, kernels 1-5 (non-square too), strides, pads (asymm
   ``designs.dense_equivalent`` kernel of those weights (rtol 1e-4, atol 1e-5, both outputs
   divided by the dense output's max |y| so that the tolerance means the same at every scale).
 
+``test_hostile_mutations`` mutates such graphs into invalid or malformed models (issue 16): the
+run exits 0 with a correct model or 2 with one line, never a traceback or a leftover file.
+
 Profiles (``hypothesis.settings``): ``onnx-sk-ci`` (default; a few hundred examples in all,
 derandomized so CI is reproducible) and ``long`` (thousands, random)::
 
@@ -22,11 +25,15 @@ Every failure found becomes a literal example in ``tests/test_fuzz_regressions.p
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import math
 import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -37,6 +44,7 @@ from hypothesis import strategies as st
 from onnx import helper
 
 import onnx_sk
+from onnx_sk.cli import main as cli_main
 from onnx_sk.errors import UserError
 from onnx_sk.graph.build import Replacement
 from onnx_sk.graph.checks import inserted_subgraph
@@ -362,3 +370,236 @@ def test_graph_builder_covers_the_layer_kinds():
         assert op in ops
     outs = run(model, {"x": np.zeros(feed_shape(net), np.float32)})
     assert [o.shape for o in outs.values()] == [(1, 6, 32, 63), (1, 7, 32, 63)]
+
+
+# --------------------------------------------------------------------------- hostile models
+#
+# Mutations of valid random graphs, as a careless tool or an attacker would write them. The
+# property (issue 16): ``onnx-sk optimize`` exits 0 with a correct model, or exits 2 with one
+# line ``error: ...``; never a traceback, never a wrong model, never a leftover file. The CLI
+# runs in-process (``onnx_sk.cli.main``): an exception escaping it is the traceback a user
+# would see.
+
+
+def _conv_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    return [n for n in model.graph.node if n.op_type == "Conv"]
+
+
+def _set_attr(node: onnx.NodeProto, attr: onnx.AttributeProto) -> None:
+    keep = [a for a in node.attribute if a.name != attr.name]
+    del node.attribute[:]
+    node.attribute.extend([*keep, attr])
+
+
+def _pick(items, rng):
+    """A random element of a protobuf repeated field (None when it is empty)."""
+    return items[int(rng.integers(len(items)))] if len(items) else None
+
+
+def _m_duplicate_initializer(m, rng):
+    init = _pick(m.graph.initializer, rng)
+    if init is None:
+        return
+    twin = onnx.TensorProto()
+    twin.CopyFrom(init)
+    try:
+        values = onnx.numpy_helper.to_array(init)
+    except Exception:  # an earlier mutation broke it: duplicate it as it is
+        values = np.zeros(0, np.int8)
+    if values.dtype.kind == "f":
+        twin.CopyFrom(onnx.numpy_helper.from_array(values * -2, init.name))
+    m.graph.initializer.insert(int(rng.integers(len(m.graph.initializer) + 1)), twin)
+
+
+def _m_duplicate_output(m, rng):
+    a, b = _pick(m.graph.node, rng), _pick(m.graph.node, rng)
+    if a is not None and b is not None and a.output and b.output:
+        a.output[0] = b.output[0]
+
+
+def _m_output_is_initializer(m, rng):
+    node, init = _pick(m.graph.node, rng), _pick(m.graph.initializer, rng)
+    if node is not None and init is not None and node.output:
+        node.output[0] = init.name
+
+
+def _m_reorder(m, rng):
+    nodes = list(m.graph.node)
+    order = rng.permutation(len(nodes))
+    del m.graph.node[:]
+    m.graph.node.extend(nodes[i] for i in order)
+
+
+def _m_swap_neighbours(m, rng):
+    if len(m.graph.node) < 2:
+        return
+    i = int(rng.integers(len(m.graph.node) - 1))
+    nodes = list(m.graph.node)
+    nodes[i], nodes[i + 1] = nodes[i + 1], nodes[i]
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+
+
+def _m_tensor_length(m, rng):
+    init = _pick(m.graph.initializer, rng)
+    if init is None:
+        return
+    raw = init.raw_data
+    values = np.frombuffer(raw, np.float32) if init.data_type == 1 and len(raw) % 4 == 0 else None
+    how = rng.integers(4)
+    if how == 0:
+        init.raw_data = init.raw_data[: int(rng.integers(len(init.raw_data) + 1))] + b"\1"
+    elif how == 1:
+        init.raw_data = init.raw_data + bytes(int(rng.integers(1, 9)))
+    elif how == 2 and values is not None:
+        init.ClearField("raw_data")
+        init.float_data.extend(values[: max(0, values.size - 1 - int(rng.integers(3)))].tolist())
+    else:
+        init.ClearField("raw_data")  # dims without data
+
+
+def _m_data_type(m, rng):
+    init = _pick(m.graph.initializer, rng)
+    if init is None:
+        return
+    init.data_type = int(rng.choice([0, 2, 3, 7, 10, 11, 16, 99]))
+
+
+def _m_dims(m, rng):
+    """New dims on an initializer: the same element count reshaped, or one dim changed."""
+    init = _pick(m.graph.initializer, rng)
+    if init is None:
+        return
+    dims = list(init.dims)
+    if len(dims) >= 2 and rng.integers(2):
+        dims = [int(d) for d in rng.permutation(dims)]
+    elif dims:
+        k = int(rng.integers(len(dims)))
+        dims[k] = int(rng.choice([0, 1, dims[k] + 1, -1]))
+    del init.dims[:]
+    init.dims.extend(dims)
+
+
+def _m_conv_attribute(m, rng):
+    convs = _conv_nodes(m)
+    if not convs:
+        return
+    node = _pick(convs, rng)
+    name = str(rng.choice(["group", "kernel_shape", "strides", "pads", "dilations", "foo"]))
+    bad = {
+        "group": [0, -1, 2, 3, 7, 1000],
+        "kernel_shape": [[5, 5], [1], [3, 3, 3], [0, 3], [2, 1]],
+        "strides": [[0, 1], [-1, 1], [1], [1, 1, 1]],
+        "pads": [[-1, 0, 0, 0], [1, 1], [0] * 6],
+        "dilations": [[0, 1], [2], [-2, 1]],
+        "foo": [1],
+    }[name]
+    value = bad[int(rng.integers(len(bad)))]
+    if rng.integers(5) == 0:  # the wrong attribute type
+        value = [float(v) for v in value] if isinstance(value, list) else float(value)
+    _set_attr(node, helper.make_attribute(name, value))
+
+
+def _m_conv_arity(m, rng):
+    convs = _conv_nodes(m)
+    if not convs:
+        return
+    node = _pick(convs, rng)
+    if rng.integers(2):
+        del node.input[1:]
+    else:
+        del node.output[:]
+
+
+def _m_undefined_input(m, rng):
+    node = _pick(m.graph.node, rng)
+    if node is not None and node.input:
+        node.input[int(rng.integers(len(node.input)))] = "nowhere"
+
+
+def _m_ir3(m, rng):
+    """Valid: what opset-9 exporters wrote (IR 3, every initializer also a graph input)."""
+    m.ir_version = 3
+    for init in m.graph.initializer:
+        m.graph.input.append(
+            helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
+        )
+
+
+def _m_overridable(m, rng):
+    """Valid: a weight also listed as a graph input (IR >= 4: an overridable default)."""
+    init = _pick(m.graph.initializer, rng)
+    if init is None:
+        return
+    m.graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+
+
+MUTATIONS = {
+    f.__name__[3:]: f
+    for f in (
+        _m_duplicate_initializer, _m_duplicate_output, _m_output_is_initializer, _m_reorder,
+        _m_swap_neighbours, _m_tensor_length, _m_data_type, _m_dims, _m_conv_attribute,
+        _m_conv_arity, _m_undefined_input, _m_ir3, _m_overridable,
+    )
+}  # fmt: skip
+#: hostile examples: 5 per example of the other tests (most are refused at load, in milliseconds)
+FUZZ_HOSTILE = settings(FUZZ, max_examples=FUZZ.max_examples * 5)
+
+
+def _run_main(argv: list[str]) -> tuple[int, str]:
+    """``onnx-sk ARGV`` in-process: (exit code, what it wrote to stderr)."""
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        code = cli_main([str(a) for a in argv])
+    return code, err.getvalue()
+
+
+def check_hostile(net: Net, mutations: list[str], pick: int) -> None:
+    model = build(net)
+    rng = np.random.default_rng(pick)
+    for name in mutations:
+        MUTATIONS[name](model, rng)
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out, rep = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx", Path(tmp) / "r.json"
+        src.write_bytes(model.SerializeToString())
+        before = src.read_bytes()
+        code, err = _run_main(
+            ["optimize", src, out, "--include-first", "--report", rep]
+            + [f"--input-shape=x:{'x'.join(map(str, feed_shape(net)))}"]
+        )
+        assert src.read_bytes() == before, "the input was modified"
+        left = {p.name for p in Path(tmp).iterdir()}
+        if code != 0:
+            lines = err.strip().splitlines()
+            assert code == 2, (code, err)
+            assert len(lines) == 1 and lines[0].startswith("error: "), err
+            assert left == {"in.onnx"}, f"left behind: {sorted(left)}"
+            _event(f"hostile: refused ({'+'.join(mutations)})")
+            return
+        assert left == {"in.onnx", "out.onnx", "r.json"}, f"files: {sorted(left)}"
+        _event(f"hostile: optimized ({'+'.join(mutations)})")
+        written = onnx.load(out)
+        doc = json.loads(rep.read_text())
+    # exit 0: the input was valid after all, so the result must be a correct rewrite of it
+    onnx.checker.check_model(model, full_check=True)
+    onnx.checker.check_model(written, full_check=True)
+    feeds = {
+        "x": np.random.default_rng(net.seed).standard_normal(feed_shape(net)).astype(np.float32)
+    }
+    want, got = run(model, feeds), run(written, feeds)  # no feed for any weight
+    assert list(got) == list(want)
+    assert [g.shape for g in got.values()] == [w.shape for w in want.values()]
+    replaced = doc["totals"]["replaced"]
+    if replaced:
+        assert doc["verification"]["fields_checked"] == replaced
+        assert check_subgraphs(model, written, SimpleNamespace(convs=doc["convs"])) == replaced
+
+
+@FUZZ_HOSTILE
+@given(
+    net=nets(max_layers=3),
+    mutations=st.lists(st.sampled_from(sorted(MUTATIONS)), min_size=1, max_size=2),
+    pick=st.integers(0, 2**32 - 1),
+)
+def test_hostile_mutations(net, mutations, pick):
+    check_hostile(net, mutations, pick)

@@ -63,12 +63,25 @@ def check(model: onnx.ModelProto, large: bool | None = None) -> None:
         ) from None
 
 
-def inserted_subgraph(result: onnx.ModelProto, r: Replacement) -> onnx.GraphProto:
-    """The nodes that replaced one conv, with their weights: a graph from r.input to r.output."""
-    names = set(r.new_nodes)
-    nodes = [n for n in result.graph.node if n.name in names]
-    reads = {t for n in nodes for t in n.input}
-    inits = [t for t in result.graph.initializer if t.name in reads]
+class GraphParts:
+    """A model's main-graph nodes and initializers by name, looked up once for every conv."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.position = {n.name: i for i, n in enumerate(model.graph.node)}
+        self.graph = model.graph
+        self.inits = {t.name: t for t in model.graph.initializer}
+
+
+def inserted_subgraph(
+    result: onnx.ModelProto, r: Replacement, parts: GraphParts | None = None
+) -> onnx.GraphProto:
+    """The nodes that replaced one conv, with their weights: a graph from r.input to r.output
+    (``parts``: the result's lookup, built once when there are many convs)."""
+    parts = parts or GraphParts(result)
+    at = sorted(parts.position[name] for name in r.new_nodes if name in parts.position)
+    nodes = [parts.graph.node[i] for i in at]  # in graph order
+    reads = dict.fromkeys(t for n in nodes for t in n.input)
+    inits = [parts.inits[t] for t in reads if t in parts.inits]
     x = onnx.helper.make_tensor_value_info(
         r.input,
         onnx.TensorProto.FLOAT,
@@ -80,8 +93,9 @@ def inserted_subgraph(result: onnx.ModelProto, r: Replacement) -> onnx.GraphProt
 
 def check_fields(result: onnx.ModelProto, replacements: list[Replacement]) -> int:
     """Each inserted subgraph's information field, read off its ONNX nodes, equals the conv's."""
+    parts = GraphParts(result)
     for r in replacements:
-        got = field_between(inserted_subgraph(result, r), r.input, r.output)
+        got = field_between(inserted_subgraph(result, r, parts), r.input, r.output)
         want = field_of_conv(r.real.spec)
         if not got.equals(want):
             raise VerificationError(

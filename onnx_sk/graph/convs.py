@@ -13,11 +13,18 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from onnx_sk.errors import UserError
 from onnx_sk.graph.index import ConstantIndex, GraphIndex, subgraphs
 from onnx_sk.graph.shapes import Shape, known_dims
+from onnx_sk.graph.validity import check_conv_channels
 from onnx_sk.maths.spec import DENSE, DEPTHWISE, GROUPED, POINTWISE, ConvSpec
 
 QUANTIZED_CONVS = ("QLinearConv", "ConvInteger")
+NOT_CONSTANT = "weights are not constant (a graph input or computed)"
+#: IR >= 4: an initializer also listed as a graph input is a default the caller may override
+OVERRIDABLE = (
+    "weights are an initializer also listed as a graph input (a default a caller may override)"
+)
 _SCOPE_NAMES = {"Loop": "a Loop body", "If": "an If branch", "Scan": "a Scan body"}
 
 
@@ -112,7 +119,7 @@ def why_not(site: ConvSite) -> str | None:
     if site.spec is None:
         return "weight shape unknown"
     if not site.weight_is_constant:
-        return "weights are not constant (a graph input or computed)"
+        return NOT_CONSTANT
     if site.bias_name and site.bias_name not in site.consts:
         return "bias is not constant (a graph input or computed)"
     if site.spec.spatial_rank != 2:
@@ -175,6 +182,10 @@ def find_convs(model: onnx.ModelProto, shapes: dict[str, Shape]) -> list[ConvSit
             if node.op_type != "Conv":
                 continue
             sites.append(_site(node, scope, consts, shapes, node.output[0] in first and not scope))
+    overridable = {i.name for i in model.graph.input} & {i.name for i in model.graph.initializer}
+    for site in sites:
+        if site.reason == NOT_CONSTANT and overridable.intersection(site.node.input[1:3]):
+            site.reason = OVERRIDABLE
     return sites
 
 
@@ -188,10 +199,13 @@ def _site(
     bias_name = node.input[2] if len(node.input) > 2 else ""
     w_shape = known_dims(consts.dims(node.input[1]) or shapes.get(node.input[1]))
     spec = None
+    in_shape = shapes.get(node.input[0])
     if w_shape is not None and len(w_shape) >= 3:
-        spec = read_spec(node, w_shape, bool(bias_name))
-    site = ConvSite(
-        node, scope, spec, consts, shapes.get(node.input[0]), shapes.get(node.output[0]), first
-    )
+        try:
+            spec = read_spec(node, w_shape, bool(bias_name))
+        except ValueError as exc:  # a computed weight whose inferred shape contradicts group
+            raise UserError(str(exc)) from None
+        check_conv_channels(node, w_shape, in_shape[1] if in_shape else None, spec.group)
+    site = ConvSite(node, scope, spec, consts, in_shape, shapes.get(node.output[0]), first)
     site.reason = why_not(site)
     return site

@@ -55,7 +55,7 @@ def all_params(model: onnx.ModelProto) -> int:
 
 def conv_params(model: onnx.ModelProto) -> int:
     """Weight + bias elements of the main graph's Conv nodes (constants only)."""
-    consts = ConstantIndex(model.graph)
+    consts = ConstantIndex(model.graph, include_inputs=True)
     total = 0
     for node in model.graph.node:
         if node.op_type == "Conv":

@@ -53,17 +53,23 @@ def _is_numeric_constant(node: onnx.NodeProto) -> bool:
 
 
 class ConstantIndex:
-    """The constants of one or more graphs by name, converted to numpy only when asked."""
+    """The constants of one or more graphs by name, converted to numpy only when asked.
+
+    An initializer that is also listed as a graph input is a default the caller may override
+    (IR >= 4; :func:`onnx_sk.graph.load.load_model` upgrades IR-3 models, which list every
+    initializer as an input): not a constant, unless ``include_inputs`` (parameter counts)."""
 
     #: arrays above this many bytes are not cached (a second copy of a multi-GB model's weights)
     CACHE_LIMIT = 16 * 2**20
 
-    def __init__(self, *graphs: onnx.GraphProto) -> None:
+    def __init__(self, *graphs: onnx.GraphProto, include_inputs: bool = False) -> None:
         self._protos: dict[str, onnx.TensorProto | onnx.NodeProto] = {}
         self._cache: dict[str, np.ndarray] = {}
         for graph in graphs:
+            inputs = set() if include_inputs else {i.name for i in graph.input}
             for init in graph.initializer:
-                self._protos[init.name] = init
+                if init.name not in inputs:
+                    self._protos[init.name] = init
             for node in graph.node:
                 if _is_numeric_constant(node):
                     self._protos[node.output[0]] = node

@@ -3,7 +3,9 @@
 ``load_model`` accepts a path or a ``ModelProto``; reads external data relative to the model's
 folder (refusing locations that escape it); turns every bad input into a one-line
 :class:`~onnx_sk.errors.UserError`: missing, empty, truncated or non-model files, opsets outside
-what ONNX Runtime and this onnx support, IR versions newer than this onnx knows, negative dims.
+what ONNX Runtime and this onnx support, IR versions newer than this onnx knows, negative dims,
+external data shorter than its tensor, and every model ONNX calls invalid
+(:mod:`onnx_sk.graph.validity`). IR-3 models are upgraded to IR 4 (:func:`upgrade_ir3`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from onnx.external_data_helper import load_external_data_for_model
 from onnx_sk.errors import UserError
 from onnx_sk.graph.constants import Canonical, canonical_constants, needs_canonical
 from onnx_sk.graph.tensors import all_tensors
+from onnx_sk.graph.validity import check_external_size, check_model
 
 #: the oldest default-domain opset accepted (the oldest ONNX Runtime supports)
 OLDEST_OPSET = 7
@@ -41,17 +44,22 @@ class LoadedModel:
         return [self.path.parent / f for f in self.external_files] if self.path else []
 
 
-def _external_locations(model: onnx.ModelProto) -> list[tuple[str, str]]:
-    """(tensor name, location) for every tensor stored as external data, subgraphs included."""
+def _external_tensors(model: onnx.ModelProto) -> list[tuple[onnx.TensorProto, str]]:
+    """(tensor, location) for every tensor stored as external data, subgraphs included."""
     out = []
     for tensor in all_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             info = {e.key: e.value for e in tensor.external_data}
-            out.append((tensor.name, info.get("location", "")))
+            out.append((tensor, info.get("location", "")))
     return out
 
 
-def _check_location(name: str, location: str, folder: Path) -> Path:
+def _check_location(tensor: onnx.TensorProto, location: str, folder: Path) -> Path:
+    name = tensor.name
+    if "\0" in location:
+        raise UserError(
+            f"external data location {location!r} of tensor {name!r} contains a NUL byte: refused"
+        )
     if not location:
         raise UserError(f"tensor {name!r} is stored as external data without a location")
     if os.path.isabs(location) or location.startswith(("/", "\\")):
@@ -67,6 +75,7 @@ def _check_location(name: str, location: str, folder: Path) -> Path:
         raise UserError(
             f"external data file {location!r} of tensor {name!r} is missing (looked in {folder})"
         )
+    check_external_size(tensor, location, str(target))
     return target
 
 
@@ -151,28 +160,47 @@ def load_model(source: str | os.PathLike[str] | onnx.ModelProto) -> LoadedModel:
     """Load a model from a path (external data read from its folder) or take a ``ModelProto``."""
     if isinstance(source, onnx.ModelProto):
         _check_is_model(source, "the model")
-        used = bool(_external_locations(source))
+        used = bool(_external_tensors(source))
         if used:
             raise UserError(
                 "the ModelProto references external data but has no folder to read it from: "
                 "pass the model's path instead"
             )
-        if needs_canonical(source.graph):  # the caller's proto is never edited
-            copy = onnx.ModelProto()
+        check_model(source, "the model")
+        if source.ir_version < 4 or needs_canonical(source.graph):  # the caller's proto is
+            copy = onnx.ModelProto()  # never edited: IR 3 upgraded, constants canonical on a copy
             copy.CopyFrom(source)
+            upgrade_ir3(copy)
             return LoadedModel(model=copy, canonical=canonical_constants(copy))
         return LoadedModel(model=source)
     path = Path(source)
     model = _parse(path)
-    locations = _external_locations(model)
+    locations = _external_tensors(model)
     files = []
-    for name, location in locations:
-        _check_location(name, location, path.parent)
+    for tensor, location in locations:
+        _check_location(tensor, location, path.parent)
         files.append(location)
+    check_model(model, str(path))  # before the external data is read: the proto is small
     if locations:
         try:
             load_external_data_for_model(model, str(path.parent))
         except Exception as exc:
             raise UserError(f"{path}: could not read external data ({exc})") from None
-    changed = canonical_constants(model)
+    changed = canonical_constants(upgrade_ir3(model))
     return LoadedModel(model, path, bool(locations), sorted(set(files)), changed)
+
+
+def upgrade_ir3(model: onnx.ModelProto) -> onnx.ModelProto:
+    """IR 3 lists every initializer as a graph input too (what opset 7-9 exporters wrote); from
+    IR 4 on an initializer listed as an input is a default the caller may override. An IR-3
+    model is upgraded in place to IR 4 with its initializers no longer listed as inputs, so its
+    weights read as constants and what onnx-sk writes needs no feed for them."""
+    if model.ir_version >= 4:
+        return model
+    graph = model.graph
+    inits = {i.name for i in graph.initializer}
+    keep = [vi for vi in graph.input if vi.name not in inits]
+    del graph.input[:]
+    graph.input.extend(keep)
+    model.ir_version = 4
+    return model

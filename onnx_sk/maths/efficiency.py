@@ -265,16 +265,34 @@ def greatest_width_integer(
     return None
 
 
+#: the largest arguments ``efficiency_table`` takes: the integer searches enumerate divisors
+#: and widths, so their work grows with these (at the limits, a few seconds)
+MAX_CHANNELS = 2**20
+MAX_KERNEL = 63
+MAX_BUDGET = 1e9
+MAX_ALPHA = 1024.0
+
+
 def _check_inputs(
     c_in: int, c_out: int, kernel: int, budget: float | None, alpha: float, ratio: float
 ) -> None:
-    for name, value in (("--c-in", c_in), ("--c-out", c_out), ("--kernel", kernel)):
+    for name, value, top in (
+        ("--c-in", c_in, MAX_CHANNELS),
+        ("--c-out", c_out, MAX_CHANNELS),
+        ("--kernel", kernel, MAX_KERNEL),
+    ):
         if value <= 0:
             raise DomainError(f"{name} must be a positive integer, got {value}")
-    if budget is not None and not budget > 0:
-        raise DomainError(f"--budget must be a positive number of parameters, got {budget}")
-    if not (alpha > 0 and math.isfinite(alpha)):
-        raise DomainError(f"--alpha must be a positive number (F = alpha·C), got {alpha}")
+        if value > top:
+            raise DomainError(f"{name} {value} is too large (at most {top})")
+    if budget is not None and not 0 < budget <= MAX_BUDGET:
+        raise DomainError(
+            f"--budget must be a positive number of parameters up to {MAX_BUDGET:.0e}, got {budget}"
+        )
+    if not (0 < alpha <= MAX_ALPHA and math.isfinite(alpha)):
+        raise DomainError(
+            f"--alpha must be a positive number up to {MAX_ALPHA:g} (F = alpha·C), got {alpha}"
+        )
     if not 0 < ratio <= 1:
         raise DomainError(f"--bottleneck-ratio must be in (0, 1] (K = ratio·F), got {ratio}")
 

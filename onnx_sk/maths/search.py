@@ -61,6 +61,7 @@ This module imports numpy and the standard library only (plus onnx-sk's maths mo
 from __future__ import annotations
 
 import itertools
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -90,6 +91,13 @@ _AREA = KERNEL_SHAPE[0] * KERNEL_SHAPE[1]
 REFERENCE_SPATIAL = (56, 56)
 DEFAULT_CHANNELS = 16
 DEFAULT_MAX_LENGTH = 6
+#: the search is refused above this width (a field step costs time and memory in C)
+MAX_CHANNELS = 1024
+#: and stopped past this much work: a field step (one kernel choice applied to one field state)
+#: composes two [C, C] connectivity matrices, about C³ operations, so the work is steps × C³;
+#: 2e10 is 10-30 s. A width with many divisors (48, 72, 96, ...) has many group and shuffle
+#: choices per kernel, so the step count, not only the width, grows without bound
+MAX_SEARCH_WORK = 20_000_000_000
 
 
 @dataclass(frozen=True)
@@ -160,11 +168,24 @@ def _pw_group_choices(w_in: int, w_out: int, kind: str) -> list[int]:
 
 
 class _Searcher:
-    def __init__(self, channels: int, bottleneck: int | None) -> None:
+    def __init__(self, channels: int, bottleneck: int | None, budget: int | None) -> None:
         self.c = channels
         self.k = bottleneck
         self.standard = (*KERNEL_SHAPE, channels)
         self.memo: dict[tuple[FieldKey, str, bool, bool], list[_Outcome]] = {}
+        self.limit = self.budget = budget  # work left, in field steps × C³ (None: unbounded)
+
+    def _spend(self, steps: int) -> None:
+        if self.budget is None:
+            return
+        self.budget -= steps
+        if self.budget < 0:
+            raise DomainError(
+                f"--channels {self.c}: the search needs more than {self.limit:.0e} units "
+                "of work (field steps × C³): stopped. A width with many divisors has "
+                "many group numbers and shuffles per kernel: try one with fewer divisors, fewer "
+                "--kernels or a shorter --max-length"
+            )
 
     def is_standard(self, f: Field) -> bool:
         """The dense conv's field: size (3, 3, C) at width C (line 31 of Algorithm 1)."""
@@ -205,6 +226,7 @@ class _Searcher:
         before = state.size
         out: list[_Outcome] = []
         choices = self.choices(width, kind, first, last)
+        self._spend(len(choices) * self.c**3)
         if not choices:
             out.append(((0, 0, 0), "no_group"))
         for shuffle, group, w_out in choices:
@@ -262,7 +284,9 @@ def _validate(
         raise DomainError(f"--max-length must be at least 1, got {max_length}")
     if max_length > 8:
         raise DomainError(f"--max-length {max_length} is too large (at most 8: 4^8 designs)")
-    if channels < 4 or all(channels % m for m in range(2, channels)):
+    if channels > MAX_CHANNELS:
+        raise DomainError(f"--channels {channels} is too large (at most {MAX_CHANNELS})")
+    if channels < 4 or all(channels % m for m in range(2, math.isqrt(channels) + 1)):
         raise DomainError(
             f"--channels must be a composite number ≥ 4 so that GC and PWG have a group number "
             f"1 < M < C, got {channels}"
@@ -289,11 +313,13 @@ def search(
     kernels: Sequence[str] = KERNEL_TYPES,
     regex: str = "start",
     bottleneck: bool = False,
+    max_work: int = MAX_SEARCH_WORK,
 ) -> SearchResult:
-    """Run Algorithm 1 on every sequence of ``kernels`` up to ``max_length`` for ``C→C`` 3×3."""
+    """Run Algorithm 1 on every sequence of ``kernels`` up to ``max_length`` for ``C→C`` 3×3
+    (stopped with a DomainError past ``max_work``, in field steps × C³)."""
     kinds = _validate(channels, max_length, kernels, regex, bottleneck)
     k = channels // 4 if bottleneck else None
-    searcher = _Searcher(channels, k)
+    searcher = _Searcher(channels, k, max_work)
     matcher = REGEX_MODES[regex]
     removed = dict.fromkeys(REASONS, 0)
     fate: dict[tuple[str, ...], str] = {}
@@ -400,7 +426,7 @@ def passing_choices(
     The twin of :func:`search` for tests; ignores the composition rule.
     """
     k = channels // 4 if bottleneck else None
-    searcher = _Searcher(channels, k)
+    searcher = _Searcher(channels, k, None)
     start = Field.identity(channels, len(KERNEL_SHAPE))
     out = []
     n = len(kernels)

@@ -37,14 +37,19 @@ def _bn_params(graph: onnx.GraphProto, base: str, channels: int) -> list[str]:
 
 
 def insert_identity_bn(model: onnx.ModelProto, replacements: list[Replacement]) -> int:
-    """Insert the BNs in place; returns how many were inserted."""
+    """Insert the BNs in place; returns how many were inserted.
+
+    The stage convs are found in one scan of the graph and every BN is spliced in after its
+    conv from the last position to the first, so the cost is linear in the number of nodes."""
     graph = model.graph
     weights = ConstantIndex(graph)
-    count = 0
+    position = {n.name: i for i, n in enumerate(graph.node)}
+    inserts: list[tuple[int, onnx.NodeProto]] = []
     for r in replacements:
-        new = set(r.new_nodes)
-        convs = [n for n in graph.node if n.name in new and n.op_type == "Conv"]
-        for conv in convs[:-1]:
+        at = sorted(position[name] for name in r.new_nodes if name in position)
+        convs = [i for i in at if graph.node[i].op_type == "Conv"]
+        for i in convs[:-1]:
+            conv = graph.node[i]
             dims = weights.dims(conv.input[1])
             assert dims is not None  # a stage weight is an initializer
             channels = dims[0]
@@ -58,11 +63,11 @@ def insert_identity_bn(model: onnx.ModelProto, replacements: list[Replacement]) 
                 name=base,
                 epsilon=EPSILON,
             )
-            position = list(graph.node).index(conv) + 1
-            graph.node.insert(position, bn)
+            inserts.append((i + 1, bn))
             r.new_nodes.append(base)
-            count += 1
-    return count
+    for i, bn in sorted(inserts, key=lambda item: item[0], reverse=True):
+        graph.node.insert(i, bn)
+    return len(inserts)
 
 
 class TrainingBNPass:

@@ -31,6 +31,7 @@ import onnx
 from onnx_sk.errors import UserError
 from onnx_sk.graph.load import load_model
 from onnx_sk.graph.shapes import light_copy
+from onnx_sk.options import check_seed
 from onnx_sk.runtime.feeds import load_calibration, random_inputs, real_inputs
 from onnx_sk.runtime.session import session
 
@@ -332,6 +333,7 @@ def compare(
         slices = parse_slices(slices)
     if samples < 1:
         raise UserError(f"--samples {samples}: expected a positive integer")
+    check_seed(seed)
     la, lb = load_model(a), load_model(b)
     assert la.model is not None and lb.model is not None
     graph = light_copy(la.model)  # what the feeds need (inputs), without the weights
