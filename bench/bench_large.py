@@ -140,8 +140,9 @@ def _optimize_child(
 ) -> tuple[subprocess.CompletedProcess, float, int]:
     """``onnx-sk optimize SRC OUT`` in a child process: (process, wall seconds, peak RSS bytes)."""
     hwm_file = Path(tempfile.mkstemp(prefix="onnx-sk-hwm-")[1])
+    # He weights: the figures are the graph work's (the fitting cost is bench_init's)
     cmd = [sys.executable, "-c", CHILD, str(hwm_file), "optimize", str(src), str(out),
-           "--include-first", *extra]  # fmt: skip
+           "--include-first", "--init", "he", *extra]  # fmt: skip
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -169,7 +170,7 @@ def scaling(sizes: list[int], folder: Path, extra: list[str]) -> dict:
     last = rows[-1]
     return {
         "model": "N × (Conv 8→8 3×3, pads 1 → InstanceNormalization), input 1×8×8×8",
-        "optimize_options": ["--include-first", *extra],
+        "optimize_options": ["--include-first", "--init", "he", *extra],
         "rows": rows,
         "target": "time ratio ≤ size ratio (linear); issue 14: 2,000 convs ≤ 10× the 200-conv time",
         "linear": last["time_ratio"] <= last["size_ratio"],
