@@ -19,6 +19,7 @@ torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch
 
 from onnx_sk.training.export import to_torch  # noqa: E402
+from onnx_sk.training.module import OnnxModule  # noqa: E402
 from onnx_sk.training.registry import OPS  # noqa: E402
 from onnx_sk.training.weights import weights_into  # noqa: E402
 
@@ -212,10 +213,17 @@ def test_a_graph_reading_an_undefined_tensor_or_a_bare_constant_is_a_clear_error
     model = _graph([helper.make_node("Relu", ["nowhere"], ["y"], name="r")])
     path = tmp_path / "undefined.onnx"
     onnx.save(model, path)
+    # the CLI refuses it at load (an invalid model); the converter says the same on its own
     assert_clean_error(
         run_cli("export-torch", path, tmp_path / "u.pt"),
+        f"{path} is not a valid ONNX model: node 'r' reads 'nowhere', which no node, "
+        "initializer or graph input defines",
+    )
+    with pytest.raises(UserError) as err:
+        OnnxModule(model)
+    assert str(err.value) == (
         "export-torch: node 'r' (Relu) reads 'nowhere', which nothing before it defines "
-        "(the graph is not in topological order?)",
+        "(the graph is not in topological order?)"
     )
     bare = _graph(
         [

@@ -372,6 +372,11 @@ def _without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
             light.graph.input.append(
                 onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
             )
+    # a graph input or output without a shape (unknown rank) is what exporters and tools write
+    # and ONNX Runtime runs; the checker wants the field: present (empty) in this copy only
+    for vi in (*light.graph.input, *light.graph.output, *light.graph.value_info):
+        if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape"):
+            vi.type.tensor_type.shape.SetInParent()
     return light
 
 
