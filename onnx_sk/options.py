@@ -12,8 +12,9 @@ From these declarations:
 
 Validation lives with the module that owns the option: the planning objectives check the
 reduce and latency groups (``passes/objectives.py``), the initialisation pass the fitting group
-(``passes/init_weights.py``), the widen pass the widen group (``passes/widen.py``), and the
-pipeline ``--mode`` and ``--input-shape`` (``pipeline.py``).
+(``passes/init_weights.py``), the widen pass the widen group (``passes/widen.py``), the
+recovery pass the recovery group (``passes/recover.py``), and the pipeline ``--mode`` and
+``--input-shape`` (``pipeline.py``).
 """
 
 from __future__ import annotations
@@ -148,11 +149,32 @@ class WidenOptions:
     )
 
 
+@dataclass(frozen=True)
+class RecoverOptions:
+    """Recovery: after the rewrite, distill the result from the original on unlabelled inputs
+    (``onnx-sk distill``'s training, its defaults; needs the torch extra)."""
+
+    PANEL = "Recovery (distillation)"
+
+    recover: str | None = option(
+        None,
+        "Then distill the result from the original on these unlabelled inputs (.npz: one array "
+        "per input, axis 0 = samples), as onnx-sk distill IN OUT OUT --data DATA would; needs "
+        "the torch extra. Only the weights change; OUT is written once, after training.",
+    )
+    recover_epochs: int = option(20, "--recover: the most epochs of each stage.")
+    recover_minutes: float | None = option(None, "--recover: stop training after M minutes.")
+    recover_holdout: float = option(
+        0.2, "--recover: fraction of the samples held out (early stop, fidelity)."
+    )
+
+
 GROUPS = {
     "reduce": ReduceOptions,
     "latency": LatencyOptions,
     "fitting": FitOptions,
     "widen": WidenOptions,
+    "recovery": RecoverOptions,
 }
 
 
@@ -184,6 +206,7 @@ class OptimizeOptions:
     latency: LatencyOptions = field(default_factory=LatencyOptions)
     fitting: FitOptions = field(default_factory=FitOptions)
     widen: WidenOptions = field(default_factory=WidenOptions)
+    recovery: RecoverOptions = field(default_factory=RecoverOptions)
 
     def __post_init__(self) -> None:
         """``--init`` not given: approx, except he where widen draws every widened conv fresh
