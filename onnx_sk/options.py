@@ -68,9 +68,11 @@ class ReduceOptions:
         f"Force a design: {', '.join(DESIGNS)}; none (--mode widen): widen only.",
         choices=lambda: (*DESIGNS, "none"),
     )
-    objective: str = option(
-        "params",
-        "Choose designs by params, macs or latency (measured).",
+    objective: str | None = option(
+        None,
+        "Choose designs by params, macs or latency (measured). Default: params; with --recover, "
+        "latency when every replaceable conv's input size is static (the model's, or "
+        "--input-shape), else params.",
         choices=("params", "macs", "latency"),
     )
     include_first: bool = option(False, "Also replace the first conv.")
@@ -210,7 +212,9 @@ class OptimizeOptions:
 
     def __post_init__(self) -> None:
         """``--init`` not given: approx, except he where widen draws every widened conv fresh
-        (``--mode widen --widen-init he`` with a design): there is no kernel to fit."""
+        (``--mode widen --widen-init he`` with a design): there is no kernel to fit.
+        ``--objective`` not given: params, except with ``--recover`` in Mode 1, where the plan
+        pass decides once the input sizes are known (``passes/plan.py``)."""
         if self.fitting.init is None:
             fresh = (
                 self.mode == "widen"
@@ -219,6 +223,9 @@ class OptimizeOptions:
             )
             fitting = dataclasses.replace(self.fitting, init="he" if fresh else "approx")
             object.__setattr__(self, "fitting", fitting)
+        if self.reduce.objective is None and not (self.recovery.recover and self.mode == "reduce"):
+            reduce = dataclasses.replace(self.reduce, objective="params")
+            object.__setattr__(self, "reduce", reduce)
 
     @classmethod
     def from_flat(cls, **values: Any) -> OptimizeOptions:

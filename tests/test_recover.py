@@ -40,7 +40,8 @@ def runs(tmp_path_factory):
     np.savez(data, input=_images(96, 0))
     np.savez(test, input=_images(16, 1))
     before = digest(MODEL)
-    options = {"init": "he", "input_shape": SHAPE, "inputs": test}
+    # params pinned: the same designs in both runs (--recover's default, latency, is measured)
+    options = {"init": "he", "input_shape": SHAPE, "inputs": test, "objective": "params"}
     _, plain = onnx_sk.optimize(MODEL, d / "plain.onnx", **options)
     _, rec = onnx_sk.optimize(MODEL, d / "rec.onnx", recover=data, recover_epochs=6, **options)
     assert digest(MODEL) == before
@@ -101,16 +102,38 @@ def test_cli_prints_recovery_and_writes_the_report(runs, tmp_path):
     d, _, _ = runs
     out, report = tmp_path / "o.onnx", tmp_path / "r.json"
     proc = run_cli(
-        "optimize", MODEL, out, "--init", "he", "--input-shape", SHAPE[0], "--recover",
+        "optimize", MODEL, out, "--init", "he", "--objective", "macs", "--recover",
         d / "data.npz", "--recover-epochs", "2", "--recover-holdout", "0.5", "--report", report,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(report.read_text())
-    assert doc["recovery"]["holdout_samples"] == 48
+    assert doc["recovery"]["holdout_samples"] == 48 and doc["options"]["objective"] == "macs"
     assert "recovered by distillation from the original on 96 samples" in proc.stdout
     assert "after recovery: full checker ok, only the weights changed" in proc.stdout
     assert "before recovery, fidelity against the original" in proc.stdout
     assert out.exists()
+
+
+def test_default_objective_is_latency_where_sizes_are_static(runs, tmp_path):
+    """--recover without --objective: latency when every replaceable conv's input size is known
+    (here from --input-shape), else params (the model's spatial dims are symbolic); without
+    --recover, params. The report and the written metadata say which was used."""
+    d, _, _ = runs
+    data = d / "data.npz"
+    small = {"recover": data, "recover_epochs": 1, "init": "he"}
+    _, rep = onnx_sk.optimize(MODEL, tmp_path / "a.onnx", input_shape=SHAPE, **small)
+    assert rep.options["objective"] == "latency"
+    meta = {p.key: p.value for p in onnx.load(tmp_path / "a.onnx").metadata_props}
+    if rep.replaced:  # measured: on this tiny model the dense convs may all be the fastest
+        assert json.loads(meta["onnx_sk.options"])["objective"] == "latency"
+    else:
+        assert "onnx_sk.options" not in meta and rep.recovery["skipped"]
+    _, rep = onnx_sk.optimize(MODEL, tmp_path / "b.onnx", **small)
+    assert rep.options["objective"] == "params"
+    _, rep = onnx_sk.optimize(MODEL, tmp_path / "c.onnx", input_shape=SHAPE, init="he")
+    assert rep.options["objective"] == "params" and rep.recovery is None
+    _, rep = onnx_sk.optimize(MODEL, tmp_path / "d.onnx", mode="widen", **small)
+    assert rep.options["objective"] == "params" and rep.recovery["samples"] == 96
 
 
 def test_nothing_replaced_nothing_to_recover(runs, tmp_path):
