@@ -189,3 +189,24 @@ def test_without_torch_one_line_error(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert_clean_error(proc, "--recover needs PyTorch: pip install 'onnx-sk[torch]'")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.npz"]
+
+
+def test_api_from_a_model_proto_and_without_verification(runs):
+    """A ModelProto source is the teacher as given (never edited); --no-verify skips the
+    re-checks and the fidelity, not distill's own check of the trained graph."""
+    d, _, _ = runs
+    proto = onnx.load(MODEL)
+    copy = proto.SerializeToString()
+    small = {"recover": d / "data.npz", "recover_epochs": 2, "init": "he", "objective": "params"}
+    model, rep = onnx_sk.optimize(proto, None, input_shape=SHAPE, **small)
+    assert proto.SerializeToString() == copy
+    assert rep.recovery["after"][0]["cosine"] > rep.recovery["before"][0]["cosine"]
+    assert rep.recovery["verification_max_abs_diff"] < 1e-3
+    assert (
+        rep.fidelity["outputs"][0]["cosine"]
+        > rep.recovery["fidelity_before"]["outputs"][0]["cosine"]
+    )
+    onnx.checker.check_model(model, full_check=True)
+    _, rep = onnx_sk.optimize(MODEL, d / "nv.onnx", verify=False, **small)
+    assert rep.verification is None and rep.fidelity is None
+    assert rep.recovery["samples"] == 96 and rep.recovery["fidelity_before"] is None

@@ -9,7 +9,10 @@ graph with new initializer values (same nodes, same inputs and outputs), checked
 checker (full check) and by ONNX Runtime: on the held-out samples the written file must give the
 trained torch module's outputs (``max |a − b| ≤ RTOL · max |b| + ATOL``), else nothing is written.
 Fidelity to the teacher is measured with ONNX Runtime on the held-out split, before and after:
-per output, cosine, max and mean |student − teacher|.
+per output, cosine, max and mean |student − teacher| (:mod:`onnx_sk.training.targets`).
+
+``distill`` reads and writes files; ``recover`` (``optimize --recover``) trains an in-memory
+student and returns the checked graph for the optimize pipeline to write; both run ``train``.
 """
 
 from __future__ import annotations
@@ -31,27 +34,11 @@ from onnx_sk.graph.output_path import check_output_path
 from onnx_sk.graph.save import save_json, save_model
 from onnx_sk.runtime.compare import difference
 from onnx_sk.runtime.feeds import real_inputs
-from onnx_sk.runtime.probe import Probe, batch_fixed_at_one
+from onnx_sk.runtime.probe import Probe
 from onnx_sk.runtime.verify import ATOL, RTOL
-from onnx_sk.training.blocks import anchors, cut
+from onnx_sk.training.blocks import cut
 from onnx_sk.training.samples import Samples, load_samples
-
-#: training targets are computed once and kept when they fit in this many bytes, else per batch
-TARGET_CACHE_BYTES = 512 * 2**20
-#: samples of the training split used for the per-channel variances of the loss
-VARIANCE_SAMPLES = 256
-
-
-@dataclass(frozen=True)
-class Fidelity:
-    """One output against the teacher's, over the held-out split (ONNX Runtime)."""
-
-    name: str
-    cosine: float
-    max_abs_diff: float
-    mean_abs_diff: float
-    #: the fraction of positions whose argmax along ``class_axis`` is the teacher's (when given)
-    argmax_agreement: float | None = None
+from onnx_sk.training.targets import VARIANCE_SAMPLES, Fidelity, Targets, fidelity, run_batched
 
 
 @dataclass
@@ -77,73 +64,6 @@ class DistillResult:
         doc = asdict(self)
         doc["output"] = str(self.output) if self.output is not None else None
         return doc
-
-
-@dataclass
-class _Targets:
-    """The teacher's side: the outputs, the anchors kept (same shape in both models, float32),
-    the held-out targets, the training targets (cached when they fit in TARGET_CACHE_BYTES)."""
-
-    outputs: list[str]
-    kept: list[str]
-    teacher: Probe
-    student: Probe
-    held: dict[str, np.ndarray]
-    var_src: dict[str, np.ndarray]  # the targets of the first VARIANCE_SAMPLES training samples
-    one: bool
-    cache: dict[str, np.ndarray] | None
-    pos: dict[int, int]
-
-    @classmethod
-    def build(
-        cls,
-        t_model: onnx.ModelProto,
-        s_model: onnx.ModelProto,
-        samples: Samples,
-        train: np.ndarray,
-        held: np.ndarray,
-        batch_size: int,
-        threads: int,
-    ) -> _Targets:
-        outputs = [o.name for o in s_model.graph.output]
-        candidates = [a for a in anchors(t_model, s_model) if a not in outputs]
-        t_probe = Probe(t_model, candidates, threads, "teacher")
-        s_probe = Probe(s_model, candidates, threads, "student")
-        first = samples.take(train[:1])
-        t_first, s_first = t_probe.run(first), s_probe.run(first)
-        for o in outputs:
-            if t_first[o].shape != s_first[o].shape:
-                raise UserError(
-                    f"output {o!r}: the student gives shape {list(s_first[o].shape)}, "
-                    f"the teacher {list(t_first[o].shape)}"
-                )
-        kept = [
-            a
-            for a in candidates
-            if t_first[a].shape == s_first[a].shape and t_first[a].dtype == np.float32
-        ]
-        t_probe = Probe(t_model, kept, threads, "teacher")
-        one = batch_fixed_at_one(s_model) or batch_fixed_at_one(t_model)
-        held_want = _run_batched(t_probe, samples, held, batch_size)
-        per_sample = sum(held_want[k][:1].nbytes for k in outputs + kept)
-        cache = None
-        if per_sample * len(train) <= TARGET_CACHE_BYTES:
-            cache = _run_batched(t_probe, samples, train, batch_size)
-        first_n = train[:VARIANCE_SAMPLES]
-        var_src = (
-            {k: v[: len(first_n)] for k, v in cache.items()}
-            if cache is not None
-            else _run_batched(t_probe, samples, first_n, batch_size)
-        )
-        pos = {int(i): j for j, i in enumerate(train)}
-        return cls(outputs, kept, t_probe, s_probe, held_want, var_src, one, cache, pos)
-
-    def train(self, samples: Samples, index: np.ndarray) -> dict[str, np.ndarray]:
-        """The targets of training samples ``index`` (sample indices), in that order."""
-        if self.cache is not None:
-            rows = [self.pos[int(i)] for i in index]
-            return {k: v[rows] for k, v in self.cache.items()}
-        return self.teacher.run(samples.take(index))
 
 
 def require_torch(what: str = "distill"):  # noqa: ANN201 (torch is optional)
@@ -211,27 +131,6 @@ def _split(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return order[k:], order[:k]
 
 
-def _run_batched(probe: Probe, samples: Samples, index: np.ndarray, batch: int) -> dict:
-    parts: list[dict] = []
-    for b in range(0, len(index), batch):
-        parts.append(probe.run(samples.take(index[b : b + batch])))
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def _fidelity(
-    outputs: list[str], teacher: dict, student: dict, class_axis: int | None
-) -> list[Fidelity]:
-    out = []
-    for name in outputs:
-        t, s = teacher[name], student[name]
-        d = difference(t, s)
-        agree = None
-        if class_axis is not None and -t.ndim <= class_axis < t.ndim:
-            agree = float(np.mean(t.argmax(class_axis) == s.argmax(class_axis)))
-        out.append(Fidelity(name, d.cosine, d.max_abs_diff, d.mean_abs_diff, agree))
-    return out
-
-
 def _write_back(student: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.ModelProto:
     """The student's graph with the trained values of its float initializers and Constants."""
     model = onnx.ModelProto()
@@ -266,7 +165,7 @@ def checked_in_runtime(
     t = trained
     probe = Probe(model if isinstance(model, onnx.ModelProto) else onnx.load(str(model)), [],
                   t.threads, "written model")  # fmt: skip
-    got = _run_batched(probe, t.samples, t.held, t.batch_size)
+    got = run_batched(probe, t.samples, t.held, t.batch_size)
     worst = 0.0
     for name, want in t.torch_out.items():
         d = difference(want, got[name])
@@ -276,7 +175,7 @@ def checked_in_runtime(
                 f"{d.max_abs_diff:.3g} (output scale {d.scale:.3g}): nothing written"
             )
         worst = max(worst, d.max_abs_diff)
-    return _fidelity(list(t.torch_out), t.held_want, got, t.class_axis), worst
+    return fidelity(list(t.torch_out), t.held_want, got, t.class_axis), worst
 
 
 def check_model(model: onnx.ModelProto) -> None:
@@ -434,7 +333,7 @@ def train(
     fit.setup(seed, threads)
     rng = np.random.default_rng(seed)
 
-    tg = _Targets.build(t_model, s_model, samples, train, held, batch_size, threads)
+    tg = Targets.build(t_model, s_model, samples, train, held, batch_size, threads)
     outputs, kept, targets, var_src = tg.outputs, tg.kept, tg.outputs + tg.kept, tg.var_src
     held_want, one = tg.held, tg.one
     # the loss's per-channel variances: every training target when cached, else the first ones
@@ -456,8 +355,8 @@ def train(
         with torch.no_grad():
             return float(st.output_loss(st.run(held_feeds, one), held_t, inv))
 
-    before_ort = _run_batched(tg.student, samples, held, batch_size)
-    before = _fidelity(outputs, held_want, before_ort, class_axis)
+    before_ort = run_batched(tg.student, samples, held, batch_size)
+    before = fidelity(outputs, held_want, before_ort, class_axis)
     loss_before = holdout_loss()
     curve = fit.Curve()
     deadline = start + minutes * 60 if minutes is not None else math.inf
