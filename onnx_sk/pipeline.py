@@ -180,6 +180,7 @@ def optimize_model(
     out = None
     if output is not None:
         out = check_output_path(output, [loaded.path], options.overwrite, loaded.data_paths)
+        recover.check_output(options, out)
     model = _owned(loaded)
     if loaded.path is None:
         loaded.model = model
@@ -245,7 +246,9 @@ def optimize(
     ``mode="widen"`` also scale every free channel space back to the parameter budget (Mode 2).
 
     ``options`` are the options of ``onnx-sk optimize`` by name (:mod:`onnx_sk.options`), e.g.
-    ``design="dw-pw"``, ``objective="latency"``, ``input_shape=["x:1x3x224x224"]``.
+    ``design="dw-pw"``, ``objective="latency"``, ``input_shape=["x:1x3x224x224"]``;
+    ``recover="inputs.npz"`` then distills the result from ``model`` on those unlabelled inputs
+    (torch extra; the report's ``recovery`` says how it went).
 
     Returns the optimized ``ModelProto`` and a :class:`~onnx_sk.report.Report`; writes ``output``
     atomically when given. Raises :class:`~onnx_sk.errors.UserError` for bad input and

@@ -169,6 +169,12 @@ def test_bad_options_refused_before_any_work(tmp_path):
     proc = run_cli("optimize", MODEL, out, "--recover", tmp_path / "none.npz")
     assert_clean_error(proc, f"--recover {tmp_path / 'none.npz'}: no such file")
     np.savez(tmp_path / "d.npz", input=_images(4, 0))
+    before = digest(tmp_path / "d.npz")
+    proc = run_cli("optimize", MODEL, tmp_path / "d.npz", "--recover", tmp_path / "d.npz")
+    assert_clean_error(
+        proc, f"output path {tmp_path / 'd.npz'} is the --recover data: refusing to overwrite it"
+    )
+    assert digest(tmp_path / "d.npz") == before
     for flag, value, message in (
         ("--recover-epochs", "0", "--recover-epochs must be at least 1 (got 0)"),
         ("--recover-holdout", "1", "--recover-holdout must be in [0, 1) (got 1.0)"),

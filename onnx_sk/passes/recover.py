@@ -26,6 +26,7 @@ when no pass changed the model. Needs torch (imported lazily: the package works 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import onnx
@@ -50,6 +51,13 @@ def validate(options: OptimizeOptions) -> None:
     distill.validate(r.recover_epochs, r.recover_minutes, holdout=r.recover_holdout,
                      prefix="--recover-")  # fmt: skip
     distill.require_torch("--recover")
+
+
+def check_output(options: OptimizeOptions, out: Path) -> None:
+    """OUT must not be the ``--recover`` data (it is read while OUT is written)."""
+    data = options.recovery.recover
+    if data is not None and os.path.exists(out) and os.path.samefile(data, out):
+        raise UserError(f"output path {out} is the --recover data: refusing to overwrite it")
 
 
 def check_data(options: OptimizeOptions, model: onnx.ModelProto) -> Samples | None:
