@@ -160,9 +160,10 @@ class RecoverOptions:
 
     recover: str | None = option(
         None,
-        "Then distill the result from the original on these unlabelled inputs (.npz: one array "
-        "per input, axis 0 = samples), as onnx-sk distill IN OUT OUT --data DATA would; needs "
-        "the torch extra. Only the weights change; OUT is written once, after training.",
+        "Then train the result to reproduce the original on these unlabelled inputs (.npz: one "
+        "array per input, axis 0 = samples), as onnx-sk distill does; needs the torch extra. "
+        "Only the weights change; OUT is written once, after training. Designs default to "
+        "--objective latency where input sizes are static.",
     )
     recover_epochs: int = option(20, "--recover: the most epochs of each stage.")
     recover_minutes: float | None = option(None, "--recover: stop training after M minutes.")
