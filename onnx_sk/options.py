@@ -12,8 +12,9 @@ From these declarations:
 
 Validation lives with the module that owns the option: the planning objectives check the
 reduce and latency groups (``passes/objectives.py``), the initialisation pass the fitting group
-(``passes/init_weights.py``), the widen pass the widen group (``passes/widen.py``), and the
-pipeline ``--mode`` and ``--input-shape`` (``pipeline.py``).
+(``passes/init_weights.py``), the widen pass the widen group (``passes/widen.py``), the
+recovery pass the recovery group (``passes/recover.py``), and the pipeline ``--mode`` and
+``--input-shape`` (``pipeline.py``).
 """
 
 from __future__ import annotations
@@ -67,9 +68,11 @@ class ReduceOptions:
         f"Force a design: {', '.join(DESIGNS)}; none (--mode widen): widen only.",
         choices=lambda: (*DESIGNS, "none"),
     )
-    objective: str = option(
-        "params",
-        "Choose designs by params, macs or latency (measured).",
+    objective: str | None = option(
+        None,
+        "Choose designs by params, macs or latency (measured). Default: params; with --recover, "
+        "latency when every replaceable conv's input size is static (the model's, or "
+        "--input-shape), else params.",
         choices=("params", "macs", "latency"),
     )
     include_first: bool = option(False, "Also replace the first conv.")
@@ -148,11 +151,33 @@ class WidenOptions:
     )
 
 
+@dataclass(frozen=True)
+class RecoverOptions:
+    """Recovery: after the rewrite, distill the result from the original on unlabelled inputs
+    (``onnx-sk distill``'s training, its defaults; needs the torch extra)."""
+
+    PANEL = "Recovery (distillation)"
+
+    recover: str | None = option(
+        None,
+        "Then train the result to reproduce the original on these unlabelled inputs (.npz: one "
+        "array per input, axis 0 = samples), as onnx-sk distill does; needs the torch extra. "
+        "Only the weights change; OUT is written once, after training. Designs default to "
+        "--objective latency where input sizes are static.",
+    )
+    recover_epochs: int = option(20, "--recover: the most epochs of each stage.")
+    recover_minutes: float | None = option(None, "--recover: stop training after M minutes.")
+    recover_holdout: float = option(
+        0.2, "--recover: fraction of the samples held out (early stop, fidelity)."
+    )
+
+
 GROUPS = {
     "reduce": ReduceOptions,
     "latency": LatencyOptions,
     "fitting": FitOptions,
     "widen": WidenOptions,
+    "recovery": RecoverOptions,
 }
 
 
@@ -184,10 +209,13 @@ class OptimizeOptions:
     latency: LatencyOptions = field(default_factory=LatencyOptions)
     fitting: FitOptions = field(default_factory=FitOptions)
     widen: WidenOptions = field(default_factory=WidenOptions)
+    recovery: RecoverOptions = field(default_factory=RecoverOptions)
 
     def __post_init__(self) -> None:
         """``--init`` not given: approx, except he where widen draws every widened conv fresh
-        (``--mode widen --widen-init he`` with a design): there is no kernel to fit."""
+        (``--mode widen --widen-init he`` with a design): there is no kernel to fit.
+        ``--objective`` not given: params, except with ``--recover`` in Mode 1, where the plan
+        pass decides once the input sizes are known (``passes/plan.py``)."""
         if self.fitting.init is None:
             fresh = (
                 self.mode == "widen"
@@ -196,6 +224,9 @@ class OptimizeOptions:
             )
             fitting = dataclasses.replace(self.fitting, init="he" if fresh else "approx")
             object.__setattr__(self, "fitting", fitting)
+        if self.reduce.objective is None and not (self.recovery.recover and self.mode == "reduce"):
+            reduce = dataclasses.replace(self.reduce, objective="params")
+            object.__setattr__(self, "reduce", reduce)
 
     @classmethod
     def from_flat(cls, **values: Any) -> OptimizeOptions:

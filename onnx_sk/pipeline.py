@@ -19,7 +19,9 @@ widen, preserve        plan, init-weights, reduce, widen, provenance, verify (va
 widen, --design none   widen, provenance, verify (signature of the original), fidelity
 =====================  ==============================================================
 
-(bracketed: only with ``--init approx``, ``--max-error``, ``--for-training``.) In widen mode
+(bracketed: only with ``--init approx``, ``--max-error``, ``--for-training``.) With
+``--recover DATA`` every mode then runs recover (distillation from the original: only the
+weights change; :mod:`onnx_sk.passes.recover`) and fidelity again. In widen mode
 the weights are fitted without BN or calibration targets and ``--for-training`` is not applied.
 When no pass changed the model it is written unchanged (a byte-for-byte copy of the input
 file). The output is written to a temporary file beside ``OUT`` only once every pass (verify
@@ -45,7 +47,7 @@ from onnx_sk.graph.save import OutputFile
 from onnx_sk.graph.shapes import parse_input_shapes
 from onnx_sk.graph.tensors import is_large
 from onnx_sk.options import OptimizeOptions, check_seed, option_fields
-from onnx_sk.passes import init_weights, objectives, widen
+from onnx_sk.passes import init_weights, objectives, recover, widen
 from onnx_sk.passes.base import Pass, run_passes
 from onnx_sk.passes.context import PassContext
 from onnx_sk.passes.error_budget import ErrorBudgetPass
@@ -53,6 +55,7 @@ from onnx_sk.passes.fidelity import FidelityPass
 from onnx_sk.passes.init_weights import InitPass
 from onnx_sk.passes.plan import PlanPass
 from onnx_sk.passes.provenance import ProvenancePass
+from onnx_sk.passes.recover import RecoverPass
 from onnx_sk.passes.reduce import ReducePass
 from onnx_sk.passes.targets import FitTargetsPass
 from onnx_sk.passes.training_bn import TrainingBNPass
@@ -78,9 +81,11 @@ def passes_for(options: OptimizeOptions) -> list[Pass]:
     """The pass list of the mode the options ask for (module docstring): the mode's rewrite,
     then the passes every mode runs on the final model, then verification (the last pass that
     may see a change: the file it checks is the file written) and the fidelity against the
-    original (reads only)."""
+    original (reads only); with ``--recover``, then recovery (which re-checks what still
+    applies to the trained weights) and the fidelity of the recovered model."""
     rewrite, reference = _rewrite(options)
-    return [*rewrite, *_finishing(options), VerifyPass(reference), FidelityPass()]
+    recovery: list[Pass] = [RecoverPass(), FidelityPass()] if options.recovery.recover else []
+    return [*rewrite, *_finishing(options), VerifyPass(reference), FidelityPass(), *recovery]
 
 
 def _rewrite(options: OptimizeOptions) -> tuple[list[Pass], Reference]:
@@ -120,6 +125,7 @@ def validate(options: OptimizeOptions) -> None:
     objectives.validate(options)
     init_weights.validate(options)
     objectives.validate_latency(options)
+    recover.validate(options)
 
 
 def _owned(loaded: LoadedModel) -> onnx.ModelProto:
@@ -174,6 +180,7 @@ def optimize_model(
     out = None
     if output is not None:
         out = check_output_path(output, [loaded.path], options.overwrite, loaded.data_paths)
+        recover.check_output(options, out)
     model = _owned(loaded)
     if loaded.path is None:
         loaded.model = model
@@ -191,6 +198,7 @@ def optimize_model(
         progress=progress,
         original=source if isinstance(source, onnx.ModelProto) else None,
     )
+    ctx.recover_samples = recover.check_data(options, model)
     output_file = OutputFile(out, external) if out is not None else None
     ctx.output = output_file
     with output_file or contextlib.nullcontext():
@@ -238,7 +246,9 @@ def optimize(
     ``mode="widen"`` also scale every free channel space back to the parameter budget (Mode 2).
 
     ``options`` are the options of ``onnx-sk optimize`` by name (:mod:`onnx_sk.options`), e.g.
-    ``design="dw-pw"``, ``objective="latency"``, ``input_shape=["x:1x3x224x224"]``.
+    ``design="dw-pw"``, ``objective="latency"``, ``input_shape=["x:1x3x224x224"]``;
+    ``recover="inputs.npz"`` then distills the result from ``model`` on those unlabelled inputs
+    (torch extra; the report's ``recovery`` says how it went).
 
     Returns the optimized ``ModelProto`` and a :class:`~onnx_sk.report.Report`; writes ``output``
     atomically when given. Raises :class:`~onnx_sk.errors.UserError` for bad input and

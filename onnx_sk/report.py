@@ -12,7 +12,10 @@
   dense twin: the model with the designs' dense-equivalent kernels);
 - ``fidelity``: the outputs against the *original* model's, per output (cosine, max and mean
   absolute difference) on the seeded input or ``--inputs``; ``next_step`` says what to do next;
-- ``widen`` (Mode 2 only): the scale factor, the budget and how closely it was met, the widths.
+- ``widen`` (Mode 2 only): the scale factor, the budget and how closely it was met, the widths;
+- ``recovery`` (``--recover`` only): distill's result (samples, held-out loss and fidelity on
+  the held-out split before and after, the loss curve, seconds) and ``fidelity_before`` (the
+  ``fidelity`` section before recovery; ``fidelity`` is then the recovered model's).
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class Report:
     #: the outputs against the original model's (not the dense twin's): cosine, max/mean diff
     fidelity: dict[str, Any] | None = None
     next_step: str = ""  # what to do next, from the fidelity
+    #: --recover: distill's result, and the fidelity before recovery
+    recovery: dict[str, Any] | None = None
 
     @property
     def replaced(self) -> int:
@@ -66,6 +71,7 @@ class Report:
             "quantized_convs": self.quantized_convs,
             "next_step": self.next_step,
             **({"widen": self.widen} if self.widen is not None else {}),
+            **({"recovery": self.recovery} if self.recovery is not None else {}),
         }
 
 
@@ -210,8 +216,9 @@ def widen_message(section: dict[str, Any]) -> str:
 CLOSE_COSINE = 0.999
 
 
-def next_step(fidelity: dict[str, Any], output: str | None) -> str:
-    """One sentence: what to do with the optimized model, given its fidelity to the original."""
+def next_step(fidelity: dict[str, Any], output: str | None, recovered: bool = False) -> str:
+    """One sentence: what to do with the optimized model, given its fidelity to the original
+    (``recovered``: after ``--recover``)."""
     cosines = [o["cosine"] for o in fidelity["outputs"]]
     if any(c is None for c in cosines):
         return (
@@ -223,9 +230,19 @@ def next_step(fidelity: dict[str, Any], output: str | None) -> str:
             f"next: the outputs match the original closely (cosine >= {CLOSE_COSINE}); check "
             "accuracy on your own data with onnx-sk compare before deploying"
         )
+    out = output or "OUT.onnx"
+    if recovered:
+        return (
+            f"next: after recovery the outputs still differ from the original (lowest cosine "
+            f"{min(cosines):.3f}): give --recover more unlabelled samples, --recover-epochs or "
+            f"--recover-minutes, or fine-tune with labels: onnx-sk export-torch {out} OUT.pt "
+            "gives a trainable torch module"
+        )
     return (
         f"next: the outputs differ from the original (lowest cosine {min(cosines):.3f}), so "
-        f"fine-tune before use: onnx-sk export-torch {output or 'OUT.onnx'} OUT.pt gives a trainable torch "
-        "module (optimize with --for-training first to train BN after each new stage); "
-        "recovery by distillation is planned but not built yet"
+        "recover before use: onnx-sk distill IN.onnx "
+        f"{out} RECOVERED.onnx --data INPUTS.npz trains it to reproduce the original on "
+        "unlabelled inputs (or in one step: optimize --recover INPUTS.npz); with labels, "
+        f"onnx-sk export-torch {out} OUT.pt gives a trainable torch module (optimize with "
+        "--for-training first to train BN after each new stage)"
     )

@@ -19,7 +19,7 @@ from helpers import MODELS, assert_clean_error, digest, run_cli
 import onnx_sk
 from onnx_sk.runtime.compare import difference
 from onnx_sk.runtime.session import session
-from onnx_sk.training import distill as distill_module
+from onnx_sk.training import targets as targets_module
 from onnx_sk.training.blocks import anchors, cut
 from onnx_sk.training.samples import load_samples, read_npz
 
@@ -290,7 +290,7 @@ def test_targets_per_batch_equal_the_cache(setup, tmp_path, monkeypatch):
     d, student, data = setup
     a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
     onnx_sk.distill(TEACHER, student, a, data, epochs=2, seed=1)
-    monkeypatch.setattr(distill_module, "TARGET_CACHE_BYTES", 0)
+    monkeypatch.setattr(targets_module, "TARGET_CACHE_BYTES", 0)
     onnx_sk.distill(TEACHER, student, b, data, epochs=2, seed=1)
     assert digest(a) == digest(b)
 

@@ -58,7 +58,8 @@ def test_fidelity_is_measured_against_the_original_not_the_twin(tmp_path, rng):
     assert report.verification["max_rel_diff"] < 1e-5 and row["cosine"] < 0.9
     assert report.next_step.startswith("next: the outputs differ from the original")
     assert f"onnx-sk export-torch {out} OUT.pt" in report.next_step
-    assert "distillation is planned but not built yet" in report.next_step
+    assert f"onnx-sk distill IN.onnx {out} RECOVERED.onnx --data INPUTS.npz" in report.next_step
+    assert "optimize --recover INPUTS.npz" in report.next_step
 
 
 def test_inputs_file_and_a_close_fit(tmp_path, rng):

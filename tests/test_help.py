@@ -60,6 +60,7 @@ def test_optimize_shows_the_choices_and_the_panels():
         "Latency objective",
         "Weights and fitting",
         "Widen (Mode 2)",
+        "Recovery (distillation)",
     ):
         assert f"╭─ {panel} ─" in text
     # --init's default depends on the mode (he where widen has no kernel to fit): said in words

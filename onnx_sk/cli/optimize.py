@@ -105,18 +105,55 @@ def print_checks(report: Report) -> None:
             console.print(f"decided {v['decided_by']}")
         if v.get("inputs", "standard normal") != "standard normal":
             console.print(f"verification input: {v['inputs']} (NaN/Inf outputs on N(0, 1) input)")
-    f = report.fidelity
-    if f:
-        i = f["inputs"]
-        where = i["file"] if i["file"] else f"seeded random input, {_shapes(i['shapes'])}"
-        outs = "; ".join(
-            f"{o['name']}: cosine {_num(o['cosine'], '.4f')}, max abs diff "
-            f"{_num(o['max_abs_diff'], '.3g')}, mean abs diff {_num(o['mean_abs_diff'], '.3g')}"
-            for o in f["outputs"]
-        )
-        console.print(f"fidelity against the original ({where}): {outs}")
+        if v.get("recovery"):
+            console.print(recovered_line(v["recovery"]))
+    rec = report.recovery
+    if rec and rec.get("skipped"):
+        console.print(f"recovery skipped: {rec['skipped']}")
+    elif rec:
+        console.print(recovery_line(rec))
+        if rec.get("fidelity_before"):
+            console.print(fidelity_line(rec["fidelity_before"], "before recovery, fidelity"))
+    if report.fidelity:
+        console.print(fidelity_line(report.fidelity, "fidelity"))
     if report.next_step:
         console.print(report.next_step)
+
+
+def fidelity_line(f: dict, what: str) -> str:
+    """The report's ``fidelity`` in one line."""
+    i = f["inputs"]
+    where = i["file"] if i["file"] else f"seeded random input, {_shapes(i['shapes'])}"
+    outs = "; ".join(
+        f"{o['name']}: cosine {_num(o['cosine'], '.4f')}, max abs diff "
+        f"{_num(o['max_abs_diff'], '.3g')}, mean abs diff {_num(o['mean_abs_diff'], '.3g')}"
+        for o in f["outputs"]
+    )
+    return f"{what} against the original ({where}): {outs}"
+
+
+def recovered_line(r: dict) -> str:
+    """What was re-checked on the recovered weights (``verification["recovery"]``)."""
+    fields = f", {r['fields_checked']} information fields unchanged" if r["fields_checked"] else ""
+    return (
+        f"after recovery: full checker ok, only the weights changed{fields}, ONNX Runtime gives "
+        f"the trained module's outputs (max abs diff {r['runtime_vs_trained_max_abs_diff']:.2g})"
+    )
+
+
+def recovery_line(r: dict) -> str:
+    """Distillation in one line: samples, held-out loss and cosine before → after, seconds."""
+    held = r["holdout_samples"] or r["train_samples"]
+    cos = ", ".join(
+        f"{b['name']} cosine {b['cosine']:.4f} → {a['cosine']:.4f}"
+        for b, a in zip(r["before"], r["after"], strict=True)
+    )
+    return (
+        f"recovered by distillation from the original on {r['samples']} samples "
+        f"({r['train_samples']} trained on, {held} held out): held-out loss "
+        f"{r['holdout_loss_before']:.4g} → {r['holdout_loss_after']:.4g}, {cos} "
+        f"({len(r['curve'])} epochs, {r['seconds']:.0f} s)"
+    )
 
 
 def verified_line(v: dict) -> str:

@@ -25,6 +25,7 @@ from onnx_sk.options import OptimizeOptions
 from onnx_sk.report import ModelCounts, Report
 from onnx_sk.runtime.progress import Progress
 from onnx_sk.runtime.verify import Outputs
+from onnx_sk.training.samples import Samples
 
 
 @dataclass
@@ -92,6 +93,8 @@ class PassContext:
     twin_structure: Callable[[], Counter[str]] | None = None
     #: widen: the solution (scale, target, spaces, widths per conv)
     widen: dict[str, Any] | None = None
+    #: the pipeline, once the model is loaded: the ``--recover`` samples, checked (recover reads)
+    recover_samples: Samples | None = None
 
     def step(self, fraction: float, detail: str = "") -> None:
         """Report progress within the current pass (``stage: detail``) to the callback, if any."""

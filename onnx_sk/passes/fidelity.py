@@ -13,7 +13,9 @@ dims 64, then 224).
 Fills the report's ``fidelity`` = {``reference``: "original", ``inputs``, ``outputs``: [{``name``,
 ``cosine``, ``max_abs_diff``, ``mean_abs_diff``}]} (null where an output is not finite on
 these inputs) and ``next_step``. Skipped with ``--no-verify``
-and when no pass changed the model. Changes nothing in the model; never fails a run on a low
+and when no pass changed the model. With ``--recover`` it runs again after the recover pass,
+on the recovered model (the verify pass's outputs, of the weights before, are not reused).
+Changes nothing in the model; never fails a run on a low
 fidelity (that is the user's call), only on inputs the models cannot run.
 """
 
@@ -71,7 +73,8 @@ class FidelityPass:
                 for r in rows
             ],
         }
-        ctx.report.next_step = next_step(ctx.report.fidelity, ctx.report.output)
+        recovered = ctx.report.recovery is not None
+        ctx.report.next_step = next_step(ctx.report.fidelity, ctx.report.output, recovered)
         return PassResult(model, modified=False)
 
 

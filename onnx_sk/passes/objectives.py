@@ -75,16 +75,17 @@ def decide(site: ConvSite, options: OptimizeOptions) -> Decision:
     assert site.spec is not None
     reduce = options.reduce
     ratio = reduce.bottleneck_ratio
+    counted = reduce.objective or "params"  # not given: params (the plan pass decides it)
     if reduce.design:
-        real, why = choose(site.spec, [reduce.design], reduce.objective, ratio)
+        real, why = choose(site.spec, [reduce.design], counted, ratio)
         if real is not None:
             return Decision(site, real)
         others = [d for d in DESIGNS if d != reduce.design]
-        real, _ = choose(site.spec, others, reduce.objective, ratio)
+        real, _ = choose(site.spec, others, counted, ratio)
         if real is None:
             return Decision(site, None, why)
         return Decision(site, real, note=f"{reduce.design}: {why}; fell back to {real.design}")
-    real, why = choose(site.spec, None, reduce.objective, ratio)
+    real, why = choose(site.spec, None, counted, ratio)
     return Decision(site, real, why)
 
 
@@ -133,7 +134,8 @@ def plan(
 ) -> list[Decision]:
     """The decision for every conv, by the objective the options name."""
     check_excludes(sites, options.reduce.exclude)
-    return OBJECTIVES[options.reduce.objective](sites, options, progress)
+    # not given, and not decided by the plan pass (widen plans itself): params
+    return OBJECTIVES[options.reduce.objective or "params"](sites, options, progress)
 
 
 def check_excludes(sites: list[ConvSite], exclude: tuple[str, ...]) -> None:
@@ -153,7 +155,7 @@ def validate(options: OptimizeOptions) -> None:
     reduce = options.reduce
     if reduce.design not in (None, "none", *DESIGNS):
         raise UserError(f"--design {reduce.design!r}: expected one of {', '.join(DESIGNS)}")
-    if reduce.objective not in OBJECTIVES:
+    if reduce.objective is not None and reduce.objective not in OBJECTIVES:
         raise UserError(
             f"--objective {reduce.objective!r}: expected one of {', '.join(OBJECTIVES)}"
         )

@@ -6,10 +6,12 @@ input whose only symbolic dim is its batch (so MACs are per sample and ``--objec
 measures at batch 1); the decisions from :func:`onnx_sk.passes.objectives.plan` (policy, then
 the objective). Each conv's spatial dims as the model itself declares them (never the ones an
 ``--input-shape`` fixed) go in ``ctx.static_spatial``: a shuffle reshapes to constant targets
-only where they are static.
+only where they are static. ``--objective`` not given is decided here (``_default_objective``).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import onnx
 
@@ -32,6 +34,8 @@ class PlanPass:
         # the user's dims are for counting, never baked into the graph
         ctx.static_spatial = static_spatial(model, ctx.sites, None if ctx.input_shapes else shapes)
         unsized = [s for s in ctx.sites if s.reason is None and latency.in_shape_of(s) is None]
+        if ctx.options.reduce.objective is None:
+            _default_objective(ctx, bool(unsized))
         if ctx.options.reduce.objective == "latency" and unsized:
             missing = symbolic_inputs(model, ctx.input_shapes)
             if missing:
@@ -45,6 +49,19 @@ class PlanPass:
             ctx.sites, ctx.options, ctx.step if ctx.progress is not None else None
         )
         return PassResult(model, modified=False)
+
+
+def _default_objective(ctx: PassContext, unsized: bool) -> None:
+    """``--objective`` not given: params; with ``--recover`` in Mode 1, latency where every
+    replaceable conv's input size is known (distillation, not the weight fit, then carries the
+    accuracy, so the fastest design that keeps the field is the one to train). The options (and
+    the report's) say which was used."""
+    o = ctx.options
+    fast = o.recovery.recover is not None and o.mode == "reduce" and not unsized
+    name = "latency" if fast else "params"
+    reduce = dataclasses.replace(o.reduce, objective=name)
+    ctx.options = dataclasses.replace(o, reduce=reduce)
+    ctx.report.options["objective"] = name
 
 
 def static_spatial(

@@ -9,7 +9,10 @@ graph with new initializer values (same nodes, same inputs and outputs), checked
 checker (full check) and by ONNX Runtime: on the held-out samples the written file must give the
 trained torch module's outputs (``max |a − b| ≤ RTOL · max |b| + ATOL``), else nothing is written.
 Fidelity to the teacher is measured with ONNX Runtime on the held-out split, before and after:
-per output, cosine, max and mean |student − teacher|.
+per output, cosine, max and mean |student − teacher| (:mod:`onnx_sk.training.targets`).
+
+``distill`` reads and writes files; ``recover`` (``optimize --recover``) trains an in-memory
+student and returns the checked graph for the optimize pipeline to write; both run ``train``.
 """
 
 from __future__ import annotations
@@ -31,32 +34,16 @@ from onnx_sk.graph.output_path import check_output_path
 from onnx_sk.graph.save import save_json, save_model
 from onnx_sk.runtime.compare import difference
 from onnx_sk.runtime.feeds import real_inputs
-from onnx_sk.runtime.probe import Probe, batch_fixed_at_one
+from onnx_sk.runtime.probe import Probe
 from onnx_sk.runtime.verify import ATOL, RTOL
-from onnx_sk.training.blocks import anchors, cut
+from onnx_sk.training.blocks import cut
 from onnx_sk.training.samples import Samples, load_samples
-
-#: training targets are computed once and kept when they fit in this many bytes, else per batch
-TARGET_CACHE_BYTES = 512 * 2**20
-#: samples of the training split used for the per-channel variances of the loss
-VARIANCE_SAMPLES = 256
-
-
-@dataclass(frozen=True)
-class Fidelity:
-    """One output against the teacher's, over the held-out split (ONNX Runtime)."""
-
-    name: str
-    cosine: float
-    max_abs_diff: float
-    mean_abs_diff: float
-    #: the fraction of positions whose argmax along ``class_axis`` is the teacher's (when given)
-    argmax_agreement: float | None = None
+from onnx_sk.training.targets import VARIANCE_SAMPLES, Fidelity, Targets, fidelity, run_batched
 
 
 @dataclass
 class DistillResult:
-    output: Path
+    output: Path | None
     samples: int
     train_samples: int
     holdout_samples: int
@@ -75,104 +62,41 @@ class DistillResult:
 
     def to_dict(self) -> dict:
         doc = asdict(self)
-        doc["output"] = str(self.output)
+        doc["output"] = str(self.output) if self.output is not None else None
         return doc
 
 
-@dataclass
-class _Targets:
-    """The teacher's side: the outputs, the anchors kept (same shape in both models, float32),
-    the held-out targets, the training targets (cached when they fit in TARGET_CACHE_BYTES)."""
-
-    outputs: list[str]
-    kept: list[str]
-    teacher: Probe
-    student: Probe
-    held: dict[str, np.ndarray]
-    var_src: dict[str, np.ndarray]  # the targets of the first VARIANCE_SAMPLES training samples
-    one: bool
-    cache: dict[str, np.ndarray] | None
-    pos: dict[int, int]
-
-    @classmethod
-    def build(
-        cls,
-        t_model: onnx.ModelProto,
-        s_model: onnx.ModelProto,
-        samples: Samples,
-        train: np.ndarray,
-        held: np.ndarray,
-        batch_size: int,
-        threads: int,
-    ) -> _Targets:
-        outputs = [o.name for o in s_model.graph.output]
-        candidates = [a for a in anchors(t_model, s_model) if a not in outputs]
-        t_probe = Probe(t_model, candidates, threads, "teacher")
-        s_probe = Probe(s_model, candidates, threads, "student")
-        first = samples.take(train[:1])
-        t_first, s_first = t_probe.run(first), s_probe.run(first)
-        for o in outputs:
-            if t_first[o].shape != s_first[o].shape:
-                raise UserError(
-                    f"output {o!r}: the student gives shape {list(s_first[o].shape)}, "
-                    f"the teacher {list(t_first[o].shape)}"
-                )
-        kept = [
-            a
-            for a in candidates
-            if t_first[a].shape == s_first[a].shape and t_first[a].dtype == np.float32
-        ]
-        t_probe = Probe(t_model, kept, threads, "teacher")
-        one = batch_fixed_at_one(s_model) or batch_fixed_at_one(t_model)
-        held_want = _run_batched(t_probe, samples, held, batch_size)
-        per_sample = sum(held_want[k][:1].nbytes for k in outputs + kept)
-        cache = None
-        if per_sample * len(train) <= TARGET_CACHE_BYTES:
-            cache = _run_batched(t_probe, samples, train, batch_size)
-        first_n = train[:VARIANCE_SAMPLES]
-        var_src = (
-            {k: v[: len(first_n)] for k, v in cache.items()}
-            if cache is not None
-            else _run_batched(t_probe, samples, first_n, batch_size)
-        )
-        pos = {int(i): j for j, i in enumerate(train)}
-        return cls(outputs, kept, t_probe, s_probe, held_want, var_src, one, cache, pos)
-
-    def train(self, samples: Samples, index: np.ndarray) -> dict[str, np.ndarray]:
-        """The targets of training samples ``index`` (sample indices), in that order."""
-        if self.cache is not None:
-            rows = [self.pos[int(i)] for i in index]
-            return {k: v[rows] for k, v in self.cache.items()}
-        return self.teacher.run(samples.take(index))
-
-
-def _torch():  # noqa: ANN202 (torch is optional)
+def require_torch(what: str = "distill"):  # noqa: ANN201 (torch is optional)
+    """torch, or the one-line error naming the install (``what`` names the command or flag)."""
     try:
         import torch
     except ImportError:
-        raise UserError("distill needs PyTorch: pip install 'onnx-sk[torch]'") from None
+        raise UserError(f"{what} needs PyTorch: pip install 'onnx-sk[torch]'") from None
     return torch
 
 
-def _validate(
+def validate(
     epochs: int,
     minutes: float | None,
-    batch_size: int,
-    holdout: float,
-    lr: float,
-    threads: int,
-    patience: int,
+    batch_size: int = 32,
+    holdout: float = 0.2,
+    lr: float = 3e-3,
+    threads: int = 1,
+    patience: int = 10,
+    prefix: str = "--",
 ) -> None:
+    """The training options, checked before any work; the messages name them as
+    ``prefix`` + name (``--recover-`` for ``optimize --recover``)."""
     if patience < 1:
         raise UserError(f"--patience must be at least 1 (got {patience})")
     if epochs < 1:
-        raise UserError(f"--epochs must be at least 1 (got {epochs})")
+        raise UserError(f"{prefix}epochs must be at least 1 (got {epochs})")
     if minutes is not None and not (minutes > 0 and math.isfinite(minutes)):
-        raise UserError(f"--minutes must be a positive number (got {minutes})")
+        raise UserError(f"{prefix}minutes must be a positive number (got {minutes})")
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1 (got {batch_size})")
     if not (0 <= holdout < 1):
-        raise UserError(f"--holdout must be in [0, 1) (got {holdout})")
+        raise UserError(f"{prefix}holdout must be in [0, 1) (got {holdout})")
     if not (lr > 0 and math.isfinite(lr)):
         raise UserError(f"--lr must be a positive number (got {lr})")
     if threads < 1:
@@ -207,27 +131,6 @@ def _split(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return order[k:], order[:k]
 
 
-def _run_batched(probe: Probe, samples: Samples, index: np.ndarray, batch: int) -> dict:
-    parts: list[dict] = []
-    for b in range(0, len(index), batch):
-        parts.append(probe.run(samples.take(index[b : b + batch])))
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
-def _fidelity(
-    outputs: list[str], teacher: dict, student: dict, class_axis: int | None
-) -> list[Fidelity]:
-    out = []
-    for name in outputs:
-        t, s = teacher[name], student[name]
-        d = difference(t, s)
-        agree = None
-        if class_axis is not None and -t.ndim <= class_axis < t.ndim:
-            agree = float(np.mean(t.argmax(class_axis) == s.argmax(class_axis)))
-        out.append(Fidelity(name, d.cosine, d.max_abs_diff, d.mean_abs_diff, agree))
-    return out
-
-
 def _write_back(student: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.ModelProto:
     """The student's graph with the trained values of its float initializers and Constants."""
     model = onnx.ModelProto()
@@ -253,46 +156,58 @@ def _writable(student: onnx.ModelProto) -> set[str]:
     return names
 
 
-def _write_verified(
-    model: onnx.ModelProto,
-    out: Path,
-    torch_out: dict[str, np.ndarray],
-    samples: Samples,
-    held: np.ndarray,
-    batch_size: int,
-    threads: int,
-    teacher_held: dict[str, np.ndarray],
-    class_axis: int | None,
-    before_commit: Callable[[list[Fidelity], float], None],
-) -> tuple[Path, list[Fidelity], float]:
-    """Write ``model`` atomically once the checker passes and ONNX Runtime on the staged file
-    gives the trained module's outputs ``torch_out`` on the held-out samples; returns the path,
-    the fidelity to the teacher after, and the largest |ORT − torch|. ``before_commit(after,
-    worst)`` runs before the rename (the report: if it cannot be written, nothing is)."""
+def checked_in_runtime(
+    model: onnx.ModelProto | Path, trained: Trained
+) -> tuple[list[Fidelity], float]:
+    """ONNX Runtime on ``model`` (the trained graph, or its staged file) must give the trained
+    module's outputs on the held-out samples (``max |a − b| ≤ RTOL · max |b| + ATOL``), else a
+    VerificationError; returns the fidelity to the teacher after and the largest |ORT − torch|."""
+    t = trained
+    probe = Probe(model if isinstance(model, onnx.ModelProto) else onnx.load(str(model)), [],
+                  t.threads, "written model")  # fmt: skip
+    got = run_batched(probe, t.samples, t.held, t.batch_size)
+    worst = 0.0
+    for name, want in t.torch_out.items():
+        d = difference(want, got[name])
+        if got[name].shape != want.shape or not d.max_abs_diff <= RTOL * d.scale + ATOL:
+            raise VerificationError(
+                f"output {name!r} of the written model differs from the trained module by "
+                f"{d.max_abs_diff:.3g} (output scale {d.scale:.3g}): nothing written"
+            )
+        worst = max(worst, d.max_abs_diff)
+    return fidelity(list(t.torch_out), t.held_want, got, t.class_axis), worst
+
+
+def check_model(model: onnx.ModelProto) -> None:
+    """The full ONNX checker on the trained graph."""
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:
         raise VerificationError(f"the distilled model fails the ONNX checker: {exc}") from None
-    check: dict = {}
 
-    def verify(path: Path | None) -> None:
-        probe = Probe(model if path is None else onnx.load(str(path)), [], threads, "written model")
-        got = _run_batched(probe, samples, held, batch_size)
-        worst = 0.0
-        for name, want in torch_out.items():
-            d = difference(want, got[name])
-            if got[name].shape != want.shape or not d.max_abs_diff <= RTOL * d.scale + ATOL:
-                raise VerificationError(
-                    f"output {name!r} of the written model differs from the trained module by "
-                    f"{d.max_abs_diff:.3g} (output scale {d.scale:.3g}): nothing written"
-                )
-            worst = max(worst, d.max_abs_diff)
-        check["after"] = _fidelity(list(torch_out), teacher_held, got, class_axis)
-        check["worst"] = worst
-        before_commit(check["after"], worst)
 
-    written = save_model(model, out, before_rename=verify)
-    return written, check["after"], check["worst"]
+@dataclass
+class Trained:
+    """A trained student, not yet written: its graph with the trained weights, what the check of
+    the written file needs, and what the result reports."""
+
+    model: onnx.ModelProto
+    torch_out: dict[str, np.ndarray]  # the trained module's outputs on the held-out samples
+    samples: Samples
+    held: np.ndarray
+    held_want: dict[str, np.ndarray]  # the teacher's outputs (and anchors) on them
+    batch_size: int
+    threads: int
+    class_axis: int | None
+    start: float
+    fields: dict  # DistillResult's fields known before the written file is checked
+
+    def result(self, output: Path | None, after: list[Fidelity], worst: float) -> DistillResult:
+        seconds = round(time.monotonic() - self.start, 2)
+        return DistillResult(
+            output=output, after=after, verification_max_abs_diff=worst, seconds=seconds,
+            **self.fields,
+        )  # fmt: skip
 
 
 def distill(
@@ -319,10 +234,8 @@ def distill(
     ``class_axis``: also report, per output, how often the argmax along that axis is the
     teacher's (outputs with fewer axes: None). ``block_stage=False`` skips stage 1 (end-to-end only; for comparisons)."""
     start = time.monotonic()
-    _validate(epochs, minutes, batch_size, holdout, lr, threads, patience)
-    torch = _torch()
-    from onnx_sk.training import fit
-
+    validate(epochs, minutes, batch_size, holdout, lr, threads, patience)
+    require_torch()
     t_loaded, s_loaded = load_model(teacher), load_model(student)
     for what, src in (("teacher", t_loaded.path), ("student", s_loaded.path)):
         if src is not None and Path(output).resolve() == src.resolve():
@@ -333,11 +246,94 @@ def distill(
     t_model, s_model = t_loaded.model, s_loaded.model
     _same_signature(t_model, s_model)
     samples = load_samples(data, s_model, holdout)
+    trained = train(
+        t_model, s_model, samples, epochs=epochs, minutes=minutes, batch_size=batch_size,
+        holdout=holdout, lr=lr, seed=seed, threads=threads, patience=patience,
+        progress=progress, class_axis=class_axis, block_stage=block_stage, start=start,
+    )  # fmt: skip
+    check_model(trained.model)
+    check: dict = {}
+
+    def verify(path: Path | None) -> None:  # before the rename: a failed report writes nothing
+        after, worst = checked_in_runtime(trained.model if path is None else path, trained)
+        check["result"] = trained.result(out, after, worst)
+        if report is not None:
+            save_json(check["result"].to_dict(), report)
+
+    written = save_model(trained.model, out, before_rename=verify)
+    result: DistillResult = check["result"]
+    result.output = written
+    return result
+
+
+def recover(
+    teacher: onnx.ModelProto,
+    student: onnx.ModelProto,
+    data: Samples | str | os.PathLike | Iterable[Mapping[str, np.ndarray]],
+    *,
+    epochs: int = 20,
+    minutes: float | None = None,
+    holdout: float = 0.2,
+    seed: int = 0,
+    progress: Callable[[dict], None] | None = None,
+) -> tuple[onnx.ModelProto, DistillResult]:
+    """``optimize --recover``: distill ``student`` (the optimized model, in memory) from
+    ``teacher`` (the original) and return the trained graph, checked as distill checks the file
+    it writes (the full checker; ONNX Runtime gives the trained module's outputs), and the result
+    (``output`` None: the caller writes it). ``data``: as distill's, or :func:`recovery_samples`
+    checked beforehand."""
+    start = time.monotonic()
+    validate(epochs, minutes, holdout=holdout, prefix="--recover-")
+    require_torch("--recover")
+    _same_signature(teacher, student)
+    samples = data if isinstance(data, Samples) else recovery_samples(data, student, holdout)
+    trained = train(
+        teacher, student, samples, epochs=epochs, minutes=minutes, holdout=holdout, seed=seed,
+        progress=progress, start=start,
+    )  # fmt: skip
+    check_model(trained.model)
+    after, worst = checked_in_runtime(trained.model, trained)
+    return trained.model, trained.result(None, after, worst)
+
+
+def recovery_samples(
+    data: str | os.PathLike | Iterable[Mapping[str, np.ndarray]],
+    model: onnx.ModelProto,
+    holdout: float,
+) -> Samples:
+    """The checked samples of ``optimize --recover DATA`` (errors name ``--recover``)."""
+    return load_samples(data, model, holdout, "--recover", "--recover-holdout")
+
+
+def train(
+    t_model: onnx.ModelProto,
+    s_model: onnx.ModelProto,
+    samples: Samples,
+    *,
+    epochs: int = 20,
+    minutes: float | None = None,
+    batch_size: int = 32,
+    holdout: float = 0.2,
+    lr: float = 3e-3,
+    seed: int = 0,
+    threads: int = 1,
+    patience: int = 10,
+    progress: Callable[[dict], None] | None = None,
+    class_axis: int | None = None,
+    block_stage: bool = True,
+    start: float | None = None,
+) -> Trained:
+    """The two stages on ``samples`` (checked), ``minutes`` counted from ``start``; returns the
+    student's graph with the trained weights, not yet checked."""
+    torch = require_torch()
+    from onnx_sk.training import fit
+
+    start = time.monotonic() if start is None else start
     train, held = _split(len(samples), holdout, seed)
     fit.setup(seed, threads)
     rng = np.random.default_rng(seed)
 
-    tg = _Targets.build(t_model, s_model, samples, train, held, batch_size, threads)
+    tg = Targets.build(t_model, s_model, samples, train, held, batch_size, threads)
     outputs, kept, targets, var_src = tg.outputs, tg.kept, tg.outputs + tg.kept, tg.var_src
     held_want, one = tg.held, tg.one
     # the loss's per-channel variances: every training target when cached, else the first ones
@@ -359,8 +355,8 @@ def distill(
         with torch.no_grad():
             return float(st.output_loss(st.run(held_feeds, one), held_t, inv))
 
-    before_ort = _run_batched(tg.student, samples, held, batch_size)
-    before = _fidelity(outputs, held_want, before_ort, class_axis)
+    before_ort = run_batched(tg.student, samples, held, batch_size)
+    before = fidelity(outputs, held_want, before_ort, class_axis)
     loss_before = holdout_loss()
     curve = fit.Curve()
     deadline = start + minutes * 60 if minutes is not None else math.inf
@@ -412,45 +408,30 @@ def distill(
     model = _write_back(s_model, {k: v for k, v in st.values().items() if k in writable})
     with torch.no_grad():
         torch_out = {k: v.numpy() for k, v in st.run(held_feeds, one).items() if k in outputs}
-
-    def result_of(after: list[Fidelity], worst: float) -> DistillResult:
-        return DistillResult(
-            output=out,
-            samples=len(samples),
-            train_samples=len(train),
-            holdout_samples=len(held) if holdout > 0 else 0,
-            anchors=kept,
-            blocks=len(bl.blocks) if bl is not None else 0,
-            curve=curve.rows,
-            holdout_loss_before=loss_before,
-            holdout_loss_after=loss_after,
-            before=before,
-            after=after,
-            verification_max_abs_diff=worst,
-            seconds=round(time.monotonic() - start, 2),
-            options={
-                "epochs": epochs,
-                "minutes": minutes,
-                "batch_size": batch_size,
-                "holdout": holdout,
-                "lr": lr,
-                "seed": seed,
-                "threads": threads,
-                "patience": patience,
-                "class_axis": class_axis,
-            },
-            stage1_skipped=skipped,
-            blocks_rescaled=scaled,
-        )
-
-    def write_report(after: list[Fidelity], worst: float) -> None:
-        if report is not None:
-            save_json(result_of(after, worst).to_dict(), report)
-
-    written, after, worst = _write_verified(
-        model, out, torch_out, samples, held, batch_size, threads, held_want, class_axis,
-        write_report,
-    )  # fmt: skip
-    result = result_of(after, worst)
-    result.output = written
-    return result
+    fields = {
+        "samples": len(samples),
+        "train_samples": len(train),
+        "holdout_samples": len(held) if holdout > 0 else 0,
+        "anchors": kept,
+        "blocks": len(bl.blocks) if bl is not None else 0,
+        "curve": curve.rows,
+        "holdout_loss_before": loss_before,
+        "holdout_loss_after": loss_after,
+        "before": before,
+        "options": {
+            "epochs": epochs,
+            "minutes": minutes,
+            "batch_size": batch_size,
+            "holdout": holdout,
+            "lr": lr,
+            "seed": seed,
+            "threads": threads,
+            "patience": patience,
+            "class_axis": class_axis,
+        },
+        "stage1_skipped": skipped,
+        "blocks_rescaled": scaled,
+    }
+    return Trained(
+        model, torch_out, samples, held, held_want, batch_size, threads, class_axis, start, fields
+    )

@@ -75,16 +75,16 @@ def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+def read_npz(path: str | os.PathLike, flag: str = "--data") -> dict[str, np.ndarray]:
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"--data {p}: no such file")
+        raise UserError(f"{flag} {p}: no such file")
     try:
         return _npz_arrays(p)
     except UserError:
         raise
     except Exception as exc:
-        raise UserError(f"--data {p}: not a readable .npz file ({type(exc).__name__})") from None
+        raise UserError(f"{flag} {p}: not a readable .npz file ({type(exc).__name__})") from None
 
 
 def _stack(items: Iterable[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -103,10 +103,13 @@ def load_samples(
     data: str | os.PathLike | Iterable[Mapping[str, np.ndarray]],
     model: onnx.ModelProto,
     holdout: float,
+    flag: str = "--data",
+    holdout_flag: str = "--holdout",
 ) -> Samples:
-    """The checked samples for ``model``'s real inputs (see the module docstring)."""
-    where = f"--data {data}" if isinstance(data, (str, os.PathLike)) else "data"
-    arrays = read_npz(data) if isinstance(data, (str, os.PathLike)) else _stack(data)
+    """The checked samples for ``model``'s real inputs (see the module docstring); errors name
+    the options as ``flag`` and ``holdout_flag`` (``optimize --recover`` has its own)."""
+    where = f"{flag} {data}" if isinstance(data, (str, os.PathLike)) else "data"
+    arrays = read_npz(data, flag) if isinstance(data, (str, os.PathLike)) else _stack(data)
     inputs = real_inputs(model)
     if not arrays:
         raise UserError(f"{where}: no arrays (empty)")
@@ -126,7 +129,9 @@ def load_samples(
     if n == 0:
         raise UserError(f"{where}: 0 samples (empty)")
     if holdout > 0 and n < 2:
-        raise UserError(f"{where}: 1 sample cannot be split for --holdout {holdout:g} (need 2+)")
+        raise UserError(
+            f"{where}: 1 sample cannot be split for {holdout_flag} {holdout:g} (need 2+)"
+        )
     samples = Samples({vi.name: arrays[vi.name] for vi in inputs})
     _check_finite(where, samples)
     return samples
