@@ -59,14 +59,22 @@ def calibration_file(model: Path, path: Path, samples: int) -> Path:
 
 
 def run(tree: Path, workers: str | None, args: list[str], out: Path) -> dict:
+    """One ``optimize`` child with ``tree`` first on its path: it runs in ``out``'s folder, as
+    ``python -m`` puts the working folder before ``PYTHONPATH``."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
     env.pop("ONNX_SK_WORKERS", None)
     if workers is not None:
         env["ONNX_SK_WORKERS"] = workers
+    check = "import onnx_sk, sys; sys.stdout.write(onnx_sk.__file__)"
+    where = subprocess.run(
+        [sys.executable, "-c", check], env=env, cwd=out.parent, capture_output=True, text=True
+    ).stdout
+    if not where.startswith(str(tree)):
+        raise SystemExit(f"the child imports {where}, not the tree {tree}")
     cmd = [sys.executable, "-m", "onnx_sk", "optimize", *args[:1], str(out), *args[1:]]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=out.parent)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -114,6 +122,7 @@ def main() -> None:
     parser.add_argument("--cases", default=",".join(CASES))
     parser.add_argument("--out", type=Path, default=RESULTS / "tool_speed.md")
     a = parser.parse_args()
+    a.model = a.model.resolve()
     with tempfile.TemporaryDirectory(prefix="tool_speed_") as tmp:
         tmpdir = Path(tmp)
         (tmpdir / "before").mkdir()

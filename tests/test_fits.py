@@ -4,6 +4,9 @@ decisions and the same bytes whatever the number of workers, each distinct fit c
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import onnx
@@ -213,3 +216,38 @@ def test_fit_keys_tell_kernels_targets_and_realisations_apart():
     got = cache.of(w, None).get(reals[1])
     direct = fit_with_errors(reals[1], w, None)
     assert all(np.array_equal(x, y) for x, y in zip(got.weights, direct.weights, strict=True))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_workers_end_with_their_parent(tmp_path):
+    """A run killed mid-fit leaves no worker computing on."""
+    script = tmp_path / "nap.py"
+    script.write_text(
+        "import os, time\n"
+        "from onnx_sk.runtime.pool import ordered_map\n"
+        "def nap(x):\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    time.sleep(60)\n"
+        "ordered_map(nap, [1, 2])\n"
+    )
+    env = {**os.environ, WORKERS_ENV: "2", "PYTHONPATH": str(MODELS.parent)}
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, env=env, text=True
+    )
+    assert proc.stdout is not None
+    pids = [int(proc.stdout.readline()) for _ in range(2)]
+    assert all(_alive(p) for p in pids)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids)

@@ -18,8 +18,10 @@ Latency measurements are never run here: concurrent processes would time each ot
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import multiprocessing
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -28,6 +30,7 @@ from onnx_sk.errors import UserError
 from onnx_sk.runtime.blas import single_blas_thread
 
 WORKERS_ENV = "ONNX_SK_WORKERS"
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -48,6 +51,16 @@ def workers() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux, ask the kernel to end this worker when the process that
+    forked it ends (killed mid-run, it would otherwise finish its fit first)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except (OSError, AttributeError):  # no prctl: the worker ends after its current item
+            pass
 
 
 def _one_thread(fn: Callable[[T], R], item: T) -> R:
@@ -76,7 +89,9 @@ def ordered_map(
     order = sorted(range(len(items)), key=lambda i: -costs[i] if costs is not None else 0)
     method = "fork" if sys.platform.startswith("linux") else "spawn"
     results: list[R | None] = [None] * len(items)
-    ex = concurrent.futures.ProcessPoolExecutor(n, multiprocessing.get_context(method))
+    ex = concurrent.futures.ProcessPoolExecutor(
+        n, multiprocessing.get_context(method), initializer=_die_with_parent
+    )
     try:
         futures = {ex.submit(_one_thread, fn, items[i]): i for i in order}
         for k, fut in enumerate(concurrent.futures.as_completed(futures)):
