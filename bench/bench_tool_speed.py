@@ -152,7 +152,8 @@ def main() -> None:
                 for v in names[1:]
             }
             rows[case] = {
-                "command": "onnx-sk optimize MODEL OUT " + " ".join(CASES[case]),
+                "command": "onnx-sk optimize MODEL OUT "
+                + " ".join(CASES[case]).format(cal="CAL.npz"),
                 "runs": timings,
                 "checks": checks,
             }
@@ -171,7 +172,7 @@ def write(a: argparse.Namespace, rows: dict[str, dict]) -> None:
         f"# Tool speed: `{a.model.name}`, before = `{a.before_rev}`",
         "",
         f"`python bench/bench_tool_speed.py --before-rev {a.before_rev} --repeats {a.repeats}` "
-        f"({cores} cores; `--calibration` file: {a.samples} seeded random 1×3×224×224 samples; "
+        f"({cores} cores; `CAL.npz`: {a.samples} seeded random 1×3×224×224 samples; "
         f"load average at the end {os.getloadavg()[0]:.1f}: the machine was shared). "
         "Median wall seconds (CPU seconds of the child in brackets); ratio = before / after.",
         "",
