@@ -299,33 +299,66 @@ def _update_spatial(fac: Factors, wl: np.ndarray, patches: np.ndarray, iters: in
 
 
 def _update_dw(fac: Factors, wl: np.ndarray, patches: np.ndarray, iters: int) -> None:
-    """Three-factor designs: the depthwise taps d [J, S] given A and B."""
-    a, b, lt = fac.a, fac.b, patches.T
+    """Three-factor designs: the depthwise taps d [J, S] given A and B.
+
+    With B fixed, channel j's input side is ``Σ_s d[j, s] · q[j, s, :]`` with
+    ``q[j, s, p] = Σ_c B[j, c] · L[(c, s), p]``, computed once (J·C·S·P multiply-adds): each
+    CGLS step then costs J·S·P + F·J·P instead of J·C·S·P + F·C·S·P."""
+    a, b = fac.a, fac.b
     assert b is not None  # three-factor designs have B
     j, c, s = b.shape[0], b.shape[1], fac.mid.shape[1]
-    resid = wl - a @ (_kr(b, fac.mid) @ patches)
+    n = patches.shape[1]
+    q = (b @ patches.reshape(c, s * n)).reshape(j, s, n)  # [J, S, P]
+
+    def inputs(x: np.ndarray) -> np.ndarray:  # [J, S] → [J, P]
+        return np.einsum("js,jsp->jp", x, q)
+
+    resid = wl - a @ inputs(fac.mid)
     fac.mid = _cgls(
-        lambda x: a @ (_kr(b, x) @ patches),
-        lambda r: np.einsum("jcs,jc->js", (a.T @ (r @ lt)).reshape(j, c, s), b),
+        lambda x: a @ inputs(x),
+        lambda r: np.einsum("jp,jsp->js", a.T @ r, q),
         fac.mid,
         resid,
         iters,
     )
 
 
+#: memory for ``r[j, c, p] = Σ_s d[j, s] · L[(c, s), p]`` in the B step, at most; above it each
+#: CGLS step forms the input side from the Khatri–Rao rows instead (S times the arithmetic)
+REFINE_BYTES = 256 * 2**20
+
+
 def _update_b(fac: Factors, wl: np.ndarray, patches: np.ndarray, iters: int) -> None:
-    """Three-factor designs: the first pointwise stage B [J, C] given A and d."""
-    a, b, d, lt = fac.a, fac.b, fac.mid, patches.T
+    """Three-factor designs: the first pointwise stage B [J, C] given A and d.
+
+    The adjoint is taken as ``((Aᵀ·r)·Lᵀ)`` (J·P·C·S multiply-adds, not F·P·C·S); with d fixed,
+    ``r[j, c, p] = Σ_s d[j, s] · L[(c, s), p]`` is computed once when it fits in
+    ``REFINE_BYTES``, and each step then costs J·C·P instead of J·C·S·P."""
+    a, b, d = fac.a, fac.b, fac.mid
     assert b is not None  # three-factor designs have B
     j, c, s = b.shape[0], b.shape[1], d.shape[1]
-    resid = wl - a @ (_kr(b, d) @ patches)
-    fac.b = _cgls(
-        lambda x: a @ (_kr(x, d) @ patches),
-        lambda r: np.einsum("jcs,js->jc", (a.T @ (r @ lt)).reshape(j, c, s), d) * fac.mask_in,
-        b,
-        resid,
-        iters,
-    )
+    n = patches.shape[1]
+    mask = fac.mask_in
+    if j * c * n * 8 <= REFINE_BYTES:
+        by_s = np.ascontiguousarray(patches.reshape(c, s, n).transpose(1, 0, 2))  # [S, C, P]
+        rr = (d @ by_s.reshape(s, c * n)).reshape(j, c, n)  # [J, C, P]
+
+        def inputs(x: np.ndarray) -> np.ndarray:  # [J, C] → [J, P]
+            return np.einsum("jc,jcp->jp", x, rr)
+
+        def adjoint(r: np.ndarray) -> np.ndarray:
+            return np.einsum("jp,jcp->jc", a.T @ r, rr) * mask
+    else:
+        lt = patches.T
+
+        def inputs(x: np.ndarray) -> np.ndarray:
+            return _kr(x, d) @ patches
+
+        def adjoint(r: np.ndarray) -> np.ndarray:
+            return np.einsum("jcs,js->jc", ((a.T @ r) @ lt).reshape(j, c, s), d) * mask
+
+    resid = wl - a @ inputs(b)
+    fac.b = _cgls(lambda x: a @ inputs(x), adjoint, b, resid, iters)
 
 
 def refine_data(

@@ -21,6 +21,7 @@ from onnx_sk.graph.load import LoadedModel
 from onnx_sk.graph.save import OutputFile
 from onnx_sk.maths.approx import Target
 from onnx_sk.maths.designs import Realisation
+from onnx_sk.maths.fits import FitCache
 from onnx_sk.options import OptimizeOptions
 from onnx_sk.report import ModelCounts, Report
 from onnx_sk.runtime.progress import Progress
@@ -74,6 +75,9 @@ class PassContext:
     )
     #: fit-targets: conv output name → what its weights are fitted to (BN scale, patches)
     targets: dict[str, Target] = field(default_factory=dict)
+    #: error-budget: the chosen realisations' fits (stage weights and errors), which
+    #: init-weights reuses instead of fitting again (``maths.fits``)
+    fits: FitCache = field(default_factory=FitCache)
     #: init-weights: every conv to replace, with its stage weights (reduce fills ``new_nodes``)
     replacements: list[Replacement] = field(default_factory=list)
     #: verify: the staged output file it checked (None when checked in memory), and the
@@ -102,5 +106,7 @@ class PassContext:
             self.progress(fraction, f"{self.stage}: {detail}" if detail else self.stage)
 
     def forget_plan(self) -> None:
-        """Drop what refers into the model (sites, decisions, targets), so that it can be freed."""
+        """Drop what refers into the model (sites, decisions, targets, fits), so that it can be
+        freed."""
         self.sites, self.decisions, self.targets = [], [], {}
+        self.fits = FitCache()
