@@ -33,9 +33,8 @@ import onnx
 
 from onnx_sk.errors import UserError
 from onnx_sk.graph.convs import ConvSite, find_convs
-from onnx_sk.graph.counts import conv_params, float_params
 from onnx_sk.graph.index import ConstantIndex
-from onnx_sk.graph.shapes import infer_shapes, parse_input_shapes
+from onnx_sk.graph.shapes import infer_shapes
 from onnx_sk.maths.spec import ConvSpec
 from onnx_sk.options import OptimizeOptions
 from onnx_sk.passes import objectives
@@ -269,22 +268,3 @@ class WidenPass:
         del analysis, count, shapes  # their numpy copies of the old weights
         release_memory()
         return PassResult(widened, modified=True)
-
-
-def widen_solution(model: onnx.ModelProto, options: OptimizeOptions) -> dict[str, Any]:
-    """The he-mode solution without writing weights (cheap, for large models): s, counts, widths."""
-    validate(options)
-    shapes = infer_shapes(model, parse_input_shapes(list(options.input_shape)))
-    analysis = analyze_channels(model, shapes)
-    count = _Counter(analysis, options, find_convs(model, shapes), options.reduce.design != "none")
-    w = options.widen
-    target = w.param_budget or (conv_params(model) if w.budget == "conv" else float_params(model))
-    sol = _solve(count, options, target, 1.0 / MAX_SCALE)
-    widths = count.widths(sol.scale)
-    conv_after = sum(analysis.conv_params(widths).values())
-    return {
-        "scale": sol.scale, "target": target, "achieved": sol.count, "ratio": sol.ratio,
-        "params_before": float_params(model), "params_after": analysis.float_params(widths)
-        + (sol.count - conv_after if w.budget == "conv" else 0),
-        "layers": _layers(analysis, widths),
-    }  # fmt: skip
