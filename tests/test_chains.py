@@ -3,7 +3,8 @@
 - onnxslim before onnx-sk (slim the exported model, then optimize) and after (slim the SK model);
 - ONNX Runtime quantization of an SK model: ``quant_pre_process`` then ``quantize_dynamic`` or
   ``quantize_static`` (QDQ and QOperator formats); the int8 model runs in ONNX Runtime and its
-  outputs agree with the fp32 SK model within the tolerance stated in the README.
+  outputs agree with the fp32 SK model within the tolerance stated in the README;
+- ORT Mobile's NNAPI / CoreML usability checker on the SK model with its batch fixed.
 
 Every test is marked ``chain``; ``pytest -m chain`` runs only these. onnxslim comes with the
 ``dev`` extra; where it is not installed its tests are skipped with that reason.
@@ -11,6 +12,9 @@ Every test is marked ``chain``; ``pytest -m chain`` runs only these. onnxslim co
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -183,3 +187,42 @@ def test_ort_quantize_static(sk_path, pre_path, tmp_path, fmt):
     else:
         assert ops["QLinearConv"] == 57 and ops["Conv"] == 0
     _check_quantized(out, sk_path)
+
+
+def _mobile_partitions(path: Path, tmp_path: Path) -> dict[str, str]:
+    """ORT's mobile usability checker on ``path`` with its batch fixed at 1 (NNAPI and CoreML
+    need static shapes): per EP, its ``N partitions with a total of X/Y nodes`` line."""
+    fixed = tmp_path / f"{path.stem}_fixed.onnx"
+    subprocess.run(
+        [sys.executable, "-m", "onnxruntime.tools.make_dynamic_shape_fixed",
+         "--dim_param", "batch", "--dim_value", "1", str(path), str(fixed)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "onnxruntime.tools.check_onnx_model_mobile_usability", str(fixed)],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    found, ep = {}, None
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if m := re.search(r"Checking (NNAPI|CoreML NeuralNetwork|CoreML MLProgram)$", line):
+            ep = m.group(1)
+        elif ep and (m := re.search(r"(\d+ partitions with a total of \d+/\d+ nodes)", line)):
+            found.setdefault(ep, m.group(1))
+    return found
+
+
+def test_sk_model_runs_whole_on_nnapi_and_coreml_as_the_original_does(sk_path, tmp_path):
+    """ORT Mobile's usability checker: with the batch fixed, the SK model (grouped and depthwise
+    convs, shuffles as Reshape/Transpose) is one partition on NNAPI and CoreML NeuralNetwork, as
+    the original is; CoreML MLProgram splits both at the classifier's Flatten only."""
+    original = _mobile_partitions(MODEL, tmp_path)
+    sk = _mobile_partitions(sk_path, tmp_path)
+    nodes = len(onnx.load(sk_path).graph.node)
+    assert (
+        original["NNAPI"]
+        == original["CoreML NeuralNetwork"]
+        == ("1 partitions with a total of 52/52 nodes")
+    )
+    for ep in ("NNAPI", "CoreML NeuralNetwork"):
+        assert sk[ep] == f"1 partitions with a total of {nodes}/{nodes} nodes", (ep, sk)
+    assert sk["CoreML MLProgram"] == f"2 partitions with a total of {nodes - 1}/{nodes} nodes"
