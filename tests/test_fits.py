@@ -234,7 +234,7 @@ def test_workers_end_with_their_parent(tmp_path):
         "import os, time\n"
         "from onnx_sk.runtime.pool import ordered_map\n"
         "def nap(x):\n"
-        "    print(os.getpid(), flush=True)\n"
+        "    os.write(1, f'{os.getpid()}\\n'.encode())  # one write: atomic in a pipe\n"
         "    time.sleep(60)\n"
         "ordered_map(nap, [1, 2])\n"
     )
