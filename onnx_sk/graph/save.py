@@ -82,51 +82,43 @@ class OutputFile:
         """Write ``model`` to the temporary file(s). Returns the temporary model file when it can be
         read on its own, None when its tensors went to external data (which it names as the
         final ``OUT.data``, so it can only be read once committed)."""
-        try:
-            # inside the try: an interrupt right after leaves nothing
-            self._create()
+        with self._staging():  # an interrupt right after creating it leaves nothing
             external = is_large(model) if self.external_data is None else self.external_data
             if external:
                 external = _save_external(model, self.tmp, self.tmp_data, self.data_name)
             if not external:
                 _write_synced(self.tmp, model.SerializeToString())
-        except OSError as exc:
-            self.discard()
-            raise write_failed(self.out, exc) from None
-        except BaseException:
-            self.discard()
-            raise
         self.staged, self.wrote_data = True, external
         return None if external else self.tmp
 
     def stage_bytes(self, data: bytes) -> Path:
         """Write ``data`` to the temporary file (a JSON document)."""
-        try:
-            self._create()
+        with self._staging():
             _write_synced(self.tmp, data)
-        except OSError as exc:
-            self.discard()
-            raise write_failed(self.out, exc) from None
-        except BaseException:
-            self.discard()
-            raise
         self.staged, self.wrote_data = True, False
         return self.tmp
 
     def copy_from(self, source: Path) -> None:
         """Stage a byte-for-byte copy of ``source`` (a model written unchanged)."""
-        try:
-            self._create()
+        with self._staging():
             shutil.copyfile(source, self.tmp)
             with open(self.tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
+        self.staged, self.wrote_data = True, False
+
+    @contextlib.contextmanager
+    def _staging(self) -> Iterator[None]:
+        """Create the temporary file for the block to fill; any failure removes what was written
+        (a write error, e.g. a full disk, as one line naming OUT)."""
+        try:
+            self._create()
+            yield
         except OSError as exc:
             self.discard()
             raise write_failed(self.out, exc) from None
         except BaseException:
             self.discard()
             raise
-        self.staged, self.wrote_data = True, False
 
     def _create(self) -> None:
         """Remove the temporary files killed runs left for this ``OUT``, then create ours, locked
