@@ -25,18 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
-#: runs the CLI and, at exit, writes the process's own peak RSS (VmHWM, kB) to argv[1]
-CHILD = """
-import atexit, runpy, sys
-def _hwm(path=sys.argv[1]):
-    with open("/proc/self/status") as fh:
-        kb = next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
-    with open(path, "w") as out:
-        out.write(str(kb))
-atexit.register(_hwm)
-sys.argv = ["onnx-sk", *sys.argv[2:]]
-runpy.run_module("onnx_sk", run_name="__main__")
-"""
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_large import CHILD  # noqa: E402  (the CLI in a child that records its peak RSS)
 
 
 def run_optimize(model: Path, tmp: Path, tag: str, args: list[str]) -> dict:
