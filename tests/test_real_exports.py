@@ -179,8 +179,8 @@ def test_torch_exports_every_dense_conv_replaced_and_verified(torch_exports, exp
     assert rep.replaced == _dense_convs(path) == DENSE_CONVS[exporter]
     assert rep.verification is not None and rep.verification["max_rel_diff"] < 1e-3
     assert not _unread(model)
-    # the dense-equivalent claim, checked here once more against the original file's outputs:
-    # the stage weights are fresh (He), so only shapes and finiteness can match the original
+    # the dense-equivalent claim is the verification above; against the original file's outputs
+    # (approximated kernels of random, far-from-separable weights) only the shapes must match
     assert [o.shape for o in _run(model)] == [o.shape for o in _run(path)]
 
 
