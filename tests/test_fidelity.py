@@ -62,6 +62,38 @@ def test_fidelity_is_measured_against_the_original_not_the_twin(tmp_path, rng):
     assert "optimize --recover INPUTS.npz" in report.next_step
 
 
+@pytest.mark.parametrize("widen_init", ["he", "preserve"])
+def test_widen_fidelity_is_against_the_original(tmp_path, rng, widen_init):
+    """In widen he mode the original's outputs the widen pass ran are reused, in preserve mode
+    (widened after reduce) the original runs again: either way the figures are the original's."""
+    w = [rng.standard_normal((8, 8, 3, 3)).astype(np.float32) for _ in range(2)]
+    graph = onnx.helper.make_graph(
+        [
+            onnx.helper.make_node("Conv", ["x", "w0"], ["h"], name="c0", pads=[1] * 4),
+            onnx.helper.make_node("Relu", ["h"], ["r"]),
+            onnx.helper.make_node("Conv", ["r", "w1"], ["y"], name="c1", pads=[1] * 4),
+        ],
+        "two",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 16, 16])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 8, 16, 16])],
+        [onnx.numpy_helper.from_array(w[i], f"w{i}") for i in range(2)],
+    )
+    g = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    src = _save(g, tmp_path / "m.onnx")
+    out = tmp_path / "o.onnx"
+    _, report = onnx_sk.optimize(
+        src, out, mode="widen", widen_init=widen_init, design="dw-pw", include_first=True
+    )
+    f = report.fidelity
+    (row,) = f["outputs"]
+    assert f["inputs"]["shapes"] == {"x": [1, 8, 16, 16]}
+    x = np.random.default_rng(0).standard_normal((1, 8, 16, 16)).astype(np.float32)
+    cos, max_abs, mean_abs = _expected(src, str(out), {"x": x})
+    assert row["cosine"] == pytest.approx(cos, rel=1e-6)
+    assert row["max_abs_diff"] == pytest.approx(max_abs, rel=1e-6)
+    assert row["mean_abs_diff"] == pytest.approx(mean_abs, rel=1e-6)
+
+
 def test_inputs_file_and_a_close_fit(tmp_path, rng):
     src = _save(conv_model(_separable(rng)), tmp_path / "m.onnx")
     data = tmp_path / "in.npz"

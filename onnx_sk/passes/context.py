@@ -89,6 +89,9 @@ class PassContext:
     #: widen: the outputs of the model before widening on seeded random input (run before the
     #: model is widened in place; the reference of the widened model's outputs)
     reference: Outputs | None = None
+    #: ``reference`` when it is the original model's outputs (the widen pass ran before any
+    #: other pass changed the model): the fidelity pass then need not run the original again
+    original_outputs: Outputs | None = None
     #: widen (he): the plan's convs are widened and keep their old kernels until the reduce pass
     #: replaces them, so init-weights draws their stage weights with no kernel to fit
     fresh_weights: bool = False

@@ -121,6 +121,7 @@ class VerifyPass:
             ref = ctx.reference
             assert ref is not None  # the widen pass ran the model before widening it
             names, got = result_outputs(model, ref.feeds, path=path)
+            ctx.checked = Outputs(ref.feeds, names, got)
             if self.reference == "preserved":
                 agree = check_outputs(ref.names, ref.values, names, got)
                 doc.update(

@@ -234,6 +234,8 @@ class WidenPass:
             # input file when the model is still that file: no serialised copy for ONNX Runtime)
             path = ctx.source.path if not ctx.modified else None
             ctx.reference = reference_outputs(model, o.seed, ctx.input_shapes or None, path=path)
+            if not ctx.modified:  # still the original: its outputs are the fidelity reference
+                ctx.original_outputs = ctx.reference
         shapes = infer_shapes(model, ctx.input_shapes)
         analysis = analyze_channels(model, shapes)
         if not analysis.free:
