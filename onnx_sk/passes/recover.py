@@ -29,15 +29,22 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 
 from onnx_sk.errors import UserError, VerificationError
+from onnx_sk.graph.batchnorm import fold_into_convs
 from onnx_sk.graph.checks import check, check_fields
 from onnx_sk.graph.load import load_model
 from onnx_sk.options import OptimizeOptions
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
+from onnx_sk.runtime.compare import difference
+from onnx_sk.runtime.probe import Probe
+from onnx_sk.runtime.verify import ATOL, RTOL
 from onnx_sk.training import distill
+from onnx_sk.training.data import validate as validate_data
+from onnx_sk.training.images import given
 from onnx_sk.training.samples import Samples
 
 
@@ -45,9 +52,12 @@ def validate(options: OptimizeOptions) -> None:
     """The recovery options, and torch, before anything is loaded."""
     r = options.recovery
     if r.recover is None:
+        if given(options.data):
+            raise UserError(
+                f"{', '.join(given(options.data))}: for --recover DIR (a folder of images)"
+            )
         return
-    if not os.path.isfile(r.recover):
-        raise UserError(f"--recover {r.recover}: no such file")
+    validate_data(r.recover, options.data, "--recover")
     distill.validate(r.recover_epochs, r.recover_minutes, holdout=r.recover_holdout,
                      prefix="--recover-")  # fmt: skip
     distill.require_torch("--recover")
@@ -56,7 +66,7 @@ def validate(options: OptimizeOptions) -> None:
 def check_output(options: OptimizeOptions, out: Path) -> None:
     """OUT must not be the ``--recover`` data (it is read while OUT is written)."""
     data = options.recovery.recover
-    if data is not None and os.path.exists(out) and os.path.samefile(data, out):
+    if isinstance(data, (str, os.PathLike)) and os.path.exists(out) and os.path.samefile(data, out):
         raise UserError(f"output path {out} is the --recover data: refusing to overwrite it")
 
 
@@ -66,7 +76,7 @@ def check_data(options: OptimizeOptions, model: onnx.ModelProto) -> Samples | No
     r = options.recovery
     if r.recover is None:
         return None
-    return distill.recovery_samples(r.recover, model, r.recover_holdout)
+    return distill.recovery_samples(r.recover, model, r.recover_holdout, options.data)
 
 
 def _layout(model: onnx.ModelProto) -> tuple:
@@ -112,9 +122,11 @@ class RecoverPass:
         del teacher, model
         if ctx.options.verify:
             self._verify(trained, layout, ctx, result.verification_max_abs_diff)
+        folded = _fold_training_bns(trained, ctx, data)
         ctx.report.recovery = {
             **result.to_dict(),
             "fidelity_before": ctx.report.fidelity,
+            "training_bns_folded": folded,
         }
         del ctx.report.recovery["output"]
         ctx.checked = None  # verify's outputs are the weights before recovery
@@ -134,3 +146,34 @@ class RecoverPass:
             "runtime_vs_trained_max_abs_diff": worst,
         }
         ctx.report.verification = doc
+
+
+#: samples the folded model is compared on with the unfolded one
+FOLD_CHECK_SAMPLES = 8
+
+
+def _fold_training_bns(model: onnx.ModelProto, ctx: PassContext, data: Any) -> int:
+    """``--for-training``: fold the trained BNs TrainingBNPass inserted into the conv stage
+    before each (:func:`onnx_sk.graph.batchnorm.fold_into_convs`), in place, so the written model
+    has none left; with verification, ONNX Runtime must give the unfolded model's outputs on the
+    first samples (``max |a − b| ≤ RTOL · max |b| + ATOL``). Returns how many were folded."""
+    if not ctx.options.fitting.for_training:
+        return 0
+    names = {n for r in ctx.replacements for n in r.new_nodes}
+    before = onnx.ModelProto()
+    if ctx.options.verify:
+        before.CopyFrom(model)
+    folded = fold_into_convs(model, names)
+    if folded and ctx.options.verify and isinstance(data, Samples):
+        feeds = data.take(np.arange(min(FOLD_CHECK_SAMPLES, len(data))))
+        want = Probe(before, [], 1, "recovered model").run(feeds)
+        got = Probe(model, [], 1, "folded model").run(feeds)
+        for name, w in want.items():
+            d = difference(w, got[name])
+            if not d.max_abs_diff <= RTOL * d.scale + ATOL:
+                raise VerificationError(
+                    f"folding the --for-training BNs changed output {name!r} by "
+                    f"{d.max_abs_diff:.3g} (output scale {d.scale:.3g}): nothing written"
+                )
+        check(model)
+    return len(folded)
