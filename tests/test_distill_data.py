@@ -117,10 +117,11 @@ def test_iterables_readers_and_spill_to_disk(tmp_path, monkeypatch):
     reader = load_samples(Reader(), m, 0.2)
     monkeypatch.setattr(samples_module, "SAMPLE_BUDGET_BYTES", x[:3].nbytes)
     spilled = load_samples(iter([{"x": x[:4]}, {"x": x[4:]}]), m, 0.2)
-    assert isinstance(spilled.arrays["x"], np.memmap)  # type: ignore[attr-defined]
+    assert isinstance(spilled.arrays["x"], samples_module.RowFile)  # type: ignore[attr-defined]
     np.savez_compressed(tmp_path / "c.npz", x=x)
     compressed = load_samples(tmp_path / "c.npz", m, 0.2)
-    assert isinstance(compressed.arrays["x"], np.memmap)  # type: ignore[attr-defined]
+    assert isinstance(compressed.arrays["x"], samples_module.RowFile)  # type: ignore[attr-defined]
+    assert compressed.take(np.array([7, 2, 7]))["x"].flags.writeable
     everything = np.arange(10)
     for s in (one, batches, reader, spilled, compressed):
         np.testing.assert_array_equal(s.take(everything)["x"], x)

@@ -272,3 +272,11 @@ def test_for_training_bns_folded_after_recovery(runs, tmp_path):
     want = session(str(MODEL)).run(None, {"input": x})[0]
     got = session(str(tmp_path / "rec.onnx")).run(None, {"input": x})[0]
     assert difference(want, got).cosine > plain.fidelity["outputs"][0]["cosine"]
+    # distill reads the BNs off the student file's onnx-sk metadata and folds them too; its
+    # check (ORT on the written file gives the trained module's outputs) runs on the folded file
+    r = onnx_sk.distill(MODEL, tmp_path / "ft.onnx", tmp_path / "d.onnx", d / "data.npz", epochs=2)
+    assert r.training_bns_folded == len(inserted)
+    written = onnx.load(tmp_path / "d.onnx")
+    bns = [n.name for n in written.graph.node if n.op_type == "BatchNormalization"]
+    assert sorted(bns) == sorted(original)
+    assert r.after[0].cosine > r.before[0].cosine

@@ -29,20 +29,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 
 from onnx_sk.errors import UserError, VerificationError
-from onnx_sk.graph.batchnorm import fold_into_convs
 from onnx_sk.graph.checks import check, check_fields
 from onnx_sk.graph.load import load_model
 from onnx_sk.options import OptimizeOptions
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
-from onnx_sk.runtime.compare import difference
-from onnx_sk.runtime.probe import Probe
-from onnx_sk.runtime.verify import ATOL, RTOL
 from onnx_sk.training import distill
+from onnx_sk.training.bn_fold import fold_training_bns
 from onnx_sk.training.data import validate as validate_data
 from onnx_sk.training.images import given
 from onnx_sk.training.samples import Samples
@@ -148,32 +144,15 @@ class RecoverPass:
         ctx.report.verification = doc
 
 
-#: samples the folded model is compared on with the unfolded one
-FOLD_CHECK_SAMPLES = 8
-
-
 def _fold_training_bns(model: onnx.ModelProto, ctx: PassContext, data: Any) -> int:
-    """``--for-training``: fold the trained BNs TrainingBNPass inserted into the conv stage
-    before each (:func:`onnx_sk.graph.batchnorm.fold_into_convs`), in place, so the written model
-    has none left; with verification, ONNX Runtime must give the unfolded model's outputs on the
-    first samples (``max |a − b| ≤ RTOL · max |b| + ATOL``). Returns how many were folded."""
+    """``--for-training``: fold the trained BNs TrainingBNPass inserted into their conv stages,
+    in place (:mod:`onnx_sk.training.bn_fold`: checked in ONNX Runtime against the unfolded
+    model when verifying); the written model has none left. Returns how many were folded."""
     if not ctx.options.fitting.for_training:
         return 0
     names = {n for r in ctx.replacements for n in r.new_nodes}
-    before = onnx.ModelProto()
-    if ctx.options.verify:
-        before.CopyFrom(model)
-    folded = fold_into_convs(model, names)
-    if folded and ctx.options.verify and isinstance(data, Samples):
-        feeds = data.take(np.arange(min(FOLD_CHECK_SAMPLES, len(data))))
-        want = Probe(before, [], 1, "recovered model").run(feeds)
-        got = Probe(model, [], 1, "folded model").run(feeds)
-        for name, w in want.items():
-            d = difference(w, got[name])
-            if not d.max_abs_diff <= RTOL * d.scale + ATOL:
-                raise VerificationError(
-                    f"folding the --for-training BNs changed output {name!r} by "
-                    f"{d.max_abs_diff:.3g} (output scale {d.scale:.3g}): nothing written"
-                )
+    checked = data if ctx.options.verify and isinstance(data, Samples) else None
+    folded = fold_training_bns(model, names, checked)
+    if folded and checked is not None:
         check(model)
-    return len(folded)
+    return folded

@@ -39,6 +39,7 @@ from onnx_sk.runtime.feeds import real_inputs
 from onnx_sk.runtime.probe import Probe
 from onnx_sk.runtime.verify import ATOL, RTOL
 from onnx_sk.training.blocks import cut
+from onnx_sk.training.bn_fold import fold_training_bns, training_bns
 from onnx_sk.training.data import Data, load_samples
 from onnx_sk.training.data import validate as validate_data
 from onnx_sk.training.samples import Samples
@@ -66,6 +67,8 @@ class DistillResult:
     #: where torch could not run some nodes: the ops that limited training, the tensors fed from
     #: the teacher, the cut targets, the nodes left untrained (training.partial); else None
     partial: dict | None = None
+    #: the --for-training BNs folded into their conv stages in the written model (bn_fold)
+    training_bns_folded: int = 0
 
     def to_dict(self) -> dict:
         doc = asdict(self)
@@ -288,6 +291,10 @@ def distill(
         progress=progress, class_axis=class_axis, block_stage=block_stage, start=start,
     )  # fmt: skip
     check_model(trained.model)
+    if trained.split is None:  # (a partial recovery's check reads the unfolded node list)
+        bns = training_bns(s_model)
+        folded = fold_training_bns(trained.model, bns, samples, threads)
+        trained.fields["training_bns_folded"] = folded
     check: dict = {}
 
     def verify(path: Path | None) -> None:  # before the rename: a failed report writes nothing

@@ -11,8 +11,8 @@ real graph input, first axis = samples. The forms (:mod:`onnx_sk.training.data` 
 - a folder of images (:mod:`onnx_sk.training.images`).
 
 Memory: what has to be copied (a compressed member, the items of an iterable) is held in memory
-up to :data:`SAMPLE_BUDGET_BYTES` and, past it, written to a temporary file that is
-memory-mapped (removed once mapped, or when the samples are freed).
+up to :data:`SAMPLE_BUDGET_BYTES` and, past it, written to a temporary file read back by rows
+(:class:`RowFile`; deleted when the samples are freed).
 
 Checked before any training (:func:`check_array`, :func:`check_finite`): dtype equal to the
 model's, every fixed dim equal to the model's, no NaN/Inf (scanned in chunks).
@@ -20,11 +20,12 @@ model's, every fixed dim equal to the model's, no NaN/Inf (scanned in chunks).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import weakref
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -58,7 +59,7 @@ class Samples:
 class ArraySamples(Samples):
     """Samples held as one array per input (each maybe memory-mapped)."""
 
-    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+    def __init__(self, arrays: dict[str, Any]) -> None:  # np.ndarray, np.memmap, Rows, RowFile
         self.arrays = arrays
         self.names = list(arrays)
 
@@ -69,14 +70,72 @@ class ArraySamples(Samples):
         return {k: np.ascontiguousarray(v[index]) for k, v in self.arrays.items()}
 
 
+#: in-memory samples are stored in blocks of about this many bytes (no final concatenation)
+BLOCK_BYTES = 8 * 2**20
+
+
+class Rows:
+    """Samples in memory as blocks of rows, filled as they come: no final concatenation, so the
+    memory is the samples plus at most one block (a growing array would copy, and the freed
+    pieces of a concatenation stay in the allocator)."""
+
+    def __init__(self, dtype: np.dtype, tail: tuple[int, ...]) -> None:
+        self.dtype, self.tail = dtype, tail
+        self.sample_bytes = max(int(np.prod(tail, dtype=np.int64)) * dtype.itemsize, 1)
+        self.per_block = max(1, BLOCK_BYTES // self.sample_bytes)
+        self.blocks: list[np.ndarray] = []
+        self.count = 0
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.count, *self.tail)
+
+    @property
+    def ndim(self) -> int:
+        return 1 + len(self.tail)
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * self.sample_bytes
+
+    def __len__(self) -> int:
+        return self.count
+
+    def append(self, a: np.ndarray) -> None:
+        done = 0
+        while done < len(a):
+            at = self.count % self.per_block
+            if at == 0:
+                self.blocks.append(np.empty((self.per_block, *self.tail), self.dtype))
+            k = min(len(a) - done, self.per_block - at)
+            self.blocks[-1][at : at + k] = a[done : done + k]
+            done += k
+            self.count += k
+
+    def __getitem__(self, index: slice | np.ndarray) -> np.ndarray:
+        rows = np.arange(self.count)[index]
+        out = np.empty((len(rows), *self.tail), self.dtype)
+        for k, i in enumerate(rows):
+            out[k] = self.blocks[int(i) // self.per_block][int(i) % self.per_block]
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = self[:]
+        return out if dtype is None else out.astype(dtype)
+
+    def rows_bytes(self) -> Iterator[bytes]:
+        for b, block in enumerate(self.blocks):
+            n = min(self.per_block, self.count - b * self.per_block)
+            yield block[:n].tobytes()
+
+
 class Column:
-    """One input's samples appended a chunk at a time: in memory up to ``budget`` bytes, then in
-    a temporary file, memory-mapped by :meth:`array`."""
+    """One input's samples appended a chunk at a time: in memory (:class:`Rows`) up to
+    ``budget`` bytes, then in a temporary file read back by rows (:class:`RowFile`)."""
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self.parts: list[np.ndarray] = []
-        self.nbytes = 0
+        self.rows: Rows | None = None
         self.count = 0
         self.file: IO[bytes] | None = None
         self.shape: tuple[int, ...] | None = None
@@ -86,30 +145,66 @@ class Column:
         """Append samples ``a`` (first axis); the caller checked they share shape and dtype."""
         if self.shape is None:
             self.shape, self.dtype = tuple(a.shape[1:]), a.dtype
+            self.rows = Rows(a.dtype, self.shape)
         self.count += len(a)
-        if self.file is None and self.nbytes + a.nbytes > self.budget:
+        if (
+            self.file is None
+            and self.rows is not None
+            and self.rows.nbytes + a.nbytes > self.budget
+        ):
             self.file = tempfile.NamedTemporaryFile(prefix="onnx-sk-samples-", delete=False)
-            for p in self.parts:
-                self.file.write(np.ascontiguousarray(p).tobytes())
-            self.parts = []
+            for chunk in self.rows.rows_bytes():
+                self.file.write(chunk)
+            self.rows = None
         if self.file is not None:
             self.file.write(np.ascontiguousarray(a).tobytes())
         else:
-            self.parts.append(np.array(a))  # a copy: the caller may reuse its buffer
-            self.nbytes += a.nbytes
+            assert self.rows is not None
+            self.rows.append(a)
 
-    def array(self) -> np.ndarray:
+    def array(self) -> Rows | RowFile:
         assert self.shape is not None and self.dtype is not None
         if self.file is None:
-            return np.concatenate(self.parts) if len(self.parts) > 1 else self.parts[0]
+            assert self.rows is not None
+            return self.rows
         self.file.close()
-        name = self.file.name
-        mapped = np.memmap(name, self.dtype, mode="r", shape=(self.count, *self.shape))
-        try:
-            os.unlink(name)  # POSIX: the mapping outlives the name
-        except OSError:
-            weakref.finalize(mapped, os.unlink, name)
-        return mapped
+        return RowFile(self.file.name, self.dtype, (self.count, *self.shape))
+
+
+class RowFile:
+    """Samples in a temporary file, read by rows (``os.pread``: no mapping, so reading them does
+    not grow the resident set); the file is deleted when this object is freed."""
+
+    def __init__(self, path: str, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+        self.path, self.dtype, self.shape = path, dtype, shape
+        self.ndim = len(shape)
+        self.row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        self.fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+        weakref.finalize(self, _remove, self.fd, path)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: slice | np.ndarray) -> np.ndarray:
+        rows = np.arange(len(self))[index]
+        out = np.empty((len(rows), *self.shape[1:]), self.dtype)
+        flat = out.reshape(len(rows), -1).view(np.uint8)
+        for k, i in enumerate(rows):
+            flat[k] = np.frombuffer(_pread(self.fd, self.row, int(i) * self.row), np.uint8)
+        return out
+
+
+def _pread(fd: int, n: int, offset: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(fd, n, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # no pread (Windows): one reader at a time
+    return os.read(fd, n)
+
+
+def _remove(fd: int, path: str) -> None:
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def _stored_offset(path: Path, info: zipfile.ZipInfo, header_len: int) -> int:
@@ -121,7 +216,7 @@ def _stored_offset(path: Path, info: zipfile.ZipInfo, header_len: int) -> int:
     return info.header_offset + 30 + name_len + extra_len + header_len
 
 
-def _streamed(path: Path, h: NpyHeader, where: str, budget: int) -> np.ndarray:
+def _streamed(path: Path, h: NpyHeader, where: str, budget: int) -> Any:
     """A compressed (or Fortran-ordered) member, decompressed a batch at a time into a Column."""
     if not h.shape or h.shape[0] == 0:
         with zipfile.ZipFile(path) as zf, zf.open(h.member) as fh:
@@ -134,13 +229,13 @@ def _streamed(path: Path, h: NpyHeader, where: str, budget: int) -> np.ndarray:
     return col.array()
 
 
-def read_npz(path: str | os.PathLike, flag: str = "--data") -> dict[str, np.ndarray]:
+def read_npz(path: str | os.PathLike, flag: str = "--data") -> dict[str, Any]:
     """Each member of an .npz: memory-mapped when stored uncompressed, else streamed into
     memory (up to the budget) or a temporary mapped file."""
     p = Path(path)
     where = f"{flag} {p}"
     headers = npz_headers(p, flag)
-    out: dict[str, np.ndarray] = {}
+    out: dict[str, Any] = {}
     try:
         with zipfile.ZipFile(p) as zf:
             infos = {i.filename: i for i in zf.infolist()}
@@ -224,7 +319,7 @@ def one_sample(vi: onnx.ValueInfoProto, value: Any) -> np.ndarray:
 
 def stack(
     items: Iterable[Mapping[str, np.ndarray]] | Any, inputs: list[onnx.ValueInfoProto]
-) -> dict[str, np.ndarray]:
+) -> dict[str, Any]:
     """An iterable of input dicts (or a CalibrationDataReader), each checked as it comes, into
     one Column per input (errors say "data: item K")."""
     if hasattr(items, "get_next"):
