@@ -383,3 +383,21 @@ def test_partial_recovery_around_an_op_torch_cannot_run(tmp_path):
                if t.raw_data != u.raw_data}  # fmt: skip
     assert any("stages.0" in c for c in changed) and any("stages.3" in c for c in changed)
     assert [n.op_type for n in w.graph.node] == [n.op_type for n in s.graph.node]
+
+
+def test_images_into_a_model_whose_batch_is_fixed_at_one(student, tmp_path):
+    """Batch fixed at 1 and a static 16×16 input: --size comes from the model (the images are
+    20×24), and the samples are fed one at a time (ORT refuses a batch of 4)."""
+    models = []
+    for src, name in ((TEACHER, "t1.onnx"), (student, "s1.onnx")):
+        m = onnx.load(src)
+        dims = m.graph.input[0].type.tensor_type.shape.dim
+        for k, v in ((0, 1), (2, 16), (3, 16)):
+            dims[k].Clear()
+            dims[k].dim_value = v
+        onnx.save(m, tmp_path / name)
+        models.append(tmp_path / name)
+    f = _folder(tmp_path / "imgs", 12)
+    r = onnx_sk.distill(*models, tmp_path / "o.onnx", f, epochs=1, batch_size=4)
+    assert r.samples == 12 and r.holdout_loss_after < r.holdout_loss_before
+    assert r.verification_max_abs_diff < 1e-3

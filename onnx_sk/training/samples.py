@@ -36,8 +36,9 @@ from onnx_sk.errors import UserError
 from onnx_sk.runtime.feeds import _NP_TYPES
 from onnx_sk.runtime.npz import NpyHeader, NpzStream, npz_headers
 
-#: samples scanned per chunk when looking for NaN/Inf
+#: samples (and bytes, at most) scanned per chunk when looking for NaN/Inf
 _SCAN_CHUNK = 256
+_SCAN_BYTES = 8 * 2**20
 #: copied samples (compressed .npz members, iterable items, decoded images) kept in memory up to
 #: this many bytes; past it they go to a memory-mapped temporary file (images: decoded again)
 SAMPLE_BUDGET_BYTES = 256 * 2**20
@@ -303,8 +304,10 @@ def check_array(where: str, vi: onnx.ValueInfoProto, a: np.ndarray) -> None:
 def check_finite(where: str, name: str, a: np.ndarray) -> None:
     if not np.issubdtype(a.dtype, np.floating):
         return
-    for i in range(0, len(a), _SCAN_CHUNK):
-        if not np.isfinite(a[i : i + _SCAN_CHUNK]).all():
+    per = max(int(np.prod(a.shape[1:], dtype=np.int64)) * a.dtype.itemsize, 1)
+    step = max(1, min(_SCAN_CHUNK, _SCAN_BYTES // per))
+    for i in range(0, len(a), step):
+        if not np.isfinite(a[i : i + step]).all():
             raise UserError(f"{where}: array {name!r} holds NaN or Inf values")
 
 
