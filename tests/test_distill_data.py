@@ -6,6 +6,7 @@ Teacher: models/table1_w16_bn.onnx (input ?x3x?x?); student: its He-initialised 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -14,10 +15,10 @@ import pytest
 from helpers import MODELS, assert_clean_error, run_cli
 
 import onnx_sk
-from onnx_sk.options import DataOptions
+from onnx_sk.options import DataOptions, RecoverOptions
 from onnx_sk.training import samples as samples_module
 from onnx_sk.training.data import load_samples
-from onnx_sk.training.images import FileSamples, folder_samples
+from onnx_sk.training.images import FileSamples, folder_samples, load_function
 
 PIL = pytest.importorskip("PIL.Image")
 torch = pytest.importorskip("torch")
@@ -401,3 +402,25 @@ def test_images_into_a_model_whose_batch_is_fixed_at_one(student, tmp_path):
     r = onnx_sk.distill(*models, tmp_path / "o.onnx", f, epochs=1, batch_size=4)
     assert r.samples == 12 and r.holdout_loss_after < r.holdout_loss_before
     assert r.verification_max_abs_diff < 1e-3
+
+
+def test_preprocess_module_found_from_the_working_folder(tmp_path, monkeypatch):
+    _prep_module(tmp_path, "def load(path):\n    return np.ones((3, 4, 4), np.float32)\n")
+    monkeypatch.chdir(tmp_path)
+    fn = load_function("prep_mod:load")
+    assert fn("x").shape == (3, 4, 4)
+    with pytest.raises(onnx_sk.UserError) as e:
+        load_function("no_such_module_here:load")
+    assert str(e.value) == (
+        "--preprocess no_such_module_here:load: cannot import no_such_module_here "
+        "(ModuleNotFoundError: No module named 'no_such_module_here')"
+    )
+
+
+def test_help_states_the_memory_budget():
+    """The budget the --help texts state is the one samples.py applies."""
+    budget = f"{samples_module.SAMPLE_BUDGET_BYTES // 2**20} MiB"
+    (recover,) = [f for f in dataclasses.fields(RecoverOptions) if f.name == "recover"]
+    assert budget in recover.metadata["help"]
+    proc = run_cli("distill", "--help", columns=400)
+    assert f"At most {budget} of copied or decoded samples" in " ".join(proc.stdout.split())
