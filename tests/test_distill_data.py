@@ -424,3 +424,40 @@ def test_help_states_the_memory_budget():
     assert budget in recover.metadata["help"]
     proc = run_cli("distill", "--help", columns=400)
     assert f"At most {budget} of copied or decoded samples" in " ".join(proc.stdout.split())
+
+
+def test_partial_split_without_the_teachers_tensor_and_in_optimize_recover(tmp_path):
+    """Where the teacher does not give the refused op's output (here: renamed in the student),
+    everything after it is left untrained and only the part in front trains, towards the cut
+    target; optimize --recover reports the op that limited it."""
+    from onnx_sk.training.partial import split  # imports torch: after the importorskip
+
+    teacher = tmp_path / "teacher.onnx"
+    op = _teacher_with_unconverted_op(teacher)
+    student = tmp_path / "student.onnx"
+    onnx_sk.optimize(teacher, student, init="he", input_shape=["input:1x3x16x16"])
+    s = onnx.load(student)
+    for n in s.graph.node:
+        n.input[:] = ["odd_renamed" if x == "odd_out" else x for x in n.input]
+        n.output[:] = ["odd_renamed" if x == "odd_out" else x for x in n.output]
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    sp = split(onnx.load(teacher), s, {"input": x}, 1)
+    # the nodes reading it are left out too, up to tensors the teacher gives again: the outputs
+    # of stage 2's first convs (the replaced one's SK stages all left out), fed from the teacher
+    assert sp is not None and sp.cut == ["/stages/stages.1/Relu_output_0"]
+    assert sp.fixed == [
+        "/stages/stages.2/shortcut/shortcut.0/Conv_output_0",
+        "/stages/stages.2/body/body.0/Conv_output_0",
+    ]
+    assert sp.outputs == ["logits", *sp.cut]
+    region = [n.name for i, n in enumerate(s.graph.node) if i not in sp.kept_nodes]
+    assert region[0] == "odd_op" and len(region) == sp.untrained >= 3
+    assert all("stages.2/" in name for name in region[1:])
+    np.savez(tmp_path / "d.npz", input=np.repeat(x, 16, axis=0))
+    _, rep = onnx_sk.optimize(
+        teacher, tmp_path / "rec.onnx", init="he", objective="params", recover=tmp_path / "d.npz",
+        recover_epochs=2, input_shape=["input:1x3x16x16"],
+    )  # fmt: skip
+    p = rep.recovery["partial"]
+    assert p["limited_by"] == [f"'{op}' (node 'odd_op')"] and p["fixed_inputs"] == ["odd_out"]
+    assert rep.verification["recovery"]["runtime_vs_trained_max_abs_diff"] < 1e-3
