@@ -13,7 +13,8 @@ From these declarations:
 Validation lives with the module that owns the option: the planning objectives check the
 reduce and latency groups (``passes/objectives.py``), the initialisation pass the fitting group
 (``passes/init_weights.py``), the widen pass the widen group (``passes/widen.py``), the
-recovery pass the recovery group (``passes/recover.py``), and the pipeline ``--mode`` and
+recovery pass the recovery and data groups (``passes/recover.py``, the data options through
+``training/images.py``, which ``distill`` shares), and the pipeline ``--mode`` and
 ``--input-shape`` (``pipeline.py``).
 """
 
@@ -161,7 +162,9 @@ class RecoverOptions:
     recover: str | None = option(
         None,
         "Then train the result to reproduce the original on these unlabelled inputs (.npz: one "
-        "array per input, axis 0 = samples), as onnx-sk distill does; needs the torch extra. "
+        "array per input, axis 0 = samples; or a folder of images, read as the Data panel "
+        "says; at most 256 MiB of samples held in memory), as onnx-sk distill does; needs the "
+        "torch extra. "
         "Only the weights change; OUT is written once, after training. Designs default to "
         "--objective latency where input sizes are static.",
     )
@@ -172,12 +175,59 @@ class RecoverOptions:
     )
 
 
+@dataclass(frozen=True)
+class DataOptions:
+    """How a folder of images becomes input samples (``--recover DIR``, ``distill --data DIR``).
+
+    Each image: decoded with Pillow, converted to RGB (or L), resized to ``size`` (bilinear,
+    aspect not kept), ``x · scale``, then ``(x − mean) / std`` per channel, in ``layout``."""
+
+    PANEL = "Data: a folder of images"
+
+    size: str | None = option(
+        None,
+        "Images: resize to HxW (e.g. 224x224). Default: the model input's static height and width.",
+    )
+    scale: str | None = option(
+        None, "Images: multiply the pixel values (0-255) by this first, e.g. 1/255. Default 1/255."
+    )
+    mean: str | None = option(
+        None,
+        "Images: subtract this after --scale: one value or one per channel in the model's "
+        "channel order (e.g. 0.485,0.456,0.406). Default 0.",
+    )
+    std: str | None = option(
+        None, "Images: then divide by this: one value or one per channel. Default 1."
+    )
+    channel_order: str = option(
+        "rgb", "Images: the channel order the model takes.", choices=("rgb", "bgr")
+    )
+    layout: str | None = option(
+        None,
+        "Images: nchw or nhwc. Default: from the model's input shape (nhwc when only its last "
+        "dim is 1 or 3), else nchw.",
+        choices=("nchw", "nhwc"),
+    )
+    grayscale: bool = option(
+        False,
+        "Images: convert to grayscale (repeated over the channels when the model takes 3). "
+        "Default: when the model's input has 1 channel.",
+    )
+    preprocess: str | None = option(
+        None,
+        "Instead of the image options: MODULE:FUNCTION (or FILE.py:FUNCTION) called on each "
+        "file of the folder, returning {input name: array} (one sample) or an array for a "
+        "single-input model.",
+    )
+
+
 GROUPS = {
     "reduce": ReduceOptions,
     "latency": LatencyOptions,
     "fitting": FitOptions,
     "widen": WidenOptions,
     "recovery": RecoverOptions,
+    "data": DataOptions,
 }
 
 
@@ -210,6 +260,7 @@ class OptimizeOptions:
     fitting: FitOptions = field(default_factory=FitOptions)
     widen: WidenOptions = field(default_factory=WidenOptions)
     recovery: RecoverOptions = field(default_factory=RecoverOptions)
+    data: DataOptions = field(default_factory=DataOptions)
 
     def __post_init__(self) -> None:
         """``--init`` not given: approx, except he where widen draws every widened conv fresh
@@ -254,7 +305,11 @@ class OptimizeOptions:
         out: dict[str, Any] = {}
         for group, f in option_fields():
             value = getattr(getattr(self, group) if group else self, f.name)
-            out[f.name] = list(value) if isinstance(value, tuple) else value
+            if isinstance(value, tuple):
+                value = list(value)
+            elif not isinstance(value, (str, int, float, bool, list, type(None))):
+                value = f"<{type(value).__name__}>"  # e.g. recover= an iterable of input dicts
+            out[f.name] = value
         return out
 
 

@@ -21,7 +21,8 @@ from onnx_sk.runtime.compare import difference
 from onnx_sk.runtime.session import session
 from onnx_sk.training import targets as targets_module
 from onnx_sk.training.blocks import anchors, cut
-from onnx_sk.training.samples import load_samples, read_npz
+from onnx_sk.training.data import load_samples
+from onnx_sk.training.samples import read_npz
 
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.torch

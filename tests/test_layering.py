@@ -65,6 +65,7 @@ THIRD_PARTY_ALLOWED = {
 DEFERRED_IMPORTS_ALLOWED = {
     "onnx_sk.training.module",  # imports torch (the [torch] extra) at module level
     "onnx_sk.training.fit",  # imports torch (the [torch] extra) at module level
+    "onnx_sk.training.partial",  # imports training.module (torch) at module level
 }
 
 MAX_TOP_LEVEL_ENTRIES = 12

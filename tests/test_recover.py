@@ -14,9 +14,10 @@ import sys
 import numpy as np
 import onnx
 import pytest
-from helpers import MODELS, assert_clean_error, digest, run_cli
+from helpers import MODELS, assert_clean_error, conv_model, digest, run_cli
 
 import onnx_sk
+from onnx_sk.graph.batchnorm import fold_into_convs
 from onnx_sk.runtime.compare import difference
 from onnx_sk.runtime.session import session
 
@@ -216,3 +217,66 @@ def test_api_from_a_model_proto_and_without_verification(runs):
     _, rep = onnx_sk.optimize(MODEL, d / "nv.onnx", verify=False, **small)
     assert rep.verification is None and rep.fidelity is None
     assert rep.recovery["samples"] == 96 and rep.recovery["fidelity_before"] is None
+
+
+def test_fold_into_convs_is_exact_and_local():
+    """conv → BN (random γ, β, mean, var) folded: the same outputs in ONNX Runtime, no BN left;
+    a BN whose conv output is read twice stays."""
+    rng = np.random.default_rng(0)
+    m = conv_model(
+        rng.standard_normal((6, 4, 3, 3)), rng.standard_normal(6), attrs={"pads": [1] * 4}
+    )
+    conv = next(n for n in m.graph.node if n.op_type == "Conv")
+    out = conv.output[0]
+    conv.output[0] = "pre"
+    params = [rng.uniform(0.5, 2, 6), rng.standard_normal(6), rng.standard_normal(6),
+              rng.uniform(0.5, 2, 6)]  # fmt: skip
+    for name, v in zip(["bn_g", "bn_b", "bn_m", "bn_v"], params, strict=True):
+        m.graph.initializer.append(onnx.numpy_helper.from_array(v.astype(np.float32), name))
+    bn = onnx.helper.make_node(
+        "BatchNormalization", ["pre", "bn_g", "bn_b", "bn_m", "bn_v"], [out], name="bn"
+    )
+    m.graph.node.insert(list(m.graph.node).index(conv) + 1, bn)
+    x = rng.standard_normal((2, 4, 8, 8)).astype(np.float32)
+    want = session(m).run(None, {m.graph.input[0].name: x})[0]
+    shared = onnx.ModelProto()
+    shared.CopyFrom(m)
+    shared.graph.output.append(onnx.helper.make_tensor_value_info("pre", 1, None))
+    assert fold_into_convs(shared, {"bn"}) == []  # the conv's output is also a graph output
+    assert fold_into_convs(m, {"bn"}) == ["bn"]
+    onnx.checker.check_model(m, full_check=True)
+    assert [n.op_type for n in m.graph.node].count("BatchNormalization") == 0
+    assert not {"bn_g", "bn_b", "bn_m", "bn_v"} & {t.name for t in m.graph.initializer}
+    got = session(m).run(None, {m.graph.input[0].name: x})[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_for_training_bns_folded_after_recovery(runs, tmp_path):
+    """--for-training --recover: the identity BNs train with the stages, then are folded into
+    them: the written model has the original's BNs only, and its reported fidelity is its own."""
+    d, _, _ = runs
+    opts = {"init": "he", "input_shape": SHAPE, "objective": "params", "for_training": True}
+    _, plain = onnx_sk.optimize(MODEL, tmp_path / "ft.onnx", **opts)
+    inserted = [n.name for n in onnx.load(tmp_path / "ft.onnx").graph.node
+                if n.op_type == "BatchNormalization" and n.name.endswith("/bn")]  # fmt: skip
+    assert inserted
+    _, rec = onnx_sk.optimize(
+        MODEL, tmp_path / "rec.onnx", recover=d / "data.npz", recover_epochs=2, **opts
+    )
+    assert rec.recovery["training_bns_folded"] == len(inserted)
+    written = onnx.load(tmp_path / "rec.onnx")
+    bns = [n.name for n in written.graph.node if n.op_type == "BatchNormalization"]
+    original = [n.name for n in onnx.load(MODEL).graph.node if n.op_type == "BatchNormalization"]
+    assert sorted(bns) == sorted(original)
+    x = _images(8, 3)
+    want = session(str(MODEL)).run(None, {"input": x})[0]
+    got = session(str(tmp_path / "rec.onnx")).run(None, {"input": x})[0]
+    assert difference(want, got).cosine > plain.fidelity["outputs"][0]["cosine"]
+    # distill reads the BNs off the student file's onnx-sk metadata and folds them too; its
+    # check (ORT on the written file gives the trained module's outputs) runs on the folded file
+    r = onnx_sk.distill(MODEL, tmp_path / "ft.onnx", tmp_path / "d.onnx", d / "data.npz", epochs=2)
+    assert r.training_bns_folded == len(inserted)
+    written = onnx.load(tmp_path / "d.onnx")
+    bns = [n.name for n in written.graph.node if n.op_type == "BatchNormalization"]
+    assert sorted(bns) == sorted(original)
+    assert r.after[0].cosine > r.before[0].cosine

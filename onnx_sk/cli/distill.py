@@ -2,10 +2,45 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import typer
 
 from onnx_sk.cli.output import console
+from onnx_sk.cli.params import choice_help
+from onnx_sk.options import DataOptions, choices_of
 from onnx_sk.training.distill import distill
+from onnx_sk.training.samples import SAMPLE_BUDGET_BYTES
+
+_DATA_FIELDS = {f.name: f for f in dataclasses.fields(DataOptions)}
+
+
+def _data_option(name: str):  # noqa: ANN202 (a typer.Option)
+    """The typer Option of a DataOptions field: its declared default, help and choices."""
+    f = _DATA_FIELDS[name]
+    choices = choices_of(f)
+    return typer.Option(
+        f.default, help=f.metadata["help"], rich_help_panel=DataOptions.PANEL,
+        **(choice_help(choices) if choices else {}),
+    )  # fmt: skip
+
+
+def partial_line(p: dict) -> str:
+    """What a partial recovery trained, and which op limited it (training.partial)."""
+    fed = (
+        f"; the nodes after it trained on the teacher's {', '.join(p['fixed_inputs'])}"
+        if p["fixed_inputs"]
+        else ""
+    )
+    cut = (
+        f"; those before it towards the teacher's {', '.join(p['cut_targets'])}"
+        if p["cut_targets"]
+        else ""
+    )
+    return (
+        f"partial recovery: limited by {', '.join(p['limited_by'])} (no torch rule): "
+        f"{p['untrained_nodes']} node(s) left as they were{fed}{cut}"
+    )
 
 
 class _Progress:
@@ -34,7 +69,11 @@ def distill_cmd(
     output: str = typer.Argument(..., help="Where to write the trained student (atomically)."),
     data: str = typer.Option(
         ...,
-        help=".npz of unlabelled inputs: one array per input (key = input name, axis 0 = samples).",
+        help=".npz of unlabelled inputs (one array per input, key = input name, axis 0 = "
+        "samples; stored arrays memory-mapped), or a folder of images (see the image options) "
+        f"or of files for --preprocess. At most {SAMPLE_BUDGET_BYTES // 2**20} MiB of copied "
+        "or decoded samples held in memory: the rest is spilled to a temporary file or decoded "
+        "again.",
     ),
     epochs: int = typer.Option(20, help="The most epochs of each stage (block-wise, end-to-end)."),
     minutes: float = typer.Option(None, help="Stop training after this many minutes."),
@@ -52,6 +91,14 @@ def distill_cmd(
         None, help="Also report how often the argmax along this axis is the teacher's."
     ),
     report: str = typer.Option(None, help="Write the JSON report to this file."),
+    size: str = _data_option("size"),
+    scale: str = _data_option("scale"),
+    mean: str = _data_option("mean"),
+    std: str = _data_option("std"),
+    channel_order: str = _data_option("channel_order"),
+    layout: str = _data_option("layout"),
+    grayscale: bool = _data_option("grayscale"),
+    preprocess: str = _data_option("preprocess"),
 ) -> None:
     """Train STUDENT to reproduce TEACHER on unlabelled inputs (needs the torch extra)."""
     r = distill(
@@ -70,6 +117,14 @@ def distill_cmd(
         report=report,
         progress=_Progress(),
         class_axis=class_axis,
+        size=size,
+        scale=scale,
+        mean=mean,
+        std=std,
+        channel_order=channel_order,
+        layout=layout,
+        grayscale=grayscale,
+        preprocess=preprocess,
     )
     for b, a in zip(r.before, r.after, strict=True):
         console.print(
@@ -83,6 +138,8 @@ def distill_cmd(
             + " "
             f"({r.holdout_samples or r.train_samples} held-out samples)"
         )
+    if r.partial:
+        console.print(partial_line(r.partial))
     console.print(
         f"wrote {r.output} (held-out loss {r.holdout_loss_before:.4g} → {r.holdout_loss_after:.4g}, "
         f"{r.seconds:.0f} s)"

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import typer
 
+from onnx_sk.cli.distill import partial_line
 from onnx_sk.cli.output import (
     FoldingTable,
     check_json_out,
@@ -112,6 +113,13 @@ def print_checks(report: Report) -> None:
         console.print(f"recovery skipped: {rec['skipped']}")
     elif rec:
         console.print(recovery_line(rec))
+        if rec.get("partial"):
+            console.print(partial_line(rec["partial"]))
+        if rec.get("training_bns_folded"):
+            console.print(
+                f"{rec['training_bns_folded']} --for-training BNs folded into their conv stages "
+                "after training"
+            )
         if rec.get("fidelity_before"):
             console.print(fidelity_line(rec["fidelity_before"], "before recovery, fidelity"))
     if report.fidelity:

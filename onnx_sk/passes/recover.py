@@ -38,6 +38,9 @@ from onnx_sk.options import OptimizeOptions
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
 from onnx_sk.training import distill
+from onnx_sk.training.bn_fold import fold_training_bns
+from onnx_sk.training.data import validate as validate_data
+from onnx_sk.training.images import given
 from onnx_sk.training.samples import Samples
 
 
@@ -45,9 +48,12 @@ def validate(options: OptimizeOptions) -> None:
     """The recovery options, and torch, before anything is loaded."""
     r = options.recovery
     if r.recover is None:
+        if given(options.data):
+            raise UserError(
+                f"{', '.join(given(options.data))}: for --recover DIR (a folder of images)"
+            )
         return
-    if not os.path.isfile(r.recover):
-        raise UserError(f"--recover {r.recover}: no such file")
+    validate_data(r.recover, options.data, "--recover")
     distill.validate(r.recover_epochs, r.recover_minutes, holdout=r.recover_holdout,
                      prefix="--recover-")  # fmt: skip
     distill.require_torch("--recover")
@@ -56,7 +62,7 @@ def validate(options: OptimizeOptions) -> None:
 def check_output(options: OptimizeOptions, out: Path) -> None:
     """OUT must not be the ``--recover`` data (it is read while OUT is written)."""
     data = options.recovery.recover
-    if data is not None and os.path.exists(out) and os.path.samefile(data, out):
+    if isinstance(data, (str, os.PathLike)) and os.path.exists(out) and os.path.samefile(data, out):
         raise UserError(f"output path {out} is the --recover data: refusing to overwrite it")
 
 
@@ -66,7 +72,7 @@ def check_data(options: OptimizeOptions, model: onnx.ModelProto) -> Samples | No
     r = options.recovery
     if r.recover is None:
         return None
-    return distill.recovery_samples(r.recover, model, r.recover_holdout)
+    return distill.recovery_samples(r.recover, model, r.recover_holdout, options.data)
 
 
 def _layout(model: onnx.ModelProto) -> tuple:
@@ -112,9 +118,11 @@ class RecoverPass:
         del teacher, model
         if ctx.options.verify:
             self._verify(trained, layout, ctx, result.verification_max_abs_diff)
+        folded = _fold_training_bns(trained, ctx, data)
         ctx.report.recovery = {
             **result.to_dict(),
             "fidelity_before": ctx.report.fidelity,
+            "training_bns_folded": folded,
         }
         del ctx.report.recovery["output"]
         ctx.checked = None  # verify's outputs are the weights before recovery
@@ -134,3 +142,17 @@ class RecoverPass:
             "runtime_vs_trained_max_abs_diff": worst,
         }
         ctx.report.verification = doc
+
+
+def _fold_training_bns(model: onnx.ModelProto, ctx: PassContext, data: Any) -> int:
+    """``--for-training``: fold the trained BNs TrainingBNPass inserted into their conv stages,
+    in place (:mod:`onnx_sk.training.bn_fold`: checked in ONNX Runtime against the unfolded
+    model when verifying); the written model has none left. Returns how many were folded."""
+    if not ctx.options.fitting.for_training:
+        return 0
+    names = {n for r in ctx.replacements for n in r.new_nodes}
+    checked = data if ctx.options.verify and isinstance(data, Samples) else None
+    folded = fold_training_bns(model, names, checked)
+    if folded and checked is not None:
+        check(model)
+    return folded

@@ -20,9 +20,10 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -32,12 +33,16 @@ from onnx_sk.errors import UserError, VerificationError
 from onnx_sk.graph.load import load_model
 from onnx_sk.graph.output_path import check_output_path
 from onnx_sk.graph.save import save_json, save_model
+from onnx_sk.options import DataOptions
 from onnx_sk.runtime.compare import difference
 from onnx_sk.runtime.feeds import real_inputs
 from onnx_sk.runtime.probe import Probe
 from onnx_sk.runtime.verify import ATOL, RTOL
 from onnx_sk.training.blocks import cut
-from onnx_sk.training.samples import Samples, load_samples
+from onnx_sk.training.bn_fold import fold_training_bns, training_bns
+from onnx_sk.training.data import Data, load_samples
+from onnx_sk.training.data import validate as validate_data
+from onnx_sk.training.samples import Samples
 from onnx_sk.training.targets import VARIANCE_SAMPLES, Fidelity, Targets, fidelity, run_batched
 
 
@@ -59,6 +64,11 @@ class DistillResult:
     options: dict = field(default_factory=dict)
     stage1_skipped: str | None = None
     blocks_rescaled: int = 0
+    #: where torch could not run some nodes: the ops that limited training, the tensors fed from
+    #: the teacher, the cut targets, the nodes left untrained (training.partial); else None
+    partial: dict | None = None
+    #: the --for-training BNs folded into their conv stages in the written model (bn_fold)
+    training_bns_folded: int = 0
 
     def to_dict(self) -> dict:
         doc = asdict(self)
@@ -163,19 +173,30 @@ def checked_in_runtime(
     module's outputs on the held-out samples (``max |a − b| ≤ RTOL · max |b| + ATOL``), else a
     VerificationError; returns the fidelity to the teacher after and the largest |ORT − torch|."""
     t = trained
-    probe = Probe(model if isinstance(model, onnx.ModelProto) else onnx.load(str(model)), [],
-                  t.threads, "written model")  # fmt: skip
+    proto = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+    probe = Probe(proto, [], t.threads, "written model")
     got = run_batched(probe, t.samples, t.held, t.batch_size)
+    same = got
+    if t.split is not None:  # torch ran the trainable part, on the teacher's fixed tensors
+        part = Probe(t.split.apply(proto), [], t.threads, "written model's trainable part")
+        fixed = {k: t.held_want[k] for k in t.split.fixed}
+        parts = []
+        for b in range(0, len(t.held), t.batch_size):
+            feeds = t.samples.take(t.held[b : b + t.batch_size])
+            feeds.update({k: v[b : b + t.batch_size] for k, v in fixed.items()})
+            parts.append(part.run({k: feeds[k] for k in t.split.inputs + t.split.fixed}))
+        same = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     worst = 0.0
     for name, want in t.torch_out.items():
-        d = difference(want, got[name])
-        if got[name].shape != want.shape or not d.max_abs_diff <= RTOL * d.scale + ATOL:
+        d = difference(want, same[name])
+        if same[name].shape != want.shape or not d.max_abs_diff <= RTOL * d.scale + ATOL:
             raise VerificationError(
                 f"output {name!r} of the written model differs from the trained module by "
                 f"{d.max_abs_diff:.3g} (output scale {d.scale:.3g}): nothing written"
             )
         worst = max(worst, d.max_abs_diff)
-    return fidelity(list(t.torch_out), t.held_want, got, t.class_axis), worst
+    outputs = t.outputs or list(t.torch_out)
+    return fidelity(outputs, t.held_want, got, t.class_axis), worst
 
 
 def check_model(model: onnx.ModelProto) -> None:
@@ -201,6 +222,8 @@ class Trained:
     class_axis: int | None
     start: float
     fields: dict  # DistillResult's fields known before the written file is checked
+    outputs: list[str] = field(default_factory=list)  # the graph outputs (fidelity)
+    split: Any = None  # partial.Split: torch trained only this part (fed the teacher's tensors)
 
     def result(self, output: Path | None, after: list[Fidelity], worst: float) -> DistillResult:
         seconds = round(time.monotonic() - self.start, 2)
@@ -214,7 +237,7 @@ def distill(
     teacher: str | os.PathLike | onnx.ModelProto,
     student: str | os.PathLike | onnx.ModelProto,
     output: str | os.PathLike,
-    data: str | os.PathLike | Iterable[Mapping[str, np.ndarray]],
+    data: Data,
     *,
     epochs: int = 20,
     minutes: float | None = None,
@@ -228,13 +251,29 @@ def distill(
     progress: Callable[[dict], None] | None = None,
     class_axis: int | None = None,
     block_stage: bool = True,
+    size: str | None = None,
+    scale: str | float | None = None,
+    mean: str | float | list[float] | None = None,
+    std: str | float | list[float] | None = None,
+    channel_order: str = "rgb",
+    layout: str | None = None,
+    grayscale: bool = False,
+    preprocess: str | None = None,
 ) -> DistillResult:
     """Distill ``student`` from ``teacher`` on the unlabelled ``data`` and write it to ``output``
     (see the module docstring; the stages are in :mod:`onnx_sk.training.fit`).
     ``class_axis``: also report, per output, how often the argmax along that axis is the
-    teacher's (outputs with fewer axes: None). ``block_stage=False`` skips stage 1 (end-to-end only; for comparisons)."""
+    teacher's (outputs with fewer axes: None). ``block_stage=False`` skips stage 1 (end-to-end only; for comparisons).
+    ``data``: an ``.npz`` path, a folder of images (read as ``size`` … ``preprocess`` say, the
+    options of :class:`onnx_sk.options.DataOptions`), an iterable of ``{input name: array}``
+    dicts or a ``CalibrationDataReader`` (:mod:`onnx_sk.training.data`)."""
     start = time.monotonic()
     validate(epochs, minutes, batch_size, holdout, lr, threads, patience)
+    opts = DataOptions(
+        size=size, scale=scale, mean=mean, std=std, channel_order=channel_order,  # type: ignore[arg-type]
+        layout=layout, grayscale=grayscale, preprocess=preprocess,
+    )  # fmt: skip
+    validate_data(data, opts)
     require_torch()
     t_loaded, s_loaded = load_model(teacher), load_model(student)
     for what, src in (("teacher", t_loaded.path), ("student", s_loaded.path)):
@@ -245,13 +284,17 @@ def distill(
         check_output_path(report, [t_loaded.path, s_loaded.path, out], False)
     t_model, s_model = t_loaded.model, s_loaded.model
     _same_signature(t_model, s_model)
-    samples = load_samples(data, s_model, holdout)
+    samples = load_samples(data, s_model, holdout, opts=opts)
     trained = train(
         t_model, s_model, samples, epochs=epochs, minutes=minutes, batch_size=batch_size,
         holdout=holdout, lr=lr, seed=seed, threads=threads, patience=patience,
         progress=progress, class_axis=class_axis, block_stage=block_stage, start=start,
     )  # fmt: skip
     check_model(trained.model)
+    if trained.split is None:  # (a partial recovery's check reads the unfolded node list)
+        bns = training_bns(s_model)
+        folded = fold_training_bns(trained.model, bns, samples, threads)
+        trained.fields["training_bns_folded"] = folded
     check: dict = {}
 
     def verify(path: Path | None) -> None:  # before the rename: a failed report writes nothing
@@ -269,13 +312,14 @@ def distill(
 def recover(
     teacher: onnx.ModelProto,
     student: onnx.ModelProto,
-    data: Samples | str | os.PathLike | Iterable[Mapping[str, np.ndarray]],
+    data: Samples | Data,
     *,
     epochs: int = 20,
     minutes: float | None = None,
     holdout: float = 0.2,
     seed: int = 0,
     progress: Callable[[dict], None] | None = None,
+    data_options: DataOptions | None = None,
 ) -> tuple[onnx.ModelProto, DistillResult]:
     """``optimize --recover``: distill ``student`` (the optimized model, in memory) from
     ``teacher`` (the original) and return the trained graph, checked as distill checks the file
@@ -286,7 +330,11 @@ def recover(
     validate(epochs, minutes, holdout=holdout, prefix="--recover-")
     require_torch("--recover")
     _same_signature(teacher, student)
-    samples = data if isinstance(data, Samples) else recovery_samples(data, student, holdout)
+    samples = (
+        data
+        if isinstance(data, Samples)
+        else recovery_samples(data, student, holdout, data_options)
+    )
     trained = train(
         teacher, student, samples, epochs=epochs, minutes=minutes, holdout=holdout, seed=seed,
         progress=progress, start=start,
@@ -297,12 +345,10 @@ def recover(
 
 
 def recovery_samples(
-    data: str | os.PathLike | Iterable[Mapping[str, np.ndarray]],
-    model: onnx.ModelProto,
-    holdout: float,
+    data: Data, model: onnx.ModelProto, holdout: float, opts: DataOptions | None = None
 ) -> Samples:
     """The checked samples of ``optimize --recover DATA`` (errors name ``--recover``)."""
-    return load_samples(data, model, holdout, "--recover", "--recover-holdout")
+    return load_samples(data, model, holdout, "--recover", "--recover-holdout", opts)
 
 
 def train(
@@ -326,16 +372,28 @@ def train(
     """The two stages on ``samples`` (checked), ``minutes`` counted from ``start``; returns the
     student's graph with the trained weights, not yet checked."""
     torch = require_torch()
-    from onnx_sk.training import fit
+    from onnx_sk.training import fit, partial
 
     start = time.monotonic() if start is None else start
     train, held = _split(len(samples), holdout, seed)
     fit.setup(seed, threads)
     rng = np.random.default_rng(seed)
 
-    tg = Targets.build(t_model, s_model, samples, train, held, batch_size, threads)
-    outputs, kept, targets, var_src = tg.outputs, tg.kept, tg.outputs + tg.kept, tg.var_src
-    held_want, one = tg.held, tg.one
+    # where torch cannot run a node: train the part it can, fed the teacher's tensors there
+    sp = partial.split(t_model, s_model, samples.take(train[:2]), threads)
+    tg = Targets.build(
+        t_model, s_model, samples, train, held, batch_size, threads,
+        extra=sp.fixed + sp.cut if sp else [],
+    )  # fmt: skip
+    outputs, held_want, one, var_src = tg.outputs, tg.held, tg.one, tg.var_src
+    t_model_part = sp.model if sp else s_model  # the graph torch trains
+    if sp:
+        made = sp.produced()
+        kept, train_outputs = [a for a in tg.kept if a in made and a not in sp.cut], sp.outputs
+    else:
+        kept, train_outputs = tg.kept, outputs
+    targets = train_outputs + kept
+    fixed = sp.fixed if sp else []
     # the loss's per-channel variances: every training target when cached, else the first ones
     inv = fit.inverse_variance({k: (tg.cache or var_src)[k] for k in targets})
 
@@ -343,12 +401,16 @@ def train(
         return {k: torch.from_numpy(v) for k, v in tg.train(samples, index).items()}
 
     def feeds(index: np.ndarray) -> dict:
-        return {k: torch.from_numpy(v) for k, v in samples.take(index).items()}
+        x = samples.take(index)
+        if fixed:  # the teacher's tensors in place of the region torch cannot run
+            x.update({k: v for k, v in tg.train(samples, index).items() if k in fixed})
+        return {k: torch.from_numpy(v) for k, v in x.items()}
 
     writable = _writable(s_model)
-    st = fit.Student(s_model, outputs, kept)
+    st = fit.Student(t_model_part, train_outputs, kept)
     fit.freeze_except(st.module, st.module.keys, writable)
-    held_feeds = feeds(held)
+    held_feeds = {k: torch.from_numpy(v) for k, v in samples.take(held).items()}
+    held_feeds.update({k: torch.from_numpy(held_want[k]) for k in fixed})
     held_t = {k: torch.from_numpy(v) for k, v in held_want.items()}
 
     def holdout_loss() -> float:
@@ -367,7 +429,7 @@ def train(
     bl = None
     try:
         if block_stage:
-            bl = fit.Blocks(cut(s_model, kept + outputs))
+            bl = fit.Blocks(cut(t_model_part, kept + train_outputs))
     except UserError as exc:  # a block torch cannot run alone: end-to-end only
         skipped = str(exc)
 
@@ -380,6 +442,7 @@ def train(
         for m in bl.modules:
             fit.freeze_except(m, m.keys, writable)
         cal = samples.take(train[:VARIANCE_SAMPLES])
+        cal.update({k: var_src[k] for k in fixed})
         scaled = fit.train_blocks(
             bl,
             st,
@@ -407,7 +470,7 @@ def train(
 
     model = _write_back(s_model, {k: v for k, v in st.values().items() if k in writable})
     with torch.no_grad():
-        torch_out = {k: v.numpy() for k, v in st.run(held_feeds, one).items() if k in outputs}
+        torch_out = {k: v.numpy() for k, v in st.run(held_feeds, one).items() if k in train_outputs}
     fields = {
         "samples": len(samples),
         "train_samples": len(train),
@@ -431,7 +494,9 @@ def train(
         },
         "stage1_skipped": skipped,
         "blocks_rescaled": scaled,
+        "partial": sp.to_dict() if sp else None,
     }
     return Trained(
-        model, torch_out, samples, held, held_want, batch_size, threads, class_axis, start, fields
-    )
+        model, torch_out, samples, held, held_want, batch_size, threads, class_axis, start,
+        fields, outputs, sp,
+    )  # fmt: skip

@@ -65,7 +65,10 @@ class Targets:
         held: np.ndarray,
         batch_size: int,
         threads: int,
+        extra: list[str] | None = None,
     ) -> Targets:
+        """``extra``: more teacher tensors to compute with the targets (the fixed inputs and cut
+        targets of a partial recovery, :mod:`onnx_sk.training.partial`)."""
         outputs = [o.name for o in s_model.graph.output]
         candidates = [a for a in anchors(t_model, s_model) if a not in outputs]
         t_probe = Probe(t_model, candidates, threads, "teacher")
@@ -83,10 +86,11 @@ class Targets:
             for a in candidates
             if t_first[a].shape == s_first[a].shape and t_first[a].dtype == np.float32
         ]
-        t_probe = Probe(t_model, kept, threads, "teacher")
+        t_probe = Probe(t_model, kept + [x for x in extra or [] if x not in kept], threads,
+                        "teacher")  # fmt: skip
         one = batch_fixed_at_one(s_model) or batch_fixed_at_one(t_model)
         held_want = run_batched(t_probe, samples, held, batch_size)
-        per_sample = sum(held_want[k][:1].nbytes for k in outputs + kept)
+        per_sample = sum(v[:1].nbytes for v in held_want.values())
         cache = None
         if per_sample * len(train) <= TARGET_CACHE_BYTES:
             cache = run_batched(t_probe, samples, train, batch_size)
