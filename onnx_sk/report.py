@@ -219,7 +219,8 @@ CLOSE_COSINE = 0.999
 def next_step(fidelity: dict[str, Any], output: str | None, recovered: bool = False) -> str:
     """One sentence: what to do with the optimized model, given its fidelity to the original
     (``recovered``: after ``--recover``)."""
-    cosines = [o["cosine"] for o in fidelity["outputs"]]
+    # an integer output (class indices, picks) is as close as the fraction of equal elements
+    cosines = [o.get("equal_fraction", o["cosine"]) for o in fidelity["outputs"]]
     if any(c is None for c in cosines):
         return (
             "next: an output is not finite on this input (NaN or Inf), so its fidelity is "

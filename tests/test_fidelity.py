@@ -228,3 +228,33 @@ def test_the_init_error_column_has_its_footnote(tmp_path, rng):
     assert (
         "init error: relative weight error of each conv's new stages vs its original kernel" in text
     )
+
+
+def _with_argmax(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` (x → y) with a second output: the argmax of y over channels (int64)."""
+    g = model.graph
+    g.node.append(onnx.helper.make_node("ArgMax", ["y"], ["cls"], axis=1, keepdims=0))
+    g.output.append(onnx.helper.make_tensor_value_info("cls", onnx.TensorProto.INT64, None))
+    return model
+
+
+def test_an_integer_output_is_rated_by_its_equal_elements(tmp_path, rng):
+    src = _save(_with_argmax(conv_model(rng.standard_normal((8, 8, 3, 3)))), tmp_path / "m.onnx")
+    out, rep = tmp_path / "o.onnx", tmp_path / "r.json"
+    proc = run_cli(
+        "optimize", src, out, "--init", "he", "--include-first", "--input-shape", "x:1x8x16x16",
+        "--report", rep,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = {o["name"]: o for o in json.loads(rep.read_text())["fidelity"]["outputs"]}
+    assert "equal_fraction" not in rows["y"]
+    x = np.random.default_rng(0).standard_normal((1, 8, 16, 16)).astype(np.float32)
+    want = session(src).run(["cls"], {"x": x})[0]
+    got = session(str(out)).run(["cls"], {"x": x})[0]
+    assert rows["cls"]["equal_fraction"] == pytest.approx(float(np.mean(want == got)))
+    assert rows["cls"]["equal_fraction"] < 1.0  # He weights change most argmaxes
+    line = next(s for s in proc.stdout.splitlines() if s.startswith("fidelity against"))
+    assert f"cls: {rows['cls']['equal_fraction']:.1%} of elements equal (integer output)" in line
+    compared = run_cli("compare", src, out, "--samples", "2", "--input-shape", "x:1x8x16x16")
+    assert compared.returncode == 0, compared.stderr
+    assert " equal" in next(s for s in compared.stdout.splitlines() if "cls" in s)

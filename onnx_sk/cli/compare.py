@@ -60,6 +60,8 @@ def compare_cmd(
     )
     for r in rows:
         top1 = "" if r.top1_agreement is None else f"{r.top1_agreement:.3f}"
+        if r.equal_fraction is not None:  # an integer output: how many elements are equal
+            top1 = f"{r.equal_fraction:.3f} equal"
         where = ""
         if r.slice is not None:
             s = OutputSlice(**r.slice)

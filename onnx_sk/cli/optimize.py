@@ -132,12 +132,17 @@ def fidelity_line(f: dict, what: str) -> str:
     """The report's ``fidelity`` in one line."""
     i = f["inputs"]
     where = i["file"] if i["file"] else f"seeded random input, {_shapes(i['shapes'])}"
-    outs = "; ".join(
+    outs = "; ".join(_output_fidelity(o) for o in f["outputs"])
+    return f"{what} against the original ({where}): {outs}"
+
+
+def _output_fidelity(o: dict) -> str:
+    if o.get("equal_fraction") is not None:  # class indices, picks: equal or not
+        return f"{o['name']}: {o['equal_fraction']:.1%} of elements equal (integer output)"
+    return (
         f"{o['name']}: cosine {_num(o['cosine'], '.4f')}, max abs diff "
         f"{_num(o['max_abs_diff'], '.3g')}, mean abs diff {_num(o['mean_abs_diff'], '.3g')}"
-        for o in f["outputs"]
     )
-    return f"{what} against the original ({where}): {outs}"
 
 
 def recovered_line(r: dict) -> str:

@@ -17,10 +17,11 @@ half (the result against its dense twin in ONNX Runtime) is :mod:`onnx_sk.runtim
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tempfile
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import onnx
@@ -29,6 +30,7 @@ from onnx_sk.errors import VerificationError
 from onnx_sk.graph.build import Replacement
 from onnx_sk.graph.fields import field_between
 from onnx_sk.graph.save import save_model
+from onnx_sk.graph.shapes import infer_shapes
 from onnx_sk.graph.tensors import is_large
 from onnx_sk.maths.infofield import field_of_conv
 
@@ -49,8 +51,38 @@ def check_file(path: Path) -> None:
         ) from None
 
 
+@contextlib.contextmanager
+def _io_shapes_declared(model: onnx.ModelProto) -> Iterator[None]:
+    """Graph inputs and outputs without a shape (unknown rank, as onnx-graphsurgeon and other
+    tools write them, and as the loader accepts) given one for the check: the rank shape
+    inference finds, every dim unknown (no rank found: an empty shape); removed again after."""
+    g = model.graph
+    bare = [
+        vi
+        for vi in (*g.input, *g.output)
+        if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")
+    ]
+    if bare:
+        inferred = infer_shapes(model)
+        for vi in bare:
+            shape = vi.type.tensor_type.shape
+            shape.SetInParent()
+            for _ in inferred.get(vi.name) or ():
+                shape.dim.add()
+    try:
+        yield
+    finally:
+        for vi in bare:
+            vi.type.tensor_type.ClearField("shape")
+
+
 def check(model: onnx.ModelProto, large: bool | None = None) -> None:
     """The full ONNX checker (through a temporary file for models above 2 GB)."""
+    with _io_shapes_declared(model):
+        _check(model, large)
+
+
+def _check(model: onnx.ModelProto, large: bool | None) -> None:
     if is_large(model, large):
         with tempfile.TemporaryDirectory() as tmp:
             check_file(save_model(model, Path(tmp) / "model.onnx", external_data=True))

@@ -11,7 +11,8 @@ seeded random input of verification (the dense twin's feeds when there are any; 
 dims 64, then 224).
 
 Fills the report's ``fidelity`` = {``reference``: "original", ``inputs``, ``outputs``: [{``name``,
-``cosine``, ``max_abs_diff``, ``mean_abs_diff``}]} (null where an output is not finite on
+``cosine``, ``max_abs_diff``, ``mean_abs_diff``, and for an integer or bool output
+``equal_fraction``}]} (null where an output is not finite on
 these inputs) and ``next_step``. Skipped with ``--no-verify``
 and when no pass changed the model. With ``--recover`` it runs again after the recover pass,
 on the recovered model (the verify pass's outputs, of the weights before, are not reused).
@@ -69,6 +70,7 @@ class FidelityPass:
                     "cosine": _finite(r.cosine),
                     "max_abs_diff": _finite(r.max_abs_diff),
                     "mean_abs_diff": _finite(r.mean_abs_diff),
+                    **({} if r.equal_fraction is None else {"equal_fraction": r.equal_fraction}),
                 }
                 for r in rows
             ],

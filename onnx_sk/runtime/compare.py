@@ -2,7 +2,9 @@
 
 For every output (matched by name; both models must have the same outputs) over all samples:
 ``max_abs_diff`` and ``mean_abs_diff`` of ``b − a``; ``cosine`` = <a, b> / (|a|·|b|) of the
-flattened outputs (all samples together); ``top1_agreement`` = the fraction of positions whose
+flattened outputs (all samples together); ``equal_fraction`` (integer and bool outputs only, e.g.
+class indices or NMS picks, where a cosine means little) = the fraction of elements that are
+equal; ``top1_agreement`` = the fraction of positions whose
 argmax over the class axis is the same in A and B. The class axis is the one given for that
 output (``class_axes``: output name → axis, ``""`` for every output), else axis 1 of a 2-D
 ``[N, C]`` output with C > 1; any other output has no top-1 (``None``): argmax over axis 1 of a
@@ -76,6 +78,7 @@ class OutputComparison:
     top1_agreement: float | None
     class_axis: int | None = None
     slice: dict | None = None
+    equal_fraction: float | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,8 @@ class Accumulator:
         self.top1_positions = 0
         self.top1_axis: int | None = None
         self.exact = True
+        self.discrete = False  # integer or bool outputs: equal_fraction is measured
+        self.equal = self.elements = 0
 
     def add(self, a: np.ndarray, b: np.ndarray) -> None:
         if a.shape != b.shape:
@@ -124,6 +129,10 @@ class Accumulator:
             self.exact = self.exact and bool(np.array_equal(a, b))
             self.largest = self.largest if self.exact else float("inf")
             return
+        if a.dtype.kind in "biu":
+            self.discrete = True
+            self.equal += int(np.count_nonzero(a == b))
+            self.elements += a.size
         a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
         diff = np.abs(b64 - a64)
         if diff.size:
@@ -177,6 +186,13 @@ class Accumulator:
         return self.dot / norm if norm else float(self.exact)
 
     @property
+    def equal_fraction(self) -> float | None:
+        """The fraction of equal elements of an integer or bool output (None for floats)."""
+        if not self.discrete:
+            return None
+        return self.equal / self.elements if self.elements else 1.0
+
+    @property
     def top1(self) -> float | None:
         return self.same_top1 / self.top1_positions if self.top1_positions else None
 
@@ -218,7 +234,7 @@ def compare_runs(
         OutputComparison(
             acc.name, acc.shape or [], acc.max_abs, acc.mean_abs, acc.cosine, acc.top1,
             acc.top1_axis,
-            asdict(slices[acc.name]) if acc.name in slices else None,
+            asdict(slices[acc.name]) if acc.name in slices else None, acc.equal_fraction,
         )
         for acc in accs
     ]  # fmt: skip
@@ -236,7 +252,7 @@ def compare_outputs(
         rows.append(
             OutputComparison(
                 name, acc.shape or [], acc.max_abs, acc.mean_abs, acc.cosine, acc.top1,
-                acc.top1_axis,
+                acc.top1_axis, equal_fraction=acc.equal_fraction,
             )
         )  # fmt: skip
     return rows
