@@ -30,6 +30,7 @@ import onnx
 from onnx import numpy_helper
 
 from onnx_sk.errors import UserError, VerificationError
+from onnx_sk.graph.checks import check as full_check
 from onnx_sk.graph.load import load_model
 from onnx_sk.graph.output_path import check_output_path
 from onnx_sk.graph.save import save_json, save_model
@@ -199,14 +200,6 @@ def checked_in_runtime(
     return fidelity(outputs, t.held_want, got, t.class_axis), worst
 
 
-def check_model(model: onnx.ModelProto) -> None:
-    """The full ONNX checker on the trained graph."""
-    try:
-        onnx.checker.check_model(model, full_check=True)
-    except Exception as exc:
-        raise VerificationError(f"the distilled model fails the ONNX checker: {exc}") from None
-
-
 @dataclass
 class Trained:
     """A trained student, not yet written: its graph with the trained weights, what the check of
@@ -290,7 +283,7 @@ def distill(
         holdout=holdout, lr=lr, seed=seed, threads=threads, patience=patience,
         progress=progress, class_axis=class_axis, block_stage=block_stage, start=start,
     )  # fmt: skip
-    check_model(trained.model)
+    full_check(trained.model)  # the full checker, as optimize runs it
     if trained.split is None:  # (a partial recovery's check reads the unfolded node list)
         bns = training_bns(s_model)
         folded = fold_training_bns(trained.model, bns, samples, threads)
@@ -339,7 +332,7 @@ def recover(
         teacher, student, samples, epochs=epochs, minutes=minutes, holdout=holdout, seed=seed,
         progress=progress, start=start,
     )  # fmt: skip
-    check_model(trained.model)
+    full_check(trained.model)  # the full checker, as optimize runs it
     after, worst = checked_in_runtime(trained.model, trained)
     return trained.model, trained.result(None, after, worst)
 
