@@ -16,6 +16,7 @@ import onnx_sk
 from onnx_sk.graph.qdq import act_params, activation_tensors, insert_qdq, weight_params
 from onnx_sk.maths.spec import ConvSpec
 from onnx_sk.runtime.latency import shape_key
+from onnx_sk.runtime.lut import this_machine
 from onnx_sk.runtime.quantize import INT8_CONV_OPS, optimized_ops
 from onnx_sk.runtime.session import session
 
@@ -256,3 +257,29 @@ def test_precision_needs_opset_13(tmp_path):
         "--precision int8: the model's opset 11 is below 13 (per-channel DequantizeLinear); "
         "convert it first",
     )
+
+
+def test_int8_lut_entry_without_dense_int8_refused(case, tmp_path):
+    bad = tmp_path / "bad.json"
+    entry = {"provider": "P", "threads": 1, "dense_ms": 1, "candidates": {}, "precision": "int8"}
+    bad.write_text(json.dumps({
+        "format": "onnx-sk-latency-lut", "version": 1, **this_machine(),
+        "entries": {"P|threads=1|s-int8": entry},
+    }))  # fmt: skip
+    proc = run_cli(
+        "optimize", case["model"], tmp_path / "o.onnx", "--objective", "latency",
+        "--precision", "auto", "--lut", bad,
+    )  # fmt: skip
+    assert_clean_error(
+        proc,
+        f"{bad} is not a readable onnx-sk latency table: entry 'P|threads=1|s-int8': an int8 "
+        "entry's dense_int8 has no positive ms and speedup",
+    )
+
+
+def test_precision_refuses_recover(case, tmp_path):
+    proc = run_cli(
+        "optimize", case["model"], tmp_path / "o.onnx", "--precision", "int8",
+        "--recover", case["cal"],
+    )  # fmt: skip
+    assert_clean_error(proc, "--precision int8 does not combine with --recover (it trains fp32)")
