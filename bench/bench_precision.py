@@ -28,7 +28,6 @@ Writes ``bench/results/precision.{json,md}``; the models go to ``--work`` (defau
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
