@@ -236,6 +236,10 @@ def test_lut_keys_carry_the_precision():
             ["--precision", "int8", "--mode", "widen"],
             "--precision int8 works with --mode reduce only",
         ),
+        (
+            ["--precision", "int8", "--for-training"],
+            "--precision int8 does not combine with --for-training (train in fp32)",
+        ),
     ],
 )
 def test_bad_precision_options(case, tmp_path, args, message):

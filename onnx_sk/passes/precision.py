@@ -33,7 +33,7 @@ PRECISIONS = ("fp32", "int8", "auto")
 
 def validate(options: OptimizeOptions) -> None:
     """--precision is one of PRECISIONS; auto needs --objective latency; int8 and auto work
-    in --mode reduce, without --recover."""
+    in --mode reduce, without --recover or --for-training (models to train stay fp32)."""
     p = options.latency.precision
     if p not in PRECISIONS:
         raise UserError(f"--precision {p!r}: expected one of {', '.join(PRECISIONS)}")
@@ -45,6 +45,8 @@ def validate(options: OptimizeOptions) -> None:
         raise UserError(f"--precision {p} works with --mode reduce only")
     if options.recovery.recover is not None:
         raise UserError(f"--precision {p} does not combine with --recover (it trains fp32)")
+    if options.fitting.for_training:
+        raise UserError(f"--precision {p} does not combine with --for-training (train in fp32)")
 
 
 def mark_all(decisions: list[Decision]) -> None:
