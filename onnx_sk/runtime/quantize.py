@@ -27,6 +27,8 @@ import numpy as np
 import onnx
 
 from onnx_sk.graph.qdq import MOVES, activation_tensors, insert_qdq
+from onnx_sk.graph.save import save_model
+from onnx_sk.graph.tensors import is_large
 from onnx_sk.runtime.compare import file_feeds
 from onnx_sk.runtime.feeds import random_inputs
 from onnx_sk.runtime.session import LOG_SEVERITY, session
@@ -125,7 +127,10 @@ def optimized_ops(model: onnx.ModelProto, provider: str = "CPUExecutionProvider"
         so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
         so.intra_op_num_threads = 1
         so.log_severity_level = LOG_SEVERITY
-        ort.InferenceSession(model.SerializeToString(), so, providers=[provider])
+        source: str | bytes = model.SerializeToString() if not is_large(model) else ""
+        if not source:  # over protobuf's 2 GB: through a file with external data
+            source = str(save_model(model, Path(tmp) / "model.onnx", external_data=True))
+        ort.InferenceSession(source, so, providers=[provider])
         optimized = onnx.load(so.optimized_model_filepath, load_external_data=False)
     return Counter(n.op_type for n in optimized.graph.node)
 
