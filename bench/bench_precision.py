@@ -28,6 +28,7 @@ Writes ``bench/results/precision.{json,md}``; the models go to ``--work`` (defau
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -93,7 +94,7 @@ def fidelity(src: Path, path: Path, xs: np.ndarray) -> dict:
     name = onnx.load(src, load_external_data=False).graph.input[0].name
     rows = compare_runs(src, path, iter({name: x[None]} for x in xs), top1=True, threads=1)
     r = rows[0]
-    return {"cosine": r.cosine, "top1_agreement": r.top1}
+    return {"cosine": r.cosine, "top1_agreement": r.top1_agreement}
 
 
 def run_model(name: str, work: Path, cal_path: Path, cal: np.ndarray, xs, args) -> dict:
@@ -101,11 +102,17 @@ def run_model(name: str, work: Path, cal_path: Path, cal: np.ndarray, xs, args) 
     paths: dict[str, Path] = {"dense": src}
     made: dict[str, dict] = {}
     q = work / f"{name}_ort_int8.onnx"
-    made["ort-int8"] = {"seconds": ort_int8(src, q, cal)}
+    if not (args.reuse and q.exists()):
+        made["ort-int8"] = {"seconds": ort_int8(src, q, cal)}
     paths["ort-int8"] = q
     lut = work / "lut.json"
     for variant, opts in variants(name).items():
         out = work / f"{name}_{variant}.onnx"
+        saved = out.with_suffix(".made.json")
+        if args.reuse and out.exists() and saved.exists():
+            made[variant] = json.loads(saved.read_text())
+            paths[variant] = out
+            continue
         start = time.perf_counter()
         _, report = optimize(
             src, out, overwrite=True, calibration=str(cal_path), seed=0,
@@ -116,7 +123,7 @@ def run_model(name: str, work: Path, cal_path: Path, cal: np.ndarray, xs, args) 
         made[variant] = {
             "seconds": time.perf_counter() - start,
             "message": doc["message"],
-            "macs_ratio": doc["totals"].get("macs_ratio") or doc["totals"].get("conv_macs_ratio"),
+            "conv_macs_ratio": doc["totals"].get("conv_macs_ratio"),
             "totals": doc["totals"],
             "precision": doc.get("precision"),
             "int8_convs": (doc.get("precision") or {}).get("int8_convs", []),
@@ -151,8 +158,9 @@ def markdown(doc: dict) -> str:
         f"{EVAL_SAMPLES} held-out synthetic image-like samples (bench/image_like.py; no image "
         f"dataset here), calibration on {CAL_SAMPLES} others.",
         "",
-        "| model | variant | median ms | × dense | int8 convs | top-1 agree | cosine |",
-        "|---|---|---|---|---|---|---|",
+        "| model | variant | median ms | × dense | MAC ideal (fraction) | int8 convs | top-1 agree "
+        "| cosine |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for model, res in doc["models"].items():
         for n, v in res["variants"].items():
@@ -160,8 +168,11 @@ def markdown(doc: dict) -> str:
             int8 = len(v.get("int8_convs") or []) if n.startswith("sk") else "-"
             if n == "ort-int8":
                 int8 = "all"
+            ratio = v.get("conv_macs_ratio")
+            ideal = f"{1 / ratio:.1f}× ({v['speedup_vs_dense'] * ratio:.0%})" if ratio else "-"
             lines.append(
-                f"| {model} | {n} | {v['median_ms']:.2f} | {v['speedup_vs_dense']:.2f} | {int8} | "
+                f"| {model} | {n} | {v['median_ms']:.2f} | {v['speedup_vs_dense']:.2f} | {ideal} "
+                f"| {int8} | "
                 f"{f.get('top1_agreement', 1.0) if f else 1.0:.3f} | "
                 f"{f.get('cosine', 1.0) if f else 1.0:.4f} |"
             )
@@ -173,6 +184,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["resnet18", "resnet50"])
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--work", type=Path, default=Path("/tmp/onnx-sk-precision"))
+    ap.add_argument("--reuse", action="store_true", help="reuse the models made by a run before")
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     cal = image_like(CAL_SAMPLES, seed=0)
