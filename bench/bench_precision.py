@@ -128,7 +128,12 @@ def run_model(name: str, work: Path, cal_path: Path, cal: np.ndarray, xs, args) 
             "precision": doc.get("precision"),
             "int8_convs": (doc.get("precision") or {}).get("int8_convs", []),
             "fidelity_report": doc.get("fidelity"),
+            "convs": [
+                {k: c.get(k) for k in ("name", "design", "groups", "bottleneck", "precision")}
+                for c in doc["convs"]
+            ],
         }
+        save_json(made[variant], saved)
         print(
             f"  {name} {variant}: {doc['message']} ({made[variant]['seconds']:.0f} s)", flush=True
         )
