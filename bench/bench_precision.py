@@ -155,10 +155,13 @@ def run_model(name: str, work: Path, cal_path: Path, cal: np.ndarray, xs, args) 
 
 
 def markdown(doc: dict) -> str:
+    ran = {m.get("command", doc["command"]) for m in doc["models"].values()}
+    commands = ", ".join(f"`{c}`" for c in sorted(ran))
     lines = [
         "# Per-conv precision: SK fp32/int8 vs ORT int8 (1 thread, batch 1, 224×224)",
         "",
-        f"Command: `{doc['command']}`. One interleaved run per model on a shared 2-vCPU machine "
+        f"Commands: {commands}. "
+        "One interleaved run per model on a shared 2-vCPU machine "
         "(noisy: ratios are paired medians within the run). Fidelity: against the original on "
         f"{EVAL_SAMPLES} held-out synthetic image-like samples (bench/image_like.py; no image "
         f"dataset here), calibration on {CAL_SAMPLES} others.",
@@ -190,19 +193,25 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--work", type=Path, default=Path("/tmp/onnx-sk-precision"))
     ap.add_argument("--reuse", action="store_true", help="reuse the models made by a run before")
+    ap.add_argument(
+        "--keep-others", action="store_true",
+        help="keep the rows of the models not run now from bench/results/precision.json",
+    )  # fmt: skip
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     cal = image_like(CAL_SAMPLES, seed=0)
     xs = image_like(EVAL_SAMPLES, seed=1)
     cal_path = args.work / "calibration.npz"
     np.savez(cal_path, input=cal)
-    doc: dict = {
-        "command": "python bench/bench_precision.py " + " ".join(sys.argv[1:]),
-        "models": {},
-    }
+    command = "python bench/bench_precision.py " + " ".join(sys.argv[1:])
+    doc: dict = {"command": command, "models": {}}
+    previous = RESULTS / "precision.json"
+    if args.keep_others and previous.exists():  # the other models' rows of an earlier run
+        doc = json.loads(previous.read_text())
     for name in args.models:
         print(f"{name}:", flush=True)
         doc["models"][name] = run_model(name, args.work, cal_path, cal, xs, args)
+        doc["models"][name]["command"] = command
     RESULTS.mkdir(parents=True, exist_ok=True)
     save_json(doc, RESULTS / "precision.json")
     (RESULTS / "precision.md").write_text(markdown(doc))

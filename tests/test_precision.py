@@ -287,3 +287,33 @@ def test_precision_refuses_recover(case, tmp_path):
         "--recover", case["cal"],
     )  # fmt: skip
     assert_clean_error(proc, "--precision int8 does not combine with --recover (it trains fp32)")
+
+
+def test_add_between_int8_convs_is_int8(tmp_path):
+    """A residual Add whose inputs are both quantized anyway becomes ORT's QLinearAdd."""
+    rng = np.random.default_rng(0)
+    w = [(rng.standard_normal((8, 8, 3, 3)) * 0.15).astype(np.float32) for _ in range(2)]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w0"], ["a"], "conv0", pads=[1, 1, 1, 1]),
+            helper.make_node("Relu", ["a"], ["ra"], "relu0"),
+            helper.make_node("Conv", ["ra", "w1"], ["b"], "conv1", pads=[1, 1, 1, 1]),
+            helper.make_node("Add", ["b", "ra"], ["s"], "add"),
+            helper.make_node("Relu", ["s"], ["y"], "relu1"),
+        ],
+        "res",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 12])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 12, 12])],
+        [numpy_helper.from_array(w[0], "w0"), numpy_helper.from_array(w[1], "w1")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "res.onnx"
+    onnx.save(model, path)
+    out, report = onnx_sk.optimize(path, None, precision="int8", min_channels=64)  # dense
+    assert report.precision["int8_convs"] == ["conv0", "conv1"]
+    ops = optimized_ops(out)
+    assert ops["QLinearConv"] == 2 and ops["QLinearAdd"] == 1 and ops["Add"] == 0
+    x = rng.standard_normal((1, 8, 12, 12)).astype(np.float32)
+    want = session(model).run(None, {"x": x})[0]
+    got = session(out, opt_level="all").run(None, {"x": x})[0]
+    assert _cosine(want, got) >= 0.99

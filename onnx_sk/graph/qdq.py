@@ -13,7 +13,9 @@ whose scales agree (the data-movement op then runs on uint8). So an int8 conv he
 - an output read only by a ``Relu`` is quantized after the ``Relu`` (range ``[0, hi]``): ONNX
   Runtime folds the ``Relu`` into the quantization;
 - a data-movement op (``MOVES``, the channel shuffles of the SK designs) marked int8 gets a
-  Q/DQ pair on its output with its input's scale.
+  Q/DQ pair on its output with its input's scale;
+- an ``Add`` marked int8 (``with_int8_joins``: both inputs quantized anyway) gets its inputs
+  read through their DQs and its output (or its only reader Relu's) quantized: ``QLinearAdd``.
 
 Every tensor read or written by a marked node gets one ``Q → DQ`` pair. A tensor a marked node
 writes keeps its name as the DQ's output (the writer's output is renamed), so consumers and
@@ -37,6 +39,8 @@ from onnx_sk.graph.index import ConstantIndex, NameAllocator, graph_names
 
 #: data-movement ops whose output range is their input's (channel shuffles)
 MOVES = ("Reshape", "Transpose", "Gather", "Identity")
+#: element-wise ops of two activations ONNX Runtime fuses in QDQ form (QLinearAdd)
+JOINS = ("Add",)
 #: the lowest default-domain opset with per-axis DequantizeLinear
 MIN_OPSET = 13
 QMAX_W = 127
@@ -97,10 +101,33 @@ def activation_tensors(graph: onnx.GraphProto, marked: Iterable[str]) -> list[st
     for node in graph.node:
         if node.output[0] not in marked:
             continue
-        need[node.input[0]] = None
-        if node.op_type == "Conv":
+        for t in _activations(node):
+            need[t] = None
+        if node.op_type in JOINS or node.op_type == "Conv":
             need[_quantized_output(node, readers, outputs)] = None
     return list(need)
+
+
+def _activations(node: onnx.NodeProto) -> list[str]:
+    """The activation inputs of a marked node (both of an Add; the first of the others)."""
+    return list(node.input[:2]) if node.op_type in JOINS else [node.input[0]]
+
+
+def with_int8_joins(graph: onnx.GraphProto, marked: Iterable[str]) -> list[str]:
+    """``marked`` and every ``Add`` both of whose inputs the QDQ form quantizes anyway (inputs or
+    quantized outputs of marked nodes, or of such Adds, in graph order): written in int8 too
+    (ONNX Runtime's ``QLinearAdd``), it saves the two DequantizeLinear and the QuantizeLinear
+    its int8 neighbours would put around an fp32 Add."""
+    out = list(marked)
+    readers = _readers(graph)
+    outputs = {o.name for o in graph.output}
+    quantized = set(activation_tensors(graph, out))
+    for node in graph.node:
+        if node.op_type in JOINS and len(node.input) == 2 and node.output[0] not in out:
+            if all(t in quantized for t in node.input):
+                out.append(node.output[0])
+                quantized.add(_quantized_output(node, readers, outputs))
+    return out
 
 
 def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
@@ -141,12 +168,13 @@ def insert_qdq(
     int8_nodes = [n for n in nodes if n.output[0] in marked]  # before any output is renamed
     for node in int8_nodes:
         x = node.input[0]
-        src = ranges.get(x)
-        if src is None:  # a marked move after another marked node: the range it passes on
-            assert x in params, f"no range for {x}"
-        else:
-            params.setdefault(x, act_params(*src))
-        if node.op_type == "Conv":
+        for t in _activations(node):
+            src = ranges.get(t)
+            if src is None:  # a marked move after another marked node: the range it passes on
+                assert t in params, f"no range for {t}"
+            else:
+                params.setdefault(t, act_params(*src))
+        if node.op_type == "Conv" or node.op_type in JOINS:
             y = _quantized_output(node, readers, outputs)
             params[y] = act_params(*ranges[y])
             written_int8[y] = writer[y]
@@ -187,7 +215,8 @@ def insert_qdq(
     old_weights: set[str] = set()
     for node in int8_nodes:
         x = node.input[0]
-        node.input[0] = dq_of.get(x, x)
+        for k, t in enumerate(_activations(node)):
+            node.input[k] = dq_of.get(t, t)
         if node.op_type == "Conv":
             old_weights.update(t for t in node.input[1:3] if t)
             _quantize_weights(node, consts, params[x], names, inits, after)

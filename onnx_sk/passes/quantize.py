@@ -36,7 +36,14 @@ from onnx import helper, numpy_helper
 from onnx_sk.errors import UserError, VerificationError
 from onnx_sk.graph.build import Replacement, conv_attrs, replace_conv
 from onnx_sk.graph.checks import check
-from onnx_sk.graph.qdq import MIN_OPSET, MOVES, activation_tensors, insert_qdq, opset_of
+from onnx_sk.graph.qdq import (
+    MIN_OPSET,
+    MOVES,
+    activation_tensors,
+    insert_qdq,
+    opset_of,
+    with_int8_joins,
+)
 from onnx_sk.maths.spec import ConvSpec
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
@@ -141,7 +148,7 @@ class QuantizePass:
             _rows(ctx, set())
             return PassResult(model, modified=False)
         marked = marked_nodes(model.graph, ctx.int8, ctx.replacements)
-        tensors = activation_tensors(model.graph, [t for ts in marked.values() for t in ts])
+        tensors = activation_tensors(model.graph, _joined(model, marked))
         calibration = o.fitting.calibration
         if calibration is not None:
             feeds = calibration_feeds(calibration, model)
@@ -153,7 +160,7 @@ class QuantizePass:
         report["ranges_from"] = "calibration" if calibration else "random"
         if o.fitting.max_error is not None:
             marked = self._within_budget(ctx, marked, values, report)
-        insert_qdq(model.graph, [t for ts in marked.values() for t in ts], ranges)
+        insert_qdq(model.graph, _joined(model, marked), ranges)
         report["int8_convs"] = [ctx.int8[c] for c in marked]
         _rows(ctx, set(marked))
         if o.verify:
@@ -182,6 +189,11 @@ class QuantizePass:
         report["int8_errors"] = errors
         report["over_budget"] = over
         return marked
+
+
+def _joined(model: onnx.ModelProto, marked: dict[str, list[str]]) -> list[str]:
+    """The marked nodes, and the Adds between them (``graph.qdq.with_int8_joins``)."""
+    return with_int8_joins(model.graph, [t for ts in marked.values() for t in ts])
 
 
 def _rows(ctx: PassContext, int8: set[str]) -> None:
