@@ -281,6 +281,17 @@ def test_int8_lut_entry_without_dense_int8_refused(case, tmp_path):
     )
 
 
+def test_cli_marks_the_int8_convs(case, tmp_path):
+    proc = run_cli(
+        "optimize", case["model"], tmp_path / "o.onnx", "--precision", "int8",
+        "--calibration", case["cal"], "--objective", "params",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "int8 kept: first conv" in proc.stdout  # the stem: dense, in int8
+    assert "precision int8: 4 int8 convs; ONNX Runtime runs" in proc.stdout
+    assert "warning" not in proc.stdout  # calibrated ranges
+
+
 def test_precision_refuses_recover(case, tmp_path):
     proc = run_cli(
         "optimize", case["model"], tmp_path / "o.onnx", "--precision", "int8",

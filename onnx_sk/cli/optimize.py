@@ -35,9 +35,10 @@ INIT_ERROR_NOTE = (
 
 
 def _design_cell(row: dict) -> str:
+    int8 = "int8 " if row.get("precision") == "int8" else ""  # --precision: written in int8
     if not row["design"]:
-        return f"kept: {row['reason']}"
-    parts = [row["design"], *(f"{k}={v}" for k, v in (row["groups"] or {}).items())]
+        return f"{int8}kept: {row['reason']}"
+    parts = [f"{int8}{row['design']}", *(f"{k}={v}" for k, v in (row["groups"] or {}).items())]
     if row["bottleneck"]:
         parts.append(f"K={row['bottleneck']}")
     if row["note"]:
