@@ -96,6 +96,13 @@ class LatencyOptions:
     lut_from_target: bool = option(
         False, "The --lut was measured on the target device: use it, measure nothing."
     )
+    precision: str = option(
+        "fp32",
+        "fp32; int8: every conv in int8 QDQ form (ORT's QLinearConv), SK or dense as the "
+        "objective chooses; auto (--objective latency): per conv the fastest measured of fp32 "
+        "and int8. Activation ranges from --calibration (else seeded random inputs).",
+        choices=("fp32", "int8", "auto"),
+    )
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ Each mode is a list of passes (:mod:`onnx_sk.passes`), run in order by one runne
 mode                   passes
 =====================  ==============================================================
 reduce                 plan, [fit-targets], [error-budget], init-weights, dense-twin,
-                       reduce, [training-bn], provenance, verify, fidelity
+                       reduce, [training-bn], provenance, verify, [quantize], fidelity
 widen, he              widen (plans Mode 1 on the widened convs), init-weights, reduce,
                        provenance, verify (each replaced conv against its dense
                        equivalent, alone; the signature of the original), fidelity
@@ -19,7 +19,8 @@ widen, preserve        plan, init-weights, reduce, widen, provenance, verify (va
 widen, --design none   widen, provenance, verify (signature of the original), fidelity
 =====================  ==============================================================
 
-(bracketed: only with ``--init approx``, ``--max-error``, ``--for-training``.) With
+(bracketed: only with ``--init approx``, ``--max-error``, ``--for-training``,
+``--precision int8|auto``.) With
 ``--recover DATA`` every mode then runs recover (distillation from the original: only the
 weights change; :mod:`onnx_sk.passes.recover`) and fidelity again. In widen mode
 the weights are fitted without BN or calibration targets and ``--for-training`` is not applied.
@@ -47,7 +48,7 @@ from onnx_sk.graph.save import OutputFile
 from onnx_sk.graph.shapes import parse_input_shapes
 from onnx_sk.graph.tensors import is_large
 from onnx_sk.options import OptimizeOptions, check_seed, option_fields
-from onnx_sk.passes import init_weights, objectives, recover, widen
+from onnx_sk.passes import init_weights, objectives, precision, recover, widen
 from onnx_sk.passes.base import Pass, run_passes
 from onnx_sk.passes.context import PassContext
 from onnx_sk.passes.error_budget import ErrorBudgetPass
@@ -55,6 +56,7 @@ from onnx_sk.passes.fidelity import FidelityPass
 from onnx_sk.passes.init_weights import InitPass
 from onnx_sk.passes.plan import PlanPass
 from onnx_sk.passes.provenance import ProvenancePass
+from onnx_sk.passes.quantize import QuantizePass
 from onnx_sk.passes.recover import RecoverPass
 from onnx_sk.passes.reduce import ReducePass
 from onnx_sk.passes.targets import FitTargetsPass
@@ -85,7 +87,10 @@ def passes_for(options: OptimizeOptions) -> list[Pass]:
     applies to the trained weights) and the fidelity of the recovered model."""
     rewrite, reference = _rewrite(options)
     recovery: list[Pass] = [RecoverPass(), FidelityPass()] if options.recovery.recover else []
-    return [*rewrite, *_finishing(options), VerifyPass(reference), FidelityPass(), *recovery]
+    # --precision int8/auto: the int8 form is written after the fp32 rewrite is verified (it
+    # checks itself: passes/quantize.py)
+    int8: list[Pass] = [QuantizePass()] if options.latency.precision != "fp32" else []
+    return [*rewrite, *_finishing(options), VerifyPass(reference), *int8, FidelityPass(), *recovery]
 
 
 def _rewrite(options: OptimizeOptions) -> tuple[list[Pass], Reference]:
@@ -125,6 +130,7 @@ def validate(options: OptimizeOptions) -> None:
     objectives.validate(options)
     init_weights.validate(options)
     objectives.validate_latency(options)
+    precision.validate(options)
     recover.validate(options)
 
 

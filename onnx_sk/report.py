@@ -53,6 +53,8 @@ class Report:
     next_step: str = ""  # what to do next, from the fidelity
     #: --recover: distill's result, and the fidelity before recovery
     recovery: dict[str, Any] | None = None
+    #: --precision int8/auto: the int8 convs, the ranges' source, the structural check
+    precision: dict[str, Any] | None = None
 
     @property
     def replaced(self) -> int:
@@ -72,6 +74,7 @@ class Report:
             "next_step": self.next_step,
             **({"widen": self.widen} if self.widen is not None else {}),
             **({"recovery": self.recovery} if self.recovery is not None else {}),
+            **({"precision": self.precision} if self.precision is not None else {}),
         }
 
 

@@ -36,9 +36,10 @@ INIT_ERROR_NOTE = (
 
 
 def _design_cell(row: dict) -> str:
+    int8 = "int8 " if row.get("precision") == "int8" else ""  # --precision: written in int8
     if not row["design"]:
-        return f"kept: {row['reason']}"
-    parts = [row["design"], *(f"{k}={v}" for k, v in (row["groups"] or {}).items())]
+        return f"{int8}kept: {row['reason']}"
+    parts = [f"{int8}{row['design']}", *(f"{k}={v}" for k, v in (row["groups"] or {}).items())]
     if row["bottleneck"]:
         parts.append(f"K={row['bottleneck']}")
     if row["note"]:
@@ -122,10 +123,30 @@ def print_checks(report: Report) -> None:
             )
         if rec.get("fidelity_before"):
             console.print(fidelity_line(rec["fidelity_before"], "before recovery, fidelity"))
+    if report.precision:
+        console.print(precision_line(report.precision))
     if report.fidelity:
         console.print(fidelity_line(report.fidelity, "fidelity"))
     if report.next_step:
         console.print(report.next_step)
+
+
+def precision_line(p: dict) -> str:
+    """The report's ``precision`` in one line (the int8 convs, the check, the ranges' source)."""
+    convs = p["int8_convs"]
+    line = f"precision {p['precision']}: {len(convs)} int8 conv{'s' if len(convs) != 1 else ''}"
+    if p.get("over_budget"):
+        line += f" ({len(p['over_budget'])} kept fp32: int8 error over --max-error)"
+    check = p.get("check")
+    if check:
+        worst = min(check["cosine_vs_fp32"], default=1.0)
+        line += (
+            f"; ONNX Runtime runs {check['int8_kernels']} int8 conv kernels; outputs vs fp32 "
+            f"model cosine {worst:.4f} (tolerance >= {check['min_cosine']})"
+        )
+    if p.get("warning"):
+        line += f"; warning: {p['warning']}"
+    return line
 
 
 def fidelity_line(f: dict, what: str) -> str:

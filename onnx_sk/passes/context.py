@@ -37,6 +37,8 @@ class Decision:
     real: Realisation | None
     reason: str | None = None
     note: str | None = None
+    #: --precision: the conv (dense or its SK stages) is written in int8 QDQ form
+    int8: bool = False
 
 
 @dataclass
@@ -73,6 +75,11 @@ class PassContext:
     static_spatial: dict[str, tuple[tuple[int, ...] | None, tuple[int, ...] | None]] = field(
         default_factory=dict
     )
+    #: plan (--precision int8/auto): conv output name → conv name of every conv to write in
+    #: int8; with --max-error also its original (spec, kernel, bias, input tensor name): the
+    #: reference of its int8 error
+    int8: dict[str, str] = field(default_factory=dict)
+    int8_dense: dict[str, tuple[Any, Any, Any, str]] = field(default_factory=dict)
     #: fit-targets: conv output name → what its weights are fitted to (BN scale, patches)
     targets: dict[str, Target] = field(default_factory=dict)
     #: error-budget: the chosen realisations' fits (stage weights and errors), which

@@ -13,7 +13,9 @@ with the others, from ``COUNTED_OBJECTIVES``); a measured one is one ``@objectiv
   other designs, and the decision's note says so.
 - ``latency``: measured on the target (``runtime.latency``): every distinct conv shape's dense
   conv and SK candidates are timed (or read from ``--lut``), and the fastest candidate that keeps
-  the information field wins if it is at least ``MIN_SPEEDUP`` faster than the dense conv.
+  the information field wins if it is at least ``MIN_SPEEDUP`` faster than the dense conv. With
+  ``--precision int8|auto`` each is also timed in int8 and :mod:`onnx_sk.passes.precision`
+  chooses (with ``auto``, the convs the policy keeps are timed too: dense fp32 vs int8).
 
 ``validate`` checks the options this module owns (the reduce and latency groups).
 """
@@ -25,9 +27,11 @@ from collections.abc import Callable
 
 from onnx_sk.errors import UserError
 from onnx_sk.graph.convs import ConvSite
+from onnx_sk.graph.qdq import why_not_int8
 from onnx_sk.maths.designs import DESIGNS
 from onnx_sk.maths.select import COUNTED_OBJECTIVES, choose
 from onnx_sk.options import OptimizeOptions
+from onnx_sk.passes import precision as precision_choice
 from onnx_sk.passes.context import Decision
 from onnx_sk.runtime import latency
 from onnx_sk.runtime.lut import load_lut
@@ -107,20 +111,32 @@ def _latency(
     ratio = reduce.bottleneck_ratio
     designs = [reduce.design] if reduce.design else None
     lut = load_lut(lat.lut, lat.lut_from_target)
+    precision = lat.precision
     todo, decisions = [], []
     for site in sites:
         reason = policy_reason(site, options)
-        if reason is None and latency.in_shape_of(site) is None:
+        shape = latency.in_shape_of(site)
+        if reason is None and shape is None:
             reason = "input size unknown: give --input-shape to measure latency"
         decisions.append(Decision(site, None, reason))
-        if reason is None:
+        kept_int8 = precision == "auto" and shape is not None and why_not_int8(site) is None
+        if reason is None or kept_int8:
             todo.append(site)
-    measured = latency.fill(lut, todo, provider, threads, ratio, options.seed, progress)
+    precisions = ("fp32",) if precision == "fp32" else ("fp32", "int8")
+    measured = latency.fill(lut, todo, provider, threads, ratio, options.seed, progress, precisions)
     if measured and lat.lut is not None:
         lut.save(lat.lut)
     for d in decisions:
-        if d.reason is None:
-            spec, shape = d.site.spec, latency.in_shape_of(d.site)
+        spec, shape = d.site.spec, latency.in_shape_of(d.site)
+        if precision != "fp32":
+            entries = [
+                lut.get(provider, threads, latency.shape_key(spec, shape, ratio, p))
+                if spec is not None and shape is not None
+                else None
+                for p in precisions
+            ]
+            precision_choice.choose(d, entries[0], entries[1], precision, designs, ratio)
+        elif d.reason is None:
             assert spec is not None and shape is not None
             entry = lut.get(provider, threads, latency.shape_key(spec, shape, ratio))
             assert entry is not None  # fill measured every missing shape
@@ -135,7 +151,11 @@ def plan(
     """The decision for every conv, by the objective the options name."""
     check_excludes(sites, options.reduce.exclude)
     # not given, and not decided by the plan pass (widen plans itself): params
-    return OBJECTIVES[options.reduce.objective or "params"](sites, options, progress)
+    name = options.reduce.objective or "params"
+    decisions = OBJECTIVES[name](sites, options, progress)
+    if name != "latency" and options.latency.precision == "int8":
+        precision_choice.mark_all(decisions)
+    return decisions
 
 
 def check_excludes(sites: list[ConvSite], exclude: tuple[str, ...]) -> None:

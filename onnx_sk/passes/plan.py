@@ -21,6 +21,7 @@ from onnx_sk.graph.shapes import infer_shapes, known_dims, per_sample_inputs, sy
 from onnx_sk.passes import objectives
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
+from onnx_sk.passes.quantize import check_opset
 from onnx_sk.runtime import latency
 
 
@@ -45,10 +46,26 @@ class PlanPass:
                     f"input {names} has a symbolic non-batch dim: give "
                     + " ".join(f"--input-shape {m}" for m in missing)
                 )
+        check_opset(model, ctx.options.latency.precision)
         ctx.decisions = objectives.plan(
             ctx.sites, ctx.options, ctx.step if ctx.progress is not None else None
         )
+        _record_int8(ctx)
         return PassResult(model, modified=False)
+
+
+def _record_int8(ctx: PassContext) -> None:
+    """The convs to write in int8 (``ctx.int8``), and with ``--max-error`` their originals (the
+    error-budget pass may re-decide the designs; the precision stands)."""
+    budget = ctx.options.fitting.max_error is not None
+    for d in ctx.decisions:
+        if not d.int8:
+            continue
+        out = d.site.node.output[0]
+        ctx.int8[out] = d.site.name
+        if budget:
+            w, b = d.site.weight, d.site.bias
+            ctx.int8_dense[out] = (d.site.spec, w, b, d.site.node.input[0])
 
 
 def _default_objective(ctx: PassContext, unsized: bool) -> None:

@@ -43,10 +43,12 @@ from onnx_sk.graph.convs import ConvSite
 from onnx_sk.graph.shapes import infer_shapes, known_dims
 from onnx_sk.maths.designs import DESIGNS, Realisation, realisations
 from onnx_sk.maths.infofield import field_of_conv, field_of_stages
+from onnx_sk.maths.spec import DENSE as DENSE_KIND
 from onnx_sk.maths.spec import ConvSpec
 from onnx_sk.maths.weight_init import INITIALISERS
 from onnx_sk.runtime.lut import Lut
 from onnx_sk.runtime.progress import Progress
+from onnx_sk.runtime.quantize import qdq_micro
 from onnx_sk.runtime.session import session
 
 log = logging.getLogger(__name__)
@@ -61,7 +63,11 @@ BUDGET_S = 1.5
 DENSE = "dense"
 
 
-def shape_key(spec: ConvSpec, in_shape: tuple[int, ...], ratio: float) -> str:
+def shape_key(
+    spec: ConvSpec, in_shape: tuple[int, ...], ratio: float, precision: str = "fp32"
+) -> str:
+    """The LUT key of a conv shape; an int8 entry's key ends in ``-int8`` (fp32 keys have no
+    suffix: the tables written before precisions existed stay valid)."""
     n, _, *spatial = in_shape
 
     def j(v) -> str:
@@ -71,6 +77,8 @@ def shape_key(spec: ConvSpec, in_shape: tuple[int, ...], ratio: float) -> str:
         f"c{spec.c_in}-f{spec.c_out}-k{j(spec.kernel_shape)}-s{j(spec.strides)}-p{j(spec.pads)}"
         f"-d{j(spec.dilations)}-{spec.auto_pad}-{'bias' if spec.has_bias else 'nobias'}"
         f"-in{n}x{j(spatial)}-r{ratio:g}"
+        + (f"-g{spec.group}" if spec.group > 1 else "")
+        + ("" if precision == "fp32" else f"-{precision}")
     )
 
 
@@ -126,7 +134,8 @@ def micro_model(
 ) -> onnx.ModelProto:
     """x [N, C, H, W] → the dense conv (``real`` None) or its SK realisation → y."""
     rng = np.random.default_rng(seed)
-    w = (rng.standard_normal((spec.c_out, spec.c_in, *spec.kernel_shape)) * 0.1).astype(np.float32)
+    w_shape = (spec.c_out, spec.c_in // spec.group, *spec.kernel_shape)
+    w = (rng.standard_normal(w_shape) * 0.1).astype(np.float32)
     bias = rng.standard_normal(spec.c_out).astype(np.float32) if spec.has_bias else None
     inits = [numpy_helper.from_array(w, "w")] + (
         [numpy_helper.from_array(bias, "b")] if bias is not None else []
@@ -137,6 +146,7 @@ def micro_model(
         ["y"],
         name="conv",
         **conv_attrs(spec),
+        **({"group": spec.group} if spec.group > 1 else {}),
     )
     graph = helper.make_graph(
         [node], "conv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(in_shape))],
@@ -187,15 +197,32 @@ def measure_shape(
     budget_s: float = BUDGET_S,
 ) -> dict:
     """Time the dense conv and every candidate, interleaved; returns the LUT entry."""
-    cands = candidates(spec, ratio)
+    return measure_precisions(spec, in_shape, provider, threads, ratio, seed, budget_s)["fp32"]
+
+
+def measure_precisions(
+    spec: ConvSpec,
+    in_shape: tuple[int, ...],
+    provider: str,
+    threads: int,
+    ratio: float,
+    seed: int = 0,
+    budget_s: float = BUDGET_S,
+    int8: bool = False,
+) -> dict[str, dict]:
+    """Time the dense conv and every candidate, interleaved; returns precision → LUT entry.
+
+    ``int8``: the dense conv and every candidate also in QDQ int8 form
+    (:func:`onnx_sk.runtime.quantize.qdq_micro`, its Q/DQ included), in the same rounds; the
+    ``int8`` entry's speedups are over the fp32 dense conv, and it holds ``dense_int8``. Only
+    a dense conv (``spec.kind``) has SK candidates: another conv is timed dense only."""
+    cands = candidates(spec, ratio) if spec.kind == DENSE_KIND else []
     x = np.random.default_rng(seed).standard_normal(in_shape).astype(np.float32)
-    sessions = [_open(micro_model(spec, in_shape, None, seed), provider, threads, x, "dense")]
-    for real in cands:
-        sessions.append(
-            _open(
-                micro_model(spec, in_shape, real, seed), provider, threads, x, candidate_key(real)
-            )
-        )
+    models = [("dense", micro_model(spec, in_shape, None, seed))]
+    models += [(candidate_key(r), micro_model(spec, in_shape, r, seed)) for r in cands]
+    if int8:
+        models += [(f"{k} int8", qdq_micro(m, x)) for k, m in list(models)]
+    sessions = [_open(m, provider, threads, x, what) for what, m in models]
     times: list[list[float]] = [[] for _ in sessions]
     rng = np.random.default_rng(seed)
     for _ in range(WARMUP):
@@ -207,16 +234,43 @@ def measure_shape(
     for _ in range(rounds - 1):
         _round(sessions, rng.permutation(len(sessions)), x, times)
     dense = np.asarray(times[0])
+    n = 1 + len(cands)
+    out = {"fp32": _entry(spec, in_shape, provider, threads, ratio, dense, cands, times[1:n])}
+    if int8:
+        entry = _entry(spec, in_shape, provider, threads, ratio, dense, cands, times[n + 1 :])
+        entry["precision"] = "int8"
+        entry["dense_int8"] = _timing(dense, times[n])
+        out["int8"] = entry
+    return out
+
+
+def _timing(dense: np.ndarray, t: list[float]) -> dict[str, float]:
+    """The median ms of ``t`` and its paired median speedup over the dense conv."""
+    return {
+        "ms": float(np.median(t)) * 1e3,
+        "speedup": float(np.median(dense / np.asarray(t))),
+    }
+
+
+def _entry(
+    spec: ConvSpec,
+    in_shape: tuple[int, ...],
+    provider: str,
+    threads: int,
+    ratio: float,
+    dense: np.ndarray,
+    cands: list[Realisation],
+    times: list[list[float]],
+) -> dict:
     entry_cands = {}
-    for real, t in zip(cands, times[1:], strict=True):
+    for real, t in zip(cands, times, strict=True):
         entry_cands[candidate_key(real)] = {
             "design": real.design,
             "groups": real.group_dict,
             "bottleneck": real.bottleneck,
             "shuffle": real.shuffle_impl if real.shuffles else None,
             "macs_ratio": real.macs_per_output_pixel() / spec.weight_params,
-            "ms": float(np.median(t)) * 1e3,
-            "speedup": float(np.median(dense / np.asarray(t))),
+            **_timing(dense, t),
         }
     return {
         "provider": provider,
@@ -254,16 +308,23 @@ def fill(
     ratio: float,
     seed: int = 0,
     progress: Progress | None = None,
+    precisions: tuple[str, ...] = ("fp32",),
 ) -> int:
-    """Measure every shape of ``sites`` the LUT lacks; returns how many shapes were measured."""
+    """Measure every shape of ``sites`` the LUT lacks in one of ``precisions`` (fp32, int8: both
+    are measured together); returns how many shapes were measured."""
     todo: dict[str, tuple[ConvSpec, tuple[int, ...]]] = {}
     for site in sites:
         shape = in_shape_of(site)
         if site.spec is None or shape is None:
             continue
-        key = shape_key(site.spec, shape, ratio)
-        if lut.get(provider, threads, key) is None:
-            todo.setdefault(key, (site.spec, shape))
+        spec = site.spec
+        missing = [
+            p
+            for p in precisions
+            if lut.get(provider, threads, shape_key(spec, shape, ratio, p)) is None
+        ]
+        if missing:
+            todo.setdefault(shape_key(spec, shape, ratio, missing[0]), (spec, shape))
     if todo and lut.foreign:
         key = next(iter(todo))
         raise UserError(
@@ -274,7 +335,10 @@ def fill(
         if progress is not None:
             progress(i / len(todo), key)
         log.info("measuring %s on %s × %d threads", key, provider, threads)
-        lut.put(provider, threads, key, measure_shape(spec, shape, provider, threads, ratio, seed))
+        int8 = "int8" in precisions
+        entries = measure_precisions(spec, shape, provider, threads, ratio, seed, int8=int8)
+        for precision, entry in entries.items():
+            lut.put(provider, threads, shape_key(spec, shape, ratio, precision), entry)
     if progress is not None:
         progress(1.0, "done")
     return len(todo)

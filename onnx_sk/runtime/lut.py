@@ -4,7 +4,9 @@ A LUT is bound to one machine: the ONNX Runtime version and the CPU identity
 (:func:`onnx_sk.runtime.machine.cpu_identity`) it was measured with sit at its top. Its entries are keyed
 by ``<provider>|threads=<T>|<shape key>`` and hold the dense conv's median latency and, per
 candidate key (design, group numbers, bottleneck, shuffle implementation), the median latency and
-the paired speedup over the dense conv measured in the same interleaved rounds::
+the paired speedup over the dense conv measured in the same interleaved rounds (an int8 entry,
+keyed ``<shape key>-int8``, has ``"precision": "int8"``, its candidates timed in int8 QDQ form,
+their speedups over the fp32 dense conv, and ``dense_int8``: the dense conv in int8)::
 
     {"format": "onnx-sk-latency-lut", "version": 1,
      "onnxruntime": "1.32.0", "cpu": "AMD EPYC (x86_64, avx512f)",
@@ -160,6 +162,16 @@ def _entry_problem(key: str, entry: object) -> str | None:
     cands = entry.get("candidates")
     if not isinstance(cands, dict):
         return "candidates is not an object"
+    if entry.get("precision", "fp32") not in ("fp32", "int8"):
+        return f"precision {entry.get('precision')!r} is not fp32 or int8"
+    if entry.get("precision") == "int8":
+        dense = entry.get("dense_int8")
+        if (
+            not isinstance(dense, dict)
+            or not _is_ms(dense.get("ms"))
+            or not _is_ms(dense.get("speedup"))
+        ):
+            return "an int8 entry's dense_int8 has no positive ms and speedup"
     for name, cand in cands.items():
         problem = _candidate_problem(cand)
         if problem is not None:

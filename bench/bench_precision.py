@@ -1,0 +1,222 @@
+"""Per-conv precision (``--precision auto``) against fp32 SK and ORT's own int8, interleaved.
+
+For ResNet-18 and ResNet-50 (``models/big/``, read only), at 1 thread, batch 1, 224×224:
+
+- ``dense``: the original (fp32);
+- ``ort-int8``: ONNX Runtime's static QDQ quantization of the original
+  (``onnxruntime.quantization.quantize_static``: QDQ, per-channel int8 weights, uint8
+  activations, MinMax on the same calibration samples);
+- ``sk-params``: ``optimize --objective params``;
+- ``sk-latency``: ``optimize --objective latency`` (fp32);
+- ``sk-auto``: ``optimize --objective latency --precision auto --calibration CAL``;
+- ResNet-18 also ``sk-auto-first``: the same with ``--include-first``.
+
+Every SK variant gets the same ``--calibration`` samples (the fits use them too), and the
+latency variants share one LUT. The variants of a model are timed in one interleaved run
+(``onnx_sk.runtime.bench.bench``); ratios are paired medians against ``dense``. Fidelity: each
+variant against the original on held-out samples of the calibration distribution (top-1
+agreement, logits cosine). No image dataset ships here: the samples are synthetic image-like
+inputs (``bench/image_like.py``: smooth random fields, ImageNet-normalised).
+
+    .venv/bin/python bench/bench_precision.py                       # both models
+    .venv/bin/python bench/bench_precision.py --models resnet18 --seconds 20
+
+Writes ``bench/results/precision.{json,md}``; the models go to ``--work`` (default
+``/tmp/onnx-sk-precision``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from image_like import image_like  # noqa: E402
+
+from onnx_sk.graph.save import save_json  # noqa: E402
+from onnx_sk.pipeline import optimize  # noqa: E402
+from onnx_sk.runtime.bench import BenchOptions, bench  # noqa: E402
+from onnx_sk.runtime.compare import compare_runs  # noqa: E402
+
+BIG = ROOT / "models" / "big"
+RESULTS = ROOT / "bench" / "results"
+CAL_SAMPLES, EVAL_SAMPLES = 16, 32
+
+
+def variants(name: str) -> dict[str, dict]:
+    """Variant name → optimize options (None for the ones not made by optimize)."""
+    out: dict[str, dict] = {
+        "sk-params": {"objective": "params"},
+        "sk-latency": {"objective": "latency"},
+        "sk-auto": {"objective": "latency", "precision": "auto"},
+    }
+    if name == "resnet18":
+        out["sk-auto-first"] = {"objective": "latency", "precision": "auto", "include_first": True}
+    return out
+
+
+def ort_int8(src: Path, out: Path, cal: np.ndarray) -> float:
+    """ORT's static QDQ quantization of ``src`` (per-channel, MinMax on ``cal``); seconds."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    name = onnx.load(src, load_external_data=False).graph.input[0].name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter([{name: x[None]} for x in cal])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    start = time.perf_counter()
+    quantize_static(
+        str(src), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+    )  # fmt: skip
+    return time.perf_counter() - start
+
+
+def fidelity(src: Path, path: Path, xs: np.ndarray) -> dict:
+    name = onnx.load(src, load_external_data=False).graph.input[0].name
+    rows = compare_runs(src, path, iter({name: x[None]} for x in xs), top1=True, threads=1)
+    r = rows[0]
+    return {"cosine": r.cosine, "top1_agreement": r.top1_agreement}
+
+
+def run_model(name: str, work: Path, cal_path: Path, cal: np.ndarray, xs, args) -> dict:
+    src = BIG / f"{name}.onnx"
+    paths: dict[str, Path] = {"dense": src}
+    made: dict[str, dict] = {}
+    q = work / f"{name}_ort_int8.onnx"
+    if not (args.reuse and q.exists()):
+        made["ort-int8"] = {"seconds": ort_int8(src, q, cal)}
+    paths["ort-int8"] = q
+    lut = work / "lut.json"
+    for variant, opts in variants(name).items():
+        out = work / f"{name}_{variant}.onnx"
+        saved = out.with_suffix(".made.json")
+        if args.reuse and out.exists() and saved.exists():
+            made[variant] = json.loads(saved.read_text())
+            paths[variant] = out
+            continue
+        start = time.perf_counter()
+        _, report = optimize(
+            src, out, overwrite=True, calibration=str(cal_path), seed=0,
+            **({"lut": str(lut), "threads": 1} if opts["objective"] == "latency" else {}),
+            **opts,
+        )  # fmt: skip
+        doc = report.to_dict()
+        made[variant] = {
+            "seconds": time.perf_counter() - start,
+            "message": doc["message"],
+            "conv_macs_ratio": doc["totals"].get("conv_macs_ratio"),
+            "totals": doc["totals"],
+            "precision": doc.get("precision"),
+            "int8_convs": (doc.get("precision") or {}).get("int8_convs", []),
+            "fidelity_report": doc.get("fidelity"),
+            "convs": [
+                {k: c.get(k) for k in ("name", "design", "groups", "bottleneck", "precision")}
+                for c in doc["convs"]
+            ],
+        }
+        save_json(made[variant], saved)
+        print(
+            f"  {name} {variant}: {doc['message']} ({made[variant]['seconds']:.0f} s)", flush=True
+        )
+        paths[variant] = out
+    names = list(paths)
+    options = BenchOptions(threads=(1,), seconds=args.seconds, warmup=3)
+    timing = bench([str(paths[n]) for n in names], options, names=names)
+    rows = timing["results"][0]["models"]
+    out = {"variants": {}, "bench": timing}
+    for n, row in zip(names, rows, strict=True):
+        out["variants"][n] = {
+            "median_ms": row["latency_ms"].get("p50") or row["latency_ms"].get("median"),
+            "speedup_vs_dense": row["speedup_vs_first"],
+            "runs": row["runs"],
+            **({"fidelity": fidelity(src, paths[n], xs)} if n != "dense" else {}),
+            **made.get(n, {}),
+        }
+    return out
+
+
+def markdown(doc: dict) -> str:
+    ran = {m.get("command", doc["command"]) for m in doc["models"].values()}
+    commands = ", ".join(f"`{c}`" for c in sorted(ran))
+    lines = [
+        "# Per-conv precision: SK fp32/int8 vs ORT int8 (1 thread, batch 1, 224×224)",
+        "",
+        f"Commands: {commands}. "
+        "One interleaved run per model on a shared 2-vCPU machine "
+        "(noisy: ratios are paired medians within the run). Fidelity: against the original on "
+        f"{EVAL_SAMPLES} held-out synthetic image-like samples (bench/image_like.py; no image "
+        f"dataset here), calibration on {CAL_SAMPLES} others.",
+        "",
+        "| model | variant | median ms | × dense | MAC ideal (fraction) | int8 convs | top-1 agree "
+        "| cosine |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for model, res in doc["models"].items():
+        for n, v in res["variants"].items():
+            f = v.get("fidelity") or {}
+            int8 = len(v.get("int8_convs") or []) if n.startswith("sk") else "-"
+            if n == "ort-int8":
+                int8 = "all"
+            ratio = v.get("conv_macs_ratio")
+            ideal = f"{1 / ratio:.1f}× ({v['speedup_vs_dense'] * ratio:.0%})" if ratio else "-"
+            lines.append(
+                f"| {model} | {n} | {v['median_ms']:.2f} | {v['speedup_vs_dense']:.2f} | {ideal} "
+                f"| {int8} | "
+                f"{f.get('top1_agreement', 1.0) if f else 1.0:.3f} | "
+                f"{f.get('cosine', 1.0) if f else 1.0:.4f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=["resnet18", "resnet50"])
+    ap.add_argument("--seconds", type=float, default=30.0)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/onnx-sk-precision"))
+    ap.add_argument("--reuse", action="store_true", help="reuse the models made by a run before")
+    ap.add_argument(
+        "--keep-others", action="store_true",
+        help="keep the rows of the models not run now from bench/results/precision.json",
+    )  # fmt: skip
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    cal = image_like(CAL_SAMPLES, seed=0)
+    xs = image_like(EVAL_SAMPLES, seed=1)
+    cal_path = args.work / "calibration.npz"
+    np.savez(cal_path, input=cal)
+    command = "python bench/bench_precision.py " + " ".join(sys.argv[1:])
+    doc: dict = {"command": command, "models": {}}
+    previous = RESULTS / "precision.json"
+    if args.keep_others and previous.exists():  # the other models' rows of an earlier run
+        doc = json.loads(previous.read_text())
+    for name in args.models:
+        print(f"{name}:", flush=True)
+        doc["models"][name] = run_model(name, args.work, cal_path, cal, xs, args)
+        doc["models"][name]["command"] = command
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    save_json(doc, RESULTS / "precision.json")
+    (RESULTS / "precision.md").write_text(markdown(doc))
+    print(markdown(doc))
+
+
+if __name__ == "__main__":
+    main()

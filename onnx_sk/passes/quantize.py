@@ -1,0 +1,237 @@
+"""QuantizePass (``--precision int8|auto``): write the planned int8 convs in QDQ form, after the
+fp32 rewrite was verified, and check the result structurally.
+
+Runs after verify: the dense-twin check proves the fp32 rewrite exactly (float32 tolerances,
+unchanged); quantization is not exact, so the int8 model is checked here instead:
+
+1. ranges: every tensor the QDQ form needs (:func:`onnx_sk.graph.qdq.activation_tensors`: the
+   inputs and outputs of the int8 convs, SK stages and shuffles included) is calibrated on the
+   fp32 model just verified (:func:`onnx_sk.runtime.quantize.activation_ranges`), on
+   ``--calibration`` samples, else on seeded random inputs (the report's ``precision.warning``
+   says real data is better);
+2. ``--max-error τ``: per int8 conv, its int8 form (dense, or its SK stages with their weights)
+   against the original fp32 dense conv on the first calibration batch's input activations,
+   ``||y_int8 - y_dense|| / ||y_dense||`` (:func:`onnx_sk.runtime.quantize.relative_error`);
+   a conv over τ stays fp32 (``precision.over_budget``);
+3. the QDQ nodes are inserted (:func:`onnx_sk.graph.qdq.insert_qdq`);
+4. unless ``--no-verify``: the full ONNX checker; ONNX Runtime's optimized graph (CPU provider,
+   ORT_ENABLE_ALL) must hold an int8 conv kernel (``QLinearConv``) per int8 Conv node
+   (``int8_kernels``), and the int8 model's outputs, run by ONNX Runtime as deployed
+   (optimisations on), must have a cosine of at least ``MIN_COSINE`` with the fp32 model's on
+   the first calibration batch (the quantization tolerance; else VerificationError).
+
+Fills the report's ``precision`` and each conv row's ``precision``; the fidelity pass after it
+measures the int8 model against the original.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnx_sk.errors import UserError, VerificationError
+from onnx_sk.graph.build import Replacement, conv_attrs, replace_conv
+from onnx_sk.graph.checks import check
+from onnx_sk.graph.qdq import (
+    MIN_OPSET,
+    MOVES,
+    activation_tensors,
+    insert_qdq,
+    opset_of,
+    with_int8_joins,
+)
+from onnx_sk.maths.spec import ConvSpec
+from onnx_sk.passes.base import PassResult
+from onnx_sk.passes.context import PassContext
+from onnx_sk.runtime.compare import difference
+from onnx_sk.runtime.quantize import (
+    INT8_CONV_OPS,
+    activation_ranges,
+    calibration_feeds,
+    optimized_ops,
+    qdq_micro,
+    relative_error,
+    seeded_feeds,
+)
+from onnx_sk.runtime.session import session
+
+#: the least cosine between the int8 and the fp32 model's outputs (first calibration batch)
+MIN_COSINE = 0.98
+RANDOM_WARNING = (
+    "int8 activation ranges from seeded random inputs: give --calibration with real data for "
+    "better ranges"
+)
+
+
+def check_opset(model: onnx.ModelProto, precision: str) -> None:
+    """Per-channel DequantizeLinear needs opset >= 13: refused before anything is measured."""
+    if precision != "fp32" and opset_of(model) < MIN_OPSET:
+        raise UserError(
+            f"--precision {precision}: the model's opset {opset_of(model)} is below "
+            f"{MIN_OPSET} (per-channel DequantizeLinear); convert it first"
+        )
+
+
+def marked_nodes(
+    graph: onnx.GraphProto, int8: dict[str, str], replacements: list[Replacement]
+) -> dict[str, list[str]]:
+    """conv output → the first outputs of its nodes to write in int8: the dense conv itself, or
+    its SK stages and shuffles."""
+    by_output = {r.output: r for r in replacements}
+    by_name = {n.name: n for n in graph.node if n.name}
+    out: dict[str, list[str]] = {}
+    for conv in int8:
+        r = by_output.get(conv)
+        if r is None:
+            out[conv] = [conv]
+            continue
+        nodes = [by_name[n] for n in r.new_nodes]
+        out[conv] = [n.output[0] for n in nodes if n.op_type in ("Conv", *MOVES)]
+    return out
+
+
+def _dense_micro(spec: ConvSpec, w: np.ndarray, b: np.ndarray | None) -> onnx.ModelProto:
+    """x → the conv with kernel ``w`` (and bias ``b``) → y."""
+    inits = [numpy_helper.from_array(w, "w")] + (
+        [numpy_helper.from_array(b, "b")] if b is not None else []
+    )
+    attrs: dict[str, Any] = dict(conv_attrs(spec))
+    if spec.group > 1:
+        attrs["group"] = spec.group
+    node = helper.make_node(
+        "Conv", ["x", "w", *(["b"] if b is not None else [])], ["y"], "conv", **attrs
+    )
+    graph = helper.make_graph(
+        [node], "conv", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def int8_error(
+    spec: ConvSpec,
+    w: np.ndarray,
+    b: np.ndarray | None,
+    r: Replacement | None,
+    x: np.ndarray,
+) -> float:
+    """The int8 form's relative output error against the fp32 dense conv on ``x``."""
+    dense = _dense_micro(spec, w, b)
+    model = dense
+    if r is not None:
+        model = onnx.ModelProto()
+        model.CopyFrom(dense)
+        replace_conv(model.graph, "y", r.real, r.weights)
+    return relative_error(qdq_micro(model, x), dense, [x])
+
+
+class QuantizePass:
+    name = "quantize"
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        o = ctx.options
+        precision = o.latency.precision
+        if precision == "fp32":
+            return PassResult(model, modified=False)
+        report: dict[str, Any] = {
+            "precision": precision,
+            "int8_convs": [],
+            "ranges_from": None,
+            "warning": None,
+        }
+        ctx.report.precision = report
+        if not ctx.int8:
+            _rows(ctx, set())
+            return PassResult(model, modified=False)
+        marked = marked_nodes(model.graph, ctx.int8, ctx.replacements)
+        tensors = activation_tensors(model.graph, _joined(model, marked))
+        calibration = o.fitting.calibration
+        if calibration is not None:
+            feeds = calibration_feeds(calibration, model)
+        else:
+            feeds = seeded_feeds(model, ctx.input_shapes, o.seed)
+            report["warning"] = RANDOM_WARNING
+        keep = [x for *_, x in ctx.int8_dense.values()]
+        ranges, feed0, want, values = activation_ranges(model, tensors, feeds, keep)
+        report["ranges_from"] = "calibration" if calibration else "random"
+        if o.fitting.max_error is not None:
+            marked = self._within_budget(ctx, marked, values, report)
+        insert_qdq(model.graph, _joined(model, marked), ranges)
+        report["int8_convs"] = [ctx.int8[c] for c in marked]
+        _rows(ctx, set(marked))
+        if o.verify:
+            report["check"] = _check(model, feed0, want, sum(len(v) for v in marked.values()))
+        ctx.checked = None  # the fidelity pass runs the int8 model
+        return PassResult(model, modified=bool(marked))
+
+    @staticmethod
+    def _within_budget(
+        ctx: PassContext,
+        marked: dict[str, list[str]],
+        values: dict[str, np.ndarray],
+        report: dict[str, Any],
+    ) -> dict[str, list[str]]:
+        tau = ctx.options.fitting.max_error
+        assert tau is not None
+        by_output = {r.output: r for r in ctx.replacements}
+        errors, over = {}, []
+        for conv in list(marked):
+            spec, w, b, x_name = ctx.int8_dense[conv]
+            err = int8_error(spec, w, b, by_output.get(conv), values[x_name])
+            errors[ctx.int8[conv]] = err
+            if not err <= tau:
+                over.append(ctx.int8[conv])
+                del marked[conv]
+        report["int8_errors"] = errors
+        report["over_budget"] = over
+        return marked
+
+
+def _joined(model: onnx.ModelProto, marked: dict[str, list[str]]) -> list[str]:
+    """The marked nodes, and the Adds between them (``graph.qdq.with_int8_joins``)."""
+    return with_int8_joins(model.graph, [t for ts in marked.values() for t in ts])
+
+
+def _rows(ctx: PassContext, int8: set[str]) -> None:
+    names = {ctx.int8[c] for c in int8}
+    for row in ctx.report.convs:
+        row["precision"] = "int8" if row["name"] in names else "fp32"
+
+
+def _check(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], want: list[np.ndarray], convs: int
+) -> dict[str, Any]:
+    """The checker, ORT's int8 kernels, and the outputs against the fp32 model's (docstring)."""
+    check(model)
+    dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    int8_convs = sum(
+        1 for n in model.graph.node if n.op_type == "Conv" and n.input[1] in dequantized
+    )
+    ops = optimized_ops(model)
+    kernels = sum(ops[k] for k in INT8_CONV_OPS)
+    if kernels < int8_convs:
+        raise VerificationError(
+            f"int8: ONNX Runtime's optimized graph has {kernels} int8 conv kernels for "
+            f"{int8_convs} int8 Conv nodes (QDQ not fused)"
+        )
+    got = session(model, opt_level="all").run(None, feeds)
+    cosines = []
+    for a, b in zip(want, got, strict=True):
+        cos = difference(np.asarray(a, np.float64), np.asarray(b, np.float64)).cosine
+        cosines.append(cos)
+        if not (math.isfinite(cos) and cos >= MIN_COSINE):
+            raise VerificationError(
+                f"int8: the outputs' cosine with the fp32 model's is {cos:.4f}, below the "
+                f"quantization tolerance {MIN_COSINE}"
+            )
+    return {
+        "int8_kernels": kernels,
+        "ort_ops": {k: ops[k] for k in INT8_CONV_OPS if ops[k]},
+        "cosine_vs_fp32": cosines,
+        "min_cosine": MIN_COSINE,
+        "inputs": {k: list(v.shape) for k, v in feeds.items()},
+    }
