@@ -7,7 +7,9 @@ graph outputs) cut the student into *blocks*: block k holds the student nodes th
 k from earlier anchors and graph inputs, each node in the first block that needs it. A tensor
 that one block computes and a later block reads (a residual branch, a shape) becomes an output of
 the first and an input of the later one, so each block can run, and train, on what the student
-itself computed before it.
+itself computed before it. An anchor made by a node that an earlier block already holds (a second
+output of a Split that also feeds an earlier anchor) has no block of its own: it is one more
+output of that block.
 """
 
 from __future__ import annotations
@@ -45,7 +47,11 @@ def cut(student: onnx.ModelProto, anchor_names: list[str]) -> list[Block]:
     inits = {t.name: t for t in graph.initializer}
     graph_inputs = {vi.name for vi in real_inputs(student)}
     owner: dict[int, int] = {}  # node index -> block index
+    extra: dict[int, set[str]] = {}  # block index -> anchors its nodes make besides its own
     for k, anchor in enumerate(anchor_names):
+        if producer.get(anchor) in owner:  # made by a node an earlier block holds
+            extra.setdefault(owner[producer[anchor]], set()).add(anchor)
+            continue
         stack = [anchor]
         while stack:
             name = stack.pop()
@@ -60,6 +66,8 @@ def cut(student: onnx.ModelProto, anchor_names: list[str]) -> list[Block]:
     blocks = []
     for k, anchor in enumerate(anchor_names):
         nodes = [n for i, n in enumerate(graph.node) if owner.get(i) == k]
+        if not nodes and producer.get(anchor) in owner:
+            continue
         made = {o for n in nodes for o in n.output}
         reads = [x for n in nodes for x in n.input if x and x not in made and x not in inits]
         ins = list(dict.fromkeys(reads))
@@ -70,7 +78,7 @@ def cut(student: onnx.ModelProto, anchor_names: list[str]) -> list[Block]:
             for x in n.input
             if x in made
         }
-        outs = [anchor] + sorted(later - {anchor})
+        outs = [anchor] + sorted((later | extra.get(k, set())) - {anchor})
         used = {x for n in nodes for x in n.input if x in inits}
         sub = onnx.helper.make_graph(
             nodes,
