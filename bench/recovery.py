@@ -106,7 +106,17 @@ def optimize(task: Task, row: Row, objective: str, lut: Path | None) -> None:
 
 
 def display(args: list[str], data: Path) -> str:
-    return " ".join(a if a != str(data) else "DATA" for a in args)
+    """The options as run, the data files named DATA (all samples) or DATA[:n] (the first n)."""
+
+    def name(a: str) -> str:
+        if a == str(data):
+            return "DATA"
+        p = Path(a)
+        if p.parent == data.parent and p.stem.startswith("unlabelled_"):
+            return f"DATA[:{p.stem.removeprefix('unlabelled_')}]"
+        return a
+
+    return " ".join(name(a) for a in args)
 
 
 def main(task: Task, argv: list[str] | None = None) -> None:
