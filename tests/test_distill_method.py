@@ -184,7 +184,7 @@ def test_recover_class_axis_trains_kl_and_reports_agreement(tmp_path):
 @pytest.mark.parametrize(("schedule", "epochs_run"), [("constant", 1), ("cosine", 5)])
 def test_patience_waits_for_half_the_cosine_schedule(schedule, epochs_run):
     """A held-out loss that never improves stops a constant-rate stage after ``patience`` epochs,
-    a cosine stage only once half its epochs are done."""
+    a cosine stage only ``patience`` epochs into the second half of its epochs."""
     p = torch.nn.Parameter(torch.ones(1))
     stage = fit.Stage("s", [p], lambda index: p.sum(), lambda: 1.0, dict, lambda s: None)
     curve = fit.Curve()

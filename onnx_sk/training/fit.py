@@ -309,8 +309,9 @@ def run_stage(
     ``schedule="cosine"``: the learning rate follows ``lr · (1 + cos(π·f)) / 2``, ``f`` the
     fraction of the stage done (of its epochs or of its time to ``deadline``, the larger);
     ``"plateau"``: it halves after every ``PLATEAU_EPOCHS`` epochs without a better held-out loss.
-    With the cosine schedule the ``patience`` stop applies only once half the stage is done (its
-    high-rate first half is noisy; the low-rate end is where the loss falls most)."""
+    With the cosine schedule only the epochs in the second half of the stage count towards the
+    ``patience`` stop (the high-rate first half is noisy; the low-rate end is where the loss
+    falls most)."""
     if not stage.params or epochs <= 0:
         return
     opt = torch.optim.Adam(stage.params, lr=lr)
@@ -356,9 +357,9 @@ def run_stage(
             progress(dict(row, epochs=epochs))
         if held < best and math.isfinite(held):
             best, best_state, bad = held, stage.state(), 0
-        else:
+        elif schedule != "cosine" or done >= 0.5:  # a cosine stage's first half is not judged
             bad += 1
-            if bad >= patience and (schedule != "cosine" or done >= 0.5):
+            if bad >= patience:
                 break
             if schedule == "plateau" and bad % PLATEAU_EPOCHS == 0:
                 for group in opt.param_groups:
