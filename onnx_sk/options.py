@@ -180,6 +180,11 @@ class RecoverOptions:
     recover_holdout: float = option(
         0.2, "--recover: fraction of the samples held out (early stop, fidelity)."
     )
+    recover_class_axis: int | None = option(
+        None,
+        "--recover: the outputs are class scores along this axis: trained by KL divergence on "
+        "them (a Softmax/LogSoftmax output is found without it); argmax agreement reported.",
+    )
 
 
 @dataclass(frozen=True)

@@ -81,14 +81,18 @@ def distill_cmd(
     holdout: float = typer.Option(
         0.2, help="Fraction of the samples held out (early stop, fidelity)."
     ),
-    lr: float = typer.Option(3e-3, help="Adam learning rate."),
+    lr: float = typer.Option(1e-2, help="Adam learning rate (peak of the cosine schedule)."),
     seed: int = typer.Option(0, help="Seed of the split, the batch order and torch."),
     threads: int = typer.Option(1, help="Threads of torch and ONNX Runtime."),
     patience: int = typer.Option(
-        10, help="Stop a stage after this many epochs without a better held-out loss."
+        10,
+        help="Stop a stage after this many epochs without a better held-out loss (once half "
+        "of the stage's cosine schedule is done).",
     ),
     class_axis: int = typer.Option(
-        None, help="Also report how often the argmax along this axis is the teacher's."
+        None,
+        help="The outputs are class scores along this axis: train them by KL divergence and "
+        "report how often the argmax along it is the teacher's.",
     ),
     report: str = typer.Option(None, help="Write the JSON report to this file."),
     size: str = _data_option("size"),

@@ -114,6 +114,7 @@ class RecoverPass:
         trained, result = distill.recover(
             teacher, model, data, epochs=r.recover_epochs, minutes=r.recover_minutes,
             holdout=r.recover_holdout, seed=ctx.options.seed, progress=progress,
+            class_axis=r.recover_class_axis,
         )  # fmt: skip
         del teacher, model
         if ctx.options.verify:

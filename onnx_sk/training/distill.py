@@ -17,6 +17,7 @@ student and returns the checked graph for the optimize pipeline to write; both r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -43,8 +44,16 @@ from onnx_sk.training.blocks import cut
 from onnx_sk.training.bn_fold import fold_training_bns, training_bns
 from onnx_sk.training.data import Data, load_samples
 from onnx_sk.training.data import validate as validate_data
+from onnx_sk.training.method import Method, mix
 from onnx_sk.training.samples import Samples
-from onnx_sk.training.targets import VARIANCE_SAMPLES, Fidelity, Targets, fidelity, run_batched
+from onnx_sk.training.targets import (
+    VARIANCE_SAMPLES,
+    Fidelity,
+    Targets,
+    distributions,
+    fidelity,
+    run_batched,
+)
 
 
 @dataclass
@@ -91,7 +100,7 @@ def validate(
     minutes: float | None,
     batch_size: int = 32,
     holdout: float = 0.2,
-    lr: float = 3e-3,
+    lr: float = 1e-2,
     threads: int = 1,
     patience: int = 10,
     prefix: str = "--",
@@ -236,7 +245,7 @@ def distill(
     minutes: float | None = None,
     batch_size: int = 32,
     holdout: float = 0.2,
-    lr: float = 3e-3,
+    lr: float = 1e-2,
     seed: int = 0,
     threads: int = 1,
     patience: int = 10,
@@ -252,6 +261,7 @@ def distill(
     layout: str | None = None,
     grayscale: bool = False,
     preprocess: str | None = None,
+    method: Method | None = None,
 ) -> DistillResult:
     """Distill ``student`` from ``teacher`` on the unlabelled ``data`` and write it to ``output``
     (see the module docstring; the stages are in :mod:`onnx_sk.training.fit`).
@@ -282,6 +292,7 @@ def distill(
         t_model, s_model, samples, epochs=epochs, minutes=minutes, batch_size=batch_size,
         holdout=holdout, lr=lr, seed=seed, threads=threads, patience=patience,
         progress=progress, class_axis=class_axis, block_stage=block_stage, start=start,
+        method=method,
     )  # fmt: skip
     full_check(trained.model)  # the full checker, as optimize runs it
     if trained.split is None:  # (a partial recovery's check reads the unfolded node list)
@@ -313,6 +324,8 @@ def recover(
     seed: int = 0,
     progress: Callable[[dict], None] | None = None,
     data_options: DataOptions | None = None,
+    class_axis: int | None = None,
+    method: Method | None = None,
 ) -> tuple[onnx.ModelProto, DistillResult]:
     """``optimize --recover``: distill ``student`` (the optimized model, in memory) from
     ``teacher`` (the original) and return the trained graph, checked as distill checks the file
@@ -330,7 +343,7 @@ def recover(
     )
     trained = train(
         teacher, student, samples, epochs=epochs, minutes=minutes, holdout=holdout, seed=seed,
-        progress=progress, start=start,
+        progress=progress, start=start, class_axis=class_axis, method=method,
     )  # fmt: skip
     full_check(trained.model)  # the full checker, as optimize runs it
     after, worst = checked_in_runtime(trained.model, trained)
@@ -353,7 +366,7 @@ def train(
     minutes: float | None = None,
     batch_size: int = 32,
     holdout: float = 0.2,
-    lr: float = 3e-3,
+    lr: float = 1e-2,
     seed: int = 0,
     threads: int = 1,
     patience: int = 10,
@@ -361,6 +374,7 @@ def train(
     class_axis: int | None = None,
     block_stage: bool = True,
     start: float | None = None,
+    method: Method | None = None,
 ) -> Trained:
     """The two stages on ``samples`` (checked), ``minutes`` counted from ``start``; returns the
     student's graph with the trained weights, not yet checked."""
@@ -390,17 +404,27 @@ def train(
     # the loss's per-channel variances: every training target when cached, else the first ones
     inv = fit.inverse_variance({k: (tg.cache or var_src)[k] for k in targets})
 
-    def want(index: np.ndarray) -> dict:
-        return {k: torch.from_numpy(v) for k, v in tg.train(samples, index).items()}
+    method = method or Method()
+    method = dataclasses.replace(
+        method, distributions=distributions(t_model, held_want, outputs, class_axis)
+    )
+    mix_rng = np.random.default_rng([seed, 1])
 
-    def feeds(index: np.ndarray) -> dict:
-        x = samples.take(index)
-        if fixed:  # the teacher's tensors in place of the region torch cannot run
-            x.update({k: v for k, v in tg.train(samples, index).items() if k in fixed})
-        return {k: torch.from_numpy(v) for k, v in x.items()}
+    def batch(p: np.ndarray) -> tuple[dict, dict]:  # positions in the training split
+        """A training batch and the teacher's targets for it (mixed: run now in ORT)."""
+        if method.mix > 0:
+            x = mix(samples.take(train[p]), method.mix, mix_rng)
+            y = tg.teacher.run(x)
+        else:
+            x, y = samples.take(train[p]), tg.train(samples, train[p])
+        x.update({k: y[k] for k in fixed})  # the teacher's tensors where torch cannot run
+        return (
+            {k: torch.from_numpy(v) for k, v in x.items()},
+            {k: torch.from_numpy(v) for k, v in y.items()},
+        )
 
     writable = _writable(s_model)
-    st = fit.Student(t_model_part, train_outputs, kept)
+    st = fit.Student(t_model_part, train_outputs, kept, method)
     fit.freeze_except(st.module, st.module.keys, writable)
     held_feeds = {k: torch.from_numpy(v) for k, v in samples.take(held).items()}
     held_feeds.update({k: torch.from_numpy(held_want[k]) for k in fixed})
@@ -415,7 +439,9 @@ def train(
     loss_before = holdout_loss()
     curve = fit.Curve()
     deadline = start + minutes * 60 if minutes is not None else math.inf
-    stage1_deadline = start + (deadline - start) / 3 if minutes is not None else math.inf
+    stage1_deadline = (
+        start + (deadline - start) * method.stage1 if minutes is not None else math.inf
+    )
 
     skipped = None if block_stage else "block_stage=False"
     scaled = 0
@@ -428,8 +454,9 @@ def train(
 
     def run(stage: fit.Stage, until: float) -> None:
         fit.run_stage(
-            stage, len(train), batch_size, epochs, lr, until, rng, curve, start, progress, patience
-        )
+            stage, len(train), batch_size, epochs, lr, until, rng, curve, start, progress,
+            patience, method.schedule,
+        )  # fmt: skip
 
     if bl is not None:
         for m in bl.modules:
@@ -442,13 +469,14 @@ def train(
             holdout_loss,
             {k: torch.from_numpy(v) for k, v in cal.items()},
             {k: torch.from_numpy(v) for k, v in var_src.items()},
-            lambda p: bl.loss(feeds(train[p]), want(train[p]), inv, one),
+            lambda p: bl.loss(*batch(p), inv, one),
             one,
             lambda stage: run(stage, stage1_deadline),
         )
 
     def batch_loss(p: np.ndarray):  # positions in the training split
-        return st.loss(st.run(feeds(train[p]), one), want(train[p]), inv)
+        x, y = batch(p)
+        return st.loss(st.run(x, one), y, inv)
 
     stage2 = fit.Stage(
         "end-to-end",
@@ -484,6 +512,7 @@ def train(
             "threads": threads,
             "patience": patience,
             "class_axis": class_axis,
+            "method": dataclasses.asdict(method),
         },
         "stage1_skipped": skipped,
         "blocks_rescaled": scaled,

@@ -130,3 +130,28 @@ def fidelity(
             agree = float(np.mean(t.argmax(class_axis) == s.argmax(class_axis)))
         out.append(Fidelity(name, d.cosine, d.max_abs_diff, d.mean_abs_diff, agree))
     return out
+
+
+def distributions(
+    model: onnx.ModelProto, held: dict[str, np.ndarray], outputs: list[str], class_axis: int | None
+) -> dict[str, tuple[int, str]]:
+    """The outputs that are distributions, name -> (class axis, kind): those a Softmax or a
+    LogSoftmax writes (along its axis; before opset 13 only when that axis is the last, the one
+    case where the old flattening semantics is a softmax along one axis), kind
+    ``"probabilities"`` or ``"log-probabilities"``; with ``class_axis`` every other output that
+    has that axis, as ``"logits"``."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    out: dict[str, tuple[int, str]] = {}
+    for name in outputs:
+        rank = held[name].ndim
+        node = producer.get(name)
+        if node is not None and node.op_type in ("Softmax", "LogSoftmax"):
+            axis = next((a.i for a in node.attribute if a.name == "axis"), -1 if opset >= 13 else 1)
+            axis = axis + rank if axis < 0 else axis
+            if 0 <= axis < rank and (opset >= 13 or axis == rank - 1):
+                kind = "probabilities" if node.op_type == "Softmax" else "log-probabilities"
+                out[name] = (axis, kind)
+        elif class_axis is not None and -rank <= class_axis < rank:
+            out[name] = (class_axis % rank, "logits")
+    return out

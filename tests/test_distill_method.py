@@ -1,0 +1,193 @@
+"""The distillation method's pieces: input mixing, KL on distributions, their detection, the
+cosine schedule, and a distill run that uses all of them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from helpers import MODELS, run_cli
+from onnx import TensorProto, helper
+
+import onnx_sk
+from onnx_sk.training.method import Method, mix
+from onnx_sk.training.targets import distributions
+
+torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.torch
+
+from onnx_sk.training import fit  # noqa: E402 (needs torch)
+
+TEACHER = MODELS / "table1_w16_bn.onnx"
+
+
+def test_mix_replaces_a_fraction_by_convex_mixtures_of_the_batch():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 3, 4)).astype(np.float32)
+    y = rng.standard_normal((8, 2)).astype(np.float32)
+    out = mix({"x": x, "y": y}, 0.5, np.random.default_rng(1))
+    again = mix({"x": x, "y": y}, 0.5, np.random.default_rng(1))
+    assert all(np.array_equal(out[k], again[k]) for k in out)  # seeded
+    assert out["x"].shape == x.shape and out["x"].dtype == np.float32
+    assert np.array_equal(out["x"][4:], x[4:]) and np.array_equal(out["y"][4:], y[4:])
+    # each mixed sample is λ·a + (1 − λ)·b of two samples, with one λ and pair for every input
+    for i in range(4):
+        found = False
+        for a in range(8):
+            for b in range(8):
+                d = x[a] - x[b]
+                if not np.any(d):
+                    continue
+                lam = float(np.sum((out["x"][i] - x[b]) * d) / np.sum(d * d))
+                if (
+                    -1e-5 <= lam <= 1 + 1e-5
+                    and np.allclose(out["x"][i], lam * x[a] + (1 - lam) * x[b], atol=1e-5)
+                    and np.allclose(out["y"][i], lam * y[a] + (1 - lam) * y[b], atol=1e-5)
+                ):
+                    found = True
+        assert found, i
+    assert mix({"x": x}, 0.0, rng)["x"] is x
+
+
+def test_kl_divergence():
+    t = torch.randn(5, 7, 3)
+    assert float(fit.kl_divergence(t, t, 1, 4.0)) == pytest.approx(0.0, abs=1e-6)
+    s = torch.randn(5, 7, 3)
+    got = float(fit.kl_divergence(s, t, 1, 2.0))
+    p, q = torch.softmax(t / 2, 1), torch.softmax(s / 2, 1)
+    want = float((p * (p.log() - q.log())).sum(1).mean() * 4)
+    assert got == pytest.approx(want, rel=1e-5) and got > 0
+    # probabilities become logits up to a constant: the same divergence
+    assert float(
+        fit.kl_divergence(
+            fit.as_logits(torch.softmax(s, 1), "probabilities"),
+            fit.as_logits(torch.softmax(t, 1), "probabilities"),
+            1,
+            2.0,
+        )
+    ) == pytest.approx(got, rel=1e-4)
+
+
+def _head(op: str, opset: int, axis: int | None) -> onnx.ModelProto:
+    attrs = {} if axis is None else {"axis": axis}
+    nodes = [
+        helper.make_node("Relu", ["x"], ["h"]),
+        helper.make_node(op, ["h"], ["p"], **attrs),
+        helper.make_node("Relu", ["x"], ["r"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4, 3])],
+        [
+            helper.make_tensor_value_info("p", TensorProto.FLOAT, [2, 4, 3]),
+            helper.make_tensor_value_info("r", TensorProto.FLOAT, [2, 4, 3]),
+        ],
+    )
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_distributions_found():
+    held = {"p": np.zeros((2, 4, 3)), "r": np.zeros((2, 4, 3))}
+    outs = ["p", "r"]
+    assert distributions(_head("Softmax", 13, None), held, outs, None) == {
+        "p": (2, "probabilities")
+    }
+    assert distributions(_head("LogSoftmax", 13, 1), held, outs, None) == {
+        "p": (1, "log-probabilities")
+    }
+    # before opset 13 an axis that is not the last flattens: not a softmax along one axis
+    assert distributions(_head("Softmax", 11, 1), held, outs, None) == {}
+    assert distributions(_head("Softmax", 11, -1), held, outs, None) == {"p": (2, "probabilities")}
+    # a class axis makes every other output with that axis a distribution of logits
+    assert distributions(_head("Softmax", 13, None), held, outs, -2) == {
+        "p": (2, "probabilities"),
+        "r": (1, "logits"),
+    }
+    assert distributions(_head("Relu", 13, None), held, outs, 3) == {}
+
+
+def test_cosine_schedule_decays_to_zero(monkeypatch):
+    """Per step, ``lr · (1 + cos(π·f)) / 2`` with ``f`` the fraction of the stage's epochs done."""
+    p = torch.nn.Parameter(torch.ones(1))
+    seen: list[float] = []
+    orig = torch.optim.Adam.step
+
+    def step(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    stage = fit.Stage("s", [p], lambda index: p.sum(), lambda: 0.0, dict, lambda s: None)
+    fit.run_stage(stage, 8, 4, 3, 1.0, float("inf"), np.random.default_rng(0), fit.Curve(),
+                  0.0, None, 100, "cosine")  # fmt: skip
+    assert seen == pytest.approx([(1 + np.cos(np.pi * i / 6)) / 2 for i in range(6)])
+
+
+def _images(n: int, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, 3, 8, 8)).astype(np.float32)
+    return np.repeat(np.repeat(x, 2, axis=2), 2, axis=3)
+
+
+def test_distill_with_mixing_kl_and_cosine(tmp_path):
+    """The whole method on the tiny model: mixed batches labelled by the teacher, KL on the
+    outputs along the class axis, cosine schedule; the student gets closer to the teacher and the
+    run is deterministic for a seed."""
+    student = tmp_path / "student.onnx"
+    onnx_sk.optimize(TEACHER, student, init="he", input_shape=["input:1x3x16x16"])
+    data = tmp_path / "data.npz"
+    np.savez(data, input=_images(64))
+    m = Method(mix=0.5, schedule="cosine", temperature=2.0)
+    runs = []
+    for name in ("a.onnx", "b.onnx"):
+        runs.append(
+            onnx_sk.distill(
+                TEACHER,
+                student,
+                tmp_path / name,
+                data,
+                epochs=4,
+                holdout=0.25,
+                seed=0,
+                class_axis=1,
+                method=m,
+            )  # fmt: skip
+        )
+    r = runs[0]
+    out = onnx.load(TEACHER).graph.output[0].name
+    assert r.options["method"]["distributions"] == {out: (1, "logits")}
+    assert r.holdout_loss_after < r.holdout_loss_before
+    assert r.after[0].cosine > r.before[0].cosine
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+
+
+def test_recover_class_axis_trains_kl_and_reports_agreement(tmp_path):
+    """``optimize --recover ... --recover-class-axis 1``: the output is trained by KL along axis 1
+    (the report's method says so) and the fidelity gives the argmax agreement."""
+    data = tmp_path / "data.npz"
+    np.savez(data, input=_images(32))
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    proc = run_cli(
+        "optimize", TEACHER, out, "--init", "he", "--objective", "params", "--recover", data,
+        "--recover-epochs", "1", "--recover-class-axis", "1", "--report", report,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads(report.read_text())["recovery"]
+    name = onnx.load(TEACHER).graph.output[0].name
+    assert rec["options"]["class_axis"] == 1
+    assert rec["options"]["method"]["distributions"] == {name: [1, "logits"]}
+    assert rec["after"][0]["argmax_agreement"] is not None
+
+
+@pytest.mark.parametrize(("schedule", "epochs_run"), [("constant", 1), ("cosine", 5)])
+def test_patience_waits_for_half_the_cosine_schedule(schedule, epochs_run):
+    """A held-out loss that never improves stops a constant-rate stage after ``patience`` epochs,
+    a cosine stage only ``patience`` epochs into the second half of its epochs."""
+    p = torch.nn.Parameter(torch.ones(1))
+    stage = fit.Stage("s", [p], lambda index: p.sum(), lambda: 1.0, dict, lambda s: None)
+    curve = fit.Curve()
+    fit.run_stage(stage, 8, 4, 10, 1e-3, float("inf"), np.random.default_rng(0), curve, 0.0,
+                  None, 1, schedule)  # fmt: skip
+    assert len(curve.rows) == epochs_run
