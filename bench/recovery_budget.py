@@ -42,6 +42,11 @@ def main() -> None:
     ap.add_argument("--mix", type=float, default=0.0)
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--class-axis", type=int, default=None)
+    ap.add_argument(
+        "--one-step",
+        action="store_true",
+        help="optimize --recover (its default designs; --objective and --mix unused)",
+    )
     ap.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
     args = ap.parse_args()
     task = importlib.import_module(f"recovery_{args.task}").task
@@ -51,11 +56,25 @@ def main() -> None:
         data = d / "unlabelled.npz"
         np.savez(data, **task.unlabelled(args.samples, 1))
         student, out = d / "student.onnx", d / "recovered.onnx"
-        onnx_sk.optimize(str(task.teacher), str(student), init=args.init, objective=args.objective)
-        r = onnx_sk.distill(
-            str(task.teacher), str(student), str(out), str(data), epochs=1000,
-            minutes=args.minutes, class_axis=args.class_axis, method=Method(mix=args.mix),
-        )  # fmt: skip
+        if args.one_step:  # optimize --recover: its default designs (latency, capacity)
+            _, report = onnx_sk.optimize(
+                str(task.teacher), str(out), init=args.init, recover=str(data),
+                recover_minutes=args.minutes, recover_epochs=1000,
+                recover_class_axis=args.class_axis,
+            )  # fmt: skip
+            rec = report.recovery or {}
+            seconds, curve = rec.get("seconds"), rec.get("curve", [])
+            losses = [rec.get("holdout_loss_before"), rec.get("holdout_loss_after")]
+        else:
+            _, report = onnx_sk.optimize(
+                str(task.teacher), str(student), init=args.init, objective=args.objective
+            )
+            r = onnx_sk.distill(
+                str(task.teacher), str(student), str(out), str(data), epochs=1000,
+                minutes=args.minutes, class_axis=args.class_axis, method=Method(mix=args.mix),
+            )  # fmt: skip
+            seconds, curve = r.seconds, r.curve
+            losses = [r.holdout_loss_before, r.holdout_loss_after]
         teacher_preds = task.predict(task.teacher)
         preds = task.predict(out)
         doc = {
@@ -71,15 +90,19 @@ def main() -> None:
             "quality": task.score(preds, task.labels),
             "agreement": task.score(preds, teacher_preds),
             "quality_name": task.quality_name,
-            "distill_seconds": r.seconds,
+            "one_step": args.one_step,
+            "conv_params_ratio": report.totals.get("conv_params_ratio"),
+            "designs": sorted({c.get("design") or "kept" for c in report.convs}),
+            "distill_seconds": seconds,
             "epochs": {
-                s: max((c["epoch"] for c in r.curve if c["stage"] == s), default=0)
+                s: max((c["epoch"] for c in curve if c["stage"] == s), default=0)
                 for s in ("blocks", "end-to-end")
             },
-            "holdout_loss": [r.holdout_loss_before, r.holdout_loss_after],
+            "holdout_loss": losses,
             "wall_seconds": round(time.perf_counter() - start, 1),
         }
-    name = f"recovery_budget_{args.task}_{args.init}_{args.minutes:g}min_mix{args.mix:g}.json"
+    how = "onestep" if args.one_step else f"{args.objective}_mix{args.mix:g}"
+    name = f"recovery_budget_{args.task}_{args.init}_{args.minutes:g}min_{how}.json"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / name).write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps(doc, indent=2))

@@ -173,7 +173,8 @@ class RecoverOptions:
         "says; at most 256 MiB of samples held in memory), as onnx-sk distill does; needs the "
         "torch extra. "
         "Only the weights change; OUT is written once, after training. Designs default to "
-        "--objective latency where input sizes are static.",
+        "--objective latency where input sizes are static (the most weights that keep 90% of "
+        "the fastest design's time saving).",
     )
     recover_epochs: int = option(20, "--recover: the most epochs of each stage.")
     recover_minutes: float | None = option(None, "--recover: stop training after M minutes.")

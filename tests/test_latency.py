@@ -26,12 +26,14 @@ from onnx_sk.maths.weight_init import he_init
 from onnx_sk.pipeline import optimize
 from onnx_sk.runtime import lut as lut_module
 from onnx_sk.runtime.latency import (
+    CAPACITY_SLACK,
     MAX_ROUNDS,
     MIN_ROUNDS,
     MIN_SPEEDUP,
     _blocked,
     candidate_key,
     candidates,
+    decide,
     measure_shape,
     shape_key,
 )
@@ -334,3 +336,44 @@ def test_measure_shape_entry_fields():
             "speedup",
         }
         assert c["ms"] > 0 and c["speedup"] > 0 and 0 < c["macs_ratio"] < 1
+
+
+def _capacity_entry(dw_pw_speedup: float) -> tuple[dict, str]:
+    """SPEC's entry: the fastest candidate (4×) with few weights, dw-pw (more weights) at
+    ``dw_pw_speedup``."""
+    fast = next(candidate_key(c) for c in candidates(SPEC, 0.25) if c.design == "pwg-dw-pwg")
+    entry = _entry({fast: 4.0, "dw-pw": dw_pw_speedup})
+    entry["candidates"][fast]["macs_ratio"] = 0.05
+    entry["candidates"]["dw-pw"]["macs_ratio"] = 0.3
+    return entry, fast
+
+
+def test_recovery_prefers_weights_within_the_saving_slack():
+    site = type("Site", (), {"spec": SPEC})()
+    # the fastest saves 0.75 ms of 1 ms; dw-pw at 3.8× (0.263 ms) keeps 98% of that saving
+    entry, fast = _capacity_entry(3.8)
+    real, reason, note = decide(site, entry, None, 0.25)
+    assert reason is None and real.design == "pwg-dw-pwg" and f"{fast})" in note
+    real, reason, note = decide(site, entry, None, 0.25, capacity=True)
+    assert reason is None and real.design == "dw-pw"
+    assert note.endswith(f"the most weights keeping 90% of the fastest's saving ({fast}))")
+    # at 2× (0.5 ms) dw-pw keeps only 67% of the saving: the fastest stays
+    entry, fast = _capacity_entry(2.0)
+    real, _, note = decide(site, entry, None, 0.25, capacity=True)
+    assert real.design == "pwg-dw-pwg" and note.endswith(f"{fast})")
+    assert CAPACITY_SLACK == 0.10
+
+
+def test_recover_takes_latency_options_and_chooses_capacity(two_conv_model, tmp_path):
+    entry, _ = _capacity_entry(3.8)
+    lut = _write_lut(tmp_path / "lut.json", entry)
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.random.default_rng(0).standard_normal((8, 3, 10, 10)).astype(np.float32))
+    proc = run_cli(
+        "optimize", two_conv_model, tmp_path / "o.onnx", "--lut", lut, "--recover", data,
+        "--recover-epochs", "1", "--report", tmp_path / "r.json",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((tmp_path / "r.json").read_text())
+    row = next(r for r in doc["convs"] if r["name"] == "conv")
+    assert doc["options"]["objective"] == "latency" and row["design"] == "dw-pw"

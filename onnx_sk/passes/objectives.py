@@ -140,7 +140,8 @@ def _latency(
             assert spec is not None and shape is not None
             entry = lut.get(provider, threads, latency.shape_key(spec, shape, ratio))
             assert entry is not None  # fill measured every missing shape
-            d.real, d.reason, note = latency.decide(d.site, entry, designs, ratio)
+            capacity = options.recovery.recover is not None  # distillation trains it
+            d.real, d.reason, note = latency.decide(d.site, entry, designs, ratio, capacity)
             d.note = note or None
     return decisions
 
@@ -198,7 +199,8 @@ def validate_latency(options: OptimizeOptions) -> None:
         )
         if value is not None
     ]
-    if options.reduce.objective != "latency":
+    # None: not given with --recover, decided by the plan pass (latency where sizes are known)
+    if options.reduce.objective not in ("latency", None):
         if given:
             raise UserError(f"{', '.join(given)} apply to --objective latency only")
         return

@@ -57,6 +57,7 @@ BEST_BY_MACS = 2
 BEST_BLOCKED = 2
 BLOCKS = (16, 8)
 MIN_SPEEDUP = 1.05
+CAPACITY_SLACK = 0.10  # decide(capacity=True): give up at most 10% of the fastest's saving
 WARMUP = 2
 MIN_ROUNDS, MAX_ROUNDS = 7, 40
 BUDGET_S = 1.5
@@ -354,9 +355,19 @@ def realise(spec: ConvSpec, cand: dict, ratio: float) -> Realisation | None:
 
 
 def decide(
-    site: ConvSite, entry: dict, designs: list[str] | None, ratio: float
+    site: ConvSite,
+    entry: dict,
+    designs: list[str] | None,
+    ratio: float,
+    capacity: bool = False,
 ) -> tuple[Realisation | None, str | None, str]:
-    """(realisation, None, note) for the fastest candidate, or (None, reason, note)."""
+    """(realisation, None, note) for the fastest candidate, or (None, reason, note).
+
+    ``capacity`` (``--recover``: distillation, not the fit, carries the accuracy, and a student
+    with more weights learns more from the same samples): among the candidates that keep at
+    least 1 − ``CAPACITY_SLACK`` of the time the fastest one saves over the dense conv, the one
+    with the most multiply-adds per output pixel (for one field, the most weights) wins; so the
+    network keeps at least that share of the fastest choice's saving."""
     assert site.spec is not None
     provider, threads = entry["provider"], entry["threads"]
     allowed = [
@@ -367,10 +378,23 @@ def decide(
     if not allowed:
         return None, f"no SK candidate of {', '.join(designs or DESIGNS)} to measure", ""
     key, best = max(allowed, key=lambda kc: kc[1]["speedup"])
+    why = ""
+    if capacity:
+        limit = best["ms"] + CAPACITY_SLACK * max(entry["dense_ms"] - best["ms"], 0.0)
+        near = [
+            kc for kc in allowed if kc[1]["ms"] <= limit and kc[1]["speedup"] >= MIN_SPEEDUP
+        ] or [(key, best)]
+        chosen = max(near, key=lambda kc: (kc[1]["macs_ratio"], kc[1]["speedup"]))
+        if chosen[0] != key:
+            why = (
+                f"; the most weights keeping {1 - CAPACITY_SLACK:.0%} of the fastest's saving "
+                f"({key})"
+            )
+        key, best = chosen
     where = f"{provider}, {threads} thread{'s' if threads > 1 else ''}"
     note = (
         f"latency on {where}: {best['ms']:.3g} ms vs dense {entry['dense_ms']:.3g} ms "
-        f"({best['speedup']:.2f}×, {key})"
+        f"({best['speedup']:.2f}×, {key}{why})"
     )
     if best["speedup"] < MIN_SPEEDUP:
         return (
