@@ -28,6 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import onnx_sk  # noqa: E402
+from onnx_sk.runtime.bench import BenchOptions, bench  # noqa: E402
 from onnx_sk.training.method import Method  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,6 +78,8 @@ def main() -> None:
             losses = [r.holdout_loss_before, r.holdout_loss_after]
         teacher_preds = task.predict(task.teacher)
         preds = task.predict(out)
+        timing = bench([str(task.teacher), str(out)], BenchOptions(threads=(1,), seconds=15))
+        speedup = timing["results"][0]["models"][1]["speedup_vs_first"]
         doc = {
             "command": "PYTHONPATH=. python bench/recovery_budget.py " + " ".join(sys.argv[1:]),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch and ORT 1 thread",
@@ -90,6 +93,7 @@ def main() -> None:
             "quality": task.score(preds, task.labels),
             "agreement": task.score(preds, teacher_preds),
             "quality_name": task.quality_name,
+            "speedup_1_thread": speedup,
             "one_step": args.one_step,
             "conv_params_ratio": report.totals.get("conv_params_ratio"),
             "designs": sorted({c.get("design") or "kept" for c in report.convs}),
