@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument(
         "--one-step",
         action="store_true",
-        help="optimize --recover (its default designs; --objective and --mix unused)",
+        help="optimize --recover (its default designs; --objective unused)",
     )
     ap.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
     args = ap.parse_args()
@@ -61,7 +61,7 @@ def main() -> None:
             _, report = onnx_sk.optimize(
                 str(task.teacher), str(out), init=args.init, recover=str(data),
                 recover_minutes=args.minutes, recover_epochs=1000,
-                recover_class_axis=args.class_axis,
+                recover_class_axis=args.class_axis, recover_mix=args.mix,
             )  # fmt: skip
             rec = report.recovery or {}
             seconds, curve = rec.get("seconds"), rec.get("curve", [])
@@ -105,7 +105,7 @@ def main() -> None:
             "holdout_loss": losses,
             "wall_seconds": round(time.perf_counter() - start, 1),
         }
-    how = "onestep" if args.one_step else f"{args.objective}_mix{args.mix:g}"
+    how = f"onestep_mix{args.mix:g}" if args.one_step else f"{args.objective}_mix{args.mix:g}"
     name = f"recovery_budget_{args.task}_{args.init}_{args.minutes:g}min_{how}.json"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / name).write_text(json.dumps(doc, indent=2) + "\n")

@@ -181,6 +181,35 @@ def test_recover_class_axis_trains_kl_and_reports_agreement(tmp_path):
     assert rec["after"][0]["argmax_agreement"] is not None
 
 
+def test_mix_from_the_command_lines(tmp_path):
+    """``--recover-mix`` (optimize) and ``--mix`` (distill) reach the method; out of [0, 1]:
+    one line, exit 2, nothing written."""
+    data = tmp_path / "data.npz"
+    np.savez(data, input=_images(32))
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    proc = run_cli(
+        "optimize", TEACHER, out, "--init", "he", "--objective", "params", "--recover", data,
+        "--recover-epochs", "1", "--recover-mix", "0.5", "--report", report,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(report.read_text())["recovery"]["options"]["method"]["mix"] == 0.5
+    distilled, dreport = tmp_path / "d.onnx", tmp_path / "d.json"
+    proc = run_cli("distill", TEACHER, out, distilled, "--data", data, "--epochs", "1",
+                   "--mix", "0.25", "--report", dreport)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(dreport.read_text())["options"]["method"]["mix"] == 0.25
+    for args, flag in (
+        (("optimize", TEACHER, tmp_path / "x.onnx", "--recover", data, "--recover-mix", "1.5"),
+         "--recover-mix"),
+        (("distill", TEACHER, out, tmp_path / "x.onnx", "--data", data, "--mix", "-0.1"),
+         "--mix"),
+    ):  # fmt: skip
+        proc = run_cli(*args)
+        assert proc.returncode == 2 and proc.stderr.startswith(f"error: {flag} must be in [0, 1]")
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "x.onnx").exists()
+
+
 @pytest.mark.parametrize(("schedule", "epochs_run"), [("constant", 1), ("cosine", 5)])
 def test_patience_waits_for_half_the_cosine_schedule(schedule, epochs_run):
     """A held-out loss that never improves stops a constant-rate stage after ``patience`` epochs,

@@ -10,6 +10,7 @@ from onnx_sk.cli.output import console
 from onnx_sk.cli.params import choice_help
 from onnx_sk.options import DataOptions, choices_of
 from onnx_sk.training.distill import distill
+from onnx_sk.training.method import Method
 from onnx_sk.training.samples import SAMPLE_BUDGET_BYTES
 
 _DATA_FIELDS = {f.name: f for f in dataclasses.fields(DataOptions)}
@@ -94,6 +95,11 @@ def distill_cmd(
         help="The outputs are class scores along this axis: train them by KL divergence and "
         "report how often the argmax along it is the teacher's.",
     ),
+    mix: float = typer.Option(
+        0.0,
+        help="This fraction of each batch is mixtures of two samples (labelled by the teacher "
+        "as drawn): more points to match when the samples are few; it costs epochs.",
+    ),
     report: str = typer.Option(None, help="Write the JSON report to this file."),
     size: str = _data_option("size"),
     scale: str = _data_option("scale"),
@@ -129,6 +135,7 @@ def distill_cmd(
         layout=layout,
         grayscale=grayscale,
         preprocess=preprocess,
+        method=Method(mix=mix),
     )
     for b, a in zip(r.before, r.after, strict=True):
         console.print(

@@ -41,6 +41,7 @@ from onnx_sk.training import distill
 from onnx_sk.training.bn_fold import fold_training_bns
 from onnx_sk.training.data import validate as validate_data
 from onnx_sk.training.images import given
+from onnx_sk.training.method import Method
 from onnx_sk.training.samples import Samples
 
 
@@ -55,7 +56,7 @@ def validate(options: OptimizeOptions) -> None:
         return
     validate_data(r.recover, options.data, "--recover")
     distill.validate(r.recover_epochs, r.recover_minutes, holdout=r.recover_holdout,
-                     prefix="--recover-")  # fmt: skip
+                     prefix="--recover-", mix=r.recover_mix)  # fmt: skip
     distill.require_torch("--recover")
 
 
@@ -114,7 +115,7 @@ class RecoverPass:
         trained, result = distill.recover(
             teacher, model, data, epochs=r.recover_epochs, minutes=r.recover_minutes,
             holdout=r.recover_holdout, seed=ctx.options.seed, progress=progress,
-            class_axis=r.recover_class_axis,
+            class_axis=r.recover_class_axis, method=Method(mix=r.recover_mix),
         )  # fmt: skip
         del teacher, model
         if ctx.options.verify:

@@ -104,6 +104,7 @@ def validate(
     threads: int = 1,
     patience: int = 10,
     prefix: str = "--",
+    mix: float = 0.0,
 ) -> None:
     """The training options, checked before any work; the messages name them as
     ``prefix`` + name (``--recover-`` for ``optimize --recover``)."""
@@ -121,6 +122,8 @@ def validate(
         raise UserError(f"--lr must be a positive number (got {lr})")
     if threads < 1:
         raise UserError(f"--threads must be at least 1 (got {threads})")
+    if not 0 <= mix <= 1:
+        raise UserError(f"{prefix}mix must be in [0, 1] (got {mix})")
 
 
 def _same_signature(teacher: onnx.ModelProto, student: onnx.ModelProto) -> None:
@@ -271,7 +274,8 @@ def distill(
     options of :class:`onnx_sk.options.DataOptions`), an iterable of ``{input name: array}``
     dicts or a ``CalibrationDataReader`` (:mod:`onnx_sk.training.data`)."""
     start = time.monotonic()
-    validate(epochs, minutes, batch_size, holdout, lr, threads, patience)
+    validate(epochs, minutes, batch_size, holdout, lr, threads, patience,
+             mix=method.mix if method is not None else 0.0)  # fmt: skip
     opts = DataOptions(
         size=size, scale=scale, mean=mean, std=std, channel_order=channel_order,  # type: ignore[arg-type]
         layout=layout, grayscale=grayscale, preprocess=preprocess,
@@ -333,7 +337,8 @@ def recover(
     (``output`` None: the caller writes it). ``data``: as distill's, or :func:`recovery_samples`
     checked beforehand."""
     start = time.monotonic()
-    validate(epochs, minutes, holdout=holdout, prefix="--recover-")
+    validate(epochs, minutes, holdout=holdout, prefix="--recover-",
+             mix=method.mix if method is not None else 0.0)  # fmt: skip
     require_torch("--recover")
     _same_signature(teacher, student)
     samples = (
