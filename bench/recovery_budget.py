@@ -96,6 +96,7 @@ def main() -> None:
             "speedup_1_thread": speedup,
             "one_step": args.one_step,
             "conv_params_ratio": report.totals.get("conv_params_ratio"),
+            "replaced": f"{report.totals.get('replaced')} of {report.totals.get('convs')}",
             "designs": sorted({c.get("design") or "kept" for c in report.convs}),
             "distill_seconds": seconds,
             "epochs": {
