@@ -194,12 +194,16 @@ def test_external_data():
 
 
 def test_committed_size_budget():
-    total = sum(
+    # the fixtures; the trained teachers of issue 13's recovery benchmarks (three models, each
+    # from both torch exporters) have a budget of their own
+    fixtures = sum(
         p.stat().st_size
         for p in MODELS.rglob("*")
-        if p.is_file() and "big" not in p.relative_to(MODELS).parts
+        if p.is_file() and not {"big", "trained"} & set(p.relative_to(MODELS).parts)
     )
-    assert total < 6.5 * 2**20, total
+    assert fixtures < 6.5 * 2**20, fixtures
+    trained = sum(p.stat().st_size for p in (MODELS / "trained").rglob("*") if p.is_file())
+    assert trained < 8 * 2**20, trained
 
 
 @pytest.mark.torch
