@@ -10,6 +10,7 @@ import struct
 import subprocess
 import termios
 
+import pytest
 from helpers import CLI, MODELS, run_cli
 
 import onnx_sk
@@ -82,3 +83,20 @@ def test_api_is_silent_and_reports_every_stage_to_a_callback(tmp_path, capfd):
     fits = [w for f, w in seen if w.startswith("init-weights: ")]
     assert len(fits) == 18 and fits[0].startswith("init-weights: ") and "1/18" in fits[0]
     assert all(0.0 <= f <= 1.0 for f, _ in seen)
+
+
+def test_distill_progress_feeds_the_bar_with_loss_and_eta(capsys):
+    """distill's progress: a line per epoch, and on a terminal the bar: the stage's share done,
+    its held-out loss and ETA (capped by --minutes)."""
+    from onnx_sk.cli.distill import _Progress
+
+    calls = []
+    p = _Progress(lambda fraction, what: calls.append((fraction, what)), minutes=1.0)
+    row = {"stage": "end-to-end", "epochs": 10, "train_loss": 2.0, "holdout_loss": 1.5}
+    p({**row, "epoch": 1, "seconds": 10.0})
+    p({**row, "epoch": 2, "seconds": 20.0})
+    # 10 s per epoch, 8 epochs left: 80 s, but --minutes 1 ends the run at 60 s: 20 of 60 s done
+    fraction, what = calls[-1]
+    assert fraction == pytest.approx(1 / 3)
+    assert what == "end-to-end epoch 2/10, held-out loss 1.5, ETA ≤ 40 s"
+    assert "held-out loss 1.5 (20 s, stage ETA ≤ 40 s)" in capsys.readouterr().out

@@ -8,6 +8,7 @@ import typer
 
 from onnx_sk.cli.output import console
 from onnx_sk.cli.params import choice_help
+from onnx_sk.cli.progress import StageBar, stage_bar
 from onnx_sk.options import DataOptions, choices_of
 from onnx_sk.training.distill import distill
 from onnx_sk.training.method import Method
@@ -46,22 +47,34 @@ def partial_line(p: dict) -> str:
 
 class _Progress:
     """One line per epoch: stage, epoch, losses, elapsed and the stage's ETA (at most: a stage
-    may stop early, or at --minutes)."""
+    may stop early, or at --minutes); on a terminal also the bar of ``cli/progress.py``: the
+    stage's share done (epochs, or the time of ``--minutes`` when that ends it sooner), its
+    held-out loss and ETA."""
 
-    def __init__(self) -> None:
+    def __init__(self, bar: StageBar | None = None, minutes: float | None = None) -> None:
         self.stage_start: dict[str, float] = {}
         self.last = 0.0
+        self.bar, self.minutes = bar, minutes
 
     def __call__(self, row: dict) -> None:
         start = self.stage_start.setdefault(row["stage"], self.last)
         self.last = row["seconds"]
         per_epoch = (row["seconds"] - start) / row["epoch"]
         eta = per_epoch * (row["epochs"] - row["epoch"])
+        if self.minutes is not None:
+            eta = min(eta, max(self.minutes * 60 - row["seconds"], 0.0))
         console.print(
             f"{row['stage']:>10} epoch {row['epoch']}/{row['epochs']}: train loss "
             f"{row['train_loss']:.4g}, held-out loss {row['holdout_loss']:.4g} "
             f"({row['seconds']:.0f} s, stage ETA ≤ {eta:.0f} s)"
         )
+        if self.bar is not None:
+            done = row["seconds"] - start
+            self.bar(
+                done / (done + eta) if done + eta > 0 else 1.0,
+                f"{row['stage']} epoch {row['epoch']}/{row['epochs']}, held-out loss "
+                f"{row['holdout_loss']:.4g}, ETA ≤ {eta:.0f} s",
+            )
 
 
 def distill_cmd(
@@ -111,32 +124,33 @@ def distill_cmd(
     preprocess: str = _data_option("preprocess"),
 ) -> None:
     """Train STUDENT to reproduce TEACHER on unlabelled inputs (needs the torch extra)."""
-    r = distill(
-        teacher,
-        student,
-        output,
-        data,
-        epochs=epochs,
-        minutes=minutes,
-        batch_size=batch_size,
-        holdout=holdout,
-        lr=lr,
-        seed=seed,
-        threads=threads,
-        patience=patience,
-        report=report,
-        progress=_Progress(),
-        class_axis=class_axis,
-        size=size,
-        scale=scale,
-        mean=mean,
-        std=std,
-        channel_order=channel_order,
-        layout=layout,
-        grayscale=grayscale,
-        preprocess=preprocess,
-        method=Method(mix=mix),
-    )
+    with stage_bar() as bar:
+        r = distill(
+            teacher,
+            student,
+            output,
+            data,
+            epochs=epochs,
+            minutes=minutes,
+            batch_size=batch_size,
+            holdout=holdout,
+            lr=lr,
+            seed=seed,
+            threads=threads,
+            patience=patience,
+            report=report,
+            progress=_Progress(bar, minutes),
+            class_axis=class_axis,
+            size=size,
+            scale=scale,
+            mean=mean,
+            std=std,
+            channel_order=channel_order,
+            layout=layout,
+            grayscale=grayscale,
+            preprocess=preprocess,
+            method=Method(mix=mix),
+        )
     for b, a in zip(r.before, r.after, strict=True):
         console.print(
             f"{a.name}: cosine to the teacher {b.cosine:.4f} → {a.cosine:.4f}, "
