@@ -6,7 +6,7 @@ to write external data (``is_large``) costs nothing even for a multi-GB model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 import onnx
 
@@ -51,3 +51,22 @@ def tensor_bytes(model: onnx.ModelProto) -> int:
             n *= d
         total += n * size
     return total
+
+
+def with_outputs(
+    model: onnx.ModelProto, names: Iterable[str], elem_types: Mapping[str, int] | None = None
+) -> tuple[onnx.ModelProto, list[str]]:
+    """A copy of ``model`` that also gives the tensors ``names`` as graph outputs (each once; the
+    type ``elem_types[name]``, float32 when not given); returns it and the names it added (those
+    that were not graph outputs already)."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    have = {o.name for o in probe.graph.output}
+    added = []
+    for name in names:
+        if name not in have:
+            elem = (elem_types or {}).get(name) or onnx.TensorProto.FLOAT
+            probe.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
+            have.add(name)
+            added.append(name)
+    return probe, added

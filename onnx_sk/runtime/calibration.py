@@ -28,6 +28,7 @@ import onnx
 
 from onnx_sk.errors import UserError
 from onnx_sk.graph.convs import ConvSite
+from onnx_sk.graph.tensors import with_outputs
 from onnx_sk.maths.patches import patches
 from onnx_sk.runtime.feeds import available_memory, real_inputs
 from onnx_sk.runtime.npz import NpyHeader, NpzStream, gib, npz_headers
@@ -129,15 +130,7 @@ def _batch(arrays: list[NpyHeader], inputs: list[onnx.ValueInfoProto], where: st
 
 def _probe(model: onnx.ModelProto, wanted: list[ConvSite], feeds: set[str]) -> onnx.ModelProto:
     """The model with every wanted conv's input added as a graph output."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    have = {o.name for o in probe.graph.output} | feeds
-    for name in dict.fromkeys(s.node.input[0] for s in wanted):
-        if name not in have:
-            probe.graph.output.append(
-                onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-            )
-    return probe
+    return with_outputs(model, [s.node.input[0] for s in wanted if s.node.input[0] not in feeds])[0]
 
 
 def calibration_patches(

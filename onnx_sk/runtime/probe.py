@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from onnx_sk.errors import UserError
+from onnx_sk.graph.tensors import with_outputs
 from onnx_sk.runtime.feeds import real_inputs
 from onnx_sk.runtime.session import session
 
@@ -37,15 +38,7 @@ class Probe:
         threads: int = 1,
         what: str = "model",
     ) -> None:
-        probe = onnx.ModelProto()
-        probe.CopyFrom(model)
-        have = {o.name for o in probe.graph.output}
-        types = _elem_types(model) if extra else {}
-        for name in extra:
-            if name not in have:
-                elem = types.get(name) or onnx.TensorProto.FLOAT
-                probe.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
-                have.add(name)
+        probe, _ = with_outputs(model, extra, _elem_types(model) if extra else None)
         self.what = what
         self.one_at_a_time = batch_fixed_at_one(model)
         try:

@@ -28,7 +28,7 @@ import onnx
 
 from onnx_sk.graph.qdq import MOVES, activation_tensors, insert_qdq
 from onnx_sk.graph.save import save_model
-from onnx_sk.graph.tensors import is_large
+from onnx_sk.graph.tensors import is_large, with_outputs
 from onnx_sk.runtime.compare import file_feeds
 from onnx_sk.runtime.feeds import random_inputs
 from onnx_sk.runtime.session import LOG_SEVERITY, session
@@ -64,18 +64,6 @@ def seeded_feeds(
         yield random_inputs(model, rng, input_shapes or None)
 
 
-def _with_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    have = {o.name for o in probe.graph.output}
-    for t in tensors:
-        if t not in have:
-            probe.graph.output.append(
-                onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None)
-            )
-    return probe
-
-
 def activation_ranges(
     model: onnx.ModelProto,
     tensors: list[str],
@@ -87,7 +75,7 @@ def activation_ranges(
     inputs = {i.name for i in model.graph.input}
     n_out = len(model.graph.output)
     wanted = list(dict.fromkeys([*tensors, *(keep or [])]))
-    sess = session(_with_outputs(model, [t for t in wanted if t not in inputs]))
+    sess = session(with_outputs(model, [t for t in wanted if t not in inputs])[0])
     names = [o.name for o in sess.get_outputs()]
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}

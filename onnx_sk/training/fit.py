@@ -51,6 +51,7 @@ import numpy as np
 import onnx
 import torch
 
+from onnx_sk.graph.tensors import with_outputs
 from onnx_sk.training.blocks import Block
 from onnx_sk.training.method import Method
 from onnx_sk.training.module import OnnxModule
@@ -124,15 +125,8 @@ class Student:
         method: Method | None = None,
     ) -> None:
         self.method = method or Method()
-        probe = onnx.ModelProto()
-        probe.CopyFrom(model)
-        have = {o.name for o in probe.graph.output}
-        for name in anchors:
-            if name not in have:
-                probe.graph.output.append(
-                    onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
-                )
-        self.names = outputs + [a for a in anchors if a not in have]
+        probe, added = with_outputs(model, anchors)
+        self.names = outputs + added
         self.outputs = outputs
         self.anchors = [a for a in anchors if a not in outputs]
         self.module = OnnxModule(probe).eval()
