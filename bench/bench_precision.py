@@ -59,9 +59,14 @@ def variants(name: str) -> dict[str, dict]:
         "sk-latency": {"objective": "latency"},
         "sk-auto": {"objective": "latency", "precision": "auto"},
     }
-    if name == "resnet18":
+    if name == "resnet18":  # SK-only with the same options, then with auto precision
+        out["sk-latency-first"] = {"objective": "latency", "include_first": True}
         out["sk-auto-first"] = {"objective": "latency", "precision": "auto", "include_first": True}
     return out
+
+
+#: each auto variant against the better of ORT int8-only and SK-only with the same options
+RIVALS = {"sk-auto": ("ort-int8", "sk-latency"), "sk-auto-first": ("ort-int8", "sk-latency-first")}
 
 
 def ort_int8(src: Path, out: Path, cal: np.ndarray) -> float:
@@ -139,7 +144,7 @@ def run_model(name: str, work: Path, cal_path: Path, cal: np.ndarray, xs, args) 
         )
         paths[variant] = out
     names = list(paths)
-    options = BenchOptions(threads=(1,), seconds=args.seconds, warmup=3)
+    options = BenchOptions(threads=(1,), seconds=args.seconds, warmup=3, profile=True)
     timing = bench([str(paths[n]) for n in names], options, names=names)
     rows = timing["results"][0]["models"]
     out = {"variants": {}, "bench": timing}
@@ -148,6 +153,7 @@ def run_model(name: str, work: Path, cal_path: Path, cal: np.ndarray, xs, args) 
             "median_ms": row["latency_ms"].get("p50") or row["latency_ms"].get("median"),
             "speedup_vs_dense": row["speedup_vs_first"],
             "runs": row["runs"],
+            "profile_op_types": (row.get("profile") or {}).get("op_types"),
             **({"fidelity": fidelity(src, paths[n], xs)} if n != "dense" else {}),
             **made.get(n, {}),
         }
@@ -166,12 +172,29 @@ def markdown(doc: dict) -> str:
         f"{EVAL_SAMPLES} held-out synthetic image-like samples (bench/image_like.py; no image "
         f"dataset here), calibration on {CAL_SAMPLES} others.",
         "",
-        "| model | variant | median ms | × dense | MAC ideal (fraction) | int8 convs | top-1 agree "
-        "| cosine |",
-        "|---|---|---|---|---|---|---|---|",
+        "× rivals: an auto variant's speedup over the better of ORT int8-only and SK-only "
+        "(fp32, same options) in the same run. In-context flips: the convs whose precision the "
+        "network timing changed (passes/int8_context.py).",
+        "",
+        "| model | variant | median ms | × dense | × rivals | MAC ideal (fraction) | int8 convs "
+        "| in-context flips | top-1 agree | cosine |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    profiles = []
     for model, res in doc["models"].items():
         for n, v in res["variants"].items():
+            rivals = [res["variants"][r] for r in RIVALS.get(n, ()) if r in res["variants"]]
+            best = max((r["speedup_vs_dense"] for r in rivals), default=None)
+            vs = f"{v['speedup_vs_dense'] / best:.2f}" if best else "-"
+            trials = (v.get("precision") or {}).get("context") or []
+            kept = [f"{t['conv']} → {t['to']} ({t['speedup']:.2f}×)" for t in trials if t["kept"]]
+            flips = f"{'; '.join(kept) or 'none'} of {len(trials)} tried" if trials else "-"
+            if v.get("profile_op_types") and n.startswith("sk-auto"):
+                top = ", ".join(
+                    f"{r['op_type']} {r['share']:.0%} ({r['nodes']})"
+                    for r in v["profile_op_types"][:6]
+                )
+                profiles.append(f"- {model} {n}: {top}")
             f = v.get("fidelity") or {}
             int8 = len(v.get("int8_convs") or []) if n.startswith("sk") else "-"
             if n == "ort-int8":
@@ -179,11 +202,14 @@ def markdown(doc: dict) -> str:
             ratio = v.get("conv_macs_ratio")
             ideal = f"{1 / ratio:.1f}× ({v['speedup_vs_dense'] * ratio:.0%})" if ratio else "-"
             lines.append(
-                f"| {model} | {n} | {v['median_ms']:.2f} | {v['speedup_vs_dense']:.2f} | {ideal} "
-                f"| {int8} | "
+                f"| {model} | {n} | {v['median_ms']:.2f} | {v['speedup_vs_dense']:.2f} | {vs} "
+                f"| {ideal} | {int8} | {flips} | "
                 f"{f.get('top1_agreement', 1.0) if f else 1.0:.3f} | "
                 f"{f.get('cosine', 1.0) if f else 1.0:.4f} |"
             )
+    if profiles:
+        lines += ["", "Profile of the auto variants (op type, share of kernel time, nodes):", ""]
+        lines += profiles
     return "\n".join(lines) + "\n"
 
 

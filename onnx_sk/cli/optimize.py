@@ -137,6 +137,14 @@ def precision_line(p: dict) -> str:
     line = f"precision {p['precision']}: {len(convs)} int8 conv{'s' if len(convs) != 1 else ''}"
     if p.get("over_budget"):
         line += f" ({len(p['over_budget'])} kept fp32: int8 error over --max-error)"
+    trials = p.get("context")
+    if trials:
+        kept = [t for t in trials if t["kept"]]
+        line += f"; in context: {len(kept)} of {len(trials)} flips kept"
+        if kept:
+            line += (
+                " (" + ", ".join(f"{t['conv']} {t['to']} {t['speedup']:.2f}×" for t in kept) + ")"
+            )
     check = p.get("check")
     if check:
         worst = min(check["cosine_vs_fp32"], default=1.0)

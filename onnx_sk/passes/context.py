@@ -80,6 +80,8 @@ class PassContext:
     #: reference of its int8 error
     int8: dict[str, str] = field(default_factory=dict)
     int8_dense: dict[str, tuple[Any, Any, Any, str]] = field(default_factory=dict)
+    #: plan (--precision auto): conv output name → conv name of every conv that could be int8
+    int8_eligible: dict[str, str] = field(default_factory=dict)
     #: fit-targets: conv output name → what its weights are fitted to (BN scale, patches)
     targets: dict[str, Target] = field(default_factory=dict)
     #: error-budget: the chosen realisations' fits (stage weights and errors), which

@@ -17,6 +17,7 @@ import onnx
 
 from onnx_sk.errors import UserError
 from onnx_sk.graph.convs import ConvSite, find_convs
+from onnx_sk.graph.qdq import why_not_int8
 from onnx_sk.graph.shapes import infer_shapes, known_dims, per_sample_inputs, symbolic_inputs
 from onnx_sk.passes import objectives
 from onnx_sk.passes.base import PassResult
@@ -55,14 +56,20 @@ class PlanPass:
 
 
 def _record_int8(ctx: PassContext) -> None:
-    """The convs to write in int8 (``ctx.int8``), and with ``--max-error`` their originals (the
-    error-budget pass may re-decide the designs; the precision stands)."""
+    """The convs to write in int8 (``ctx.int8``), with ``--precision auto`` every conv that
+    could be (``ctx.int8_eligible``: the quantize pass revises the choice in context), and with
+    ``--max-error`` their originals (the error-budget pass may re-decide the designs; the
+    precision stands)."""
     budget = ctx.options.fitting.max_error is not None
+    auto = ctx.options.latency.precision == "auto"
     for d in ctx.decisions:
-        if not d.int8:
-            continue
         out = d.site.node.output[0]
-        ctx.int8[out] = d.site.name
+        if auto and why_not_int8(d.site) is None:
+            ctx.int8_eligible[out] = d.site.name
+        elif not d.int8:
+            continue
+        if d.int8:
+            ctx.int8[out] = d.site.name
         if budget:
             w, b = d.site.weight, d.site.bias
             ctx.int8_dense[out] = (d.site.spec, w, b, d.site.node.input[0])

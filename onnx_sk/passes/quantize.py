@@ -47,7 +47,10 @@ from onnx_sk.graph.qdq import (
 from onnx_sk.maths.spec import ConvSpec
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
+from onnx_sk.passes.int8_context import revise
+from onnx_sk.passes.objectives import DEFAULT_PROVIDER
 from onnx_sk.runtime.compare import difference
+from onnx_sk.runtime.paired import PairedTimer, one_sample
 from onnx_sk.runtime.quantize import (
     INT8_CONV_OPS,
     activation_ranges,
@@ -147,8 +150,11 @@ class QuantizePass:
         if not ctx.int8:
             _rows(ctx, set())
             return PassResult(model, modified=False)
-        marked = marked_nodes(model.graph, ctx.int8, ctx.replacements)
-        tensors = activation_tensors(model.graph, _joined(model, marked))
+        context = o.latency.precision == "auto" and not o.latency.lut_from_target
+        names = {**ctx.int8, **(ctx.int8_eligible if context else {})}
+        units = marked_nodes(model.graph, names, ctx.replacements)
+        marked = {c: units[c] for c in ctx.int8}
+        tensors = activation_tensors(model.graph, _joined(model, units))
         calibration = o.fitting.calibration
         if calibration is not None:
             feeds = calibration_feeds(calibration, model)
@@ -160,9 +166,13 @@ class QuantizePass:
         report["ranges_from"] = "calibration" if calibration else "random"
         if o.fitting.max_error is not None:
             marked = self._within_budget(ctx, marked, values, report)
+        if context:
+            marked, report["context"] = _in_context(
+                ctx, model, units, marked, ranges, feed0, values, names
+            )
         insert_qdq(model.graph, _joined(model, marked), ranges)
-        report["int8_convs"] = [ctx.int8[c] for c in marked]
-        _rows(ctx, set(marked))
+        report["int8_convs"] = [names[c] for c in marked]
+        _rows(ctx, {names[c] for c in marked})
         if o.verify:
             report["check"] = _check(model, feed0, want, sum(len(v) for v in marked.values()))
         ctx.checked = None  # the fidelity pass runs the int8 model
@@ -191,13 +201,42 @@ class QuantizePass:
         return marked
 
 
+def _in_context(
+    ctx: PassContext,
+    model: onnx.ModelProto,
+    units: dict[str, list[str]],
+    marked: dict[str, list[str]],
+    ranges: dict[str, tuple[float, float]],
+    feed0: dict[str, np.ndarray],
+    values: dict[str, np.ndarray],
+    names: dict[str, str],
+) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
+    """The int8 choice revised by timing the network (:mod:`onnx_sk.passes.int8_context`)."""
+    o = ctx.options
+    tau = o.fitting.max_error
+    by_output = {r.output: r for r in ctx.replacements}
+
+    def allowed(conv: str) -> bool:
+        if tau is None:
+            return True
+        spec, w, b, x_name = ctx.int8_dense[conv]
+        return int8_error(spec, w, b, by_output.get(conv), values[x_name]) <= tau
+
+    timer = PairedTimer(
+        o.latency.provider or DEFAULT_PROVIDER, o.latency.threads or 1,
+        one_sample(model, feed0), seed=o.seed,
+    )  # fmt: skip
+    int8, trials = revise(model, units, set(marked), ranges, timer, names, allowed, ctx.step)
+    return {c: units[c] for c in units if c in int8}, trials
+
+
 def _joined(model: onnx.ModelProto, marked: dict[str, list[str]]) -> list[str]:
     """The marked nodes, and the Adds between them (``graph.qdq.with_int8_joins``)."""
     return with_int8_joins(model.graph, [t for ts in marked.values() for t in ts])
 
 
-def _rows(ctx: PassContext, int8: set[str]) -> None:
-    names = {ctx.int8[c] for c in int8}
+def _rows(ctx: PassContext, names: set[str]) -> None:
+    """Each conv row's precision; ``names``: the int8 convs' names."""
     for row in ctx.report.convs:
         row["precision"] = "int8" if row["name"] in names else "fp32"
 

@@ -1,0 +1,98 @@
+"""``--precision auto`` in context: the per-conv precisions revised by timing the whole network.
+
+The plan chose each conv's precision from one-conv measurements, which cannot see what a choice
+costs its neighbours: the Q/DQ pair and the NCHW/NHWC transposes at every fp32/int8 boundary, or
+a kernel that changes with its input's precision. (Measured: ResNet-50 with its 1×1 convs in int8
+and its stem in fp32 runs the ``MaxPool`` between them as ONNX Runtime's uint8 NCHW pooling,
+2.8 ms, a quarter of the network; with the stem in int8 too it becomes its NHWC pooling, 0.05
+ms, and the network 1.47× faster, although the stem alone is no faster in int8.)
+
+So after the plan, the quantize pass revises the precisions greedily on the target provider and
+thread count (``--lut-from-target`` measures nothing, so it skips this):
+
+1. candidates: every conv that could be int8 and has a neighbour of the other precision
+   (:func:`onnx_sk.graph.neighbours.conv_neighbours`), most such neighbours first, then in graph
+   order;
+2. each candidate's precision is flipped, the network written in QDQ form both ways and timed
+   against the current one (:class:`onnx_sk.runtime.paired.PairedTimer`, paired medians); the
+   flip stays if the network is at least ``ACCEPT`` faster (machine noise stays below it);
+3. a flip can make new boundaries: they join the candidates; each conv is tried once, at most
+   ``MAX_TRIALS`` trials in all. With ``--max-error`` a conv goes to int8 only within τ.
+
+Each trial is reported (``precision.context``): the conv, the precision tried, the measured
+network speedup, and whether it stayed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import onnx
+
+from onnx_sk.graph.neighbours import conv_neighbours
+from onnx_sk.graph.qdq import insert_qdq, with_int8_joins
+from onnx_sk.runtime.paired import PairedTimer
+
+ACCEPT = 1.03
+MAX_TRIALS = 24
+
+
+def with_qdq(
+    model: onnx.ModelProto,
+    units: dict[str, list[str]],
+    int8: set[str],
+    ranges: dict[str, tuple[float, float]],
+) -> onnx.ModelProto:
+    """A copy of ``model`` with the units ``int8`` (and the Adds between them) in QDQ form."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    nodes = [t for conv in units if conv in int8 for t in units[conv]]
+    insert_qdq(out.graph, with_int8_joins(out.graph, nodes), ranges)
+    return out
+
+
+def revise(
+    model: onnx.ModelProto,
+    units: dict[str, list[str]],
+    int8: set[str],
+    ranges: dict[str, tuple[float, float]],
+    timer: PairedTimer,
+    names: dict[str, str],
+    allowed: Callable[[str], bool] = lambda conv: True,
+    step: Callable[[float, str], None] | None = None,
+) -> tuple[set[str], list[dict[str, Any]]]:
+    """(the revised int8 units, the trials) (module docstring); ``units``: every conv that can
+    be int8 → its nodes' first outputs; ``names``: conv output → conv name (for the report)."""
+    near = conv_neighbours(model.graph, units)
+    position = {o: k for k, n in enumerate(model.graph.node) for o in n.output}
+    order = {conv: position.get(conv, len(position)) for conv in units}
+    current = timer.open(with_qdq(model, units, int8, ranges), "the int8 model")
+    tried: set[str] = set()
+    trials: list[dict[str, Any]] = []
+    while len(trials) < MAX_TRIALS:
+        mixed = {
+            conv: sum((n in int8) != (conv in int8) for n in near[conv])
+            for conv in units
+            if conv not in tried
+        }
+        todo = sorted((c for c, k in mixed.items() if k), key=lambda c: (-mixed[c], order[c]))
+        if not todo:
+            break
+        conv = todo[0]
+        tried.add(conv)
+        to = "fp32" if conv in int8 else "int8"
+        trial: dict[str, Any] = {"conv": names.get(conv, conv), "to": to}
+        trials.append(trial)
+        if step is not None:
+            step(len(trials) / MAX_TRIALS, f"in context: {trial['conv']} in {to}")
+        if to == "int8" and not allowed(conv):
+            trial.update(speedup=None, kept=False, why="over --max-error")
+            continue
+        flipped = int8 ^ {conv}
+        candidate = timer.open(with_qdq(model, units, flipped, ranges), "the int8 model")
+        speedup = timer.speedup(current, candidate)
+        trial.update(speedup=round(speedup, 4), kept=speedup >= ACCEPT)
+        if speedup >= ACCEPT:
+            int8, current = flipped, candidate
+    return int8, trials
