@@ -41,6 +41,9 @@ def main() -> None:
     ap.add_argument("--objective", default="params")
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--mix", type=float, default=0.0)
+    ap.add_argument("--augment", type=float, default=0.0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads for the training")
+    ap.add_argument("--lut", default=None, help="latency table (one-step: the same designs)")
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--class-axis", type=int, default=None)
     ap.add_argument(
@@ -62,6 +65,8 @@ def main() -> None:
                 str(task.teacher), str(out), init=args.init, recover=str(data),
                 recover_minutes=args.minutes, recover_epochs=1000,
                 recover_class_axis=args.class_axis, recover_mix=args.mix,
+                recover_augment=args.augment, recover_threads=args.threads,
+                **({"lut": args.lut} if args.lut else {}),
             )  # fmt: skip
             rec = report.recovery or {}
             seconds, curve = rec.get("seconds"), rec.get("curve", [])
@@ -72,7 +77,8 @@ def main() -> None:
             )
             r = onnx_sk.distill(
                 str(task.teacher), str(student), str(out), str(data), epochs=1000,
-                minutes=args.minutes, class_axis=args.class_axis, method=Method(mix=args.mix),
+                minutes=args.minutes, class_axis=args.class_axis, threads=args.threads,
+                method=Method(mix=args.mix, augment=args.augment),
             )  # fmt: skip
             seconds, curve = r.seconds, r.curve
             losses = [r.holdout_loss_before, r.holdout_loss_after]
@@ -82,12 +88,14 @@ def main() -> None:
         speedup = timing["results"][0]["models"][1]["speedup_vs_first"]
         doc = {
             "command": "PYTHONPATH=. python bench/recovery_budget.py " + " ".join(sys.argv[1:]),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch and ORT 1 thread",
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, ORT 1 thread",
             "task": task.name,
             "init": args.init,
             "objective": args.objective,
             "minutes": args.minutes,
             "mix": args.mix,
+            "augment": args.augment,
+            "threads": args.threads,
             "samples": args.samples,
             "original": task.score(teacher_preds, task.labels),
             "quality": task.score(preds, task.labels),
@@ -107,6 +115,8 @@ def main() -> None:
             "wall_seconds": round(time.perf_counter() - start, 1),
         }
     how = f"onestep_mix{args.mix:g}" if args.one_step else f"{args.objective}_mix{args.mix:g}"
+    how += f"_aug{args.augment:g}" if args.augment else ""
+    how += f"_t{args.threads}" if args.threads != 1 else ""
     name = f"recovery_budget_{args.task}_{args.init}_{args.minutes:g}min_{how}.json"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / name).write_text(json.dumps(doc, indent=2) + "\n")

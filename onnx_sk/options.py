@@ -192,6 +192,13 @@ class RecoverOptions:
         "original as drawn): more points to match when the samples are few (0.5 helped on "
         "MNIST with a 20-minute budget; it costs epochs).",
     )
+    recover_augment: float = option(
+        0.0,
+        "--recover: this fraction of each batch is shifted, contrast-scaled and noised "
+        "(labelled by the original as drawn): the student matches it around the samples, not "
+        "only on them.",
+    )
+    recover_threads: int = option(1, "--recover: torch and ONNX Runtime threads for training.")
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from helpers import MODELS, run_cli
 from onnx import TensorProto, helper
 
 import onnx_sk
-from onnx_sk.training.method import Method, mix
+from onnx_sk.training.method import NOISE, SHIFT, Method, augment, mix, spatial_axes
 from onnx_sk.training.targets import distributions
 
 torch = pytest.importorskip("torch")
@@ -220,3 +220,81 @@ def test_patience_waits_for_half_the_cosine_schedule(schedule, epochs_run):
     fit.run_stage(stage, 8, 4, 10, 1e-3, float("inf"), np.random.default_rng(0), curve, 0.0,
                   None, 1, schedule)  # fmt: skip
     assert len(curve.rows) == epochs_run
+
+
+def test_augment_perturbs_a_fraction_alike_in_every_input():
+    rng = np.random.default_rng(0)
+    grid = np.arange(16, dtype=np.float32) / 16
+    phase = rng.uniform(0, 1, size=(8, 3, 1, 1)).astype(np.float32)
+    x = np.sin(2 * np.pi * (grid[:, None] + grid[None, :] + phase))  # smooth [8, 3, 16, 16]
+    ids = np.arange(8, dtype=np.int64)
+    out = augment({"x": x, "ids": ids}, 0.5, np.random.default_rng(1))
+    again = augment({"x": x, "ids": ids}, 0.5, np.random.default_rng(1))
+    assert np.array_equal(out["x"], again["x"])  # deterministic for the generator
+    assert out["x"].shape == x.shape and out["x"].dtype == x.dtype
+    assert out["ids"] is ids  # integer inputs are not perturbed
+    assert np.array_equal(out["x"][4:], x[4:])  # the other half as given
+    for i in range(4):
+        a, b = out["x"][i], x[i]
+        assert not np.array_equal(a, b)
+        # a perturbation, not a new sample: close to the original relative to its spread
+        assert np.linalg.norm(a - b) < np.linalg.norm(b - b.mean())
+    assert augment({"x": x}, 0.0, rng)["x"] is x
+
+
+def test_augment_shift_and_noise_amounts():
+    """A constant-contrast ramp: the shift moves it by whole pixels along the spatial axes only,
+    at most SHIFT of each dim; the noise is NOISE of the sample's standard deviation."""
+    ramp = np.tile(np.arange(64, dtype=np.float32), (1, 2, 64, 1))  # [1, 2, 64, 64], along W
+    out = augment({"x": ramp}, 1.0, np.random.default_rng(3))["x"][0]
+    centre = out[:, 20:44, 20:44] - out[:, 20:44, 20:44].mean()
+    want = ramp[0, :, 20:44, 20:44] - ramp[0, :, 20:44, 20:44].mean()
+    factor = float((centre * want).sum() / (want * want).sum())  # the contrast factor
+    assert 0.79 < factor < 1.26
+    resid = centre - factor * want
+    assert np.std(resid) < 3 * NOISE * ramp.std() + 1e-3  # shift is a constant on a ramp
+    assert abs(resid.mean()) < 64 * SHIFT * factor + 1e-3
+    assert spatial_axes(np.zeros((2, 3, 8, 8))) == (2, 3)
+    assert spatial_axes(np.zeros((2, 8, 8, 3))) == (1, 2)
+    assert spatial_axes(np.zeros((2, 4, 100))) == (2,)
+
+
+def test_distill_with_augmentation(tmp_path):
+    """Augmented batches, labelled by the teacher as drawn: the student gets closer to it and
+    the run is deterministic for a seed; --augment and --recover-augment reach the method."""
+    student = tmp_path / "student.onnx"
+    onnx_sk.optimize(TEACHER, student, init="he", input_shape=["input:1x3x16x16"])
+    data = tmp_path / "data.npz"
+    np.savez(data, input=_images(64))
+    runs = [
+        onnx_sk.distill(
+            TEACHER,
+            student,
+            tmp_path / name,
+            data,
+            epochs=4,
+            holdout=0.25,
+            seed=0,
+            method=Method(augment=1.0),
+        )  # fmt: skip
+        for name in ("a.onnx", "b.onnx")
+    ]
+    r = runs[0]
+    assert r.options["method"]["augment"] == 1.0
+    assert r.holdout_loss_after < r.holdout_loss_before
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    report = tmp_path / "r.json"
+    proc = run_cli(
+        "optimize", TEACHER, tmp_path / "o.onnx", "--init", "he", "--objective", "params",
+        "--recover", data, "--recover-epochs", "1", "--recover-augment", "0.5",
+        "--recover-threads", "2", "--report", report,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(report.read_text())["recovery"]["options"]["method"]["augment"] == 0.5
+    for args, flag in (
+        (("--recover-augment", "2"), "--recover-augment must be in [0, 1]"),
+        (("--recover-threads", "0"), "--recover-threads must be at least 1"),
+    ):
+        proc = run_cli("optimize", TEACHER, tmp_path / "x.onnx", "--recover", data, *args)
+        assert proc.returncode == 2 and proc.stderr.startswith(f"error: {flag}"), proc.stderr
+        assert not (tmp_path / "x.onnx").exists()

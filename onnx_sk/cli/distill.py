@@ -113,6 +113,11 @@ def distill_cmd(
         help="This fraction of each batch is mixtures of two samples (labelled by the teacher "
         "as drawn): more points to match when the samples are few; it costs epochs.",
     ),
+    augment: float = typer.Option(
+        0.0,
+        help="This fraction of each batch is shifted, contrast-scaled and noised (labelled by "
+        "the teacher as drawn): the student matches it around the samples, not only on them.",
+    ),
     report: str = typer.Option(None, help="Write the JSON report to this file."),
     size: str = _data_option("size"),
     scale: str = _data_option("scale"),
@@ -149,7 +154,7 @@ def distill_cmd(
             layout=layout,
             grayscale=grayscale,
             preprocess=preprocess,
-            method=Method(mix=mix),
+            method=Method(mix=mix, augment=augment),
         )
     for b, a in zip(r.before, r.after, strict=True):
         console.print(

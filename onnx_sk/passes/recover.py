@@ -56,7 +56,8 @@ def validate(options: OptimizeOptions) -> None:
         return
     validate_data(r.recover, options.data, "--recover")
     distill.validate(r.recover_epochs, r.recover_minutes, holdout=r.recover_holdout,
-                     prefix="--recover-", mix=r.recover_mix)  # fmt: skip
+                     prefix="--recover-", mix=r.recover_mix, augment=r.recover_augment,
+                     threads=r.recover_threads)  # fmt: skip
     distill.require_torch("--recover")
 
 
@@ -115,7 +116,8 @@ class RecoverPass:
         trained, result = distill.recover(
             teacher, model, data, epochs=r.recover_epochs, minutes=r.recover_minutes,
             holdout=r.recover_holdout, seed=ctx.options.seed, progress=progress,
-            class_axis=r.recover_class_axis, method=Method(mix=r.recover_mix),
+            class_axis=r.recover_class_axis, threads=r.recover_threads,
+            method=Method(mix=r.recover_mix, augment=r.recover_augment),
         )  # fmt: skip
         del teacher, model
         if ctx.options.verify:

@@ -44,7 +44,7 @@ from onnx_sk.training.blocks import cut
 from onnx_sk.training.bn_fold import fold_training_bns, training_bns
 from onnx_sk.training.data import Data, load_samples
 from onnx_sk.training.data import validate as validate_data
-from onnx_sk.training.method import Method, mix
+from onnx_sk.training.method import Method, augment, mix
 from onnx_sk.training.samples import Samples
 from onnx_sk.training.targets import (
     VARIANCE_SAMPLES,
@@ -105,6 +105,7 @@ def validate(
     patience: int = 10,
     prefix: str = "--",
     mix: float = 0.0,
+    augment: float = 0.0,
 ) -> None:
     """The training options, checked before any work; the messages name them as
     ``prefix`` + name (``--recover-`` for ``optimize --recover``)."""
@@ -121,9 +122,11 @@ def validate(
     if not (lr > 0 and math.isfinite(lr)):
         raise UserError(f"--lr must be a positive number (got {lr})")
     if threads < 1:
-        raise UserError(f"--threads must be at least 1 (got {threads})")
+        raise UserError(f"{prefix}threads must be at least 1 (got {threads})")
     if not 0 <= mix <= 1:
         raise UserError(f"{prefix}mix must be in [0, 1] (got {mix})")
+    if not 0 <= augment <= 1:
+        raise UserError(f"{prefix}augment must be in [0, 1] (got {augment})")
 
 
 def _same_signature(teacher: onnx.ModelProto, student: onnx.ModelProto) -> None:
@@ -274,8 +277,9 @@ def distill(
     options of :class:`onnx_sk.options.DataOptions`), an iterable of ``{input name: array}``
     dicts or a ``CalibrationDataReader`` (:mod:`onnx_sk.training.data`)."""
     start = time.monotonic()
+    m = method or Method()
     validate(epochs, minutes, batch_size, holdout, lr, threads, patience,
-             mix=method.mix if method is not None else 0.0)  # fmt: skip
+             mix=m.mix, augment=m.augment)  # fmt: skip
     opts = DataOptions(
         size=size, scale=scale, mean=mean, std=std, channel_order=channel_order,  # type: ignore[arg-type]
         layout=layout, grayscale=grayscale, preprocess=preprocess,
@@ -330,6 +334,7 @@ def recover(
     data_options: DataOptions | None = None,
     class_axis: int | None = None,
     method: Method | None = None,
+    threads: int = 1,
 ) -> tuple[onnx.ModelProto, DistillResult]:
     """``optimize --recover``: distill ``student`` (the optimized model, in memory) from
     ``teacher`` (the original) and return the trained graph, checked as distill checks the file
@@ -337,8 +342,9 @@ def recover(
     (``output`` None: the caller writes it). ``data``: as distill's, or :func:`recovery_samples`
     checked beforehand."""
     start = time.monotonic()
-    validate(epochs, minutes, holdout=holdout, prefix="--recover-",
-             mix=method.mix if method is not None else 0.0)  # fmt: skip
+    m = method or Method()
+    validate(epochs, minutes, holdout=holdout, threads=threads, prefix="--recover-",
+             mix=m.mix, augment=m.augment)  # fmt: skip
     require_torch("--recover")
     _same_signature(teacher, student)
     samples = (
@@ -348,7 +354,7 @@ def recover(
     )
     trained = train(
         teacher, student, samples, epochs=epochs, minutes=minutes, holdout=holdout, seed=seed,
-        progress=progress, start=start, class_axis=class_axis, method=method,
+        progress=progress, start=start, class_axis=class_axis, method=method, threads=threads,
     )  # fmt: skip
     full_check(trained.model)  # the full checker, as optimize runs it
     after, worst = checked_in_runtime(trained.model, trained)
@@ -416,9 +422,11 @@ def train(
     mix_rng = np.random.default_rng([seed, 1])
 
     def batch(p: np.ndarray) -> tuple[dict, dict]:  # positions in the training split
-        """A training batch and the teacher's targets for it (mixed: run now in ORT)."""
-        if method.mix > 0:
+        """A training batch and the teacher's targets for it (mixed or augmented: run now in
+        ORT)."""
+        if method.mix > 0 or method.augment > 0:
             x = mix(samples.take(train[p]), method.mix, mix_rng)
+            x = augment(x, method.augment, mix_rng)
             y = tg.teacher.run(x)
         else:
             x, y = samples.take(train[p]), tg.train(samples, train[p])
