@@ -1,6 +1,7 @@
 """Per-conv precision (``--precision auto``) against fp32 SK and ORT's own int8, interleaved.
 
-For ResNet-18 and ResNet-50 (``models/big/``, read only), at 1 thread, batch 1, 224×224:
+For the models of ``models/big/`` (read only; ResNet-18/34/50, the YOLOv8s-style ``yolo_s`` at
+320×320, AlexNet, VGG-16, MobileNetV2), at 1 thread, batch 1, each at its input size:
 
 - ``dense``: the original (fp32);
 - ``ort-int8``: ONNX Runtime's static QDQ quantization of the original
@@ -9,7 +10,10 @@ For ResNet-18 and ResNet-50 (``models/big/``, read only), at 1 thread, batch 1, 
 - ``sk-params``: ``optimize --objective params``;
 - ``sk-latency``: ``optimize --objective latency`` (fp32);
 - ``sk-auto``: ``optimize --objective latency --precision auto --calibration CAL``;
-- ResNet-18 also ``sk-auto-first``: the same with ``--include-first``.
+- ResNet-18 also ``sk-latency-first`` and ``sk-auto-first``: the same with ``--include-first``.
+
+``--precision auto`` revises its per-conv choice by timing the network
+(``onnx_sk.passes.int8_context``); the table lists the flips it kept.
 
 Every SK variant gets the same ``--calibration`` samples (the fits use them too), and the
 latency variants share one LUT. The variants of a model are timed in one interleaved run
@@ -18,7 +22,7 @@ variant against the original on held-out samples of the calibration distribution
 agreement, logits cosine). No image dataset ships here: the samples are synthetic image-like
 inputs (``bench/image_like.py``: smooth random fields, ImageNet-normalised).
 
-    .venv/bin/python bench/bench_precision.py                       # both models
+    .venv/bin/python bench/bench_precision.py                       # every model
     .venv/bin/python bench/bench_precision.py --models resnet18 --seconds 20
 
 Writes ``bench/results/precision.{json,md}``; the models go to ``--work`` (default
@@ -67,6 +71,12 @@ def variants(name: str) -> dict[str, dict]:
 
 #: each auto variant against the better of ORT int8-only and SK-only with the same options
 RIVALS = {"sk-auto": ("ort-int8", "sk-latency"), "sk-auto-first": ("ort-int8", "sk-latency-first")}
+
+
+def input_size(path: Path) -> int:
+    """H (= W) of the model's [1, 3, H, W] input."""
+    dims = onnx.load(path, load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return dims[2].dim_value
 
 
 def ort_int8(src: Path, out: Path, cal: np.ndarray) -> float:
@@ -164,13 +174,14 @@ def markdown(doc: dict) -> str:
     ran = {m.get("command", doc["command"]) for m in doc["models"].values()}
     commands = ", ".join(f"`{c}`" for c in sorted(ran))
     lines = [
-        "# Per-conv precision: SK fp32/int8 vs ORT int8 (1 thread, batch 1, 224×224)",
+        "# Per-conv precision: SK fp32/int8 vs ORT int8 (1 thread, batch 1, 224×224; yolo_s 320×320)",
         "",
         f"Commands: {commands}. "
         "One interleaved run per model on a shared 2-vCPU machine "
         "(noisy: ratios are paired medians within the run). Fidelity: against the original on "
         f"{EVAL_SAMPLES} held-out synthetic image-like samples (bench/image_like.py; no image "
-        f"dataset here), calibration on {CAL_SAMPLES} others.",
+        f"dataset here), calibration on {CAL_SAMPLES} others (top-1: argmax along axis 1; for "
+        "yolo_s that is over its raw head's channels per anchor).",
         "",
         "× rivals: an auto variant's speedup over the better of ORT int8-only and SK-only "
         "(fp32, same options) in the same run. In-context flips: the convs whose precision the "
@@ -215,7 +226,10 @@ def markdown(doc: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", nargs="+", default=["resnet18", "resnet50"])
+    ap.add_argument(
+        "--models", nargs="+",
+        default=["resnet18", "resnet34", "resnet50", "yolo_s", "alexnet", "vgg16", "mobilenet_v2"],
+    )  # fmt: skip
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--work", type=Path, default=Path("/tmp/onnx-sk-precision"))
     ap.add_argument("--reuse", action="store_true", help="reuse the models made by a run before")
@@ -225,10 +239,6 @@ def main() -> None:
     )  # fmt: skip
     args = ap.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    cal = image_like(CAL_SAMPLES, seed=0)
-    xs = image_like(EVAL_SAMPLES, seed=1)
-    cal_path = args.work / "calibration.npz"
-    np.savez(cal_path, input=cal)
     command = "python bench/bench_precision.py " + " ".join(sys.argv[1:])
     doc: dict = {"command": command, "models": {}}
     previous = RESULTS / "precision.json"
@@ -236,6 +246,11 @@ def main() -> None:
         doc = json.loads(previous.read_text())
     for name in args.models:
         print(f"{name}:", flush=True)
+        size = input_size(BIG / f"{name}.onnx")
+        cal = image_like(CAL_SAMPLES, size, seed=0)
+        xs = image_like(EVAL_SAMPLES, size, seed=1)
+        cal_path = args.work / f"calibration_{size}.npz"
+        np.savez(cal_path, input=cal)
         doc["models"][name] = run_model(name, args.work, cal_path, cal, xs, args)
         doc["models"][name]["command"] = command
     RESULTS.mkdir(parents=True, exist_ok=True)

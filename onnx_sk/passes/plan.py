@@ -3,7 +3,9 @@ reason it is kept). Changes nothing in the model.
 
 Shapes come from ONNX shape inference with the ``--input-shape`` overrides, and batch 1 for an
 input whose only symbolic dim is its batch (so MACs are per sample and ``--objective latency``
-measures at batch 1); the decisions from :func:`onnx_sk.passes.objectives.plan` (policy, then
+measures at batch 1); where inference leaves a conv unsized (shape arithmetic it cannot follow,
+as in torch's exported ``chunk``) and every input is concrete, from one ONNX Runtime run
+(:mod:`onnx_sk.runtime.observed`); the decisions from :func:`onnx_sk.passes.objectives.plan` (policy, then
 the objective). Each conv's spatial dims as the model itself declares them (never the ones an
 ``--input-shape`` fixed) go in ``ctx.static_spatial``: a shuffle reshapes to constant targets
 only where they are static. ``--objective`` not given is decided here (``_default_objective``).
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import onnx
+from onnx import helper
 
 from onnx_sk.errors import UserError
 from onnx_sk.graph.convs import ConvSite, find_convs
@@ -24,6 +28,7 @@ from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
 from onnx_sk.passes.quantize import check_opset
 from onnx_sk.runtime import latency
+from onnx_sk.runtime.observed import observed_shapes
 
 
 class PlanPass:
@@ -33,6 +38,11 @@ class PlanPass:
         counted, ctx.per_sample = per_sample_inputs(model, ctx.input_shapes)
         shapes = infer_shapes(model, counted)
         ctx.sites = find_convs(model, shapes)
+        if any(s.reason is None and latency.in_shape_of(s) is None for s in ctx.sites):
+            seen = _observed(model, counted, ctx.sites)
+            if seen:  # inference stopped (shape arithmetic): the sizes one run shows
+                shapes.update(seen)
+                ctx.sites = find_convs(model, shapes)
         # the user's dims are for counting, never baked into the graph
         ctx.static_spatial = static_spatial(model, ctx.sites, None if ctx.input_shapes else shapes)
         unsized = [s for s in ctx.sites if s.reason is None and latency.in_shape_of(s) is None]
@@ -53,6 +63,23 @@ class PlanPass:
         )
         _record_int8(ctx)
         return PassResult(model, modified=False)
+
+
+def _observed(
+    model: onnx.ModelProto, counted: dict[str, tuple[int, ...]], sites: list[ConvSite]
+) -> dict:
+    """The input and output shapes of the convs inference could not size, from one ONNX Runtime
+    run (:func:`onnx_sk.runtime.observed.observed_shapes`; empty when it cannot run)."""
+    names, types = [], {}
+    for s in sites:
+        if latency.in_shape_of(s) is not None or len(s.node.input) < 2:
+            continue
+        dtype = s.consts.dtype(s.node.input[1]) if s.weight_is_constant else None
+        for t in (s.node.input[0], s.node.output[0]):
+            names.append(t)
+            if dtype is not None:
+                types[t] = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    return observed_shapes(model, counted, names, types)
 
 
 def _record_int8(ctx: PassContext) -> None:
