@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--mix", type=float, default=0.0)
     ap.add_argument("--augment", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=0, help="the training's seed")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the training")
     ap.add_argument("--lut", default=None, help="latency table (one-step: the same designs)")
     ap.add_argument("--samples", type=int, default=1000)
@@ -65,7 +66,7 @@ def main() -> None:
                 str(task.teacher), str(out), init=args.init, recover=str(data),
                 recover_minutes=args.minutes, recover_epochs=1000,
                 recover_class_axis=args.class_axis, recover_mix=args.mix,
-                recover_augment=args.augment, recover_threads=args.threads,
+                recover_augment=args.augment, recover_threads=args.threads, seed=args.seed,
                 **({"lut": args.lut} if args.lut else {}),
             )  # fmt: skip
             rec = report.recovery or {}
@@ -78,6 +79,7 @@ def main() -> None:
             r = onnx_sk.distill(
                 str(task.teacher), str(student), str(out), str(data), epochs=1000,
                 minutes=args.minutes, class_axis=args.class_axis, threads=args.threads,
+                seed=args.seed,
                 method=Method(mix=args.mix, augment=args.augment),
             )  # fmt: skip
             seconds, curve = r.seconds, r.curve
@@ -95,6 +97,7 @@ def main() -> None:
             "minutes": args.minutes,
             "mix": args.mix,
             "augment": args.augment,
+            "seed": args.seed,
             "threads": args.threads,
             "samples": args.samples,
             "original": task.score(teacher_preds, task.labels),
@@ -117,6 +120,7 @@ def main() -> None:
     how = f"onestep_mix{args.mix:g}" if args.one_step else f"{args.objective}_mix{args.mix:g}"
     how += f"_aug{args.augment:g}" if args.augment else ""
     how += f"_t{args.threads}" if args.threads != 1 else ""
+    how += f"_seed{args.seed}" if args.seed else ""
     name = f"recovery_budget_{args.task}_{args.init}_{args.minutes:g}min_{how}.json"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / name).write_text(json.dumps(doc, indent=2) + "\n")

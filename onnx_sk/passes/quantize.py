@@ -13,8 +13,11 @@ unchanged); quantization is not exact, so the int8 model is checked here instead
    against the original fp32 dense conv on the first calibration batch's input activations,
    ``||y_int8 - y_dense|| / ||y_dense||`` (:func:`onnx_sk.runtime.quantize.relative_error`);
    a conv over τ stays fp32 (``precision.over_budget``);
-3. the QDQ nodes are inserted (:func:`onnx_sk.graph.qdq.insert_qdq`);
-4. unless ``--no-verify``: the full ONNX checker; ONNX Runtime's optimized graph (CPU provider,
+3. with ``auto`` (unless ``--lut-from-target``): the per-conv choice revised by timing the
+   network on the target, one boundary conv flipped at a time
+   (:mod:`onnx_sk.passes.int8_context`; the ranges above cover every conv that could be int8);
+4. the QDQ nodes are inserted (:func:`onnx_sk.graph.qdq.insert_qdq`);
+5. unless ``--no-verify``: the full ONNX checker; ONNX Runtime's optimized graph (CPU provider,
    ORT_ENABLE_ALL) must hold an int8 conv kernel (``QLinearConv``) per int8 Conv node
    (``int8_kernels``), and the int8 model's outputs, run by ONNX Runtime as deployed
    (optimisations on), must have a cosine of at least ``MIN_COSINE`` with the fp32 model's on
