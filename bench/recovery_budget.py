@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--mix", type=float, default=0.0)
     ap.add_argument("--augment", type=float, default=0.0)
     ap.add_argument("--seed", type=int, default=0, help="the training's seed")
+    ap.add_argument("--teacher", type=Path, default=None, help="another export of the model")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the training")
     ap.add_argument("--lut", default=None, help="latency table (one-step: the same designs)")
     ap.add_argument("--samples", type=int, default=1000)
@@ -55,6 +56,8 @@ def main() -> None:
     ap.add_argument("--out-dir", type=Path, default=REPO / "bench" / "results")
     args = ap.parse_args()
     task = importlib.import_module(f"recovery_{args.task}").task
+    if args.teacher is not None:  # e.g. the dynamo export of the same trained model
+        task.teacher = args.teacher
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
@@ -92,6 +95,7 @@ def main() -> None:
             "command": "PYTHONPATH=. python bench/recovery_budget.py " + " ".join(sys.argv[1:]),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, ORT 1 thread",
             "task": task.name,
+            "teacher": str(Path(task.teacher).resolve().relative_to(REPO)),
             "init": args.init,
             "objective": args.objective,
             "minutes": args.minutes,
@@ -121,6 +125,7 @@ def main() -> None:
     how += f"_aug{args.augment:g}" if args.augment else ""
     how += f"_t{args.threads}" if args.threads != 1 else ""
     how += f"_seed{args.seed}" if args.seed else ""
+    how += "_" + Path(task.teacher).stem if args.teacher is not None else ""
     name = f"recovery_budget_{args.task}_{args.init}_{args.minutes:g}min_{how}.json"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / name).write_text(json.dumps(doc, indent=2) + "\n")
