@@ -328,3 +328,31 @@ def test_add_between_int8_convs_is_int8(tmp_path):
     want = session(model).run(None, {"x": x})[0]
     got = session(out, opt_level="all").run(None, {"x": x})[0]
     assert _cosine(want, got) >= 0.99
+
+
+def test_profile_lut_int8_entries_serve_lut_from_target(case, tmp_path):
+    """profile-lut --precision auto on the target, then optimize --precision auto
+    --lut-from-target measures nothing (a missing entry would be an error) and skips the
+    in-context timing."""
+    lut = tmp_path / "target.json"
+    proc = run_cli("profile-lut", case["model"], "--out", lut, "--precision", "auto")
+    assert proc.returncode == 0, proc.stderr
+    entries = json.loads(lut.read_text())["entries"]
+    int8_keys = [k for k in entries if k.endswith("-int8")]
+    # every conv: the three 3×3 (SK candidates) and the 1×1 (dense only), fp32 and int8
+    assert len(int8_keys) == len(entries) - len(int8_keys) == 4
+    _, report = onnx_sk.optimize(
+        case["model"], tmp_path / "o.onnx", objective="latency", precision="auto",
+        calibration=case["cal"], lut=lut, lut_from_target=True,
+    )  # fmt: skip
+    assert "context" not in report.precision
+    fp32_only = tmp_path / "fp32.json"
+    assert run_cli("profile-lut", case["model"], "--out", fp32_only).returncode == 0
+    doc = json.loads(fp32_only.read_text())
+    doc["cpu"] = "the target's CPU"  # measured elsewhere: nothing may be measured here
+    fp32_only.write_text(json.dumps(doc))
+    with pytest.raises(onnx_sk.UserError, match="run onnx-sk profile-lut on the target"):
+        onnx_sk.optimize(
+            case["model"], None, objective="latency", precision="auto", lut=fp32_only,
+            lut_from_target=True,
+        )  # fmt: skip

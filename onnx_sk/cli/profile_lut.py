@@ -23,6 +23,12 @@ def profile_lut_cmd(
         None, "--input-shape", help="NAME:1x3x224x224 (repeatable)."
     ),
     bottleneck_ratio: float = typer.Option(0.25, help="Bottleneck K/F of the bottleneck designs."),
+    precision: str = typer.Option(
+        "fp32",
+        help="fp32; int8 or auto: also time each shape in int8 QDQ form, and the convs no SK "
+        "design replaces (1×1, depthwise, first) dense in fp32 and int8, for optimize "
+        "--precision int8|auto --lut-from-target.",
+    ),
 ) -> None:
     """Time every eligible conv shape's dense conv and SK candidates on this machine: run it on
     the edge device, then optimize --objective latency --lut FILE --lut-from-target.
@@ -33,7 +39,7 @@ def profile_lut_cmd(
         task = bar.add_task("profile-lut", total=1.0)
         summary = profile_lut(
             model, out, tuple(provider or ("CPUExecutionProvider",)), parse_threads(threads),
-            parse_input_shapes(input_shape), bottleneck_ratio,
+            parse_input_shapes(input_shape), bottleneck_ratio, precision=precision,
             progress=lambda f, what: bar.update(task, completed=f, description=what[:60]),
         )  # fmt: skip
     for row in summary["configs"]:

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import onnx
-from onnx import helper
 
 from onnx_sk.errors import UserError
 from onnx_sk.graph.convs import ConvSite, find_convs
@@ -28,7 +26,7 @@ from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
 from onnx_sk.passes.quantize import check_opset
 from onnx_sk.runtime import latency
-from onnx_sk.runtime.observed import observed_shapes
+from onnx_sk.runtime.observed import conv_shapes
 
 
 class PlanPass:
@@ -36,13 +34,8 @@ class PlanPass:
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         counted, ctx.per_sample = per_sample_inputs(model, ctx.input_shapes)
-        shapes = infer_shapes(model, counted)
+        shapes = conv_shapes(model, counted)  # inference, then one run where it stops
         ctx.sites = find_convs(model, shapes)
-        if any(s.reason is None and latency.in_shape_of(s) is None for s in ctx.sites):
-            seen = _observed(model, counted, ctx.sites)
-            if seen:  # inference stopped (shape arithmetic): the sizes one run shows
-                shapes.update(seen)
-                ctx.sites = find_convs(model, shapes)
         # the user's dims are for counting, never baked into the graph
         ctx.static_spatial = static_spatial(model, ctx.sites, None if ctx.input_shapes else shapes)
         unsized = [s for s in ctx.sites if s.reason is None and latency.in_shape_of(s) is None]
@@ -63,23 +56,6 @@ class PlanPass:
         )
         _record_int8(ctx)
         return PassResult(model, modified=False)
-
-
-def _observed(
-    model: onnx.ModelProto, counted: dict[str, tuple[int, ...]], sites: list[ConvSite]
-) -> dict:
-    """The input and output shapes of the convs inference could not size, from one ONNX Runtime
-    run (:func:`onnx_sk.runtime.observed.observed_shapes`; empty when it cannot run)."""
-    names, types = [], {}
-    for s in sites:
-        if latency.in_shape_of(s) is not None or len(s.node.input) < 2:
-            continue
-        dtype = s.consts.dtype(s.node.input[1]) if s.weight_is_constant else None
-        for t in (s.node.input[0], s.node.output[0]):
-            names.append(t)
-            if dtype is not None:
-                types[t] = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-    return observed_shapes(model, counted, names, types)
 
 
 def _record_int8(ctx: PassContext) -> None:

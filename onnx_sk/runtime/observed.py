@@ -16,8 +16,10 @@ import logging
 
 import numpy as np
 import onnx
+from onnx import helper
 
-from onnx_sk.graph.shapes import Shape
+from onnx_sk.graph.convs import find_convs
+from onnx_sk.graph.shapes import Shape, infer_shapes
 from onnx_sk.graph.tensors import with_outputs
 from onnx_sk.runtime.feeds import random_inputs, real_inputs
 from onnx_sk.runtime.session import session
@@ -71,3 +73,23 @@ def observed_shapes(
     out: dict[str, Shape] = {n: tuple(int(d) for d in np.shape(got[n])) for n in wanted if n in got}
     out.update({n: dims[n] for n in names if n in dims})
     return out
+
+
+def conv_shapes(model: onnx.ModelProto, given: dict[str, tuple[int, ...]]) -> dict[str, Shape]:
+    """ONNX shape inference at ``given`` input dims, completed by one ONNX Runtime run for the
+    inputs and outputs of the main-graph convs it left unsized (module docstring)."""
+    shapes = infer_shapes(model, given)
+    names: list[str] = []
+    types: dict[str, int] = {}
+    for site in find_convs(model, shapes):
+        shape = site.in_shape
+        if site.scope or len(site.node.input) < 2 or (shape is not None and None not in shape):
+            continue
+        dtype = site.consts.dtype(site.node.input[1]) if site.weight_is_constant else None
+        for t in (site.node.input[0], site.node.output[0]):
+            names.append(t)
+            if dtype is not None:
+                types[t] = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    if names:
+        shapes.update(observed_shapes(model, given, names, types))
+    return shapes
