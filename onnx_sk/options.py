@@ -193,10 +193,10 @@ class RecoverOptions:
         "MNIST with a 20-minute budget; it costs epochs).",
     )
     recover_augment: float = option(
-        0.0,
+        1.0,
         "--recover: this fraction of each batch is shifted, contrast-scaled and noised "
         "(labelled by the original as drawn): the student matches it around the samples, not "
-        "only on them.",
+        "only on them (0: the samples as given).",
     )
     recover_threads: int = option(1, "--recover: torch and ONNX Runtime threads for training.")
 

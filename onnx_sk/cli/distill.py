@@ -114,9 +114,10 @@ def distill_cmd(
         "as drawn): more points to match when the samples are few; it costs epochs.",
     ),
     augment: float = typer.Option(
-        0.0,
+        1.0,
         help="This fraction of each batch is shifted, contrast-scaled and noised (labelled by "
-        "the teacher as drawn): the student matches it around the samples, not only on them.",
+        "the teacher as drawn): the student matches it around the samples, not only on them "
+        "(0: the samples as given).",
     ),
     report: str = typer.Option(None, help="Write the JSON report to this file."),
     size: str = _data_option("size"),

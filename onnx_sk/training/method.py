@@ -22,10 +22,12 @@ class Method:
     on every output. ``stage1``: the fraction of the time the block-wise stage may use. ``aux``: the weight of
     the anchors (the shared intermediate tensors) in the end-to-end loss. ``augment``: the
     fraction of each training batch perturbed by :func:`augment` (shift, contrast, noise),
-    labelled by the teacher as they are drawn; 0: none."""
+    labelled by the teacher as they are drawn; 0: none (1, the default, was measured best at the
+    full budget: CRNN string accuracy 0.93-0.94 against 0.83-0.90 without, detector F1 0.992
+    against 0.967, MNIST 0.989 either way)."""
 
     mix: float = 0.0
-    augment: float = 0.0
+    augment: float = 1.0
     schedule: str = "cosine"
     temperature: float = 4.0
     stage1: float = 0.1
