@@ -170,8 +170,12 @@ def run_model(name: str, work: Path, cal_path: Path, cal: np.ndarray, xs, args) 
     return out
 
 
+def _num(x: float | None, digits: int) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
 def markdown(doc: dict) -> str:
-    ran = {m.get("command", doc["command"]) for m in doc["models"].values()}
+    ran = {m.get("command", doc.get("command", "")) for m in doc["models"].values()}
     commands = ", ".join(f"`{c}`" for c in sorted(ran))
     lines = [
         "# Per-conv precision: SK fp32/int8 vs ORT int8 (1 thread, batch 1, 224×224; yolo_s 320×320)",
@@ -215,13 +219,17 @@ def markdown(doc: dict) -> str:
             lines.append(
                 f"| {model} | {n} | {v['median_ms']:.2f} | {v['speedup_vs_dense']:.2f} | {vs} "
                 f"| {ideal} | {int8} | {flips} | "
-                f"{f.get('top1_agreement', 1.0) if f else 1.0:.3f} | "
-                f"{f.get('cosine', 1.0) if f else 1.0:.4f} |"
+                f"{_num(f.get('top1_agreement') if f else 1.0, 3)} | "
+                f"{_num(f.get('cosine') if f else 1.0, 4)} |"
             )
     if profiles:
         lines += ["", "Profile of the auto variants (op type, share of kernel time, nodes):", ""]
         lines += profiles
     return "\n".join(lines) + "\n"
+
+
+def write_markdown(doc: dict) -> None:
+    (RESULTS / "precision.md").write_text(markdown(doc))
 
 
 def main() -> None:
@@ -237,7 +245,14 @@ def main() -> None:
         "--keep-others", action="store_true",
         help="keep the rows of the models not run now from bench/results/precision.json",
     )  # fmt: skip
+    ap.add_argument(
+        "--markdown-only", action="store_true",
+        help="rewrite precision.md from bench/results/precision.json, measure nothing",
+    )  # fmt: skip
     args = ap.parse_args()
+    if args.markdown_only:
+        write_markdown(json.loads((RESULTS / "precision.json").read_text()))
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     command = "python bench/bench_precision.py " + " ".join(sys.argv[1:])
     doc: dict = {"command": command, "models": {}}
@@ -255,7 +270,7 @@ def main() -> None:
         doc["models"][name]["command"] = command
     RESULTS.mkdir(parents=True, exist_ok=True)
     save_json(doc, RESULTS / "precision.json")
-    (RESULTS / "precision.md").write_text(markdown(doc))
+    write_markdown(doc)
     print(markdown(doc))
 
 

@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--objective", default="params")
     ap.add_argument("--minutes", type=float, default=20.0)
     ap.add_argument("--mix", type=float, default=0.0)
-    ap.add_argument("--augment", type=float, default=0.0)
+    ap.add_argument("--augment", type=float, default=1.0, help="onnx-sk's default: 1")
     ap.add_argument("--seed", type=int, default=0, help="the training's seed")
     ap.add_argument("--teacher", type=Path, default=None, help="another export of the model")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the training")
@@ -122,7 +122,7 @@ def main() -> None:
             "wall_seconds": round(time.perf_counter() - start, 1),
         }
     how = f"onestep_mix{args.mix:g}" if args.one_step else f"{args.objective}_mix{args.mix:g}"
-    how += f"_aug{args.augment:g}" if args.augment else ""
+    how += f"_aug{args.augment:g}"
     how += f"_t{args.threads}" if args.threads != 1 else ""
     how += f"_seed{args.seed}" if args.seed else ""
     how += "_" + Path(task.teacher).stem if args.teacher is not None else ""

@@ -10,7 +10,7 @@ import onnx_sk
 from onnx_sk.cli.optimize import precision_line
 from onnx_sk.graph.neighbours import MAX_HOPS, conv_neighbours
 from onnx_sk.graph.qdq import activation_tensors, with_int8_joins
-from onnx_sk.passes.int8_context import MAX_TRIALS, revise, with_qdq
+from onnx_sk.passes.int8_context import ALL, MAX_TRIALS, revise, with_qdq
 from onnx_sk.runtime.paired import PairedTimer, one_sample
 from onnx_sk.runtime.quantize import activation_ranges, optimized_ops
 from onnx_sk.runtime.session import session
@@ -105,12 +105,20 @@ def test_revise_tries_each_boundary_once_and_keeps_what_it_reports():
     names = {"a": "A", "b": "B", "y": "C", "z": "D"}
     start = {"b"}
     int8, trials = revise(model, units, set(start), ranges, timer, names)
-    tried = [t["conv"] for t in trials]
+    assert trials[0]["conv"] == ALL and trials[0]["to"] == "int8"  # every conv int8 first
+    tried = [t["conv"] for t in trials[1:]]
     assert len(tried) == len(set(tried)) <= MAX_TRIALS
-    assert "D" not in tried  # no neighbour of the other precision, ever
-    assert tried[0] == "B"  # the most mixed neighbours first (A and C are fp32)
-    flipped = {c for c, n in names.items() if any(t["conv"] == n and t["kept"] for t in trials)}
-    assert int8 == start ^ flipped
+    if not trials[0]["kept"]:
+        assert "D" not in tried  # no neighbour of the other precision, ever
+        assert tried[0] == "B"  # the most mixed neighbours first (A and C are fp32)
+    else:  # all int8: no boundary left, nothing more to try
+        assert tried == []
+    replay = set(units) if trials[0]["kept"] else set(start)
+    by_name = {n: c for c, n in names.items()}
+    for t in trials[1:]:
+        if t["kept"]:
+            replay ^= {by_name[t["conv"]]}
+    assert int8 == replay
     for t in trials:
         assert t["to"] in ("int8", "fp32") and t["speedup"] > 0
         assert t["kept"] == (t["speedup"] >= 1.03)
@@ -153,7 +161,8 @@ def test_optimize_auto_reports_the_context_trials(tmp_path):
     assert isinstance(p["context"], list)
     final = {c["name"]: c["precision"] for c in report.convs}
     for t in p["context"]:
-        assert (final[t["conv"]] == t["to"]) == t["kept"]
+        if t["conv"] != ALL:
+            assert (final[t["conv"]] == t["to"]) == t["kept"]
     assert sorted(p["int8_convs"]) == sorted(n for n, v in final.items() if v == "int8")
 
 
@@ -168,3 +177,14 @@ def test_precision_line_names_the_kept_flips():
     }
     line = precision_line(p)
     assert line == "precision auto: 2 int8 convs; in context: 1 of 2 flips kept (A int8 1.40×)"
+
+
+def test_revise_keeps_no_int8_flip_that_fails_the_tolerance():
+    model = _chain_model()
+    x = np.random.default_rng(1).standard_normal((1, 8, 16, 16)).astype(np.float32)
+    units = {"a": ["a"], "b": ["b"], "y": ["y"]}
+    ranges = _ranges(model, units, x)
+    timer = PairedTimer("CPUExecutionProvider", 1, {"x": x}, budget_s=0.05)
+    int8, trials = revise(model, units, {"b"}, ranges, timer, {}, faithful=lambda sess: False)
+    assert int8 <= {"b"}  # only flips to fp32 may have stayed
+    assert not any(t["kept"] for t in trials if t["to"] == "int8")

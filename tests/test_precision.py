@@ -206,6 +206,41 @@ def test_qdq_conv_relu_is_one_int8_kernel():
     assert np.abs(got - want).max() <= 4 * step
 
 
+@pytest.mark.parametrize("low", [0.0, -1.0])
+def test_qdq_conv_relu6_is_one_int8_kernel(low):
+    """A Conv read only by a Clip from 0 (ReLU6, MobileNet's) is quantized after the Clip and
+    ORT folds the Clip into QLinearConv; a Clip from another bound is not folded."""
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((8, 4, 3, 3)) * 0.2).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Conv", ["x", "w"], ["c"], "conv", pads=[1, 1, 1, 1]),
+            helper.make_node("Clip", ["c", "lo", "hi"], ["y"], "relu6"),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])],
+        [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.float32(low), "lo"),
+         numpy_helper.from_array(np.float32(6.0), "hi")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((1, 4, 8, 8)).astype(np.float32)
+    want = session(model).run(None, {"x": x})[0]
+    tensors = activation_tensors(model.graph, ["c"])
+    assert tensors == (["x", "y"] if low == 0 else ["x", "c"])
+    ranges = {"x": (float(x.min()), float(x.max())), "y": (0.0, float(want.max()))}
+    if low != 0:  # quantized before the Clip: the conv's own range
+        ranges["c"] = (-8.0, 8.0)
+    insert_qdq(model.graph, ["c"], ranges)
+    onnx.checker.check_model(model, full_check=True)
+    ops = optimized_ops(model)
+    assert ops["QLinearConv"] == 1 and ops["Conv"] == 0
+    assert ops["Clip"] == (0 if low == 0 else 1)
+    got = session(model, opt_level="all").run(None, {"x": x})[0]
+    if low == 0:
+        assert np.abs(got - want).max() <= 4 * want.max() / 255
+
+
 def test_quantization_parameters():
     p = act_params(-1.0, 3.0)
     assert p.zero_point == round(1.0 / p.scale) and abs(p.scale - 4.0 / 255) < 1e-7

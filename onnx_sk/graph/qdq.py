@@ -10,8 +10,8 @@ whose scales agree (the data-movement op then runs on uint8). So an int8 conv he
 - its weights int8 per output channel, symmetric: ``scale[o] = max|w[o]| / 127``,
   ``w_q = round(w / scale)`` in ``[-127, 127]``, dequantized on axis 0;
 - its bias int32: ``b_q = round(b / (x_scale · scale[o]))``, zero point 0 (what the fusion takes);
-- an output read only by a ``Relu`` is quantized after the ``Relu`` (range ``[0, hi]``): ONNX
-  Runtime folds the ``Relu`` into the quantization;
+- an output read only by a ``Relu``, or by a ``Clip`` from 0 (ReLU6), is quantized after it
+  (range ``[0, hi]``, within the clip's): ONNX Runtime folds it into the quantization;
 - a data-movement op (``MOVES``, the channel shuffles of the SK designs) marked int8 gets a
   Q/DQ pair on its output with its input's scale;
 - an ``Add`` marked int8 (``with_int8_joins``: both inputs quantized anyway) gets its inputs
@@ -97,6 +97,7 @@ def activation_tensors(graph: onnx.GraphProto, marked: Iterable[str]) -> list[st
     marked = set(marked)
     readers = _readers(graph)
     outputs = {o.name for o in graph.output}
+    consts = ConstantIndex(graph)
     need: dict[str, None] = {}
     for node in graph.node:
         if node.output[0] not in marked:
@@ -104,7 +105,7 @@ def activation_tensors(graph: onnx.GraphProto, marked: Iterable[str]) -> list[st
         for t in _activations(node):
             need[t] = None
         if node.op_type in JOINS or node.op_type == "Conv":
-            need[_quantized_output(node, readers, outputs)] = None
+            need[_quantized_output(node, readers, outputs, consts)] = None
     return list(need)
 
 
@@ -121,12 +122,13 @@ def with_int8_joins(graph: onnx.GraphProto, marked: Iterable[str]) -> list[str]:
     out = list(marked)
     readers = _readers(graph)
     outputs = {o.name for o in graph.output}
+    consts = ConstantIndex(graph)
     quantized = set(activation_tensors(graph, out))
     for node in graph.node:
         if node.op_type in JOINS and len(node.input) == 2 and node.output[0] not in out:
             if all(t in quantized for t in node.input):
                 out.append(node.output[0])
-                quantized.add(_quantized_output(node, readers, outputs))
+                quantized.add(_quantized_output(node, readers, outputs, consts))
     return out
 
 
@@ -140,14 +142,35 @@ def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
 
 
 def _quantized_output(
-    conv: onnx.NodeProto, readers: dict[str, list[onnx.NodeProto]], outputs: set[str]
+    conv: onnx.NodeProto,
+    readers: dict[str, list[onnx.NodeProto]],
+    outputs: set[str],
+    consts: ConstantIndex | None = None,
 ) -> str:
-    """The tensor whose Q follows the conv: the conv's output, or its only reader's if a Relu."""
+    """The tensor whose Q follows the conv: the conv's output, or its only reader's if a Relu or
+    a Clip from 0 (:func:`_folds`)."""
     y = conv.output[0]
     after = readers.get(y, [])
-    if y not in outputs and len(after) == 1 and after[0].op_type == "Relu":
+    if y not in outputs and len(after) == 1 and _folds(after[0], consts):
         return after[0].output[0]
     return y
+
+
+def _folds(node: onnx.NodeProto, consts: ConstantIndex | None) -> bool:
+    """A ``Relu``, or a ``Clip`` from 0 (ReLU6): ONNX Runtime folds it into the Q that follows
+    it (its range ``[0, hi]`` lies within the clip's)."""
+    if node.op_type == "Relu":
+        return True
+    if node.op_type != "Clip" or consts is None:
+        return False
+    low: object = None
+    for a in node.attribute:  # opset < 11: min/max attributes
+        if a.name == "min":
+            low = a.f
+    if len(node.input) > 1 and node.input[1]:
+        value = consts.get(node.input[1])
+        low = None if value is None or value.size != 1 else float(value.reshape(-1)[0])
+    return low == 0.0
 
 
 def insert_qdq(
@@ -175,7 +198,7 @@ def insert_qdq(
             else:
                 params.setdefault(t, act_params(*src))
         if node.op_type == "Conv" or node.op_type in JOINS:
-            y = _quantized_output(node, readers, outputs)
+            y = _quantized_output(node, readers, outputs, consts)
             params[y] = act_params(*ranges[y])
             written_int8[y] = writer[y]
         else:  # a move: same scale as its input

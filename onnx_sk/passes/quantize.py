@@ -171,7 +171,7 @@ class QuantizePass:
             marked = self._within_budget(ctx, marked, values, report)
         if context:
             marked, report["context"] = _in_context(
-                ctx, model, units, marked, ranges, feed0, values, names
+                ctx, model, units, marked, ranges, feed0, want, values, names
             )
         insert_qdq(model.graph, _joined(model, marked), ranges)
         report["int8_convs"] = [names[c] for c in marked]
@@ -211,6 +211,7 @@ def _in_context(
     marked: dict[str, list[str]],
     ranges: dict[str, tuple[float, float]],
     feed0: dict[str, np.ndarray],
+    want: list[np.ndarray],
     values: dict[str, np.ndarray],
     names: dict[str, str],
 ) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
@@ -225,11 +226,24 @@ def _in_context(
         spec, w, b, x_name = ctx.int8_dense[conv]
         return int8_error(spec, w, b, by_output.get(conv), values[x_name]) <= tau
 
+    feeds = one_sample(model, feed0)
     timer = PairedTimer(
-        o.latency.provider or DEFAULT_PROVIDER, o.latency.threads or 1,
-        one_sample(model, feed0), seed=o.seed,
-    )  # fmt: skip
-    int8, trials = revise(model, units, set(marked), ranges, timer, names, allowed, ctx.step)
+        o.latency.provider or DEFAULT_PROVIDER, o.latency.threads or 1, feeds, seed=o.seed
+    )
+    one = any(np.shape(feeds[k]) != np.shape(v) for k, v in feed0.items())
+    reference = [np.asarray(w)[:1] if one else np.asarray(w) for w in want]
+
+    def faithful(sess: Any) -> bool:  # the tolerance _check applies to the written model
+        got = sess.run(None, feeds)
+        return all(  # an output that does not follow the batch is not compared
+            a.shape != np.shape(b)
+            or difference(a.astype(np.float64), np.asarray(b, np.float64)).cosine >= MIN_COSINE
+            for a, b in zip(reference, got, strict=True)
+        )
+
+    int8, trials = revise(
+        model, units, set(marked), ranges, timer, names, allowed, ctx.step, faithful
+    )
     return {c: units[c] for c in units if c in int8}, trials
 
 
