@@ -154,7 +154,10 @@ def _finish(ctx: PassContext, model: onnx.ModelProto) -> None:
     if o.mode == "reduce":
         report.totals = reduce_totals(report.convs, ctx.before, model)
         report.totals["per_sample"] = ctx.per_sample
-        report.message = reduce_message(report.replaced if ctx.modified else 0, len(report.convs))
+        int8 = len((report.precision or {}).get("int8_convs") or [])
+        report.message = reduce_message(
+            report.replaced if ctx.modified else 0, len(report.convs), int8
+        )
     else:
         assert ctx.widen is not None
         report.totals = widen_totals(report.convs, ctx.before, model)

@@ -178,10 +178,14 @@ def quantized_message(names: list[str]) -> str:
     return f"{len(names)} quantized convs (QLinearConv/ConvInteger) are not rewritten"
 
 
-def reduce_message(replaced: int, convs: int) -> str:
+def reduce_message(replaced: int, convs: int, int8: int = 0) -> str:
+    """The run in one line; ``int8``: how many convs ``--precision`` wrote in int8."""
+    both = f" ({int8} in int8)" if int8 else ""
     if not replaced:
+        if int8:
+            return f"no conv was replaced by an SK design; {int8} of {convs} convs in int8"
         return "no conv was replaced: the model is written unchanged"
-    return f"replaced {replaced} of {convs} convs"
+    return f"replaced {replaced} of {convs} convs{both}"
 
 
 def widen_section(

@@ -357,6 +357,7 @@ def test_add_between_int8_convs_is_int8(tmp_path):
     onnx.save(model, path)
     out, report = onnx_sk.optimize(path, None, precision="int8", min_channels=64)  # dense
     assert report.precision["int8_convs"] == ["conv0", "conv1"]
+    assert report.message == "no conv was replaced by an SK design; 2 of 2 convs in int8"
     ops = optimized_ops(out)
     assert ops["QLinearConv"] == 2 and ops["QLinearAdd"] == 1 and ops["Add"] == 0
     x = rng.standard_normal((1, 8, 12, 12)).astype(np.float32)
