@@ -61,10 +61,6 @@ PATIENCE = 10
 #: recoveries stopped a third of their budget early at 0.5, while the rate was still half its
 #: peak (README, "Recovery at the full budget")
 COSINE_JUDGED = 0.75
-#: the gradient's global norm is clipped to this before each step: a recurrent student (the
-#: CRNN's LSTM) can take an exploding step at the peak rate; Adam's steady steps do not depend
-#: on the gradient's scale, so only such spikes change
-CLIP_NORM = 1.0
 #: ``schedule="plateau"``: the learning rate halves after this many epochs without a better
 #: held-out loss (and again after as many more)
 PLATEAU_EPOCHS = 3
@@ -345,7 +341,6 @@ def run_stage(
             opt.zero_grad()
             loss = stage.batch_loss(order[b : b + batch_size])
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(stage.params, CLIP_NORM)
             opt.step()
             losses.append(float(loss.detach()))
             if time.monotonic() >= deadline:
