@@ -88,6 +88,7 @@ def test_one_sample_cuts_only_a_free_batch():
     assert one_sample(model, feeds)["x"].shape == (1, 8, 16, 16)
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
     assert one_sample(model, feeds)["x"].shape == (4, 8, 16, 16)
+    assert one_sample(model, {"s": np.float32(2.0)})["s"].shape == ()  # a scalar input
 
 
 def _ranges(model: onnx.ModelProto, units: dict[str, list[str]], x: np.ndarray):
@@ -132,12 +133,17 @@ def test_revise_tries_each_boundary_once_and_keeps_what_it_reports():
         assert cos > 0.99
 
 
-def test_revise_moves_nothing_to_int8_that_is_not_allowed():
+def _three_convs():
+    """The chain model with A, B, C as units, their ranges, and a quick timer."""
     model = _chain_model()
     x = np.random.default_rng(1).standard_normal((1, 8, 16, 16)).astype(np.float32)
     units = {"a": ["a"], "b": ["b"], "y": ["y"]}
-    ranges = _ranges(model, units, x)
     timer = PairedTimer("CPUExecutionProvider", 1, {"x": x}, budget_s=0.05)
+    return model, units, _ranges(model, units, x), timer
+
+
+def test_revise_moves_nothing_to_int8_that_is_not_allowed():
+    model, units, ranges, timer = _three_convs()
     start = {"a", "y"}  # B, fp32 between two int8 convs, is tried first: to int8, refused
     int8, trials = revise(model, units, set(start), ranges, timer, {}, allowed=lambda c: False)
     assert int8 <= start
@@ -180,11 +186,7 @@ def test_precision_line_names_the_kept_flips():
 
 
 def test_revise_keeps_no_int8_flip_that_fails_the_tolerance():
-    model = _chain_model()
-    x = np.random.default_rng(1).standard_normal((1, 8, 16, 16)).astype(np.float32)
-    units = {"a": ["a"], "b": ["b"], "y": ["y"]}
-    ranges = _ranges(model, units, x)
-    timer = PairedTimer("CPUExecutionProvider", 1, {"x": x}, budget_s=0.05)
+    model, units, ranges, timer = _three_convs()
     int8, trials = revise(model, units, {"b"}, ranges, timer, {}, faithful=lambda sess: False)
     assert int8 <= {"b"}  # only flips to fp32 may have stayed
     assert not any(t["kept"] for t in trials if t["to"] == "int8")

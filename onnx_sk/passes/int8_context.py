@@ -5,7 +5,7 @@ costs its neighbours: the Q/DQ pair and the NCHW/NHWC transposes at every fp32/i
 a kernel that changes with its input's precision. (Measured: ResNet-50 with its 1×1 convs in int8
 and its stem in fp32 runs the ``MaxPool`` between them as ONNX Runtime's uint8 NCHW pooling,
 2.8 ms, a quarter of the network; with the stem in int8 too it becomes its NHWC pooling, 0.05
-ms, and the network 1.47× faster, although the stem alone is no faster in int8.)
+ms, and the network 1.40-1.42× faster, although the stem alone is no faster in int8.)
 
 So after the plan, the quantize pass revises the precisions greedily on the target provider and
 thread count (``--lut-from-target`` measures nothing, so it skips this):

@@ -34,7 +34,7 @@ def one_sample(model: onnx.ModelProto, feeds: Feeds) -> Feeds:
         for i in model.graph.input
         if i.type.tensor_type.shape.dim
     }
-    return {k: v if fixed.get(k, 0) > 0 else v[:1] for k, v in feeds.items()}
+    return {k: v if v.ndim == 0 or fixed.get(k, 0) > 0 else v[:1] for k, v in feeds.items()}
 
 
 class PairedTimer:
