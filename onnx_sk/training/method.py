@@ -23,7 +23,7 @@ class Method:
     the anchors (the shared intermediate tensors) in the end-to-end loss. ``augment``: the
     fraction of each training batch perturbed by :func:`augment` (shift, contrast, noise),
     labelled by the teacher as they are drawn; 0: none (1, the default, was measured best at the
-    full budget: CRNN string accuracy up to 0.94 against 0.83-0.90 without (half the runs stall
+    full budget: CRNN string accuracy up to 0.94 against 0.83-0.90 without (some runs stall
     at 0.59-0.74), detector F1 0.992 against 0.967, MNIST 0.989 either way)."""
 
     mix: float = 0.0
