@@ -243,17 +243,28 @@ def test_augment_perturbs_a_fraction_alike_in_every_input():
 
 
 def test_augment_shift_and_noise_amounts():
-    """A constant-contrast ramp: the shift moves it by whole pixels along the spatial axes only,
-    at most SHIFT of each dim; the noise is NOISE of the sample's standard deviation."""
+    """A ramp along W: after the shift by s whole pixels (edges repeated) and the contrast
+    factor f about the shifted sample's mean m, the centre reads f·j + (1 − f)·m(s) − f·s. The
+    fit of that line recovers f within the contrast range and one integer s within SHIFT of the
+    width, with a residual at the noise level."""
     ramp = np.tile(np.arange(64, dtype=np.float32), (1, 2, 64, 1))  # [1, 2, 64, 64], along W
-    out = augment({"x": ramp}, 1.0, np.random.default_rng(3))["x"][0]
-    centre = out[:, 20:44, 20:44] - out[:, 20:44, 20:44].mean()
-    want = ramp[0, :, 20:44, 20:44] - ramp[0, :, 20:44, 20:44].mean()
-    factor = float((centre * want).sum() / (want * want).sum())  # the contrast factor
-    assert 0.79 < factor < 1.26
-    resid = centre - factor * want
-    assert np.std(resid) < 3 * NOISE * ramp.std() + 1e-3  # shift is a constant on a ramp
-    assert abs(resid.mean()) < 64 * SHIFT * factor + 1e-3
+    cols = np.arange(20, 44)
+    shifts = []
+    for seed in range(6):
+        out = augment({"x": ramp}, 1.0, np.random.default_rng(seed))["x"][0, 0, 20:44, 20:44]
+        f, c = np.polyfit(np.tile(cols, 24), out.ravel(), 1)  # slope: the contrast factor
+        assert 0.79 < f < 1.26
+        resid = out - (f * cols + c)
+        assert np.std(resid) < 3 * NOISE * ramp.std()  # noise at its stated level, no more
+        max_s = int(64 * SHIFT)
+        err = {
+            s: abs(c - ((1 - f) * np.clip(np.arange(64) - s, 0, 63).mean() - f * s))
+            for s in range(-max_s - 2, max_s + 3)
+        }
+        s = min(err, key=err.get)
+        assert err[s] < 0.3 and abs(s) <= max_s  # a whole-pixel shift within SHIFT
+        shifts.append(s)
+    assert any(shifts)  # the samples do move
     assert spatial_axes(np.zeros((2, 3, 8, 8))) == (2, 3)
     assert spatial_axes(np.zeros((2, 8, 8, 3))) == (1, 2)
     assert spatial_axes(np.zeros((2, 4, 100))) == (2,)

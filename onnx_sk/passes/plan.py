@@ -67,13 +67,12 @@ def _record_int8(ctx: PassContext) -> None:
     auto = ctx.options.latency.precision == "auto"
     for d in ctx.decisions:
         out = d.site.node.output[0]
-        if auto and why_not_int8(d.site) is None:
+        eligible = auto and why_not_int8(d.site) is None
+        if eligible:
             ctx.int8_eligible[out] = d.site.name
-        elif not d.int8:
-            continue
         if d.int8:
             ctx.int8[out] = d.site.name
-        if budget:
+        if budget and (eligible or d.int8):
             w, b = d.site.weight, d.site.bias
             ctx.int8_dense[out] = (d.site.spec, w, b, d.site.node.input[0])
 

@@ -47,7 +47,7 @@ from onnx_sk.runtime.feeds import random_inputs, real_inputs
 from onnx_sk.runtime.machine import environment, peak_rss_delta
 from onnx_sk.runtime.profile import node_origins, parse_profile
 from onnx_sk.runtime.progress import Progress
-from onnx_sk.runtime.session import OPT_LEVELS, check_providers, session
+from onnx_sk.runtime.session import OPT_LEVELS, check_providers, session, with_cpu_fallback
 
 log = logging.getLogger(__name__)
 
@@ -191,11 +191,6 @@ def load_bench_model(
     )
 
 
-def _providers(provider: str) -> list[str]:
-    """The named provider first; the CPU provider behind it for the nodes it does not take."""
-    return [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
-
-
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
@@ -206,7 +201,7 @@ def open_session(
 ):
     """A session for ``model``; a provider that cannot run it is a UserError, never a fallback."""
     try:
-        sess = session(model.path, _providers(provider), threads, opt_level, profile_prefix)
+        sess = session(model.path, with_cpu_fallback(provider), threads, opt_level, profile_prefix)
         sess.run(None, model.feeds)
     except UserError:
         raise
@@ -309,7 +304,7 @@ def _memory_probe_main(argv: list[str]) -> None:
     feeds = dict(np.load(feeds_path))
 
     def block() -> None:
-        sess = session(path, _providers(provider), int(threads), opt_level)
+        sess = session(path, with_cpu_fallback(provider), int(threads), opt_level)
         sess.run(None, feeds)
 
     _, extra, method = peak_rss_delta(block)

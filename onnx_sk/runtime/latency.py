@@ -49,7 +49,7 @@ from onnx_sk.maths.weight_init import INITIALISERS
 from onnx_sk.runtime.lut import Lut
 from onnx_sk.runtime.progress import Progress
 from onnx_sk.runtime.quantize import qdq_micro
-from onnx_sk.runtime.session import session
+from onnx_sk.runtime.session import warm_session
 
 log = logging.getLogger(__name__)
 
@@ -165,22 +165,6 @@ def micro_model(
     return model
 
 
-def _providers(provider: str) -> list[str]:
-    return [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
-
-
-def _open(model: onnx.ModelProto, provider: str, threads: int, x: np.ndarray, what: str):
-    try:
-        sess = session(model, _providers(provider), threads, "all")
-        sess.run(None, {"x": x})
-        return sess
-    except UserError:
-        raise
-    except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(f"{provider} cannot run the {what} conv: {first}") from None
-
-
 def _round(sessions: list, order: np.ndarray, x: np.ndarray, times: list[list[float]]) -> None:
     for i in order:
         start = time.perf_counter()
@@ -223,7 +207,9 @@ def measure_precisions(
     models += [(candidate_key(r), micro_model(spec, in_shape, r, seed)) for r in cands]
     if int8:
         models += [(f"{k} int8", qdq_micro(m, x)) for k, m in list(models)]
-    sessions = [_open(m, provider, threads, x, what) for what, m in models]
+    sessions = [
+        warm_session(m, provider, threads, {"x": x}, f"the {what} conv") for what, m in models
+    ]
     times: list[list[float]] = [[] for _ in sessions]
     rng = np.random.default_rng(seed)
     for _ in range(WARMUP):

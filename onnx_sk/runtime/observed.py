@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnx_sk.graph.convs import find_convs
+from onnx_sk.graph.index import ConstantIndex
 from onnx_sk.graph.shapes import Shape, infer_shapes
 from onnx_sk.graph.tensors import with_outputs
 from onnx_sk.runtime.feeds import random_inputs, real_inputs
@@ -79,17 +79,20 @@ def conv_shapes(model: onnx.ModelProto, given: dict[str, tuple[int, ...]]) -> di
     """ONNX shape inference at ``given`` input dims, completed by one ONNX Runtime run for the
     inputs and outputs of the main-graph convs it left unsized (module docstring)."""
     shapes = infer_shapes(model, given)
+    consts = ConstantIndex(model.graph)
     names: list[str] = []
     types: dict[str, int] = {}
-    for site in find_convs(model, shapes):
-        shape = site.in_shape
-        if site.scope or len(site.node.input) < 2 or (shape is not None and None not in shape):
+    for node in model.graph.node:
+        if node.op_type != "Conv" or len(node.input) < 2:
             continue
-        dtype = site.consts.dtype(site.node.input[1]) if site.weight_is_constant else None
-        for t in (site.node.input[0], site.node.output[0]):
+        shape = shapes.get(node.input[0])
+        if shape is not None and None not in shape:
+            continue
+        dtype = consts.dtype(node.input[1]) if node.input[1] in consts else None
+        for t in (node.input[0], node.output[0]):
             names.append(t)
             if dtype is not None:
-                types[t] = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+                types[t] = helper.np_dtype_to_tensor_dtype(dtype)
     if names:
         shapes.update(observed_shapes(model, given, names, types))
     return shapes

@@ -16,8 +16,7 @@ import time
 import numpy as np
 import onnx
 
-from onnx_sk.errors import UserError
-from onnx_sk.runtime.session import session
+from onnx_sk.runtime.session import warm_session
 
 WARMUP = 3
 MIN_ROUNDS, MAX_ROUNDS = 15, 400
@@ -43,24 +42,12 @@ class PairedTimer:
     def __init__(
         self, provider: str, threads: int, feeds: Feeds, budget_s: float = BUDGET_S, seed: int = 0
     ) -> None:
-        self.providers = [provider] + (
-            [] if provider == "CPUExecutionProvider" else ["CPUExecutionProvider"]
-        )
-        self.threads, self.feeds, self.budget_s = threads, feeds, budget_s
+        self.provider, self.threads, self.feeds, self.budget_s = provider, threads, feeds, budget_s
         self.rng = np.random.default_rng(seed)
 
     def open(self, model: onnx.ModelProto, what: str):
         """A warmed-up session of ``model`` (ORT_ENABLE_ALL, as deployed)."""
-        try:
-            sess = session(model, self.providers, self.threads, "all")
-            for _ in range(WARMUP):
-                sess.run(None, self.feeds)
-            return sess
-        except UserError:
-            raise
-        except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise UserError(f"{self.providers[0]} cannot run {what}: {first}") from None
+        return warm_session(model, self.provider, self.threads, self.feeds, what, WARMUP)
 
     def speedup(self, a, b) -> float:
         """The paired median speedup of session ``b`` over session ``a`` (module docstring)."""

@@ -98,6 +98,28 @@ def _open(ort, model, so, providers: list[str], large: bool | None):
     return ort.InferenceSession(str(model), so, providers=providers)
 
 
+def with_cpu_fallback(provider: str) -> list[str]:
+    """The named provider first; the CPU provider behind it for the nodes it does not take."""
+    return [provider] if provider == "CPUExecutionProvider" else [provider, "CPUExecutionProvider"]
+
+
+def warm_session(
+    model: onnx.ModelProto, provider: str, threads: int, feeds: dict, what: str, runs: int = 1
+):
+    """A session of ``model`` as deployed (ORT_ENABLE_ALL) on ``provider``, run ``runs`` times
+    on ``feeds``; a provider that cannot build or run it is a UserError naming ``what``."""
+    try:
+        sess = session(model, with_cpu_fallback(provider), threads, "all")
+        for _ in range(runs):
+            sess.run(None, feeds)
+        return sess
+    except UserError:
+        raise
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{provider} cannot run {what}: {first}") from None
+
+
 def release_memory() -> None:
     """Hand freed heap pages back to the OS (glibc keeps them after a large session is gone)."""
     import ctypes
