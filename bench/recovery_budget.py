@@ -119,6 +119,9 @@ def main() -> None:
                 for s in ("blocks", "end-to-end")
             },
             "holdout_loss": losses,
+            "curve": [
+                [c["stage"], c["epoch"], round(c["holdout_loss"], 5), c["seconds"]] for c in curve
+            ],
             "wall_seconds": round(time.perf_counter() - start, 1),
         }
     how = f"onestep_mix{args.mix:g}" if args.one_step else f"{args.objective}_mix{args.mix:g}"

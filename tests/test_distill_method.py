@@ -309,3 +309,49 @@ def test_distill_with_augmentation(tmp_path):
         proc = run_cli("optimize", TEACHER, tmp_path / "x.onnx", "--recover", data, *args)
         assert proc.returncode == 2 and proc.stderr.startswith(f"error: {flag}"), proc.stderr
         assert not (tmp_path / "x.onnx").exists()
+
+
+def test_carried_weights_train_at_their_own_rate(monkeypatch):
+    """The parameters in a stage's ``slow`` set get ``slow_lr`` times the rate, through the
+    whole cosine schedule."""
+    fast, slow = torch.nn.Parameter(torch.ones(1)), torch.nn.Parameter(torch.ones(1))
+    seen: list[tuple[float, float]] = []
+    orig = torch.optim.Adam.step
+
+    def step(self, *a, **k):
+        seen.append(tuple(g["lr"] for g in self.param_groups))
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    stage = fit.Stage("s", [slow, fast], lambda index: (fast + slow).sum(), lambda: 0.0, dict,
+                      lambda s: None, frozenset({id(slow)}))  # fmt: skip
+    fit.run_stage(stage, 8, 4, 3, 1.0, float("inf"), np.random.default_rng(0), fit.Curve(),
+                  0.0, None, 100, "cosine", 0.1)  # fmt: skip
+    want = [(1 + np.cos(np.pi * i / 6)) / 2 for i in range(6)]
+    assert [a for a, _ in seen] == pytest.approx(want)
+    assert [b for _, b in seen] == pytest.approx([0.1 * w for w in want])
+    # Adam moves each weight by about its rate per step: the slow one ten times less
+    assert float(1 - slow.detach()) == pytest.approx(0.1 * float(1 - fast.detach()), rel=1e-3)
+
+
+def test_distill_leaves_the_teachers_weights_at_rate_zero(tmp_path):
+    """``carried_lr=0``: the weights the student shares with the teacher (same name, same
+    values: here the kept first conv, the head) come out unchanged, onnx-sk's new ones train."""
+    from onnx import numpy_helper
+
+    student = tmp_path / "student.onnx"
+    onnx_sk.optimize(TEACHER, student, init="he", input_shape=["input:1x3x16x16"])
+    data = tmp_path / "data.npz"
+    np.savez(data, input=_images(64))
+    out = tmp_path / "out.onnx"
+    r = onnx_sk.distill(TEACHER, student, out, data, epochs=3, holdout=0.25, seed=0,
+                        method=Method(carried_lr=0.0))  # fmt: skip
+    assert r.holdout_loss_after < r.holdout_loss_before
+    teacher = {t.name: numpy_helper.to_array(t) for t in onnx.load(TEACHER).graph.initializer}
+    before = {t.name: numpy_helper.to_array(t) for t in onnx.load(student).graph.initializer}
+    after = {t.name: numpy_helper.to_array(t) for t in onnx.load(out).graph.initializer}
+    shared = [n for n in before if n in teacher and np.array_equal(teacher[n], before[n])]
+    new = [n for n in before if n not in shared and before[n].dtype == np.float32]
+    assert shared and new
+    assert all(np.array_equal(after[n], before[n]) for n in shared)
+    assert sum(not np.array_equal(after[n], before[n]) for n in new) >= len(new) // 2

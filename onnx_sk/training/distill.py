@@ -32,6 +32,7 @@ from onnx import numpy_helper
 
 from onnx_sk.errors import UserError, VerificationError
 from onnx_sk.graph.checks import check as full_check
+from onnx_sk.graph.index import ConstantIndex
 from onnx_sk.graph.load import load_model
 from onnx_sk.graph.output_path import check_output_path
 from onnx_sk.graph.save import save_json, save_model
@@ -180,6 +181,19 @@ def _writable(student: onnx.ModelProto) -> set[str]:
         if n.op_type == "Constant" and any(a.name == "value" for a in n.attribute):
             names.add(n.output[0])
     return names
+
+
+def _carried(teacher: onnx.ModelProto, student: onnx.ModelProto, names: set[str]) -> set[str]:
+    """The student's weights in ``names`` that the teacher holds under the same name with the
+    same values (the weights onnx-sk did not write: kept convs, LSTMs, heads)."""
+    theirs, ours = ConstantIndex(teacher.graph), ConstantIndex(student.graph)
+    out = set()
+    for n in names:
+        if n in theirs and n in ours and theirs.dims(n) == ours.dims(n):
+            a, b = theirs.get(n), ours.get(n)
+            if a is not None and b is not None and np.array_equal(a, b):
+                out.add(n)
+    return out
 
 
 def checked_in_runtime(
@@ -468,8 +482,10 @@ def train(
     def run(stage: fit.Stage, until: float) -> None:
         fit.run_stage(
             stage, len(train), batch_size, epochs, lr, until, rng, curve, start, progress,
-            patience, method.schedule,
+            patience, method.schedule, method.carried_lr,
         )  # fmt: skip
+
+    carried = _carried(t_model, s_model, writable)
 
     if bl is not None:
         for m in bl.modules:
@@ -485,6 +501,7 @@ def train(
             lambda p: bl.loss(*batch(p), inv, one),
             one,
             lambda stage: run(stage, stage1_deadline),
+            carried,
         )
 
     def batch_loss(p: np.ndarray):  # positions in the training split
@@ -498,6 +515,7 @@ def train(
         holdout_loss,
         lambda: fit.module_state(st.module),
         st.module.load_state_dict,
+        fit.ids_of(st.module, carried),
     )
     run(stage2, deadline)
     loss_after = holdout_loss()

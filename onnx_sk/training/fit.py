@@ -207,12 +207,19 @@ class Blocks:
         anchors = sum(1 for b in self.blocks if b.anchor in want)
         return torch.stack(total).sum() / anchors
 
-    def match_scale(self, feeds: dict, want: dict, one_at_a_time: bool) -> int:
+    def match_scale(
+        self,
+        feeds: dict,
+        want: dict,
+        one_at_a_time: bool,
+        keep: set[str] = frozenset(),  # type: ignore[assignment]
+    ) -> int:
         """Stage 0, block by block in order: where the anchor comes out of a Conv whose weight
         only this block holds, rescale that Conv per output channel c so the block's output on
         ``feeds`` has the teacher's mean and standard deviation: ``W[c] ← a_c·W[c]``,
         ``B[c] ← a_c·B[c] + mean_t − a_c·mean_s`` with ``a_c = std_t / std_s`` (no bias: only
-        ``a_c``). Returns the number of blocks rescaled."""
+        ``a_c``); a Conv whose weight is in ``keep`` (the teacher's own) is left alone. Returns
+        the number of blocks rescaled."""
         count = 0
         with torch.no_grad():
             env: dict = dict(feeds)
@@ -222,6 +229,7 @@ class Blocks:
                 if (
                     conv is not None
                     and block.anchor in want
+                    and conv.input[1] not in keep
                     and _scale_conv(module, conv, outs[0], want[block.anchor])
                 ):
                     count += 1
@@ -290,6 +298,17 @@ class Stage:
     holdout_loss: Callable[[], float]
     state: Callable[[], dict]
     restore: Callable[[dict], None]
+    #: ``id()`` of the parameters that train at ``slow_lr`` times the rate (the teacher's own)
+    slow: frozenset[int] = frozenset()
+
+
+def param_groups(params: list, slow: frozenset[int], slow_lr: float) -> list[dict]:
+    """Adam's parameter groups: the parameters in ``slow`` at ``slow_lr`` times the rate, the
+    rest at the rate (``base_lr`` is the factor the schedule scales)."""
+    fast = [p for p in params if id(p) not in slow]
+    slow_ps = [p for p in params if id(p) in slow]
+    groups = [{"params": ps, "factor": f} for ps, f in ((fast, 1.0), (slow_ps, slow_lr)) if ps]
+    return groups
 
 
 def run_stage(
@@ -305,6 +324,7 @@ def run_stage(
     progress: Callable[[dict], None] | None,
     patience: int = PATIENCE,
     schedule: str = "constant",
+    slow_lr: float = 1.0,
 ) -> None:
     """Train one stage with early stopping on the held-out loss; the best state is kept.
     ``schedule="cosine"``: the learning rate follows ``lr · (1 + cos(π·f)) / 2``, ``f`` the
@@ -316,7 +336,9 @@ def run_stage(
     falls most)."""
     if not stage.params or epochs <= 0:
         return
-    opt = torch.optim.Adam(stage.params, lr=lr)
+    opt = torch.optim.Adam(param_groups(stage.params, stage.slow, slow_lr), lr=lr)
+    for group in opt.param_groups:
+        group["base_lr"] = group["lr"] = lr * group["factor"]
     best, best_state, bad = stage.holdout_loss(), stage.state(), 0
     t0 = time.monotonic()
     steps = math.ceil(n_train / batch_size)
@@ -337,7 +359,7 @@ def run_stage(
             done = fraction(epoch - 1 + i / steps)
             if schedule == "cosine":
                 for group in opt.param_groups:
-                    group["lr"] = lr * (1 + math.cos(math.pi * done)) / 2
+                    group["lr"] = group["base_lr"] * (1 + math.cos(math.pi * done)) / 2
             opt.zero_grad()
             loss = stage.batch_loss(order[b : b + batch_size])
             loss.backward()
@@ -378,6 +400,7 @@ def train_blocks(
     batch_loss: Callable[[np.ndarray], torch.Tensor],
     one_at_a_time: bool,
     run: Callable[[Stage], None],
+    slow: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> int:
     """Stages 0 and 1 on ``blocks``; ``student`` ends with the blocks' best parameters.
 
@@ -398,12 +421,18 @@ def train_blocks(
         return holdout_loss()
 
     loss0, state0 = holdout_loss(), state()
-    scaled = blocks.match_scale(cal_feeds, cal_want, one_at_a_time)
+    scaled = blocks.match_scale(cal_feeds, cal_want, one_at_a_time, slow)
     if scaled and held() >= loss0:
         restore(state0)
         scaled = 0
-    run(Stage("blocks", blocks.parameters(), batch_loss, held, state, restore))
+    slow_ids = frozenset().union(*(ids_of(m, slow) for m in blocks.modules))
+    run(Stage("blocks", blocks.parameters(), batch_loss, held, state, restore, slow_ids))
     return scaled
+
+
+def ids_of(module: OnnxModule, names: set[str]) -> frozenset[int]:
+    """``id()`` of the module's tensors whose ONNX names are in ``names``."""
+    return frozenset(id(getattr(module, key)) for name, key in module.keys.items() if name in names)
 
 
 def module_state(module: torch.nn.Module) -> dict:

@@ -32,6 +32,7 @@ class Method:
     temperature: float = 4.0
     stage1: float = 0.1
     aux: float = 0.0
+    carried_lr: float = 0.1
     distributions: dict = field(default_factory=dict)
 
 
