@@ -198,9 +198,13 @@ def _lut_doc(entries: object) -> bytes:
         (b'{"format": "something-else"}', 'no "format": "onnx-sk-latency-lut" field'),
         (
             b'{"format": "onnx-sk-latency-lut", "version": 99}',
-            "version 99, this onnx-sk reads version 1",
+            "version 99, this onnx-sk reads version 2",
         ),
-        (b'{"format": "onnx-sk-latency-lut", "version": 1}', "missing onnxruntime, cpu or entries"),
+        (
+            b'{"format": "onnx-sk-latency-lut", "version": 1}',
+            "version 1, this onnx-sk reads version 2 (version 1 timed convs alone: measure again)",
+        ),
+        (b'{"format": "onnx-sk-latency-lut", "version": 2}', "missing onnxruntime, cpu or entries"),
         (b"\xff\xfe\x00", "not UTF-8 text"),
         (_lut_doc({"k": []}), "entry 'k': expected an object, got list"),
         (_lut_doc({"k": {"threads": 1}}), "entry 'k': missing or invalid provider or threads"),

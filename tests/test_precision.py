@@ -302,7 +302,7 @@ def test_int8_lut_entry_without_dense_int8_refused(case, tmp_path):
     bad = tmp_path / "bad.json"
     entry = {"provider": "P", "threads": 1, "dense_ms": 1, "candidates": {}, "precision": "int8"}
     bad.write_text(json.dumps({
-        "format": "onnx-sk-latency-lut", "version": 1, **this_machine(),
+        "format": "onnx-sk-latency-lut", "version": 2, **this_machine(),
         "entries": {"P|threads=1|s-int8": entry},
     }))  # fmt: skip
     proc = run_cli(

@@ -6,9 +6,11 @@ by ``<provider>|threads=<T>|<shape key>`` and hold the dense conv's median laten
 candidate key (design, group numbers, bottleneck, shuffle implementation), the median latency and
 the paired speedup over the dense conv measured in the same interleaved rounds (an int8 entry,
 keyed ``<shape key>-int8``, has ``"precision": "int8"``, its candidates timed in int8 QDQ form,
-their speedups over the fp32 dense conv, and ``dense_int8``: the dense conv in int8)::
+their speedups over the fp32 dense conv, and ``dense_int8``: the dense conv in int8). Version 2:
+a candidate's latency is its time between NCHWc neighbours (:mod:`onnx_sk.runtime.micro`);
+version 1 timed each conv alone, and is refused (measure again)::
 
-    {"format": "onnx-sk-latency-lut", "version": 1,
+    {"format": "onnx-sk-latency-lut", "version": 2,
      "onnxruntime": "1.32.0", "cpu": "AMD EPYC (x86_64, avx512f)",
      "entries": {"CPUExecutionProvider|threads=1|c64-f64-k3x3-...": {
          "provider": ..., "threads": 1, "shape": {...}, "dense_ms": 2.1, "rounds": 15,
@@ -42,7 +44,7 @@ from onnx_sk.maths.designs import DESIGNS
 from onnx_sk.runtime.machine import cpu_identity
 
 FORMAT = "onnx-sk-latency-lut"
-VERSION = 1
+VERSION = 2
 #: the largest LUT file read (a real table is a few hundred KiB)
 MAX_BYTES = 64 * 2**20
 
@@ -123,7 +125,11 @@ def _parse(path: Path) -> dict:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise _bad(path, f'no "format": "{FORMAT}" field')
     if doc.get("version") != VERSION:
-        raise _bad(path, f"version {doc.get('version')!r}, this onnx-sk reads version {VERSION}")
+        raise _bad(
+            path,
+            f"version {doc.get('version')!r}, this onnx-sk reads version {VERSION}"
+            + (" (version 1 timed convs alone: measure again)" if doc.get("version") == 1 else ""),
+        )
     if not isinstance(doc.get("entries"), dict) or not all(
         isinstance(doc.get(k), str) for k in ("onnxruntime", "cpu")
     ):

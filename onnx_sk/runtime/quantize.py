@@ -31,6 +31,7 @@ from onnx_sk.graph.save import save_model
 from onnx_sk.graph.tensors import is_large, with_outputs
 from onnx_sk.runtime.compare import file_feeds
 from onnx_sk.runtime.feeds import random_inputs
+from onnx_sk.runtime.micro import CONTEXT_PREFIX
 from onnx_sk.runtime.session import LOG_SEVERITY, session
 
 MAX_SAMPLES = 64
@@ -95,8 +96,13 @@ def activation_ranges(
 
 
 def qdq_micro(model: onnx.ModelProto, x: np.ndarray) -> onnx.ModelProto:
-    """The micro-model with every Conv and data-movement node in QDQ form (ranges on ``x``)."""
-    marked = [n.output[0] for n in model.graph.node if n.op_type in ("Conv", *MOVES)]
+    """The micro-model with every Conv and data-movement node in QDQ form (ranges on ``x``),
+    but its neighbours (``runtime.micro.CONTEXT_PREFIX``), which stay fp32."""
+    marked = [
+        n.output[0]
+        for n in model.graph.node
+        if n.op_type in ("Conv", *MOVES) and not n.name.startswith(CONTEXT_PREFIX)
+    ]
     tensors = activation_tensors(model.graph, marked)
     ranges, *_ = activation_ranges(model, tensors, iter([{"x": x}]))
     out = onnx.ModelProto()
