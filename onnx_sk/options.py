@@ -198,6 +198,11 @@ class RecoverOptions:
         "(labelled by the original as drawn): the student matches it around the samples, not "
         "only on them (0: the samples as given).",
     )
+    recover_carried_lr: float = option(
+        0.1,
+        "--recover: the original's own weights (the convs kept, recurrent layers, heads) train "
+        "at this fraction of the rate; onnx-sk's new weights at the full rate (0: frozen).",
+    )
     recover_threads: int = option(1, "--recover: torch and ONNX Runtime threads for training.")
 
 

@@ -355,3 +355,32 @@ def test_distill_leaves_the_teachers_weights_at_rate_zero(tmp_path):
     assert shared and new
     assert all(np.array_equal(after[n], before[n]) for n in shared)
     assert sum(not np.array_equal(after[n], before[n]) for n in new) >= len(new) // 2
+
+
+def test_carried_lr_from_the_command_lines(tmp_path):
+    """``--carried-lr`` (distill) and ``--recover-carried-lr`` (optimize) reach the method; out
+    of [0, 1]: one line, exit 2, nothing written."""
+    data = tmp_path / "data.npz"
+    np.savez(data, input=_images(32))
+    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
+    proc = run_cli(
+        "optimize", TEACHER, out, "--init", "he", "--objective", "params", "--recover", data,
+        "--recover-epochs", "1", "--recover-carried-lr", "0.5", "--report", report,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(report.read_text())["recovery"]["options"]["method"]["carried_lr"] == 0.5
+    distilled, dreport = tmp_path / "d.onnx", tmp_path / "d.json"
+    proc = run_cli("distill", TEACHER, out, distilled, "--data", data, "--epochs", "1",
+                   "--carried-lr", "0", "--report", dreport)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(dreport.read_text())["options"]["method"]["carried_lr"] == 0.0
+    for args, flag in (
+        (("optimize", TEACHER, tmp_path / "x.onnx", "--recover", data,
+          "--recover-carried-lr", "2"), "--recover-carried-lr"),
+        (("distill", TEACHER, out, tmp_path / "x.onnx", "--data", data, "--carried-lr", "-1"),
+         "--carried-lr"),
+    ):  # fmt: skip
+        proc = run_cli(*args)
+        assert proc.returncode == 2 and proc.stderr.startswith(f"error: {flag} must be in [0, 1]")
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "x.onnx").exists()

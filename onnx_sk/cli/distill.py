@@ -119,6 +119,11 @@ def distill_cmd(
         "the teacher as drawn): the student matches it around the samples, not only on them "
         "(0: the samples as given).",
     ),
+    carried_lr: float = typer.Option(
+        0.1,
+        help="The teacher's own weights in the student (same name, same values: the convs "
+        "kept, recurrent layers, heads) train at this fraction of --lr (0: frozen).",
+    ),
     report: str = typer.Option(None, help="Write the JSON report to this file."),
     size: str = _data_option("size"),
     scale: str = _data_option("scale"),
@@ -155,7 +160,7 @@ def distill_cmd(
             layout=layout,
             grayscale=grayscale,
             preprocess=preprocess,
-            method=Method(mix=mix, augment=augment),
+            method=Method(mix=mix, augment=augment, carried_lr=carried_lr),
         )
     for b, a in zip(r.before, r.after, strict=True):
         console.print(

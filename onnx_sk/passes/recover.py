@@ -57,6 +57,7 @@ def validate(options: OptimizeOptions) -> None:
     validate_data(r.recover, options.data, "--recover")
     distill.validate(r.recover_epochs, r.recover_minutes, holdout=r.recover_holdout,
                      prefix="--recover-", mix=r.recover_mix, augment=r.recover_augment,
+                     carried_lr=r.recover_carried_lr,
                      threads=r.recover_threads)  # fmt: skip
     distill.require_torch("--recover")
 
@@ -117,7 +118,9 @@ class RecoverPass:
             teacher, model, data, epochs=r.recover_epochs, minutes=r.recover_minutes,
             holdout=r.recover_holdout, seed=ctx.options.seed, progress=progress,
             class_axis=r.recover_class_axis, threads=r.recover_threads,
-            method=Method(mix=r.recover_mix, augment=r.recover_augment),
+            method=Method(
+                mix=r.recover_mix, augment=r.recover_augment, carried_lr=r.recover_carried_lr
+            ),
         )  # fmt: skip
         del teacher, model
         if ctx.options.verify:

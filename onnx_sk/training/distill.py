@@ -107,6 +107,7 @@ def validate(
     prefix: str = "--",
     mix: float = 0.0,
     augment: float = 0.0,
+    carried_lr: float = 0.1,
 ) -> None:
     """The training options, checked before any work; the messages name them as
     ``prefix`` + name (``--recover-`` for ``optimize --recover``)."""
@@ -128,6 +129,8 @@ def validate(
         raise UserError(f"{prefix}mix must be in [0, 1] (got {mix})")
     if not 0 <= augment <= 1:
         raise UserError(f"{prefix}augment must be in [0, 1] (got {augment})")
+    if not 0 <= carried_lr <= 1:
+        raise UserError(f"{prefix}carried-lr must be in [0, 1] (got {carried_lr})")
 
 
 def _same_signature(teacher: onnx.ModelProto, student: onnx.ModelProto) -> None:
@@ -293,7 +296,7 @@ def distill(
     start = time.monotonic()
     m = method or Method()
     validate(epochs, minutes, batch_size, holdout, lr, threads, patience,
-             mix=m.mix, augment=m.augment)  # fmt: skip
+             mix=m.mix, augment=m.augment, carried_lr=m.carried_lr)  # fmt: skip
     opts = DataOptions(
         size=size, scale=scale, mean=mean, std=std, channel_order=channel_order,  # type: ignore[arg-type]
         layout=layout, grayscale=grayscale, preprocess=preprocess,
@@ -358,7 +361,7 @@ def recover(
     start = time.monotonic()
     m = method or Method()
     validate(epochs, minutes, holdout=holdout, threads=threads, prefix="--recover-",
-             mix=m.mix, augment=m.augment)  # fmt: skip
+             mix=m.mix, augment=m.augment, carried_lr=m.carried_lr)  # fmt: skip
     require_torch("--recover")
     _same_signature(teacher, student)
     samples = (

@@ -29,7 +29,8 @@ and cost accuracy, KL on the class scores gave more accuracy than the squared er
 epochs, lr 1e-2 beat 3e-3 and the cosine decay added to it; mixing samples cost accuracy when
 epochs were few (it helped once when the student overfitted: not the default).
 
-Both stages: Adam at ``lr`` (:func:`run_stage`'s schedule), batches in a seeded order, the model in
+Both stages: Adam at ``lr`` (:func:`run_stage`'s schedule; the teacher's own weights at
+:attr:`Method.carried_lr` times it, and stage 0 leaves them alone), batches in a seeded order, the model in
 eval mode (BatchNormalization uses its running statistics, which stay as written; its scale and
 shift train). After every epoch the held-out loss (stage 2's output term, on the held-out samples)
 is measured; a stage stops after ``patience`` epochs without a better held-out loss (with the

@@ -23,8 +23,13 @@ class Method:
     the anchors (the shared intermediate tensors) in the end-to-end loss. ``augment``: the
     fraction of each training batch perturbed by :func:`augment` (shift, contrast, noise),
     labelled by the teacher as they are drawn; 0: none (1, the default, was measured best at the
-    full budget: CRNN string accuracy up to 0.94 against 0.83-0.90 without (some runs stall
-    at 0.59-0.74), detector F1 0.992 against 0.967, MNIST 0.989 either way)."""
+    full budget: CRNN string accuracy up to 0.94 against 0.83-0.90 without, detector F1 0.992
+    against 0.967, MNIST 0.989 either way). ``carried_lr``: the fraction of the rate at which
+    the weights the student holds from the teacher (same name, same values: the convs kept,
+    recurrent layers, heads) train; the new weights train at the full rate. At 1 (the rate
+    Adam moves every weight by, ~1e-2 a step) some CRNN recoveries stalled at 0.59-0.74 string
+    accuracy, the trained LSTM and classifier pushed away from the teacher's; at 0.1 none did
+    (README, "Recovery at the full budget")."""
 
     mix: float = 0.0
     augment: float = 1.0
