@@ -222,6 +222,21 @@ def test_patience_waits_for_half_the_cosine_schedule(schedule, epochs_run):
     assert len(curve.rows) == epochs_run
 
 
+def test_a_cosine_stage_with_a_deadline_runs_to_it():
+    """With a time budget (a finite deadline) the patience stop does not end a cosine stage: a
+    held-out loss that never improves still gets every epoch the deadline allows; a constant-rate
+    stage still stops."""
+    import time
+
+    p = torch.nn.Parameter(torch.ones(1))
+    stage = fit.Stage("s", [p], lambda index: p.sum(), lambda: 1.0, dict, lambda s: None)
+    for schedule, epochs_run in (("cosine", 10), ("constant", 1)):
+        curve = fit.Curve()
+        fit.run_stage(stage, 8, 4, 10, 1e-3, time.monotonic() + 600, np.random.default_rng(0),
+                      curve, 0.0, None, 1, schedule)  # fmt: skip
+        assert len(curve.rows) == epochs_run, schedule
+
+
 def test_augment_perturbs_a_fraction_alike_in_every_input():
     rng = np.random.default_rng(0)
     grid = np.arange(16, dtype=np.float32) / 16

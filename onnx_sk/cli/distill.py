@@ -101,7 +101,7 @@ def distill_cmd(
     patience: int = typer.Option(
         10,
         help="Stop a stage after this many epochs without a better held-out loss (once half "
-        "of the stage's cosine schedule is done).",
+        "of the stage's cosine schedule is done; with --minutes, stages run to the deadline).",
     ),
     class_axis: int = typer.Option(
         None,
