@@ -8,7 +8,7 @@ makes ORT convert the tensor out of NCHWc and back around it, and that conversio
 network, not by the conv timed alone. Alone, it is the other way round: a realisation that runs
 in NCHWc pays the conversion of its own input and output, one that does not pays nothing.
 
-In context (``context_model``): ``x → [pre] → conv → Relu → post → y``, ``pre`` a 1×1 conv
+In context (``micro_model(…, context=True)``): ``x → [pre] → conv → Relu → post → y``, ``pre`` a 1×1 conv
 c_in → c_in with a Relu (left out when c_in < ``MIN_PRE_CHANNELS``: such a conv reads the image),
 ``post`` a 1×1 conv c_out → c_out: NCHWc neighbours on both sides, as in a CNN. The neighbours'
 own time is taken out with the dense conv (``runtime.latency``): a candidate's time in context is

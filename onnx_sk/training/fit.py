@@ -30,13 +30,14 @@ epochs, lr 1e-2 beat 3e-3 and the cosine decay added to it; mixing samples cost 
 epochs were few (it helped once when the student overfitted: not the default).
 
 Both stages: Adam at ``lr`` (:func:`run_stage`'s schedule; the teacher's own weights at
-:attr:`Method.carried_lr` times it, and stage 0 leaves them alone), batches in a seeded order, the model in
-eval mode (BatchNormalization uses its running statistics, which stay as written; its scale and
-shift train). After every epoch the held-out loss (stage 2's output term, on the held-out samples)
-is measured; a stage stops after ``patience`` epochs without a better held-out loss (with the
-cosine schedule, epochs of its second half; a cosine stage with a deadline runs to it), and the
-best parameters are kept (so the result is never worse on the held-out split than the start). Time-limited runs (``minutes``) depend on the
-machine's speed; epoch-limited ones do not. Deterministic for a seed on CPU:
+:attr:`Method.carried_lr` times it, and stage 0 leaves them alone), batches in a seeded order,
+the model in eval mode (BatchNormalization uses its running statistics, which stay as written;
+its scale and shift train). After every epoch the held-out loss (stage 2's output term, on the
+held-out samples) is measured; a stage stops after ``patience`` epochs without a better held-out
+loss (with the cosine schedule, epochs of its second half; a cosine stage with a deadline runs
+to it), and the best parameters are kept (so the result is never worse on the held-out split
+than the start). Time-limited runs (``minutes``) depend on the machine's speed; epoch-limited
+ones do not. Deterministic for a seed on CPU:
 ``torch.manual_seed``, deterministic algorithms, a fixed thread count.
 """
 
