@@ -181,31 +181,39 @@ def test_recover_class_axis_trains_kl_and_reports_agreement(tmp_path):
     assert rec["after"][0]["argmax_agreement"] is not None
 
 
-def test_mix_from_the_command_lines(tmp_path):
-    """``--recover-mix`` (optimize) and ``--mix`` (distill) reach the method; out of [0, 1]:
-    one line, exit 2, nothing written."""
+@pytest.mark.parametrize(
+    ("flag", "key", "recover_value", "distill_value", "recover_bad", "distill_bad"),
+    [("mix", "mix", "0.5", "0.25", "1.5", "-0.1"),
+     ("carried-lr", "carried_lr", "0.5", "0", "2", "-1")],
+)  # fmt: skip
+def test_method_options_from_the_command_lines(
+    tmp_path, flag, key, recover_value, distill_value, recover_bad, distill_bad
+):
+    """``--recover-<flag>`` (optimize) and ``--<flag>`` (distill) reach the method; out of
+    [0, 1]: one line, exit 2, nothing written."""
     data = tmp_path / "data.npz"
     np.savez(data, input=_images(32))
     out, report = tmp_path / "o.onnx", tmp_path / "r.json"
     proc = run_cli(
         "optimize", TEACHER, out, "--init", "he", "--objective", "params", "--recover", data,
-        "--recover-epochs", "1", "--recover-mix", "0.5", "--report", report,
+        "--recover-epochs", "1", f"--recover-{flag}", recover_value, "--report", report,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(report.read_text())["recovery"]["options"]["method"]["mix"] == 0.5
+    method = json.loads(report.read_text())["recovery"]["options"]["method"]
+    assert method[key] == float(recover_value)
     distilled, dreport = tmp_path / "d.onnx", tmp_path / "d.json"
     proc = run_cli("distill", TEACHER, out, distilled, "--data", data, "--epochs", "1",
-                   "--mix", "0.25", "--report", dreport)  # fmt: skip
+                   f"--{flag}", distill_value, "--report", dreport)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(dreport.read_text())["options"]["method"]["mix"] == 0.25
-    for args, flag in (
-        (("optimize", TEACHER, tmp_path / "x.onnx", "--recover", data, "--recover-mix", "1.5"),
-         "--recover-mix"),
-        (("distill", TEACHER, out, tmp_path / "x.onnx", "--data", data, "--mix", "-0.1"),
-         "--mix"),
+    assert json.loads(dreport.read_text())["options"]["method"][key] == float(distill_value)
+    for args, name in (
+        (("optimize", TEACHER, tmp_path / "x.onnx", "--recover", data,
+          f"--recover-{flag}", recover_bad), f"--recover-{flag}"),
+        (("distill", TEACHER, out, tmp_path / "x.onnx", "--data", data, f"--{flag}",
+          distill_bad), f"--{flag}"),
     ):  # fmt: skip
         proc = run_cli(*args)
-        assert proc.returncode == 2 and proc.stderr.startswith(f"error: {flag} must be in [0, 1]")
+        assert proc.returncode == 2 and proc.stderr.startswith(f"error: {name} must be in [0, 1]")
         assert len(proc.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "x.onnx").exists()
 
@@ -370,32 +378,3 @@ def test_distill_leaves_the_teachers_weights_at_rate_zero(tmp_path):
     assert shared and new
     assert all(np.array_equal(after[n], before[n]) for n in shared)
     assert sum(not np.array_equal(after[n], before[n]) for n in new) >= len(new) // 2
-
-
-def test_carried_lr_from_the_command_lines(tmp_path):
-    """``--carried-lr`` (distill) and ``--recover-carried-lr`` (optimize) reach the method; out
-    of [0, 1]: one line, exit 2, nothing written."""
-    data = tmp_path / "data.npz"
-    np.savez(data, input=_images(32))
-    out, report = tmp_path / "o.onnx", tmp_path / "r.json"
-    proc = run_cli(
-        "optimize", TEACHER, out, "--init", "he", "--objective", "params", "--recover", data,
-        "--recover-epochs", "1", "--recover-carried-lr", "0.5", "--report", report,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(report.read_text())["recovery"]["options"]["method"]["carried_lr"] == 0.5
-    distilled, dreport = tmp_path / "d.onnx", tmp_path / "d.json"
-    proc = run_cli("distill", TEACHER, out, distilled, "--data", data, "--epochs", "1",
-                   "--carried-lr", "0", "--report", dreport)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(dreport.read_text())["options"]["method"]["carried_lr"] == 0.0
-    for args, flag in (
-        (("optimize", TEACHER, tmp_path / "x.onnx", "--recover", data,
-          "--recover-carried-lr", "2"), "--recover-carried-lr"),
-        (("distill", TEACHER, out, tmp_path / "x.onnx", "--data", data, "--carried-lr", "-1"),
-         "--carried-lr"),
-    ):  # fmt: skip
-        proc = run_cli(*args)
-        assert proc.returncode == 2 and proc.stderr.startswith(f"error: {flag} must be in [0, 1]")
-        assert len(proc.stderr.strip().splitlines()) == 1
-        assert not (tmp_path / "x.onnx").exists()
