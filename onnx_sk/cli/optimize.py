@@ -36,7 +36,8 @@ INIT_ERROR_NOTE = (
 
 
 def _design_cell(row: dict) -> str:
-    int8 = "int8 " if row.get("precision") == "int8" else ""  # --precision: written in int8
+    # --precision: written in int8 (mixed: some of its SK stages)
+    int8 = {"int8": "int8 ", "mixed": "int8+fp32 "}.get(row.get("precision") or "", "")
     if not row["design"]:
         return f"{int8}kept: {row['reason']}"
     parts = [f"{int8}{row['design']}", *(f"{k}={v}" for k, v in (row["groups"] or {}).items())]
@@ -137,6 +138,12 @@ def precision_line(p: dict) -> str:
     line = f"precision {p['precision']}: {len(convs)} int8 conv{'s' if len(convs) != 1 else ''}"
     if p.get("over_budget"):
         line += f" ({len(p['over_budget'])} kept fp32: int8 error over --max-error)"
+    plan = p.get("plan")
+    if plan:
+        line += (
+            f"; the int8 plan ran {plan['speedup']:.2f}× the fp32-context plan "
+            f"({'taken' if plan['taken'] else 'not taken'})"
+        )
     trials = p.get("context")
     if trials:
         kept = [t for t in trials if t["kept"]]

@@ -29,6 +29,17 @@ from onnx_sk.runtime.verify import Outputs
 from onnx_sk.training.samples import Samples
 
 
+@dataclass(frozen=True)
+class Alternative:
+    """Another plan for one conv (``--precision auto``: the choice between int8 neighbours):
+    its realisation (None: dense), precision, the reason it stays dense, the note."""
+
+    real: Realisation | None
+    int8: bool
+    reason: str | None
+    note: str
+
+
 @dataclass
 class Decision:
     """The plan for one conv: its realisation, or None and the reason it is kept."""
@@ -39,6 +50,14 @@ class Decision:
     note: str | None = None
     #: --precision: the conv (dense or its SK stages) is written in int8 QDQ form
     int8: bool = False
+    #: --precision auto: the choice between int8 neighbours (passes.plan_trial times both)
+    alt: Alternative | None = None
+
+    def take_alternative(self) -> None:
+        """Make ``alt`` the decision (the plan trial found its network faster)."""
+        if self.alt is not None:
+            a = self.alt
+            self.real, self.int8, self.reason, self.note = a.real, a.int8, a.reason, a.note
 
 
 @dataclass
@@ -80,6 +99,9 @@ class PassContext:
     #: reference of its int8 error
     int8: dict[str, str] = field(default_factory=dict)
     int8_dense: dict[str, tuple[Any, Any, Any, str]] = field(default_factory=dict)
+    #: plan (--precision auto): the trial of the alternative plan (passes.plan_trial), for the
+    #: report's ``precision.plan``; None when there was none
+    plan_trial: dict[str, Any] | None = None
     #: plan (--precision auto): conv output name → conv name of every conv that could be int8
     int8_eligible: dict[str, str] = field(default_factory=dict)
     #: fit-targets: conv output name → what its weights are fitted to (BN scale, patches)

@@ -135,7 +135,10 @@ def _latency(
                 else None
                 for p in precisions
             ]
+            policy = d.reason
             precision_choice.choose(d, entries[0], entries[1], precision, designs, ratio)
+            if precision == "auto" and not lat.lut_from_target:
+                precision_choice.choose_in_int8(d, entries[0], entries[1], designs, ratio, policy)
         elif d.reason is None:
             assert spec is not None and shape is not None
             entry = lut.get(provider, threads, latency.shape_key(spec, shape, ratio))

@@ -14,6 +14,14 @@ chosen. Changes nothing in the model (:mod:`onnx_sk.passes.quantize` writes the 
   A conv the policy keeps (first conv, ``--exclude``, 1×1…) chooses between dense fp32 and
   dense int8 only.
 
+With ``auto``, each conv also gets an alternative for a network that runs in int8
+(``choose_in_int8``): its fastest int8 option. Timed between fp32 neighbours, an int8 option
+pays a Q/DQ pair and layout transposes that it would not pay between int8 neighbours, so the
+per-conv choice above rarely picks int8 for a cheap SK conv, and the designs it picks (grouped
+stages, fast in fp32 NCHWc) are slow in int8; the alternative favours what runs fast in int8
+(ungrouped pointwise and depthwise stages). Which plan the network runs faster is settled by
+timing both (:mod:`onnx_sk.passes.plan_trial`).
+
 With ``--max-error`` the int8 choices are checked again by the quantize pass: a conv whose int8
 output error against its fp32 dense conv exceeds τ stays fp32.
 """
@@ -25,7 +33,7 @@ from dataclasses import dataclass
 from onnx_sk.errors import UserError
 from onnx_sk.graph.qdq import why_not_int8
 from onnx_sk.options import OptimizeOptions
-from onnx_sk.passes.context import Decision
+from onnx_sk.passes.context import Alternative, Decision
 from onnx_sk.runtime.latency import MIN_SPEEDUP, realise
 
 PRECISIONS = ("fp32", "int8", "auto")
@@ -107,15 +115,53 @@ def choose(
     best = max(opts, key=lambda o: o.speedup)
     if best.speedup < MIN_SPEEDUP * base.speedup:
         best = base
+    alt = _alternative(d, best, fp32, ratio, d.reason, "")
+    d.note, d.int8 = alt.note, alt.int8
+    if sk:
+        d.real, d.reason = alt.real, alt.reason
+
+
+def _alternative(
+    d: Decision, best: Option, fp32: dict, ratio: float, policy: str | None, where_ctx: str
+) -> Alternative:
+    """``best`` as a decision for ``d``'s conv; ``policy``: why the policy keeps it (None: an
+    SK design may replace it)."""
+    sk = policy is None
+    spec = d.site.spec
+    assert spec is not None
     real = realise(spec, best.cand, ratio) if best.cand is not None else None
     provider, threads = fp32["provider"], fp32["threads"]
-    where = f"{provider}, {threads} thread{'s' if threads > 1 else ''}"
-    d.note = (
+    where = f"{provider}, {threads} thread{'s' if threads > 1 else ''}{where_ctx}"
+    note = (
         f"latency on {where}: {best.ms:.3g} ms vs dense fp32 {fp32['dense_ms']:.3g} ms "
         f"({best.speedup:.2f}×, {best.label})"
     )
-    d.int8 = best.int8
-    if sk:
-        d.real = real
-        if real is None:
-            d.reason = f"no SK design is faster than the dense conv ({best.label}) on {provider}"
+    reason = policy
+    if sk and real is None:
+        reason = f"no SK design is faster than the dense conv ({best.label}) on {provider}"
+    return Alternative(real if sk else None, best.int8, reason, note)
+
+
+def choose_in_int8(
+    d: Decision,
+    fp32: dict | None,
+    int8: dict | None,
+    designs: list[str] | None,
+    ratio: float,
+    policy: str | None,
+) -> None:
+    """``--precision auto``: set ``d.alt``, the conv's plan for a network in int8 (module
+    docstring): its fastest int8 option, unless the dense int8 conv is within ``MIN_SPEEDUP``
+    of it. (Every int8 option was timed with the same Q/DQ and layout transposes at its
+    borders, so their order is the order between int8 neighbours, where those are gone.) A
+    network's first conv (no conv before it) keeps its plan: it reads the float input, so it
+    pays the input's Q in int8 as it did when timed, and its fastest option stands (measured:
+    ResNet-18's 7×7 stem on 3 channels, 0.55 ms in fp32 SK, 1.38 ms dense in int8)."""
+    if why_not_int8(d.site) is not None or fp32 is None or int8 is None or d.site.first:
+        return
+    opts = [o for o in _options(fp32, int8, "int8", policy is None, designs) if o.int8]
+    base = opts[0]  # dense int8
+    best = max(opts, key=lambda o: o.speedup)
+    if best.speedup < MIN_SPEEDUP * base.speedup:
+        best = base
+    d.alt = _alternative(d, best, fp32, ratio, policy, "")

@@ -23,8 +23,9 @@ unchanged); quantization is not exact, so the int8 model is checked here instead
    (optimisations on), must have a cosine of at least ``MIN_COSINE`` with the fp32 model's on
    the first calibration batch (the quantization tolerance; else VerificationError).
 
-Fills the report's ``precision`` and each conv row's ``precision``; the fidelity pass after it
-measures the int8 model against the original.
+Fills the report's ``precision`` (``int8_stages``: the convs the in-context step left partly
+int8, with their int8 stages) and each conv row's ``precision`` (fp32, int8, or mixed); the
+fidelity pass after it measures the int8 model against the original.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from onnx_sk.graph.qdq import (
 from onnx_sk.maths.spec import ConvSpec
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
-from onnx_sk.passes.int8_context import revise
+from onnx_sk.passes.int8_context import revise, stage_units
 from onnx_sk.passes.objectives import DEFAULT_PROVIDER
 from onnx_sk.runtime.compare import difference
 from onnx_sk.runtime.paired import PairedTimer, one_sample
@@ -149,6 +150,8 @@ class QuantizePass:
             "ranges_from": None,
             "warning": None,
         }
+        if ctx.plan_trial is not None:
+            report["plan"] = ctx.plan_trial
         ctx.report.precision = report
         if not ctx.int8:
             _rows(ctx, set())
@@ -169,13 +172,16 @@ class QuantizePass:
         report["ranges_from"] = "calibration" if calibration else "random"
         if o.fitting.max_error is not None:
             marked = self._within_budget(ctx, marked, values, report)
+        partial: dict[str, list[str]] = {}
         if context:
-            marked, report["context"] = _in_context(
+            marked, partial, report["context"] = _in_context(
                 ctx, model, units, marked, ranges, feed0, want, values, names
             )
         insert_qdq(model.graph, _joined(model, marked), ranges)
         report["int8_convs"] = [names[c] for c in marked]
-        _rows(ctx, {names[c] for c in marked})
+        if partial:
+            report["int8_stages"] = partial
+        _rows(ctx, {names[c] for c in marked}, set(partial))
         if o.verify:
             report["check"] = _check(model, feed0, want, sum(len(v) for v in marked.values()))
         ctx.checked = None  # the fidelity pass runs the int8 model
@@ -214,17 +220,31 @@ def _in_context(
     want: list[np.ndarray],
     values: dict[str, np.ndarray],
     names: dict[str, str],
-) -> tuple[dict[str, list[str]], list[dict[str, Any]]]:
-    """The int8 choice revised by timing the network (:mod:`onnx_sk.passes.int8_context`)."""
+) -> tuple[dict[str, list[str]], dict[str, list[str]], list[dict[str, Any]]]:
+    """The int8 choice revised by timing the network (:mod:`onnx_sk.passes.int8_context`), one
+    stage of an SK realisation at a time: (conv output → its int8 nodes for every conv with an
+    int8 stage, conv name → its int8 stages for the convs only partly int8, the trials)."""
     o = ctx.options
     tau = o.fitting.max_error
     by_output = {r.output: r for r in ctx.replacements}
+    stages, conv_of = stage_units(model.graph, units)
+    by_name = {n.output[0]: n.name for n in model.graph.node if n.output}
+    split = {c for c in units if sum(conv_of[u] == c for u in stages) > 1}
+    unit_names = {
+        u: (by_name.get(u) or u) if conv_of[u] in split else names.get(c, c)
+        for u, c in conv_of.items()
+    }
+    verdicts: dict[str, bool] = {}
 
-    def allowed(conv: str) -> bool:
+    def allowed(unit: str) -> bool:  # a stage is within τ when its whole conv is
+        conv = conv_of[unit]
         if tau is None:
             return True
-        spec, w, b, x_name = ctx.int8_dense[conv]
-        return int8_error(spec, w, b, by_output.get(conv), values[x_name]) <= tau
+        if conv not in verdicts:
+            spec, w, b, x_name = ctx.int8_dense[conv]
+            err = int8_error(spec, w, b, by_output.get(conv), values[x_name])
+            verdicts[conv] = err <= tau
+        return verdicts[conv]
 
     feeds = one_sample(model, feed0)
     timer = PairedTimer(
@@ -241,10 +261,20 @@ def _in_context(
             for a, b in zip(reference, got, strict=True)
         )
 
+    start = {u for u, c in conv_of.items() if c in marked}
     int8, trials = revise(
-        model, units, set(marked), ranges, timer, names, allowed, ctx.step, faithful
+        model, stages, start, ranges, timer, unit_names, allowed, ctx.step, faithful
     )
-    return {c: units[c] for c in units if c in int8}, trials
+    out: dict[str, list[str]] = {}
+    for u in stages:  # graph order within each conv
+        if u in int8:
+            out.setdefault(conv_of[u], []).extend(stages[u])
+    partial = {
+        names.get(c, c): [unit_names[u] for u in stages if conv_of[u] == c and u in int8]
+        for c in out
+        if any(conv_of[u] == c and u not in int8 for u in stages)
+    }
+    return out, partial, trials
 
 
 def _joined(model: onnx.ModelProto, marked: dict[str, list[str]]) -> list[str]:
@@ -252,10 +282,12 @@ def _joined(model: onnx.ModelProto, marked: dict[str, list[str]]) -> list[str]:
     return with_int8_joins(model.graph, [t for ts in marked.values() for t in ts])
 
 
-def _rows(ctx: PassContext, names: set[str]) -> None:
-    """Each conv row's precision; ``names``: the int8 convs' names."""
+def _rows(ctx: PassContext, names: set[str], mixed: set[str] | None = None) -> None:
+    """Each conv row's precision; ``names``: the convs with an int8 stage, ``mixed``: those
+    with fp32 stages too."""
     for row in ctx.report.convs:
-        row["precision"] = "int8" if row["name"] in names else "fp32"
+        name = row["name"]
+        row["precision"] = "mixed" if name in (mixed or ()) else "int8" if name in names else "fp32"
 
 
 def _check(
