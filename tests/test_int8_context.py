@@ -200,6 +200,8 @@ def test_precision_line_names_the_kept_flips():
         "precision auto: 2 int8 convs; the int8 plan ran 1.17× the fp32-context plan (taken); "
         "in context: 1 of 2 flips kept (A int8 1.40×)"
     )
+    p["plan"] = {"convs_differing": 3, "taken": False, "skipped": "P cannot run it: no"}
+    assert "; the int8 plan was not timed (P cannot run it: no); in context" in precision_line(p)
 
 
 def test_revise_keeps_no_int8_flip_that_fails_the_tolerance():

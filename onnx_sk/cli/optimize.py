@@ -139,7 +139,9 @@ def precision_line(p: dict) -> str:
     if p.get("over_budget"):
         line += f" ({len(p['over_budget'])} kept fp32: int8 error over --max-error)"
     plan = p.get("plan")
-    if plan:
+    if plan and plan.get("skipped"):
+        line += f"; the int8 plan was not timed ({plan['skipped']})"
+    elif plan:
         line += (
             f"; the int8 plan ran {plan['speedup']:.2f}× the fp32-context plan "
             f"({'taken' if plan['taken'] else 'not taken'})"

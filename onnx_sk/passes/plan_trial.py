@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from onnx_sk.errors import UserError
 from onnx_sk.graph.build import Replacement, apply_replacements
 from onnx_sk.graph.qdq import activation_tensors, why_not_int8, with_int8_joins
 from onnx_sk.maths.weight_init import INITIALISERS
@@ -106,25 +107,32 @@ def trial(ctx: PassContext, model: onnx.ModelProto) -> dict[str, Any] | None:
     """Time the plan's network against its alternative's, the alternative's boundaries first
     revised by up to ``REPAIRS`` flips (:func:`onnx_sk.passes.int8_context.revise`: the plan's
     will be too, in the network written); take the alternative when it is ``ACCEPT`` faster.
-    Returns what the report's ``precision.plan`` says (None: no trial)."""
+    Returns what the report's ``precision.plan`` says (None: no trial; ``skipped``: the
+    alternative's network could not run on the target, and the plan stands)."""
     changed = sum(
         d.alt is not None and (d.alt.real, d.alt.int8) != (d.real, d.int8) for d in ctx.decisions
     )
     if not changed:
         return None
     o = ctx.options
-    a, b = network(ctx, model, False), network(ctx, model, True)
+    a = network(ctx, model, False)
     feeds = one_sample(a.model, next(seeded_feeds(a.model, ctx.input_shapes, o.seed)))
     timer = PairedTimer(
         o.latency.provider or DEFAULT_PROVIDER, o.latency.threads or 1, feeds, seed=o.seed
     )
-    repaired, flips = revise(
-        b.model, b.units, b.int8, b.ranges, timer, b.names, max_trials=REPAIRS, every_first=False
-    )
-    speedup = timer.speedup(
-        timer.open(with_qdq(a.model, a.units, a.int8, a.ranges), "the plan's network"),
-        timer.open(with_qdq(b.model, b.units, repaired, b.ranges), "the alternative's network"),
-    )
+    plan = timer.open(with_qdq(a.model, a.units, a.int8, a.ranges), "the plan's network")
+    try:  # the plan's network is the one written when the alternative cannot run
+        b = network(ctx, model, True)
+        repaired, flips = revise(
+            b.model, b.units, b.int8, b.ranges, timer, b.names, max_trials=REPAIRS,
+            every_first=False,
+        )  # fmt: skip
+        what = "the alternative plan's network"
+        speedup = timer.speedup(
+            plan, timer.open(with_qdq(b.model, b.units, repaired, b.ranges), what)
+        )
+    except UserError as exc:
+        return {"convs_differing": changed, "taken": False, "skipped": str(exc)}
     taken = speedup >= ACCEPT
     if taken:
         for d in ctx.decisions:
