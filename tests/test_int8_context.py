@@ -11,6 +11,7 @@ from onnx_sk.cli.optimize import precision_line
 from onnx_sk.graph.neighbours import MAX_HOPS, conv_neighbours
 from onnx_sk.graph.qdq import activation_tensors, with_int8_joins
 from onnx_sk.passes.int8_context import ALL, MAX_TRIALS, revise, with_qdq
+from onnx_sk.passes.quantize import _check
 from onnx_sk.runtime.paired import PairedTimer, one_sample
 from onnx_sk.runtime.quantize import activation_ranges, optimized_ops
 from onnx_sk.runtime.session import session
@@ -209,3 +210,28 @@ def test_revise_keeps_no_int8_flip_that_fails_the_tolerance():
     int8, trials = revise(model, units, {"b"}, ranges, timer, {}, faithful=lambda sess: False)
     assert int8 <= {"b"}  # only flips to fp32 may have stayed
     assert not any(t["kept"] for t in trials if t["to"] == "int8")
+
+
+def test_check_counts_convs_onnx_runtime_quantizes_itself():
+    """An fp32 conv that reads a DequantizeLinear and writes a QuantizeLinear (between two int8
+    convs) is run by ONNX Runtime as an int8 kernel with weights it quantizes itself: the check
+    counts it, and the CLI line says so."""
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array((rng.standard_normal((8, 8, 3, 3)) * 0.2).astype(np.float32), w)
+        for w in ("w0", "w1", "w2")
+    ]
+    nodes = [_conv("x", "w0", "a", "A"), _conv("a", "w1", "b", "B"), _conv("b", "w2", "y", "C")]
+    graph = helper.make_graph(
+        nodes, "three", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.standard_normal((1, 8, 16, 16)).astype(np.float32)
+    units = {"a": ["a"], "b": ["b"], "y": ["y"]}
+    written = with_qdq(model, units, {"a", "y"}, _ranges(model, units, x))
+    want = session(model).run(None, {"x": x})
+    check = _check(written, {"x": x}, want, 2)
+    assert check["int8_kernels"] == 3 and check["ort_int8_unwritten"] == 1
+    line = precision_line({"precision": "auto", "int8_convs": ["A", "C"], "check": check})
+    assert "runs 3 int8 conv kernels (1 of them written in fp32 between int8 convs" in line

@@ -157,10 +157,11 @@ def precision_line(p: dict) -> str:
     check = p.get("check")
     if check:
         worst = min(check["cosine_vs_fp32"], default=1.0)
-        line += (
-            f"; ONNX Runtime runs {check['int8_kernels']} int8 conv kernels; outputs vs fp32 "
-            f"model cosine {worst:.4f} (tolerance >= {check['min_cosine']})"
-        )
+        extra = check.get("ort_int8_unwritten")
+        line += f"; ONNX Runtime runs {check['int8_kernels']} int8 conv kernels"
+        if extra:
+            line += f" ({extra} of them written in fp32 between int8 convs: quantized by ORT)"
+        line += f"; outputs vs fp32 model cosine {worst:.4f} (tolerance >= {check['min_cosine']})"
     if p.get("warning"):
         line += f"; warning: {p['warning']}"
     return line

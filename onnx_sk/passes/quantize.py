@@ -19,7 +19,9 @@ unchanged); quantization is not exact, so the int8 model is checked here instead
 4. the QDQ nodes are inserted (:func:`onnx_sk.graph.qdq.insert_qdq`);
 5. unless ``--no-verify``: the full ONNX checker; ONNX Runtime's optimized graph (CPU provider,
    ORT_ENABLE_ALL) must hold an int8 conv kernel (``QLinearConv``) per int8 Conv node
-   (``int8_kernels``), and the int8 model's outputs, run by ONNX Runtime as deployed
+   (``int8_kernels``; more are counted as ``ort_int8_unwritten``: ONNX Runtime quantizes the
+   float weights of a conv that reads a DequantizeLinear and writes a QuantizeLinear itself, as
+   an fp32 SK stage between two int8 stages would), and the int8 model's outputs, run by ONNX Runtime as deployed
    (optimisations on), must have a cosine of at least ``MIN_COSINE`` with the fp32 model's on
    the first calibration batch (the quantization tolerance; else VerificationError).
 
@@ -316,7 +318,11 @@ def _check(
                 f"int8: the outputs' cosine with the fp32 model's is {cos:.4f}, below the "
                 f"quantization tolerance {MIN_COSINE}"
             )
+    out: dict[str, Any] = {}
+    if kernels > int8_convs:  # ORT quantizes a float-weight conv between a DQ and a Q itself
+        out["ort_int8_unwritten"] = kernels - int8_convs
     return {
+        **out,
         "int8_kernels": kernels,
         "ort_ops": {k: ops[k] for k in INT8_CONV_OPS if ops[k]},
         "cosine_vs_fp32": cosines,
