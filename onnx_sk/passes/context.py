@@ -31,8 +31,8 @@ from onnx_sk.training.samples import Samples
 
 @dataclass(frozen=True)
 class Alternative:
-    """Another plan for one conv (``--precision auto``: the choice between int8 neighbours):
-    its realisation (None: dense), precision, the reason it stays dense, the note."""
+    """Another plan for one conv (``--precision auto``: its fastest int8 option, for a network
+    in int8): its realisation (None: dense), precision, the reason it stays dense, the note."""
 
     real: Realisation | None
     int8: bool
@@ -50,7 +50,7 @@ class Decision:
     note: str | None = None
     #: --precision: the conv (dense or its SK stages) is written in int8 QDQ form
     int8: bool = False
-    #: --precision auto: the choice between int8 neighbours (passes.plan_trial times both)
+    #: --precision auto: the conv's plan for a network in int8 (passes.plan_trial times both)
     alt: Alternative | None = None
 
     def take_alternative(self) -> None:

@@ -1,14 +1,15 @@
 """``--precision auto``: of the two plans the measurements give, the one the network runs faster.
 
-Each conv's options (dense or an SK realisation, each in fp32 or int8) were timed twice
-(:func:`onnx_sk.runtime.latency.measure_precisions`): between fp32 neighbours, where an int8
-choice pays its Q/DQ and layout transposes, and between int8 neighbours, where an fp32 one does.
-The plan takes the fastest between fp32 neighbours (``Decision.real``, ``.int8``); the fastest
-between int8 neighbours is its alternative (``Decision.alt``). Each is right for the network the
-other convs make, so neither one-conv view can pick between them. (Measured: ResNet-18 with its
-stem replaced, 1 thread: the fp32-neighbour plan takes grouped pwg-dw-pwg designs, fast in fp32
-NCHWc; in int8 those run slow, and the network all in int8 lost 0.69× against it, while
-pw-dw-pw designs in int8 ran 1.22× faster than it.)
+Each conv's options (dense or an SK realisation, each in fp32 or int8) were timed between fp32
+neighbours (:func:`onnx_sk.runtime.latency.measure_precisions`), where an int8 option pays a
+Q/DQ pair and layout transposes. The plan takes the fastest (``Decision.real``, ``.int8``): for
+a network of fp32 convs. Its alternative (``Decision.alt``,
+:func:`onnx_sk.passes.precision.choose_in_int8`) is each conv's fastest int8 option: for a
+network of int8 convs, where those borders are gone. Neither one-conv view can tell which
+network runs faster. (Measured: ResNet-18 with its stem replaced, 1 thread: the plan takes
+grouped pwg-dw-pwg designs, fast in fp32 NCHWc and slow in int8, and that network all in int8
+ran 0.69× the plan's mix; pw-dw-pw designs in int8, quantized by hand with ONNX Runtime's
+quantizer and the stem's first two stages left fp32, ran 1.22× faster than it.)
 
 So when the two plans differ, both networks are built from the model: every planned SK design
 written with He-normal weights (a network's time does not depend on its weight values), every
@@ -19,8 +20,8 @@ alternative's fp32 ResNet-18 stem before int8 convs makes the MaxPool between th
 Runtime's uint8 NCHW pooling, 3.8 ms in a 1.4 ms network, until the stem's last stage is int8).
 Then the two are timed against each other on the target
 (:class:`onnx_sk.runtime.paired.PairedTimer`), and the alternative is taken when it is at least
-``ACCEPT`` faster. The quantize pass then revises the
-precisions, stage by stage, in the network finally written (:mod:`onnx_sk.passes.int8_context`).
+``ACCEPT`` faster. The quantize pass then revises the precisions, stage by stage, in the
+network finally written (:mod:`onnx_sk.passes.int8_context`).
 """
 
 from __future__ import annotations
