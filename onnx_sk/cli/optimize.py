@@ -136,6 +136,9 @@ def precision_line(p: dict) -> str:
     """The report's ``precision`` in one line (the int8 convs, the check, the ranges' source)."""
     convs = p["int8_convs"]
     line = f"precision {p['precision']}: {len(convs)} int8 conv{'s' if len(convs) != 1 else ''}"
+    if p.get("int8_gemms"):
+        k = len(p["int8_gemms"])
+        line += f" and {k} int8 fully connected layer{'s' if k != 1 else ''}"
     if p.get("over_budget"):
         line += f" ({len(p['over_budget'])} kept fp32: int8 error over --max-error)"
     plan = p.get("plan")

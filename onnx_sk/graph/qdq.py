@@ -10,6 +10,8 @@ whose scales agree (the data-movement op then runs on uint8). So an int8 conv he
 - its weights int8 per output channel, symmetric: ``scale[o] = max|w[o]| / 127``,
   ``w_q = round(w / scale)`` in ``[-127, 127]``, dequantized on axis 0;
 - its bias int32: ``b_q = round(b / (x_scale · scale[o]))``, zero point 0 (what the fusion takes);
+- a ``Gemm`` (a fully connected layer, ``int8_gemms``) the same way, per output column: ONNX
+  Runtime fuses it into ``QGemm``;
 - an output read only by a ``Relu``, or by a ``Clip`` from 0 (ReLU6), is quantized after it
   (range ``[0, hi]``, within the clip's): ONNX Runtime folds it into the quantization;
 - a data-movement op (``MOVES``, the channel shuffles of the SK designs) marked int8 gets a
@@ -41,6 +43,8 @@ from onnx_sk.graph.index import ConstantIndex, NameAllocator, graph_names
 MOVES = ("Reshape", "Transpose", "Gather", "Identity")
 #: element-wise ops of two activations ONNX Runtime fuses in QDQ form (QLinearAdd)
 JOINS = ("Add",)
+#: ops with constant weights written in int8 (ONNX Runtime's QLinearConv, QGemm)
+WEIGHTED = ("Conv", "Gemm")
 #: the lowest default-domain opset with per-axis DequantizeLinear
 MIN_OPSET = 13
 QMAX_W = 127
@@ -86,6 +90,35 @@ def why_not_int8(site: ConvSite) -> str | None:
     return None
 
 
+def why_not_int8_gemm(node: onnx.NodeProto, consts: ConstantIndex) -> str | None:
+    """Why this main-graph ``Gemm`` (a fully connected layer) cannot be written in int8 QDQ
+    form, or None: it needs ``alpha = beta = 1``, ``transA = 0``, a constant float32 2-D weight
+    and a bias that is absent or a constant float32 vector of its output width."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0 or attrs.get("transA", 0):
+        return "alpha, beta or transA not the defaults"
+    w = consts.get(node.input[1]) if len(node.input) > 1 else None
+    if w is None or w.dtype != np.float32 or w.ndim != 2:
+        return "weights not a constant float32 matrix"
+    if len(node.input) > 2 and node.input[2]:
+        b = consts.get(node.input[2])
+        width = w.shape[0] if attrs.get("transB", 0) else w.shape[1]
+        if b is None or b.dtype != np.float32 or b.shape != (width,):
+            return "bias not a constant float32 vector of the output width"
+    return None
+
+
+def int8_gemms(graph: onnx.GraphProto) -> dict[str, str]:
+    """Output → name of every main-graph ``Gemm`` that can be written in int8
+    (:func:`why_not_int8_gemm`)."""
+    consts = ConstantIndex(graph)
+    return {
+        n.output[0]: n.name or n.output[0]
+        for n in graph.node
+        if n.op_type == "Gemm" and why_not_int8_gemm(n, consts) is None
+    }
+
+
 def opset_of(model: onnx.ModelProto) -> int:
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
@@ -104,7 +137,7 @@ def activation_tensors(graph: onnx.GraphProto, marked: Iterable[str]) -> list[st
             continue
         for t in _activations(node):
             need[t] = None
-        if node.op_type in JOINS or node.op_type == "Conv":
+        if node.op_type in JOINS or node.op_type in WEIGHTED:
             need[_quantized_output(node, readers, outputs, consts)] = None
     return list(need)
 
@@ -197,7 +230,7 @@ def insert_qdq(
                 assert t in params, f"no range for {t}"
             else:
                 params.setdefault(t, act_params(*src))
-        if node.op_type == "Conv" or node.op_type in JOINS:
+        if node.op_type in WEIGHTED or node.op_type in JOINS:
             y = _quantized_output(node, readers, outputs, consts)
             params[y] = act_params(*ranges[y])
             written_int8[y] = writer[y]
@@ -240,7 +273,7 @@ def insert_qdq(
         x = node.input[0]
         for k, t in enumerate(_activations(node)):
             node.input[k] = dq_of.get(t, t)
-        if node.op_type == "Conv":
+        if node.op_type in WEIGHTED:
             old_weights.update(t for t in node.input[1:3] if t)
             _quantize_weights(node, consts, params[x], names, inits, after)
     order: list[onnx.NodeProto] = list(after.get(0, []))
@@ -262,21 +295,29 @@ def _quantize_weights(
     inits: list[onnx.TensorProto],
     after: dict[int, list[onnx.NodeProto]],
 ) -> None:
-    """The conv's weight (and bias) as int8 (int32) constants read through DequantizeLinear."""
+    """The conv's weight (and bias) as int8 (int32) constants read through DequantizeLinear;
+    a ``Gemm``'s per output column (axis 0 of its weight with ``transB``, else axis 1)."""
     w = consts.get(conv.input[1])
     assert w is not None and w.dtype == np.float32  # why_not_int8 checked it
-    w_q, w_scale = weight_params(w)  # [c_out, c_in // group, kh, kw], [c_out]
+    axis = 0
+    if conv.op_type == "Gemm":
+        axis = 0 if any(a.name == "transB" and a.i for a in conv.attribute) else 1
+    if axis:  # [K, N]: quantized as its transpose, per N
+        w_q, w_scale = weight_params(np.ascontiguousarray(w.T))
+        w_q = np.ascontiguousarray(w_q.T)
+    else:
+        w_q, w_scale = weight_params(w)  # [c_out, c_in // group, kh, kw], [c_out]
     base = conv.name or conv.output[0]
     n = {k: names.fresh(f"{base}/int8/{k}") for k in ("w", "w_scale", "w_zero", "w_dq")}
     inits += [
         numpy_helper.from_array(w_q, n["w"]),
         numpy_helper.from_array(w_scale, n["w_scale"]),
-        numpy_helper.from_array(np.zeros_like(w_q, shape=(w.shape[0],)), n["w_zero"]),
+        numpy_helper.from_array(np.zeros_like(w_q, shape=(w_scale.shape[0],)), n["w_zero"]),
     ]
     dqs = [
         helper.make_node(
             "DequantizeLinear", [n["w"], n["w_scale"], n["w_zero"]], [n["w_dq"]],
-            names.fresh(f"{base}/int8/w_DQ"), axis=0,
+            names.fresh(f"{base}/int8/w_DQ"), axis=axis,
         )
     ]  # fmt: skip
     conv.input[1] = n["w_dq"]

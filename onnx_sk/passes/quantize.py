@@ -16,6 +16,8 @@ unchanged); quantization is not exact, so the int8 model is checked here instead
 3. with ``auto`` (unless ``--lut-from-target``): the per-conv choice revised by timing the
    network on the target, one boundary conv flipped at a time
    (:mod:`onnx_sk.passes.int8_context`; the ranges above cover every conv that could be int8);
+   the fully connected layers (``Gemm``, ``graph.qdq.int8_gemms``) take part as units that
+   start in fp32 (``precision.int8_gemms``: those left in int8);
 4. the QDQ nodes are inserted (:func:`onnx_sk.graph.qdq.insert_qdq`);
 5. unless ``--no-verify``: the full ONNX checker; ONNX Runtime's optimized graph (CPU provider,
    ORT_ENABLE_ALL) must hold an int8 conv kernel (``QLinearConv``) per int8 Conv node
@@ -47,6 +49,7 @@ from onnx_sk.graph.qdq import (
     MOVES,
     activation_tensors,
     insert_qdq,
+    int8_gemms,
     opset_of,
     with_int8_joins,
 )
@@ -155,11 +158,12 @@ class QuantizePass:
         if ctx.plan_trial is not None:
             report["plan"] = ctx.plan_trial
         ctx.report.precision = report
-        if not ctx.int8:
+        context = o.latency.precision == "auto" and not o.latency.lut_from_target
+        gemms = int8_gemms(model.graph) if context else {}  # fully connected: in context only
+        names = {**ctx.int8, **(ctx.int8_eligible if context else {}), **gemms}
+        if not names:  # nothing can be int8 (an all-fp32 plan is still revised in context)
             _rows(ctx, set())
             return PassResult(model, modified=False)
-        context = o.latency.precision == "auto" and not o.latency.lut_from_target
-        names = {**ctx.int8, **(ctx.int8_eligible if context else {})}
         units = marked_nodes(model.graph, names, ctx.replacements)
         marked = {c: units[c] for c in ctx.int8}
         tensors = activation_tensors(model.graph, _joined(model, units))
@@ -177,10 +181,11 @@ class QuantizePass:
         partial: dict[str, list[str]] = {}
         if context:
             marked, partial, report["context"] = _in_context(
-                ctx, model, units, marked, ranges, feed0, want, values, names
+                ctx, model, units, marked, ranges, feed0, want, values, names, set(gemms)
             )
+            report["int8_gemms"] = [names[c] for c in marked if c in gemms]
         insert_qdq(model.graph, _joined(model, marked), ranges)
-        report["int8_convs"] = [names[c] for c in marked]
+        report["int8_convs"] = [names[c] for c in marked if c not in gemms]
         if partial:
             report["int8_stages"] = partial
         _rows(ctx, {names[c] for c in marked}, set(partial))
@@ -222,10 +227,13 @@ def _in_context(
     want: list[np.ndarray],
     values: dict[str, np.ndarray],
     names: dict[str, str],
+    gemms: set[str],
 ) -> tuple[dict[str, list[str]], dict[str, list[str]], list[dict[str, Any]]]:
     """The int8 choice revised by timing the network (:mod:`onnx_sk.passes.int8_context`), one
     stage of an SK realisation at a time: (conv output → its int8 nodes for every conv with an
-    int8 stage, conv name → its int8 stages for the convs only partly int8, the trials)."""
+    int8 stage, conv name → its int8 stages for the convs only partly int8, the trials).
+    ``gemms``: the fully connected layers among the units (with ``--max-error`` they stay fp32:
+    their int8 error is not measured)."""
     o = ctx.options
     tau = o.fitting.max_error
     by_output = {r.output: r for r in ctx.replacements}
@@ -242,6 +250,8 @@ def _in_context(
         conv = conv_of[unit]
         if tau is None:
             return True
+        if conv in gemms:
+            return False
         if conv not in verdicts:
             spec, w, b, x_name = ctx.int8_dense[conv]
             err = int8_error(spec, w, b, by_output.get(conv), values[x_name])
@@ -301,12 +311,16 @@ def _check(
     int8_convs = sum(
         1 for n in model.graph.node if n.op_type == "Conv" and n.input[1] in dequantized
     )
+    int8_gemms = sum(
+        1 for n in model.graph.node if n.op_type == "Gemm" and n.input[1] in dequantized
+    )
     ops = optimized_ops(model)
     kernels = sum(ops[k] for k in INT8_CONV_OPS)
-    if kernels < int8_convs:
+    if kernels < int8_convs or ops["QGemm"] < int8_gemms:
         raise VerificationError(
             f"int8: ONNX Runtime's optimized graph has {kernels} int8 conv kernels for "
-            f"{int8_convs} int8 Conv nodes (QDQ not fused)"
+            f"{int8_convs} int8 Conv nodes and {ops['QGemm']} QGemm for {int8_gemms} int8 "
+            "Gemm nodes (QDQ not fused)"
         )
     got = session(model, opt_level="all").run(None, feeds)
     cosines = []
@@ -324,7 +338,7 @@ def _check(
     return {
         **out,
         "int8_kernels": kernels,
-        "ort_ops": {k: ops[k] for k in INT8_CONV_OPS if ops[k]},
+        "ort_ops": {k: ops[k] for k in (*INT8_CONV_OPS, "QGemm") if ops[k]},
         "cosine_vs_fp32": cosines,
         "min_cosine": MIN_COSINE,
         "inputs": {k: list(v.shape) for k, v in feeds.items()},
