@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import onnx_sk
+from onnx_sk.cli.optimize import precision_line
 from onnx_sk.graph.index import ConstantIndex
 from onnx_sk.graph.qdq import activation_tensors, insert_qdq, int8_gemms, why_not_int8_gemm
 from onnx_sk.runtime.quantize import activation_ranges, optimized_ops
@@ -135,3 +136,8 @@ def test_optimize_auto_reports_the_gemms_it_leaves_in_int8(tmp_path):
     assert optimized_ops(onnx.load(out))["QGemm"] == len(p["int8_gemms"])
     assert p["check"]["ort_ops"].get("QGemm", 0) == len(p["int8_gemms"])
     assert report.message.endswith(f"({len(p['int8_convs'])} in int8)") or not p["int8_convs"]
+
+
+def test_precision_line_counts_the_int8_gemms():
+    p = {"precision": "auto", "int8_convs": ["conv1"], "int8_gemms": ["fc0", "fc1"]}
+    assert precision_line(p) == "precision auto: 1 int8 conv and 2 int8 fully connected layers"
