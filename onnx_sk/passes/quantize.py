@@ -311,15 +311,15 @@ def _check(
     int8_convs = sum(
         1 for n in model.graph.node if n.op_type == "Conv" and n.input[1] in dequantized
     )
-    int8_gemms = sum(
+    gemm_nodes = sum(
         1 for n in model.graph.node if n.op_type == "Gemm" and n.input[1] in dequantized
     )
     ops = optimized_ops(model)
     kernels = sum(ops[k] for k in INT8_CONV_OPS)
-    if kernels < int8_convs or ops["QGemm"] < int8_gemms:
+    if kernels < int8_convs or ops["QGemm"] < gemm_nodes:
         raise VerificationError(
             f"int8: ONNX Runtime's optimized graph has {kernels} int8 conv kernels for "
-            f"{int8_convs} int8 Conv nodes and {ops['QGemm']} QGemm for {int8_gemms} int8 "
+            f"{int8_convs} int8 Conv nodes and {ops['QGemm']} QGemm for {gemm_nodes} int8 "
             "Gemm nodes (QDQ not fused)"
         )
     got = session(model, opt_level="all").run(None, feeds)
