@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 from test_int8_context import _chain_model, _ranges
-from test_precision import _cnn, _smooth
+from test_precision import _cnn, cnn_case
 
 import onnx_sk
 from onnx_sk.graph.convs import find_convs
@@ -62,7 +62,7 @@ def test_revise_tries_an_int8_unit_at_the_edge():
     tried = [t["conv"] for t in trials]
     assert tried and tried[0] in ("A", "C", "D")  # an edge, not B
     assert "D" in tried  # D borders only the output: tried for the edge alone
-    assert all(t["to"] == "fp32" for t in trials[:1])
+    assert trials[0]["to"] == "fp32"
 
 
 def _sites(model: onnx.ModelProto):
@@ -135,17 +135,13 @@ def test_first_conv_has_no_alternative():
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory):
     """The small CNN, calibration samples, and a latency table measured for it on this machine."""
-    tmp = tmp_path_factory.mktemp("plan_trial")
-    rng = np.random.default_rng(0)
-    src = tmp / "cnn.onnx"
-    onnx.save(_cnn(rng), src)
-    cal = tmp / "cal.npz"
-    np.savez(cal, x=_smooth(rng, 8))
-    lut = tmp / "lut.json"
+    case = cnn_case(tmp_path_factory.mktemp("plan_trial"), 8)
+    lut = case["dir"] / "lut.json"
     onnx_sk.optimize(
-        src, tmp / "first.onnx", objective="latency", precision="auto", calibration=cal, lut=lut
-    )
-    return {"src": src, "cal": cal, "lut": json.loads(lut.read_text()), "dir": tmp}
+        case["model"], case["dir"] / "first.onnx", objective="latency", precision="auto",
+        calibration=case["cal"], lut=lut,
+    )  # fmt: skip
+    return {"src": case["model"], "cal": case["cal"], "lut": json.loads(lut.read_text())}
 
 
 def test_plan_trial_settles_two_different_plans(measured, tmp_path):

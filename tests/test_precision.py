@@ -76,16 +76,20 @@ def _cnn(rng: np.random.Generator) -> onnx.ModelProto:
     return model
 
 
-@pytest.fixture(scope="module")
-def case(tmp_path_factory) -> dict[str, Path]:
-    """The model, calibration samples, and the fp32 reference rewrite (same options)."""
-    tmp = tmp_path_factory.mktemp("precision")
+def cnn_case(tmp: Path, samples: int) -> dict[str, Path]:
+    """``_cnn`` saved in ``tmp`` with ``samples`` calibration samples (seed 0)."""
     rng = np.random.default_rng(0)
     model = tmp / "cnn.onnx"
     onnx.save(_cnn(rng), model)
     cal = tmp / "cal.npz"
-    np.savez(cal, x=_smooth(rng, 16))
+    np.savez(cal, x=_smooth(rng, samples))
     return {"dir": tmp, "model": model, "cal": cal}
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory) -> dict[str, Path]:
+    """The model and its calibration samples."""
+    return cnn_case(tmp_path_factory.mktemp("precision"), 16)
 
 
 def _outputs(path: Path, xs: np.ndarray) -> np.ndarray:

@@ -107,22 +107,20 @@ def choose(
     if fp32 is None or int8 is None:  # not measured (input size unknown): int8 keeps dense int8
         d.int8 = precision == "int8"
         return
-    spec = d.site.spec
-    assert spec is not None
     sk = d.reason is None
     opts = _options(fp32, int8, precision, sk, designs)
     base = opts[1] if precision == "auto" else opts[0]  # dense fp32, or dense int8
     best = max(opts, key=lambda o: o.speedup)
     if best.speedup < MIN_SPEEDUP * base.speedup:
         best = base
-    alt = _alternative(d, best, fp32, ratio, d.reason, "")
+    alt = _alternative(d, best, fp32, ratio, d.reason)
     d.note, d.int8 = alt.note, alt.int8
     if sk:
         d.real, d.reason = alt.real, alt.reason
 
 
 def _alternative(
-    d: Decision, best: Option, fp32: dict, ratio: float, policy: str | None, where_ctx: str
+    d: Decision, best: Option, fp32: dict, ratio: float, policy: str | None
 ) -> Alternative:
     """``best`` as a decision for ``d``'s conv; ``policy``: why the policy keeps it (None: an
     SK design may replace it)."""
@@ -131,7 +129,7 @@ def _alternative(
     assert spec is not None
     real = realise(spec, best.cand, ratio) if best.cand is not None else None
     provider, threads = fp32["provider"], fp32["threads"]
-    where = f"{provider}, {threads} thread{'s' if threads > 1 else ''}{where_ctx}"
+    where = f"{provider}, {threads} thread{'s' if threads > 1 else ''}"
     note = (
         f"latency on {where}: {best.ms:.3g} ms vs dense fp32 {fp32['dense_ms']:.3g} ms "
         f"({best.speedup:.2f}×, {best.label})"
@@ -164,4 +162,4 @@ def choose_in_int8(
     best = max(opts, key=lambda o: o.speedup)
     if best.speedup < MIN_SPEEDUP * base.speedup:
         best = base
-    d.alt = _alternative(d, best, fp32, ratio, policy, "")
+    d.alt = _alternative(d, best, fp32, ratio, policy)
