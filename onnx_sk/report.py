@@ -55,6 +55,8 @@ class Report:
     recovery: dict[str, Any] | None = None
     #: --precision int8/auto: the int8 convs, the ranges' source, the structural check
     precision: dict[str, Any] | None = None
+    #: --objective latency (fp32): the plan's network timed against the params objective's
+    latency_check: dict[str, Any] | None = None
 
     @property
     def replaced(self) -> int:
@@ -75,6 +77,7 @@ class Report:
             **({"widen": self.widen} if self.widen is not None else {}),
             **({"recovery": self.recovery} if self.recovery is not None else {}),
             **({"precision": self.precision} if self.precision is not None else {}),
+            **({"latency_check": self.latency_check} if self.latency_check is not None else {}),
         }
 
 

@@ -124,12 +124,30 @@ def print_checks(report: Report) -> None:
             )
         if rec.get("fidelity_before"):
             console.print(fidelity_line(rec["fidelity_before"], "before recovery, fidelity"))
+    if report.latency_check:
+        console.print(latency_check_line(report.latency_check))
     if report.precision:
         console.print(precision_line(report.precision))
     if report.fidelity:
         console.print(fidelity_line(report.fidelity, "fidelity"))
     if report.next_step:
         console.print(report.next_step)
+
+
+def latency_check_line(c: dict) -> str:
+    """The report's ``latency_check`` (passes.latency_guard) in one line."""
+    n = c["convs_differing"]
+    what = f"{n} conv{'s' if n != 1 else ''} differ"
+    if c.get("skipped"):
+        return (
+            f"latency check against the params objective's designs ({what}) not timed: "
+            f"{c['skipped']}"
+        )
+    verdict = "its designs taken" if c["taken"] else "this plan kept"
+    return (
+        f"latency check: the params objective's network ({what}) ran "
+        f"{c['params_speedup']:.2f}× this plan's on the target ({verdict})"
+    )
 
 
 def precision_line(p: dict) -> str:

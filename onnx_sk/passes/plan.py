@@ -10,7 +10,8 @@ the objective). Each conv's spatial dims as the model itself declares them (neve
 ``--input-shape`` fixed) go in ``ctx.static_spatial``: a shuffle reshapes to constant targets
 only where they are static. ``--objective`` not given is decided here (``_default_objective``).
 With ``--precision auto`` (measuring on this machine) the plan's network is timed against its
-int8 alternative's here (:mod:`onnx_sk.passes.plan_trial`), before anything is fitted.
+int8 alternative's here (:mod:`onnx_sk.passes.plan_trial`), before anything is fitted; in fp32
+against the params objective's (:mod:`onnx_sk.passes.latency_guard`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from onnx_sk.errors import UserError
 from onnx_sk.graph.convs import ConvSite, find_convs
 from onnx_sk.graph.qdq import why_not_int8
 from onnx_sk.graph.shapes import infer_shapes, known_dims, per_sample_inputs, symbolic_inputs
-from onnx_sk.passes import objectives, plan_trial
+from onnx_sk.passes import latency_guard, objectives, plan_trial
 from onnx_sk.passes.base import PassResult
 from onnx_sk.passes.context import PassContext
 from onnx_sk.passes.quantize import check_opset
@@ -59,6 +60,8 @@ class PlanPass:
         lat = ctx.options.latency
         if lat.precision == "auto" and not lat.lut_from_target:
             ctx.plan_trial = plan_trial.trial(ctx, model)
+        if latency_guard.applies(ctx):
+            ctx.report.latency_check = latency_guard.check(ctx, model)
         _record_int8(ctx)
         return PassResult(model, modified=False)
 

@@ -35,6 +35,7 @@ import onnx
 from onnx_sk.errors import UserError
 from onnx_sk.graph.build import Replacement, apply_replacements
 from onnx_sk.graph.qdq import activation_tensors, why_not_int8, with_int8_joins
+from onnx_sk.maths.designs import Realisation
 from onnx_sk.maths.weight_init import INITIALISERS
 from onnx_sk.passes.context import Decision, PassContext
 from onnx_sk.passes.int8_context import revise, stage_units, with_qdq
@@ -68,30 +69,49 @@ class Network:
     names: dict[str, str]
 
 
-def network(ctx: PassContext, model: onnx.ModelProto, alternative: bool) -> Network:
-    """The model as one plan writes it, for timing only (module docstring)."""
+def with_designs(
+    ctx: PassContext, model: onnx.ModelProto, reals: list[Realisation | None]
+) -> onnx.ModelProto:
+    """The model with each conv's realisation in ``reals`` (None: kept dense; one per decision)
+    written with He-normal weights, for timing only."""
+    return _written(ctx, model, reals)[0]
+
+
+def _written(
+    ctx: PassContext, model: onnx.ModelProto, reals: list[Realisation | None]
+) -> tuple[onnx.ModelProto, list[Replacement]]:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     rng = np.random.default_rng(ctx.options.seed)
-    replacements, int8, eligible = [], set(), {}
-    for d in ctx.decisions:
-        real, is_int8 = _planned(d, alternative)
+    replacements = []
+    for d, real in zip(ctx.decisions, reals, strict=True):
+        if real is None:
+            continue
         conv = d.site.node.output[0]
-        if real is not None:
-            assert d.site.weight is not None  # an eligible conv has constant weights
-            weights = INITIALISERS["he"](real, d.site.weight, d.site.bias, rng)
-            in_spatial, out_spatial = ctx.static_spatial.get(conv, (None, None))
-            replacements.append(
-                Replacement(
-                    d.site.name, d.site.node.input[0], conv, real, weights, d.site.bias,
-                    in_spatial=in_spatial, out_spatial=out_spatial,
-                )
-            )  # fmt: skip
+        assert d.site.weight is not None  # an eligible conv has constant weights
+        weights = INITIALISERS["he"](real, d.site.weight, d.site.bias, rng)
+        in_spatial, out_spatial = ctx.static_spatial.get(conv, (None, None))
+        replacements.append(
+            Replacement(
+                d.site.name, d.site.node.input[0], conv, real, weights, d.site.bias,
+                in_spatial=in_spatial, out_spatial=out_spatial,
+            )
+        )  # fmt: skip
+    apply_replacements(out.graph, replacements)
+    return out, replacements
+
+
+def network(ctx: PassContext, model: onnx.ModelProto, alternative: bool) -> Network:
+    """The model as one plan writes it, for timing only (module docstring)."""
+    plans = [_planned(d, alternative) for d in ctx.decisions]
+    out, replacements = _written(ctx, model, [real for real, _ in plans])
+    int8, eligible = set(), {}
+    for d, (_, is_int8) in zip(ctx.decisions, plans, strict=True):
+        conv = d.site.node.output[0]
         if why_not_int8(d.site) is None:
             eligible[conv] = d.site.name
         if is_int8:
             int8.add(conv)
-    apply_replacements(out.graph, replacements)
     units, conv_of = stage_units(out.graph, marked_nodes(out.graph, eligible, replacements))
     names = {n.output[0]: n.name or n.output[0] for n in out.graph.node if n.output}
     nodes = with_int8_joins(out.graph, [t for ts in units.values() for t in ts])
