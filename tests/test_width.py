@@ -215,6 +215,39 @@ def test_yolo_head_reshaping_channels_into_boxes_is_frozen():
     assert_widens(model)
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv_transpose_up_convolution(bias):
+    """A decoder's 2×2, stride-2 ConvTranspose (weight [c_in, c_out, kh, kw]): its input space
+    is consumed on axis 0, a fresh output space produced on axis 1, and the skip Concat after
+    it joins both; he and preserve widening run."""
+    g = G()
+    t = g.conv("x", 8, 16)
+    w = g.const(RNG.standard_normal((16, 6, 2, 2)) * 0.3)  # [c_in, c_out, kh, kw]
+    inputs = [t, w] + ([g.const(RNG.standard_normal(6) * 0.1)] if bias else [])
+    up = g.op("ConvTranspose", inputs, kernel_shape=[2, 2], strides=[2, 2])
+    skip = g.op("Resize", ["x", "", g.const([1, 1, 2, 2])], mode="nearest")
+    c = g.op("Concat", [up, g.conv(skip, 8, 10)], axis=1)
+    y = g.conv(c, 16, 4)
+    model = g.model([y])
+    _, spaces = spaces_of(model)
+    assert not space_with(spaces, t).frozen and space_with(spaces, t).size == 16
+    out = space_with(spaces, up)
+    assert out.size == 6 and not out.frozen and f"{c}[0:6]" in out.members
+    widths = assert_widens(model)
+    assert widths[out.id] == 12
+
+
+def test_grouped_conv_transpose_is_frozen():
+    g = G()
+    t = g.conv("x", 8, 16)
+    w = g.const(RNG.standard_normal((16, 2, 2, 2)) * 0.3)  # group 4: [c_in, c_out / 4, kh, kw]
+    up = g.op("ConvTranspose", [t, w], kernel_shape=[2, 2], strides=[2, 2], group=4)
+    name = g.nodes[-1].name
+    y = g.conv(up, 8, 4)
+    _, spaces = spaces_of(g.model([y]))
+    assert space_with(spaces, t).frozen == (f"ConvTranspose {name!r}: grouped transposed conv",)
+
+
 def test_unknown_op_freezes_what_it_touches():
     g = G()
     t = g.conv("x", 8, 16)

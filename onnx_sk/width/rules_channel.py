@@ -8,8 +8,9 @@
 - broadcasting ops (``Add``, ``Mul``, ``PRelu``, ``Where``, ...) tie every input that carries the
   full channel dim (a residual Add unites both branches) and resize per-channel constants;
 - ``Conv`` produces a fresh space (or, depthwise, the same channels, its ``group`` recomputed),
-  records the grouped-conv constraint and resizes weight and bias; ``Gemm``/``MatMul`` with a
-  constant weight consume the features of A on their K axis and produce a fresh space.
+  records the grouped-conv constraint and resizes weight and bias; ``ConvTranspose`` (group 1:
+  weight ``[c_in, c_out, kh, kw]``, the in and out axes swapped) likewise; ``Gemm``/``MatMul``
+  with a constant weight consume the features of A on their K axis and produce a fresh space.
 
 An op is registered in :data:`CHANNEL_RULES` with ``@rule(*op_types)``; a duplicate is an error.
 """
@@ -157,6 +158,32 @@ def _conv(w: Walk, i: int, node: onnx.NodeProto) -> None:
         w.const_edits.append(ConstEdit(i, 2, ((0, AxisMap(out)),), 0.0))
     w.layouts[y] = Layout(1, out)
     w.convs.append(ConvChannels(i, node.name or y, lay.atoms, out, g, g > 1 and g == c_in))
+
+
+@rule("ConvTranspose")
+def _conv_transpose(w: Walk, i: int, node: onnx.NodeProto) -> None:
+    """A transposed conv (a decoder's up-convolution): weight ``[c_in, c_out // group, kh, kw]``.
+    New weights are He-normal with fan-in ``c_in``, the inputs each output pixel sums when the
+    kernel equals the stride (the usual 2×2, stride-2 up-convolution)."""
+    weight = w.const(node, 1)
+    has_bias = len(node.input) > 2 and bool(node.input[2])
+    if weight is None or (has_bias and w.const(node, 2) is None):
+        w.freeze_node(node, f"{label(node)}: weights are not constant")
+        return
+    if int(attrs(node).get("group", 1)) != 1:
+        w.freeze_node(node, f"{label(node)}: grouped transposed conv")
+        return
+    lay = w.need(node.input[0])
+    c_in, c_out = int(weight.shape[0]), int(weight.shape[1])  # [c_in, c_out, kh, kw]
+    if lay is None or lay.axis != 1 or lay.inner != 1 or w.total(lay) != c_in:
+        w.freeze_node(node, f"{label(node)}: input channels unknown")
+        return
+    out = (w.spaces.new(c_out),)
+    axes = ((0, AxisMap(lay.atoms, role="in")), (1, AxisMap(out, role="out")))
+    w.const_edits.append(ConstEdit(i, 1, axes, "he", (0,)))
+    if has_bias:
+        w.const_edits.append(ConstEdit(i, 2, ((0, AxisMap(out)),), 0.0))
+    w.layouts[node.output[0]] = Layout(1, out)
 
 
 @rule("Gemm")
