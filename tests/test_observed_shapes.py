@@ -69,3 +69,19 @@ def test_latency_objective_measures_the_convs_after_a_chunk(tmp_path):
     x = np.random.default_rng(1).standard_normal((2, 32, 20, 20)).astype(np.float32)
     got = session(out).run(None, {"x": x})[0]
     assert got.shape == (2, 32, 20, 20)  # the batch stays symbolic
+
+
+def test_widen_follows_the_channels_through_a_chunk(tmp_path):
+    """Mode 2 on the chunked model (symbolic batch): the Slice's bounds are folded from the
+    static channel dim (graph.shape_arith), so the split space widens instead of freezing, and
+    the widened model keeps its symbolic batch."""
+    src = tmp_path / "chunked.onnx"
+    onnx.save(_chunked("batch"), src)
+    out = tmp_path / "wide.onnx"
+    _, report = onnx_sk.optimize(src, out, mode="widen", width_scale=2.0, design="none")
+    w = report.widen
+    assert w is not None and not w["frozen_by"] and w["spaces_free"] == 2
+    layers = {r["name"]: r for r in w["layers"]}
+    assert layers["A"]["c_out_after"] == 64 and layers["B"]["c_in_after"] == 32
+    x = np.random.default_rng(1).standard_normal((2, 32, 20, 20)).astype(np.float32)
+    assert session(out).run(None, {"x": x})[0].shape == (2, 32, 20, 20)

@@ -274,6 +274,58 @@ def test_slice_and_gather_ranges():
     assert_widens(model)
 
 
+def _chunk(g: G, t: str) -> tuple[str, str]:
+    """torch's exported ``t.chunk(2, dim=1)``: bounds computed at run time from Shape(t)."""
+    c = g.op("Gather", [g.op("Shape", [t]), g.const(1, np.int64)], axis=0)
+    half = g.op("Div", [g.op("Add", [c, g.const([1], np.int64)]), g.const([2], np.int64)])
+    end0 = g.op("Mul", [half, g.const([1], np.int64)])
+    end1 = g.op("Mul", [half, g.const([2], np.int64)])
+    axes = g.const([1], np.int64)
+    return (
+        g.op("Slice", [t, g.const([0], np.int64), end0, axes]),
+        g.op("Slice", [t, end0, end1, axes]),
+    )
+
+
+def test_chunk_with_bounds_computed_at_run_time():
+    """The bounds fold from static dims: the space is cut in halves (not frozen), widening
+    writes them as constants of the new widths and drops the arithmetic."""
+    g = G()
+    t = g.conv("x", 8, 16)
+    a, b = _chunk(g, t)
+    y = g.op("Concat", [a, g.conv(b, 8, 8)], axis=1)
+    model = g.model([g.conv(y, 16, 4)])
+    _, spaces = spaces_of(model)
+    assert space_with(spaces, a).size == 8 and not space_with(spaces, a).frozen
+    assert space_with(spaces, b).size == 8 and not space_with(spaces, b).frozen
+    assert f"{t}[0:8]" in space_with(spaces, a).members
+    assert_widens(model)
+    a_, _ = spaces_of(model)
+    wide = run_widen(model, a_, a_.widths(2.0), False, np.random.default_rng(0))
+    ops = [n.op_type for n in wide.graph.node]
+    assert "Shape" not in ops and "Div" not in ops and "Mul" not in ops  # the arithmetic went
+    inits = {i.name: numpy_helper.to_array(i) for i in wide.graph.initializer}
+    slices = [n for n in wide.graph.node if n.op_type == "Slice"]
+    assert [inits[n.input[2]].tolist() for n in slices] == [[16], [32]]
+
+
+def test_slice_of_another_axis_passes_channels_whatever_its_bounds():
+    g = G()
+    t = g.conv("x", 8, 16)
+    s = g.op("Slice", [t, g.const([0], np.int64), "end", g.const([2], np.int64)])
+    y = g.conv(s, 16, 4)
+    inputs = [
+        helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, HW, HW]),
+        helper.make_tensor_value_info("end", TensorProto.INT64, [1]),  # a bound the graph is fed
+    ]
+    outs = [helper.make_tensor_value_info(y, TensorProto.FLOAT, None)]
+    graph = helper.make_graph(g.nodes, "g", inputs, outs, g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    a, spaces = spaces_of(model)
+    assert space_with(spaces, t) is space_with(spaces, s) and not space_with(spaces, s).frozen
+    assert not a.walk.frozen_by
+
+
 @pytest.mark.parametrize("scale", [0.5, 3.0])
 def test_solve_scale_meets_a_monotone_budget(scale):
     count = lambda s: int(1000 * round(8 * s) ** 2)  # noqa: E731

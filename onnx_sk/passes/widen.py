@@ -34,7 +34,7 @@ import onnx
 from onnx_sk.errors import UserError
 from onnx_sk.graph.convs import ConvSite, find_convs
 from onnx_sk.graph.index import ConstantIndex
-from onnx_sk.graph.shapes import infer_shapes
+from onnx_sk.graph.shape_arith import infer_folded
 from onnx_sk.maths.spec import ConvSpec
 from onnx_sk.options import OptimizeOptions
 from onnx_sk.passes import objectives
@@ -236,7 +236,7 @@ class WidenPass:
             ctx.reference = reference_outputs(model, o.seed, ctx.input_shapes or None, path=path)
             if not ctx.modified:  # still the original: its outputs are the fidelity reference
                 ctx.original_outputs = ctx.reference
-        shapes = infer_shapes(model, ctx.input_shapes)
+        shapes = infer_folded(model, ctx.input_shapes)
         analysis = analyze_channels(model, shapes)
         if not analysis.free:
             raise UserError(

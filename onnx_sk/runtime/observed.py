@@ -19,7 +19,8 @@ import onnx
 from onnx import helper
 
 from onnx_sk.graph.index import ConstantIndex
-from onnx_sk.graph.shapes import Shape, infer_shapes
+from onnx_sk.graph.shape_arith import infer_folded
+from onnx_sk.graph.shapes import Shape
 from onnx_sk.graph.tensors import with_outputs
 from onnx_sk.runtime.feeds import random_inputs, real_inputs
 from onnx_sk.runtime.session import session
@@ -76,9 +77,10 @@ def observed_shapes(
 
 
 def conv_shapes(model: onnx.ModelProto, given: dict[str, tuple[int, ...]]) -> dict[str, Shape]:
-    """ONNX shape inference at ``given`` input dims, completed by one ONNX Runtime run for the
+    """ONNX shape inference at ``given`` input dims (past shape arithmetic on static dims:
+    :func:`onnx_sk.graph.shape_arith.infer_folded`), completed by one ONNX Runtime run for the
     inputs and outputs of the main-graph convs it left unsized (module docstring)."""
-    shapes = infer_shapes(model, given)
+    shapes = infer_folded(model, given)
     consts = ConstantIndex(model.graph)
     names: list[str] = []
     types: dict[str, int] = {}

@@ -8,7 +8,8 @@ from typing import Any
 import onnx
 
 from onnx_sk.graph.load import load_model
-from onnx_sk.graph.shapes import infer_shapes, parse_input_shapes
+from onnx_sk.graph.shape_arith import infer_folded
+from onnx_sk.graph.shapes import parse_input_shapes
 from onnx_sk.width.analysis import analyze_channels
 
 
@@ -17,7 +18,7 @@ def channel_report(
 ) -> dict[str, Any]:
     """The channel spaces of ``model`` as a JSON-able dict (``input_shape``: ``NAME:1x3x32x32``)."""
     loaded = load_model(model)
-    shapes = infer_shapes(loaded.model, parse_input_shapes(input_shape))
+    shapes = infer_folded(loaded.model, parse_input_shapes(input_shape))
     doc = analyze_channels(loaded.model, shapes).to_dict()
     doc["model"] = str(loaded.path) if loaded.path else None
     return doc

@@ -11,7 +11,10 @@ Every edit found by the channel rules is applied to a copy of the model:
   channels never reach the old ones and the widened network computes the same outputs;
 - integer constants and attributes (:class:`~onnx_sk.width.edits.IntEdit`) are recomputed;
 - a constant used elsewhere, or held in a ``Constant`` node, is written as a new initializer
-  named after its node, so no other user sees the change; stale ``value_info`` is dropped.
+  named after its node, so no other user sees the change; stale ``value_info`` is dropped;
+- an integer input computed at run time from static dims (torch's ``chunk`` bounds, folded by
+  :mod:`onnx_sk.graph.shape_arith`) becomes a constant of the new widths, and the nodes that
+  computed it, read by nothing else now, are removed.
 
 Randomness comes from the caller's seeded generator, edit by edit in graph order
 (:func:`~onnx_sk.maths.weight_init.he_normal`); new names come from the graph's
@@ -26,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnx_sk.graph.index import GraphIndex, NameAllocator
+from onnx_sk.graph.index import GraphIndex, NameAllocator, subgraph_reads, subgraphs
 from onnx_sk.maths.weight_init import he_normal
 from onnx_sk.width.analysis import ChannelAnalysis, Widths
 from onnx_sk.width.edits import ConstEdit, IntEdit
@@ -96,6 +99,27 @@ def _int_edit(
     return tensor
 
 
+def _drop_dead(graph: onnx.GraphProto, tensors: set[str]) -> None:
+    """Remove the nodes that computed ``tensors`` and whose outputs nothing reads now (going
+    back through their inputs); ONNX ops have no side effects."""
+    outputs = {o.name for o in graph.output}  # and what If/Loop bodies read from outside
+    outputs |= {t for n in graph.node for g in subgraphs(n) for t in subgraph_reads(g)}
+    todo = set(tensors)
+    while todo:
+        index = GraphIndex(graph)
+        dead = [
+            i
+            for i, node in enumerate(graph.node)
+            if any(o in todo for o in node.output)
+            and not any(o in outputs or index.uses(o) for o in node.output if o)
+        ]
+        if not dead:
+            return
+        todo = {t for i in dead for t in graph.node[i].input if t}
+        for i in reversed(dead):
+            del graph.node[i]
+
+
 def run_widen(
     model: onnx.ModelProto,
     analysis: ChannelAnalysis,
@@ -137,11 +161,16 @@ def run_widen(
         tensor = numpy_helper.from_array(value, names.fresh(f"{base}/widen/{name}"))
         new_inits.append(tensor)
         node.input[e.input] = tensor.name
+    replaced: set[str] = set()
     for ie in analysis.walk.int_edits:
-        int_tensor = _int_edit(analysis, ie, graph.node[ie.node], widths, names)
+        node = graph.node[ie.node]
+        if ie.input is not None and len(node.input) > ie.input:
+            replaced.add(node.input[ie.input])
+        int_tensor = _int_edit(analysis, ie, node, widths, names)
         if int_tensor is not None:
             new_inits.append(int_tensor)
     graph.initializer.extend(new_inits)
+    _drop_dead(graph, replaced)
     after = GraphIndex(graph)  # the edited graph: drop the initializers nothing reads now
     keep = [i for i in graph.initializer if after.uses(i.name)]
     del graph.initializer[:]

@@ -123,6 +123,9 @@ def _align_pieces(
 
 @rule("Slice")
 def _slice(w: Walk, i: int, node: onnx.NodeProto) -> None:
+    """Bounds may be computed at run time where they come from static dims alone (torch's
+    ``chunk``): they are folded, and written back as constants of the new widths. A slice of
+    other axes passes the channels whatever its bounds."""
     lay = w.layouts.get(node.input[0])
     if lay is None:
         w.copy(node.input[0], node.output[0])
@@ -130,11 +133,18 @@ def _slice(w: Walk, i: int, node: onnx.NodeProto) -> None:
     if w.opset < 10:
         w.freeze_node(node, f"{label(node)}: attribute-form Slice (opset < 10)")
         return
-    starts, ends = w.ints(node, 1, "-"), w.ints(node, 2, "-")
     rank = w.rank(node.input[0]) or 0
-    axes = w.ints(node, 3, "-") if len(node.input) > 3 and node.input[3] else None
-    steps = w.ints(node, 4, "-") if len(node.input) > 4 and node.input[4] else None
-    if starts is None or ends is None or (len(node.input) > 3 and node.input[3] and axes is None):
+    given_axes = len(node.input) > 3 and bool(node.input[3])
+    axes = w.folded(node, 3) if given_axes else None
+    if given_axes and axes is None:
+        w.freeze_node(node, f"{label(node)}: axes computed at run time")
+        return
+    if axes is not None and lay.axis not in [axis_of(a, rank) for a in axes]:
+        w.layouts[node.output[0]] = lay
+        return
+    starts, ends = w.folded(node, 1), w.folded(node, 2)
+    steps = w.folded(node, 4) if len(node.input) > 4 and node.input[4] else None
+    if starts is None or ends is None or (len(node.input) > 4 and node.input[4] and not steps):
         w.freeze_node(node, f"{label(node)}: bounds computed at run time")
         return
     axes = [axis_of(a, rank) for a in (axes or range(len(starts)))]

@@ -30,18 +30,36 @@ RESHAPE_RULES: dict[str, Rule] = {}
 rule = registrar(RESHAPE_RULES)
 
 
+def reshaped(s_in: Shape | None, target: list[int] | None) -> Shape | None:
+    """The output dims of ``Reshape(x, target)`` (``allowzero`` 0: a 0 copies the input's dim,
+    one -1 takes the rest) when ``x``'s dims are all known; None otherwise."""
+    dims = known(s_in) if s_in is not None else None
+    if dims is None or target is None:
+        return None
+    out = [dims[k] if t == 0 and k < len(dims) else t for k, t in enumerate(target)]
+    if out.count(-1) > 1 or any(d < -1 for d in out):
+        return None
+    if -1 in out:
+        rest = math.prod(d for d in out if d != -1)
+        if rest == 0 or math.prod(dims) % rest:
+            return None
+        out[out.index(-1)] = math.prod(dims) // rest
+    return tuple(out) if math.prod(out) == math.prod(dims) else None
+
+
 @rule("Reshape")
 def _reshape(w: Walk, i: int, node: onnx.NodeProto) -> None:
     lay = w.layouts.get(node.input[0])
     if lay is None:
         w.copy(node.input[0], node.output[0])
         return
-    value = w.const(node, 1)
-    s_in, s_out = w.shape(node.input[0]), w.shapes.get(node.output[0])
+    value = w.folded(node, 1)  # a constant, or computed from static dims alone
+    s_in = w.shape(node.input[0])
+    s_out = w.shapes.get(node.output[0]) or reshaped(s_in, value)
     if value is None or s_in is None or s_out is None:
         w.freeze_node(node, f"{label(node)}: target shape computed at run time")
         return
-    target = [int(v) for v in value.reshape(-1)]
+    target = value
     if _shuffle(w, i, node, lay, target, s_in, s_out):
         return
     ch = lay.axis
@@ -86,10 +104,10 @@ def _shuffle(
     if perm != swap or back is None:
         return False
     k, r = back
-    s_back = w.shapes.get(r.output[0])
+    back_target = w.folded(r, 1)
+    s_back = w.shapes.get(r.output[0]) or reshaped([s_out[p] for p in perm], back_target)
     if s_back is None or tuple(s_back) != tuple(s_in):
         return False
-    back_target = w.const(r, 1)
     source = w.index.producer(r.input[1])
     shape_of_x = (
         source is not None and source.op_type == "Shape" and source.input[0] == node.input[0]
@@ -105,9 +123,8 @@ def _shuffle(
         new[ch + 1] = Count(lay.atoms, div=g)
         w.int_edits.append(IntEdit(i, tuple(new), input=1))
     if back_target is not None:
-        back_dims = [int(v) for v in back_target.reshape(-1)]
-        if back_dims[ch] > 0:
-            bt: list[IntValue] = list(back_dims)
+        if back_target[ch] > 0:
+            bt: list[IntValue] = list(back_target)
             bt[ch] = Count(post)
             w.int_edits.append(IntEdit(k, tuple(bt), input=1))
     w.skip.update({transpose[0], k})

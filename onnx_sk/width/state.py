@@ -23,6 +23,7 @@ import onnx
 
 from onnx_sk.graph.convs import attrs
 from onnx_sk.graph.index import ConstantIndex, GraphIndex
+from onnx_sk.graph.shape_arith import fold_ints
 from onnx_sk.graph.shapes import Shape
 from onnx_sk.maths.channel_spaces import Layout, Spaces
 from onnx_sk.width.edits import ConstEdit, ConvChannels, IntEdit
@@ -136,6 +137,16 @@ class Walk:
             return None if v is None else [int(x) for x in np.asarray(v).reshape(-1)]
         a = attrs(node).get(attr)
         return None if a is None else [int(x) for x in a]
+
+    def folded(self, node: onnx.NodeProto, k: int) -> list[int] | None:
+        """Input ``k`` of ``node`` as ints: a constant, or computed from static dims alone
+        (:func:`onnx_sk.graph.shape_arith.fold_ints`: torch's exported ``chunk`` bounds)."""
+        if len(node.input) <= k or not node.input[k]:
+            return None
+        v = self.constants.get(node.input[k])
+        if v is None:
+            v = fold_ints(self.index, self.shapes, node.input[k])
+        return None if v is None else [int(x) for x in np.asarray(v).reshape(-1)]
 
     def only_consumer(self, t: str, op: str) -> tuple[int, onnx.NodeProto] | None:
         """The node (index, node) of type ``op`` that is ``t``'s only reader, if any."""
