@@ -252,7 +252,12 @@ class DataOptions:
     )
 
 
-GROUPS = {
+#: an option group (each declares its help panel as ``PANEL``)
+OptionGroup = (
+    ReduceOptions | LatencyOptions | FitOptions | WidenOptions | RecoverOptions | DataOptions
+)
+
+GROUPS: dict[str, type[OptionGroup]] = {
     "reduce": ReduceOptions,
     "latency": LatencyOptions,
     "fitting": FitOptions,
@@ -328,7 +333,8 @@ class OptimizeOptions:
             elif isinstance(value, os.PathLike):  # a file option given as a Path
                 value = os.fspath(value)
             by_group[group][name] = value
-        groups = {g: GROUPS[g](**by_group[g]) for g in GROUPS}
+        # by field name: each group's value goes to the field of its type
+        groups: dict[str, Any] = {g: GROUPS[g](**by_group[g]) for g in GROUPS}
         return cls(**by_group[None], **groups)
 
     def flat(self) -> dict[str, Any]:

@@ -12,7 +12,13 @@ import pytest
 from helpers import assert_clean_error, conv_model, run_cli
 
 from onnx_sk.errors import UserError
-from onnx_sk.runtime.bench import BenchOptions, bench, latency_stats
+from onnx_sk.runtime.bench import (
+    BenchOptions,
+    bench,
+    latency_stats,
+    load_bench_model,
+    memory_probe,
+)
 
 ENV_FIELDS = {"onnx_sk", "onnxruntime", "onnx", "numpy", "python", "platform", "cpu", "cpu_identity",
               "cpu_count", "available_providers"}  # fmt: skip
@@ -151,3 +157,19 @@ def test_latency_stats_percentiles():
     assert stats["p90"] == pytest.approx(90.1)
     assert stats["min"] == pytest.approx(1.0) and stats["max"] == pytest.approx(100.0)
     assert stats["throughput_per_s"] == pytest.approx(2e3 / 50.5)
+
+
+def test_memory_probe_feeds_an_input_named_like_a_savez_keyword(tmp_path):
+    """The probe process gets every feed, whatever its name (``np.savez(**feeds)`` took an input
+    named ``allow_pickle`` for its own keyword and dropped it)."""
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Relu", ["allow_pickle"], ["y"], name="relu")],
+        "g",
+        [onnx.helper.make_tensor_value_info("allow_pickle", onnx.TensorProto.FLOAT, [1, 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(onnx.helper.make_model(graph), path)
+    model = load_bench_model(path, BenchOptions())
+    extra, method = memory_probe(model, "CPUExecutionProvider", 1, "disabled")
+    assert extra is not None, method

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from types import FrameType
 
 import typer
 from typer.exceptions import TyperException
@@ -21,7 +22,7 @@ from onnx_sk.errors import BAD_INPUT
 _stopped_by: list[int] = []
 
 
-def _on_signal(signum, frame) -> None:
+def _on_signal(signum: int, frame: FrameType | None) -> None:
     _stopped_by.append(signum)
     raise KeyboardInterrupt
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import typer
 
@@ -17,7 +18,7 @@ from onnx_sk.training.samples import SAMPLE_BUDGET_BYTES
 _DATA_FIELDS = {f.name: f for f in dataclasses.fields(DataOptions)}
 
 
-def _data_option(name: str):  # noqa: ANN202 (a typer.Option)
+def _data_option(name: str) -> Any:  # typer.Option is typed Any (a parameter's default)
     """The typer Option of a DataOptions field: its declared default, help and choices."""
     f = _DATA_FIELDS[name]
     choices = choices_of(f)

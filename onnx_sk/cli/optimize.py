@@ -72,8 +72,7 @@ def print_report(report: Report) -> None:
             *([_error_cell(r)] if errors else []),
         )
     if errors:
-        t.caption = INIT_ERROR_NOTE
-        t.caption_justify = "left"
+        t.caption = INIT_ERROR_NOTE  # left-justified, as every table's (output.table)
     console.print(t)
     tot = report.totals
 
@@ -261,6 +260,7 @@ def verified_line(v: dict) -> str:
 def print_widen_report(report: Report) -> None:
     """Mode 2: the widths conv by conv, then Mode 1's table when convs were replaced."""
     w = report.widen
+    assert w is not None  # the command prints this for a widen run only
     t = FoldingTable(f"widen: s = {w['scale']:.4f}", ["conv", "c_in → after", "c_out → after"])
     for r in w["layers"]:
         t.add_row(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import types
 import typing
 from typing import Any
 
@@ -37,7 +38,9 @@ def _cli_type(hint: Any) -> Any:
     """The annotation Typer understands for a field's type (``X | None`` → ``Optional[X]``)."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     if typing.get_origin(hint) is tuple:
-        return typing.Optional[list[args[0]]]  # noqa: UP045  (Typer reads typing.Optional)
+        # list[args[0]], built at run time (a variable is no type expression for a type checker)
+        listed = types.GenericAlias(list, args[0])
+        return typing.Optional[listed]  # noqa: UP045  (Typer reads typing.Optional)
     if type(None) in typing.get_args(hint):
         return typing.Optional[args[0]]  # noqa: UP045
     return hint
@@ -55,7 +58,7 @@ def choice_help(choices: tuple[str, ...]) -> dict[str, Any]:
 
 def option_parameters() -> list[inspect.Parameter]:
     """One keyword-only parameter per declared option, with its Typer Option as the default."""
-    hints = {None: typing.get_type_hints(OptimizeOptions)}
+    hints: dict[str | None, dict[str, Any]] = {None: typing.get_type_hints(OptimizeOptions)}
     hints.update({g: typing.get_type_hints(cls) for g, cls in GROUPS.items()})
     params = []
     for group, f in option_fields():

@@ -75,7 +75,7 @@ def search_cmd(
     t.add_row("survived", str(len(result.survivors)))
     console.print(t)
     h, w = REFERENCE_SPATIAL
-    t = FoldingTable(
+    survivors = FoldingTable(
         "survivors",
         ["design", "paper", "mirror", "choices", "witness", "params", "ratio", "MACs"],
         optional=["choices", "MACs", "mirror"],
@@ -83,7 +83,7 @@ def search_cmd(
         f"(dense {result.dense_params} params)",
     )
     for s in doc["survivors"]:
-        t.add_row(
+        survivors.add_row(
             s["design"],
             s["paper"] or "",
             s["mirror"] or "",
@@ -93,6 +93,6 @@ def search_cmd(
             f"{s['ratio']:.3f}",
             fmt_count(s["macs"]),
         )
-    console.print(t)
+    console.print(survivors)
     if result.paper_missing:
         console.print(f"papers' designs that did not survive: {', '.join(result.paper_missing)}")

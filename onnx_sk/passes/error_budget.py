@@ -39,7 +39,7 @@ from onnx_sk.passes.context import Decision, PassContext
 from onnx_sk.runtime.pool import ordered_map
 
 
-def layer_error(real: Realisation, weight, target: Target | None) -> float:
+def layer_error(real: Realisation, weight: np.ndarray, target: Target | None) -> float:
     """The error --max-error compares with τ: output error with calibration data, else weight error."""
     return fit_with_errors(real, weight, target).error
 
@@ -181,8 +181,9 @@ def within_error(
         verdict, fit = by_key[key]
         real = verdict.real
         if real is not None:
-            assert fit is not None
-            real = replace(real, spec=decisions[k].site.spec)  # decided for a twin conv
+            spec = decisions[k].site.spec
+            assert fit is not None and spec is not None  # a planned conv (the first loop)
+            real = replace(real, spec=spec)  # decided for a twin conv
             kf.store(real, fit)
         out[k] = Decision(decisions[k].site, real, verdict.reason, verdict.note)
     return out

@@ -139,6 +139,7 @@ class InitPass:
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         o = ctx.options
+        assert o.fitting.init is not None  # OptimizeOptions.__post_init__ resolves the default
         ctx.replacements = prepare(
             ctx.decisions,
             o.fitting.init,

@@ -71,7 +71,7 @@ class DenseTwinPass:
             return PassResult(model, modified=False)
         light = light_copy(model)  # the graph without its weights: enough to make the feeds
         ctx.forget_plan()
-        ctx.source.model = None
+        del ctx.source.model  # the Python copy of the weights goes (read again below)
         del model
         release_memory()
         ctx.twin = reference_outputs(light, seed, shapes, path=path, overrides=kernels)

@@ -31,9 +31,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -48,6 +49,9 @@ from onnx_sk.runtime.machine import environment, peak_rss_delta
 from onnx_sk.runtime.profile import node_origins, parse_profile
 from onnx_sk.runtime.progress import Progress
 from onnx_sk.runtime.session import OPT_LEVELS, check_providers, session, with_cpu_fallback
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +201,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 def open_session(
-    model: BenchModel, provider: str, threads: int, opt_level: str, profile_prefix=None
-):
+    model: BenchModel,
+    provider: str,
+    threads: int,
+    opt_level: str,
+    profile_prefix: str | None = None,
+) -> onnxruntime.InferenceSession:
     """A session for ``model``; a provider that cannot run it is a UserError, never a fallback."""
     try:
         sess = session(model.path, with_cpu_fallback(provider), threads, opt_level, profile_prefix)
@@ -226,14 +234,17 @@ def latency_stats(seconds: Sequence[float], batch: int = 1) -> dict:
     }
 
 
-def _time_once(sess, feeds: dict) -> float:
+def _time_once(sess: onnxruntime.InferenceSession, feeds: dict[str, np.ndarray]) -> float:
     start = time.perf_counter()
     sess.run(None, feeds)
     return time.perf_counter() - start
 
 
 def _interleave(
-    sessions: list, models: list[BenchModel], options: BenchOptions, tick
+    sessions: list[onnxruntime.InferenceSession],
+    models: list[BenchModel],
+    options: BenchOptions,
+    tick: Callable[[float], None],
 ) -> list[list[float]]:
     """Warm-up, then rounds A B A B …; returns the seconds per model, round by round."""
     for _ in range(options.warmup):
@@ -284,9 +295,12 @@ def memory_probe(
     """Peak extra memory of creating ``model``'s session and running it once, in a fresh process."""
     with tempfile.TemporaryDirectory() as tmp:
         feeds = Path(tmp) / "feeds.npz"
-        np.savez(feeds, **model.feeds)
+        # positional (arr_0, arr_1, …) with the names beside them: as keywords, an input named
+        # like one of savez's own (allow_pickle) would be taken for it
+        np.savez(feeds, *model.feeds.values())
+        names = json.dumps(list(model.feeds))
         code = "import sys; from onnx_sk.runtime.bench import _memory_probe_main; _memory_probe_main(sys.argv[1:])"
-        args = [str(model.path), provider, str(threads), opt_level, str(feeds)]
+        args = [str(model.path), provider, str(threads), opt_level, str(feeds), names]
         proc = subprocess.run(
             [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600
         )
@@ -298,10 +312,11 @@ def memory_probe(
 
 
 def _memory_probe_main(argv: list[str]) -> None:
-    path, provider, threads, opt_level, feeds_path = argv
+    path, provider, threads, opt_level, feeds_path, names = argv
     import onnxruntime  # noqa: F401  (imported before the baseline is read)
 
-    feeds = dict(np.load(feeds_path))
+    with np.load(feeds_path) as arrays:
+        feeds = {name: arrays[f"arr_{i}"] for i, name in enumerate(json.loads(names))}
 
     def block() -> None:
         sess = session(path, with_cpu_fallback(provider), int(threads), opt_level)
@@ -312,7 +327,11 @@ def _memory_probe_main(argv: list[str]) -> None:
 
 
 def _config(
-    models: list[BenchModel], provider: str, threads: int, options: BenchOptions, tick
+    models: list[BenchModel],
+    provider: str,
+    threads: int,
+    options: BenchOptions,
+    tick: Callable[[float], None],
 ) -> dict:
     sessions, memory, method = [], [], ""
     for m in models:

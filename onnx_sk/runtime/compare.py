@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -36,6 +37,9 @@ from onnx_sk.graph.shapes import light_copy
 from onnx_sk.options import check_seed
 from onnx_sk.runtime.feeds import load_calibration, random_inputs, real_inputs
 from onnx_sk.runtime.session import session
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 
 @dataclass(frozen=True)
@@ -267,7 +271,9 @@ def _check_names(names: list[str], given: dict, flag: str) -> None:
         )
 
 
-def _session(model: onnx.ModelProto | str | os.PathLike, threads: int = 1):
+def _session(
+    model: onnx.ModelProto | str | os.PathLike, threads: int = 1
+) -> onnxruntime.InferenceSession:
     try:
         return session(model, opt_level="disabled", threads=threads)
     except UserError:
@@ -276,7 +282,7 @@ def _session(model: onnx.ModelProto | str | os.PathLike, threads: int = 1):
         raise UserError(f"a model does not load in ONNX Runtime: {_first_line(exc)}") from None
 
 
-def _run(sess, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+def _run(sess: onnxruntime.InferenceSession, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
     try:
         return sess.run(None, feed)
     except Exception as exc:

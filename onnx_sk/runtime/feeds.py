@@ -23,7 +23,7 @@ from onnx_sk.errors import UserError
 from onnx_sk.graph.shapes import MAX_ELEMENTS
 from onnx_sk.runtime.npz import gib, npz_headers
 
-_NP_TYPES = {
+_NP_TYPES: dict[int, type[np.generic]] = {
     onnx.TensorProto.FLOAT: np.float32,
     onnx.TensorProto.FLOAT16: np.float16,
     onnx.TensorProto.DOUBLE: np.float64,

@@ -38,6 +38,7 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -73,7 +74,7 @@ def shape_key(
     suffix: the tables written before precisions existed stay valid)."""
     n, _, *spatial = in_shape
 
-    def j(v) -> str:
+    def j(v: Sequence[int]) -> str:
         return "x".join(str(int(x)) for x in v)
 
     return (

@@ -59,14 +59,16 @@ def micro_model(
             helper.make_node("Conv", ["x", "ctx/pre_w"], ["ctx/pre"], name="ctx/pre"),
             helper.make_node("Relu", ["ctx/pre"], [conv_in], name="ctx/pre_relu"),
         ]
+    attrs = conv_attrs(spec)
+    if spec.group > 1:
+        attrs["group"] = spec.group
     nodes.append(
         helper.make_node(
             "Conv",
             [conv_in, "w", *(["b"] if bias is not None else [])],
             [conv_out],
             name="conv",
-            **conv_attrs(spec),
-            **({"group": spec.group} if spec.group > 1 else {}),
+            **attrs,
         )
     )
     if context:

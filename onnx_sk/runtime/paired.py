@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import math
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
 
 from onnx_sk.runtime.session import warm_session
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 WARMUP = 3
 MIN_ROUNDS, MAX_ROUNDS = 15, 400
@@ -45,11 +49,11 @@ class PairedTimer:
         self.provider, self.threads, self.feeds, self.budget_s = provider, threads, feeds, budget_s
         self.rng = np.random.default_rng(seed)
 
-    def open(self, model: onnx.ModelProto, what: str):
+    def open(self, model: onnx.ModelProto, what: str) -> onnxruntime.InferenceSession:
         """A warmed-up session of ``model`` (ORT_ENABLE_ALL, as deployed)."""
         return warm_session(model, self.provider, self.threads, self.feeds, what, WARMUP)
 
-    def speedup(self, a, b) -> float:
+    def speedup(self, a: onnxruntime.InferenceSession, b: onnxruntime.InferenceSession) -> float:
         """The paired median speedup of session ``b`` over session ``a`` (module docstring)."""
         sessions = [a, b]
         times: list[list[float]] = [[], []]
@@ -61,7 +65,9 @@ class PairedTimer:
             self._round(sessions, times)
         return float(np.median(np.asarray(times[0]) / np.asarray(times[1])))
 
-    def _round(self, sessions: list, times: list[list[float]]) -> None:
+    def _round(
+        self, sessions: list[onnxruntime.InferenceSession], times: list[list[float]]
+    ) -> None:
         for i in self.rng.permutation(len(sessions)):
             start = time.perf_counter()
             sessions[i].run(None, self.feeds)

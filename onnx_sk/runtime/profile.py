@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -77,7 +78,7 @@ def parse_profile(path: str | Path, conv_kinds: dict[str, str], origins: dict[st
         args = e.get("args", {})
         runs.setdefault(name, []).append(e.get("dur", 0) / 1e3)
         info[name] = (args.get("op_name", "?"), args.get("provider", "?"))
-    nodes = []
+    nodes: list[dict[str, Any]] = []
     for name, durs in runs.items():
         kept = durs[1:] or durs  # the first run of a node includes one-off costs
         op, provider = info[name]

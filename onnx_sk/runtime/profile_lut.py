@@ -7,6 +7,7 @@ measured on the build machine, and a missing entry is an error.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from onnx_sk.errors import UserError
@@ -23,8 +24,8 @@ from onnx_sk.runtime.session import check_providers
 
 
 def profile_lut(
-    model,
-    out,
+    model: str | os.PathLike[str],
+    out: str | os.PathLike[str],
     providers: tuple[str, ...] = ("CPUExecutionProvider",),
     threads: tuple[int, ...] = (1,),
     input_shapes: dict | None = None,

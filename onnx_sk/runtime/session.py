@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -15,6 +17,9 @@ import onnx
 from onnx_sk.errors import UserError
 from onnx_sk.graph.save import save_model
 from onnx_sk.graph.tensors import is_large
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 OPT_LEVELS = {
     "disabled": "ORT_DISABLE_ALL",
@@ -30,7 +35,7 @@ OPT_LEVELS = {
 LOG_SEVERITY = 4
 
 
-def _ort():
+def _ort() -> ModuleType:
     """onnxruntime, imported on first use (it is slow to import and may log on import), with its
     default logger silenced (``LOG_SEVERITY``)."""
     import onnxruntime
@@ -60,7 +65,7 @@ def session(
     large: bool | None = None,
     overrides: dict[str, np.ndarray] | None = None,
     arena: bool = True,
-) -> onnxruntime.InferenceSession:  # noqa: F821
+) -> onnxruntime.InferenceSession:
     """A session with explicit providers, thread count and optimisation level.
 
     ``profile_prefix``: turn on ONNX Runtime's profiler, writing ``<prefix>_<date>.json``
@@ -88,7 +93,13 @@ def session(
     return sess
 
 
-def _open(ort, model, so, providers: list[str], large: bool | None):
+def _open(
+    ort: ModuleType,
+    model: onnx.ModelProto | str | os.PathLike,
+    so: onnxruntime.SessionOptions,
+    providers: list[str],
+    large: bool | None,
+) -> onnxruntime.InferenceSession:
     if isinstance(model, onnx.ModelProto):
         if is_large(model, large):
             with tempfile.TemporaryDirectory() as tmp:
@@ -104,8 +115,13 @@ def with_cpu_fallback(provider: str) -> list[str]:
 
 
 def warm_session(
-    model: onnx.ModelProto, provider: str, threads: int, feeds: dict, what: str, runs: int = 1
-):
+    model: onnx.ModelProto,
+    provider: str,
+    threads: int,
+    feeds: dict[str, np.ndarray],
+    what: str,
+    runs: int = 1,
+) -> onnxruntime.InferenceSession:
     """A session of ``model`` as deployed (ORT_ENABLE_ALL) on ``provider``, run ``runs`` times
     on ``feeds``; a provider that cannot build or run it is a UserError naming ``what``."""
     try:

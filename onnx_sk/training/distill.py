@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -55,6 +56,9 @@ from onnx_sk.training.targets import (
     fidelity,
     run_batched,
 )
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass
@@ -87,7 +91,7 @@ class DistillResult:
         return doc
 
 
-def require_torch(what: str = "distill"):  # noqa: ANN201 (torch is optional)
+def require_torch(what: str = "distill") -> ModuleType:  # torch is optional: a module value
     """torch, or the one-line error naming the install (``what`` names the command or flag)."""
     try:
         import torch
@@ -507,7 +511,7 @@ def train(
             carried,
         )
 
-    def batch_loss(p: np.ndarray):  # positions in the training split
+    def batch_loss(p: np.ndarray) -> Tensor:  # positions in the training split
         x, y = batch(p)
         return st.loss(st.run(x, one), y, inv)
 

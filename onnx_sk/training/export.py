@@ -17,6 +17,8 @@ import io
 import logging
 import os
 from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -28,10 +30,13 @@ from onnx_sk.graph.save import OutputFile
 from onnx_sk.runtime.compare import difference
 from onnx_sk.runtime.verify import reference_outputs
 
+if TYPE_CHECKING:
+    from onnx_sk.training.module import OnnxModule
+
 log = logging.getLogger(__name__)
 
 
-def _torch():
+def _torch() -> ModuleType:
     try:
         import torch
     except ImportError:
@@ -39,7 +44,7 @@ def _torch():
     return torch
 
 
-def to_torch(model: str | os.PathLike | onnx.ModelProto):
+def to_torch(model: str | os.PathLike | onnx.ModelProto) -> OnnxModule:
     """A trainable ``torch.nn.Module`` computing ``model`` (in eval mode, like ONNX Runtime)."""
     _torch()
     from onnx_sk.training.module import OnnxModule
@@ -47,7 +52,7 @@ def to_torch(model: str | os.PathLike | onnx.ModelProto):
     return OnnxModule(load_model(model).model).eval()
 
 
-def verify_module(model: onnx.ModelProto, module) -> None:
+def verify_module(model: onnx.ModelProto, module: OnnxModule) -> None:
     """``module`` (an OnnxModule of ``model``) against ONNX Runtime; VerificationError if it differs."""
     torch = _torch()
     try:

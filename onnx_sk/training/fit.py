@@ -117,7 +117,7 @@ def kl_divergence(s: torch.Tensor, t: torch.Tensor, axis: int, temperature: floa
     return kl.mean() * temperature**2
 
 
-def _as_tuple(out) -> tuple:
+def _as_tuple(out: torch.Tensor | tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     return out if isinstance(out, tuple) else (out,)
 
 
@@ -153,7 +153,7 @@ class Student:
     def output_loss(self, got: dict, want: dict, inv: dict) -> torch.Tensor:
         return torch.stack([self._term(o, got[o], want[o], inv[o]) for o in self.outputs]).mean()
 
-    def _term(self, name: str, s: torch.Tensor, t: torch.Tensor, inv: torch.Tensor):  # noqa: ANN202
+    def _term(self, name: str, s: torch.Tensor, t: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
         m = self.method
         if m.temperature <= 0 or name not in m.distributions:
             return nmse(s, t, inv)
@@ -274,7 +274,9 @@ def _producer(model: onnx.ModelProto, name: str) -> onnx.NodeProto | None:
     return node
 
 
-def _scale_conv(module: OnnxModule, conv: onnx.NodeProto, got, want) -> bool:
+def _scale_conv(
+    module: OnnxModule, conv: onnx.NodeProto, got: torch.Tensor, want: torch.Tensor
+) -> bool:
     keys = module.keys
     w = getattr(module, keys[conv.input[1]]) if conv.input[1] in keys else None
     if not isinstance(w, torch.nn.Parameter) or not w.requires_grad or got.dim() < 2:

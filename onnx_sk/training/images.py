@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -172,13 +173,13 @@ def image_spec(vi: onnx.ValueInfoProto, opts: DataOptions, where: str) -> ImageS
         bgr=opts.channel_order == "bgr",
         grayscale=opts.grayscale or channels == 1,
         scale=_number(opts.scale, "--scale") if opts.scale is not None else 1 / 255,
-        mean=np.broadcast_to(np.float32(mean), (channels,)).copy(),
-        std=np.broadcast_to(np.float32(std), (channels,)).copy(),
+        mean=np.broadcast_to(np.asarray(mean, dtype=np.float32), (channels,)).copy(),
+        std=np.broadcast_to(np.asarray(std, dtype=np.float32), (channels,)).copy(),
         dtype=dtype,
     )
 
 
-def _pillow():  # noqa: ANN202 (Pillow is optional, in the torch extra)
+def _pillow() -> ModuleType:  # PIL.Image (Pillow is optional, in the torch extra)
     try:
         from PIL import Image
     except ImportError:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from typing import NamedTuple
+from typing import NamedTuple, overload
 
 import numpy as np
 import onnx
@@ -39,7 +39,7 @@ from onnx_sk.training import (
     ops_reduce,
     ops_resize,
 )
-from onnx_sk.training.registry import OPS, attrs_of, host_call
+from onnx_sk.training.registry import OPS, Value, attrs_of, host_call
 
 #: the modules whose @op functions fill OPS (imported for that; listed so the import is explicit)
 RULE_MODULES = (
@@ -179,15 +179,15 @@ class OnnxModule(torch.nn.Module):
         self.inputs = [i.name for i in graph.input if i.name not in consts]
         self.outputs = [o.name for o in graph.output]
 
-    def _value(self, env: dict, name: str):
+    def _value(self, env: dict[str, Value], name: str) -> Value:
         if name in env:
             return env[name]
         if name in self.keys:
             return getattr(self, self.keys[name])
         return self.host[name]
 
-    def forward(self, *args):
-        env = dict(zip(self.inputs, args, strict=False))
+    def forward(self, *args: Value) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        env: dict[str, Value] = dict(zip(self.inputs, args, strict=False))
         device = next((a.device for a in args if isinstance(a, torch.Tensor)), None)
         for node, ins, outs, a in self.nodes:
             rule = OPS[node.op_type]
@@ -216,7 +216,11 @@ class OnnxModule(torch.nn.Module):
         return result[0] if len(result) == 1 else tuple(result)
 
 
-def _tensor(value, device):
+@overload
+def _tensor(value: Value, device: torch.device | None) -> torch.Tensor: ...
+@overload
+def _tensor(value: None, device: torch.device | None) -> None: ...
+def _tensor(value: Value | None, device: torch.device | None) -> torch.Tensor | None:
     if value is None:
         return None
     if isinstance(value, torch.Tensor):

@@ -7,12 +7,14 @@ Elu(x) = α(eˣ − 1) for x < 0; Mish(x) = x·tanh(Softplus(x)); Selu(x) = γ·
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
 from onnx_sk.training.registry import op, scalar, torch_dtype
 
-_UNARY = {
+_UNARY: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "Relu": torch.relu,
     "Sigmoid": torch.sigmoid,
     "Tanh": torch.tanh,
@@ -100,7 +102,7 @@ def _clip(m, node, a, x, lo=None, hi=None):
     return torch.clamp(x, lo, hi)
 
 
-_BINARY = {
+_BINARY: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "Add": torch.add,
     "Sub": torch.sub,
     "Mul": torch.mul,

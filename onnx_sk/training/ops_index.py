@@ -33,7 +33,9 @@ def _gather_nd(m, node, a, data, indices):
     dims = torch.tensor(data.shape[b : b + k], device=idx.device)
     idx = torch.remainder(idx, dims)
     rows = torch.arange(batch, device=idx.device)[:, None].expand(batch, idx.shape[1])
-    out = flat[(rows, *(idx[..., j] for j in range(k)))]  # [batch, M, rest…]
+    # a named tuple: a type checker for Python 3.10 reads flat[(rows, *…)] as 3.11's flat[rows, *…]
+    where = (rows, *(idx[..., j] for j in range(k)))
+    out = flat[where]  # [batch, M, rest…]
     return out.reshape((*indices.shape[:-1], *data.shape[b + k :]))
 
 

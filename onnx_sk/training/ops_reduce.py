@@ -12,13 +12,16 @@ LRN: see its rule.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
+import onnx
 import torch
 import torch.nn.functional as F
 
-from onnx_sk.training.registry import axis_list, op
+from onnx_sk.training.registry import Attrs, Interpreter, Value, axis_list, op
 
-_REDUCE = {
+#: x, the sorted axes, keepdims → the reduction
+_REDUCE: dict[str, Callable[[torch.Tensor, tuple[int, ...], bool], torch.Tensor]] = {
     "ReduceSum": lambda x, d, k: x.sum(dim=d, keepdim=k),
     "ReduceMean": lambda x, d, k: x.mean(dim=d, keepdim=k),
     "ReduceMax": lambda x, d, k: x.amax(dim=d, keepdim=k),
@@ -31,14 +34,16 @@ _REDUCE = {
 }
 
 
-def _prod(x, dims, keep):
+def _prod(x: torch.Tensor, dims: tuple[int, ...], keep: bool) -> torch.Tensor:
     for d in sorted(dims, reverse=True):
         x = x.prod(dim=d, keepdim=keep)
     return x
 
 
 @op(*_REDUCE, host=(1,))
-def _reduce(m, node, a, x, axes=None):
+def _reduce(
+    m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor, axes: Value | None = None
+) -> torch.Tensor:
     axes = axes if axes is not None else a.get("axes")
     dims = axis_list(axes, x.dim()) if axes is not None else []
     if not dims:
@@ -51,7 +56,7 @@ def _reduce(m, node, a, x, axes=None):
 
 
 @op("ArgMax", "ArgMin")
-def _arg(m, node, a, x):
+def _arg(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     axis, keep = a.get("axis", 0) % x.dim(), bool(a.get("keepdims", 1))
     if a.get("select_last_index", 0):
         flipped = x.flip(axis)
@@ -61,8 +66,12 @@ def _arg(m, node, a, x):
 
 
 @op("Softmax", "LogSoftmax", "Hardmax")
-def _softmax(m, node, a, x):
-    fn = {"Softmax": torch.softmax, "LogSoftmax": torch.log_softmax, "Hardmax": _hardmax}
+def _softmax(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+    fn: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
+        "Softmax": torch.softmax,
+        "LogSoftmax": torch.log_softmax,
+        "Hardmax": _hardmax,
+    }
     f = fn[node.op_type]
     if m.opset >= 13:
         return f(x, a.get("axis", -1) % max(x.dim(), 1))
@@ -71,17 +80,31 @@ def _softmax(m, node, a, x):
     return f(flat, 1).reshape(x.shape)
 
 
-def _hardmax(x, axis):
+def _hardmax(x: torch.Tensor, axis: int) -> torch.Tensor:
     return F.one_hot(x.argmax(axis), x.shape[axis]).movedim(-1, axis).to(x.dtype)
 
 
 @op("InstanceNormalization", weights=(1, 2))
-def _instance_norm(m, node, a, x, scale, bias):
+def _instance_norm(
+    m: Interpreter,
+    node: onnx.NodeProto,
+    a: Attrs,
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor,
+) -> torch.Tensor:
     return F.instance_norm(x, weight=scale, bias=bias, eps=a.get("epsilon", 1e-5))
 
 
 @op("LayerNormalization", weights=(1, 2), outputs=1)
-def _layer_norm(m, node, a, x, scale, bias=None):
+def _layer_norm(
+    m: Interpreter,
+    node: onnx.NodeProto,
+    a: Attrs,
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> torch.Tensor:
     axis = a.get("axis", -1) % x.dim()
     shape = x.shape[axis:]
     return F.layer_norm(
@@ -94,7 +117,7 @@ def _layer_norm(m, node, a, x, scale, bias=None):
 
 
 @op("LRN", check=lambda a: None if a.get("size", 1) % 2 else f"even size {a.get('size')}")
-def _lrn(m, node, a, x):
+def _lrn(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     """y = x / (bias + α/size · Σ x²)^β, the sum over channels c − ⌊(size − 1)/2⌋ … c + ⌈(size − 1)/2⌉."""
     size = a["size"]
     n, c = x.shape[0], x.shape[1]
@@ -106,5 +129,5 @@ def _lrn(m, node, a, x):
 
 
 @op("LpNormalization")
-def _lp_norm(m, node, a, x):
+def _lp_norm(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, p=a.get("p", 2), dim=a.get("axis", -1), eps=0.0)

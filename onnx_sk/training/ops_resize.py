@@ -120,7 +120,7 @@ def _axis(x, ax, n_out, s, a: dict, roi) -> torch.Tensor:
             w = np.where((taps >= 0) & (taps < n_in), w, 0)
             w = w / w.sum(axis=1, keepdims=True)
         taps = np.clip(taps, 0, n_in - 1)
-        y = 0
+        y = torch.zeros((), dtype=x.dtype, device=dev)  # the taps' sum starts at 0
         for j in range(4):
             wj = torch.from_numpy(w[:, j].astype(np.float32)).to(dev, x.dtype).reshape(shape)
             y = y + torch.index_select(x, ax, torch.from_numpy(taps[:, j]).to(dev)) * wj
@@ -128,10 +128,10 @@ def _axis(x, ax, n_out, s, a: dict, roi) -> torch.Tensor:
         xc = np.clip(xs, 0, n_in - 1)
         lo = np.floor(xc).astype(np.int64)
         hi = np.minimum(lo + 1, n_in - 1)
-        w = torch.from_numpy((xc - lo).astype(np.float32)).to(dev, x.dtype).reshape(shape)
+        frac = torch.from_numpy((xc - lo).astype(np.float32)).to(dev, x.dtype).reshape(shape)
         y0 = torch.index_select(x, ax, torch.from_numpy(lo).to(dev))
         y1 = torch.index_select(x, ax, torch.from_numpy(hi).to(dev))
-        y = y0 * (1 - w) + y1 * w
+        y = y0 * (1 - frac) + y1 * frac
     if coord == "tf_crop_and_resize":
         outside = torch.from_numpy((xs < 0) | (xs > n_in - 1)).to(dev).reshape(shape)
         y = torch.where(outside, torch.full_like(y, a.get("extrapolation_value", 0.0)), y)

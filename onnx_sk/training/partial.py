@@ -149,7 +149,9 @@ def split(
             f"no part of the student can be trained in torch: limited by {', '.join(limited_by)}"
         )
     inputs = [vi.name for vi in real_inputs(student) if vi.name in reads]
-    types = {x: onnx.helper.np_dtype_to_tensor_dtype(t_got[x].dtype) for x in fixed + cut}
+    types: dict[str, int] = {
+        x: onnx.helper.np_dtype_to_tensor_dtype(t_got[x].dtype) for x in fixed + cut
+    }
     types.update({o.name: o.type.tensor_type.elem_type or 1 for o in g.output})
     untrained = sum(1 for i in region if g.node[i].op_type != "Constant")
     model = _part(student, kept, inputs, fixed, outputs + cut, types)

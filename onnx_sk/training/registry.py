@@ -21,22 +21,38 @@ found before the first forward and named in one error.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 import onnx
 import torch
 
+#: a value of the module: a tensor, or a host value (module docstring); a ``host`` slot gets either
+Value = torch.Tensor | np.ndarray
+#: a node's attributes by name (``attrs_of``): ints, floats, strings, lists of them, tensors
+Attrs = dict[str, Any]
+#: a rule: ``fn(module, node, attrs, *inputs)`` → one output, or a tuple of them; its inputs
+#: differ by op (tensors, host values, None for an absent optional input)
+RuleFn = Callable[..., Any]
+
+
+class Interpreter(Protocol):
+    """What a rule reads of the module that runs it (``OnnxModule``)."""
+
+    opset: int
+    training: bool
+
 
 @dataclass(frozen=True)
 class Rule:
-    fn: Callable
+    fn: RuleFn
     host: frozenset[int] = frozenset()  # input slots read as Python values (never made tensors)
     weights: frozenset[int] = frozenset()  # input slots whose float constants are parameters
     affine: bool = False  # a float constant of > 1 element in another slot is a parameter
     outputs: int = 1  # how many outputs the rule returns (0: one per node output, as a tuple)
-    check: Callable[[dict], str | None] | None = None
+    check: Callable[[Attrs], str | None] | None = None
 
 
 OPS: dict[str, Rule] = {}
@@ -48,11 +64,11 @@ def op(
     weights: tuple[int, ...] = (),
     affine: bool = False,
     outputs: int = 1,
-    check: Callable[[dict], str | None] | None = None,
-) -> Callable[[Callable], Callable]:
+    check: Callable[[Attrs], str | None] | None = None,
+) -> Callable[[RuleFn], RuleFn]:
     """Register ``fn(module, node, attrs, *inputs)`` for each op type in ``names``."""
 
-    def register(fn: Callable) -> Callable:
+    def register(fn: RuleFn) -> RuleFn:
         for name in names:
             if name in OPS:
                 raise ValueError(f"op {name!r} registered twice")
@@ -62,8 +78,8 @@ def op(
     return register
 
 
-def attrs_of(node: onnx.NodeProto) -> dict:
-    out = {}
+def attrs_of(node: onnx.NodeProto) -> Attrs:
+    out: Attrs = {}
     for a in node.attribute:
         v = onnx.helper.get_attribute_value(a)
         if isinstance(v, bytes):
@@ -74,7 +90,7 @@ def attrs_of(node: onnx.NodeProto) -> dict:
     return out
 
 
-def ints(value) -> list[int]:
+def ints(value: Value | Sequence[int]) -> list[int]:
     """A shape-like value (list, numpy array or tensor, any rank) as a list of Python ints."""
     if isinstance(value, (list, tuple)):
         return [int(v) for v in value]
@@ -83,20 +99,20 @@ def ints(value) -> list[int]:
     return [int(v) for v in np.asarray(value).reshape(-1).tolist()]
 
 
-def floats(value) -> list[float]:
+def floats(value: Value | Sequence[float]) -> list[float]:
     if isinstance(value, torch.Tensor):
         return [float(v) for v in value.reshape(-1).tolist()]
     return [float(v) for v in np.asarray(value).reshape(-1).tolist()]
 
 
-def scalar(value) -> float | int:
+def scalar(value: Value) -> float | int:
     """A one-element value as a Python number (int for integer dtypes)."""
     if isinstance(value, torch.Tensor):
         return value.reshape(-1)[0].item()
     return np.asarray(value).reshape(-1)[0].item()
 
 
-DTYPES = {
+DTYPES: dict[int, torch.dtype] = {
     onnx.TensorProto.FLOAT: torch.float32,
     onnx.TensorProto.DOUBLE: torch.float64,
     onnx.TensorProto.FLOAT16: torch.float16,
@@ -117,15 +133,16 @@ def torch_dtype(onnx_type: int, what: str) -> torch.dtype:
     return DTYPES[onnx_type]
 
 
-def axis_list(axes, rank: int) -> list[int]:
+def axis_list(axes: Value | Sequence[int], rank: int) -> list[int]:
     return [ax % rank for ax in ints(axes)] if rank else []
 
 
-def host_call(fn: Callable, *args) -> object:
-    """Run a rule on host values: CPU tensors in, numpy out (tuples element by element)."""
+def host_call(fn: RuleFn, *args: object) -> Any:
+    """Run a rule on host values: CPU tensors in, numpy out (tuples element by element); what it
+    returns is the rule's (one value or a tuple: ``Rule.outputs``)."""
     out = fn(*args)
 
-    def back(v):
+    def back(v: object) -> object:
         return v.numpy() if isinstance(v, torch.Tensor) else v
 
     return tuple(back(v) for v in out) if isinstance(out, tuple) else back(out)

@@ -45,7 +45,7 @@ def weights_into(model: onnx.ModelProto, module: OnnxModule) -> onnx.ModelProto:
     return out
 
 
-def _tensor(value, like: onnx.TensorProto, name: str) -> onnx.TensorProto:
+def _tensor(value: np.ndarray, like: onnx.TensorProto, name: str) -> onnx.TensorProto:
     """``value`` as a tensor like ``like`` (element type, name); ``name`` is the constant's."""
     dtype = onnx.helper.tensor_dtype_to_np_dtype(like.data_type)
     shape = tuple(like.dims)
