@@ -5,7 +5,8 @@
 - ``random_inputs``: seeded standard-normal tensors (zeros for integer inputs) at the model's
   input shape, or their absolute values (``nonnegative``: inputs in the domain of a model that
   takes a Sqrt or Log of them); symbolic dims are 1 for the batch and ``spatial`` otherwise, or
-  the shape given with ``--input-shape``; an absurd size is refused before anything is allocated;
+  the shape given with ``--input-shape`` (which an input of unknown rank needs); an absurd size
+  is refused before anything is allocated;
 - ``load_calibration``: the arrays of an ``.npz`` by input name (one array for one input), after
   checking what the file declares against the memory available.
 """
@@ -57,6 +58,11 @@ def random_inputs(
         given = input_shapes.get(vi.name) or (input_shapes.get("") if len(inputs) == 1 else None)
         if given:
             shape = list(given)
+        elif not t.HasField("shape"):
+            raise UserError(
+                f"input {vi.name!r} has no shape (its rank is unknown): give it with "
+                f"--input-shape {vi.name}:1x3x224x224"
+            )
         else:
             shape = [
                 d.dim_value
