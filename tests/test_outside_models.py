@@ -60,3 +60,36 @@ def test_an_input_of_unknown_rank_takes_the_given_shape(tmp_path, extra):
     assert not written.graph.input[0].type.tensor_type.HasField("shape")  # declared as it was
     x = np.random.default_rng(1).standard_normal((1, 8, 16, 16)).astype(np.float32)
     assert session(written).run(None, {"x": x})[0].shape == (1, 8, 16, 16)
+
+
+def _small(tmp: Path) -> Path:
+    return _save(tmp, conv_model(W, attrs={"pads": [1, 1, 1, 1]}, dims=(1, None, 16, 16)))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--precision", "int8", "--calibration"], ["--inputs"]],
+    ids=["calibration", "inputs"],
+)
+def test_float64_arrays_feed_a_float32_model(tmp_path, extra):
+    """numpy saves float64 by default: converted, as the streamed --calibration reader does (the
+    int8 ranges crashed with ORT's 'Unexpected input data type')."""
+    src = _small(tmp_path)
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.random.default_rng(2).standard_normal((4, 8, 16, 16)))
+    proc = run_cli("optimize", src, tmp_path / "out.onnx", "--include-first", *extra, data)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("flag", ["--calibration", "--inputs"])
+def test_integer_arrays_for_a_float_input_are_refused(tmp_path, flag):
+    src = _small(tmp_path)
+    data = tmp_path / "data.npz"
+    np.savez(data, x=np.ones((4, 8, 16, 16), np.int64))
+    extra = ["--precision", "int8"] if flag == "--calibration" else []
+    assert_clean_error(
+        run_cli("optimize", src, tmp_path / "out.onnx", "--include-first", *extra, flag, data),
+        f"{flag} {data}: array 'x' is int64, input 'x' takes float32",
+    )
+    assert not (tmp_path / "out.onnx").exists()

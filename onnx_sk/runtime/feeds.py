@@ -132,13 +132,29 @@ def load_calibration(
             arrays = {k: data[k] for k in data.files}
     except Exception as exc:
         raise UserError(f"{flag} {p}: not a readable .npz file ({type(exc).__name__})") from None
-    names = [vi.name for vi in real_inputs(model)]
+    inputs = real_inputs(model)
+    names = [vi.name for vi in inputs]
     if len(names) == 1 and len(arrays) == 1:
-        return {names[0]: next(iter(arrays.values()))}
+        (key, value), vi = next(iter(arrays.items())), inputs[0]
+        return {vi.name: _as_input_type(value, vi, f"{flag} {p}: array {key!r}")}
     missing = [n for n in names if n not in arrays]
     if missing:
         raise UserError(
             f"{flag} {p}: no array for input(s) {', '.join(missing)} "
             f"(the file has {', '.join(arrays) or 'none'})"
         )
-    return {n: arrays[n] for n in names}
+    return {
+        vi.name: _as_input_type(arrays[vi.name], vi, f"{flag} {p}: array {vi.name!r}")
+        for vi in inputs
+    }
+
+
+def _as_input_type(value: np.ndarray, vi: onnx.ValueInfoProto, what: str) -> np.ndarray:
+    """``value`` in the input's element type: floats of another width are converted (numpy
+    saves float64 by default), as ``--calibration`` does; any other mismatch is refused."""
+    dtype = _NP_TYPES.get(vi.type.tensor_type.elem_type)
+    if dtype is None or value.dtype == dtype:
+        return value
+    if np.issubdtype(value.dtype, np.floating) and np.issubdtype(dtype, np.floating):
+        return value.astype(dtype)
+    raise UserError(f"{what} is {value.dtype}, input {vi.name!r} takes {np.dtype(dtype)}")
