@@ -93,3 +93,25 @@ def test_integer_arrays_for_a_float_input_are_refused(tmp_path, flag):
         f"{flag} {data}: array 'x' is int64, input 'x' takes float32",
     )
     assert not (tmp_path / "out.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["--init", "approx", "--max-error", "0.5"], ["--precision", "int8"]],
+    ids=["default", "max-error", "int8"],
+)
+def test_a_kernel_holding_nan_is_kept_with_its_reason(tmp_path, extra):
+    """The fit gave a LinAlgError traceback, int8 a NaN scale (cosine nan, exit 1)."""
+    w = W.copy()
+    w[0, 0, 0, 0] = np.nan
+    src = _save(tmp_path, conv_model(w, attrs={"pads": [1, 1, 1, 1]}, dims=(1, None, 8, 8)))
+    before = digest(src)
+    out, rep = tmp_path / "out.onnx", tmp_path / "report.json"
+    proc = run_cli("optimize", src, out, "--include-first", "--report", rep, *extra)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    doc = json.loads(rep.read_text())
+    assert [(c["design"], c["reason"]) for c in doc["convs"]] == [
+        (None, "weights hold NaN or Inf values: no design can fit them")
+    ]
+    assert digest(out) == digest(src) == before  # written unchanged

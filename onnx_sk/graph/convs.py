@@ -137,6 +137,8 @@ def why_not(site: ConvSite) -> str | None:
     dtype = weight.dtype
     if dtype != np.float32:
         return f"weights are {dtype}: only float32 convs are rewritten"
+    if not np.isfinite(weight).all():
+        return "weights hold NaN or Inf values: no design can fit them"
     return None
 
 
