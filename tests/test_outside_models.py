@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 from helpers import assert_clean_error, conv_model, digest, run_cli
+from onnx import TensorProto, helper, numpy_helper
 
 from onnx_sk.runtime.session import session
 
@@ -115,3 +116,51 @@ def test_a_kernel_holding_nan_is_kept_with_its_reason(tmp_path, extra):
         (None, "weights hold NaN or Inf values: no design can fit them")
     ]
     assert digest(out) == digest(src) == before  # written unchanged
+
+
+def _if_reading_a_conv_output(branch_weight: str = "wb") -> onnx.ModelProto:
+    """x → c0 → a → c1 → Relu → c2 → y, and an If whose branches read ``a`` and
+    ``branch_weight`` by name (outer-scope reads, not inputs of the If) → z."""
+    rng = np.random.default_rng(3)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), n)
+        for n in ("w0", "w1", "w2", "wb")
+    ]
+    conv = lambda x, w, y: helper.make_node("Conv", [x, w], [y], name=y, pads=[1, 1, 1, 1])  # noqa: E731
+    then_g = helper.make_graph([conv("a", branch_weight, "t")], "then", [], [_vi("t")])
+    else_g = helper.make_graph([helper.make_node("Relu", ["a"], ["e"])], "else", [], [_vi("e")])
+    nodes = [
+        conv("x", "w0", "a"), conv("a", "w1", "b"), helper.make_node("Relu", ["b"], ["r"]),
+        conv("r", "w2", "y"),
+        helper.make_node("If", ["cond"], ["z"], name="if", then_branch=then_g, else_branch=else_g),
+    ]  # fmt: skip
+    graph = helper.make_graph(
+        nodes, "g", [_vi("x"), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [_vi("y"), _vi("z")], inits,
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _vi(name: str) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 8, 8, 8])
+
+
+@pytest.mark.parametrize("branch_weight", ["wb", "w1"], ids=["own weight", "c1's weight"])
+def test_widen_keeps_what_a_subgraph_reads(tmp_path, branch_weight):
+    """The If branch reads ``a``: its channels stay 8 (they were widened: output 'z' 8 → 144
+    channels); the branch's weight stays (it was dropped as unread, or edited in place when c1
+    shares it); the space between c1 and c2 still widens."""
+    src = _save(tmp_path, _if_reading_a_conv_output(branch_weight))
+    out, rep = tmp_path / "out.onnx", tmp_path / "report.json"
+    proc = run_cli("optimize", src, out, "--mode", "widen", "--include-first", "--report", rep)
+    assert proc.returncode == 0, proc.stderr
+    written = onnx.load(out)
+    weights = {i.name: list(i.dims) for i in written.graph.initializer}
+    conv_w = {
+        n.output[0]: weights.get(n.input[1]) for n in written.graph.node if n.op_type == "Conv"
+    }
+    assert conv_w["a"] is None or conv_w["a"][0] == 8, conv_w
+    assert weights[branch_weight] == [8, 8, 3, 3]
+    assert json.loads(rep.read_text())["message"].startswith("widened 1 of")

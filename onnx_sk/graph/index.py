@@ -160,10 +160,15 @@ def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
 
 def subgraph_reads(graph: onnx.GraphProto) -> set[str]:
     """Every tensor name read inside the subgraphs of ``graph``'s nodes (outer-scope reads)."""
+    return set().union(*(node_subgraph_reads(node) for node in graph.node))
+
+
+def node_subgraph_reads(node: onnx.NodeProto) -> set[str]:
+    """Every tensor name read inside the subgraphs of ``node`` (an If branch reads the tensors
+    of the graph around it by name, not as inputs of the If)."""
     reads: set[str] = set()
-    for node in graph.node:
-        for sub in subgraphs(node):
-            reads |= {t for n in sub.node for t in n.input} | subgraph_reads(sub)
+    for sub in subgraphs(node):
+        reads |= {t for n in sub.node for t in n.input} | subgraph_reads(sub)
     return reads
 
 
