@@ -164,3 +164,57 @@ def test_widen_keeps_what_a_subgraph_reads(tmp_path, branch_weight):
     assert conv_w["a"] is None or conv_w["a"][0] == 8, conv_w
     assert weights[branch_weight] == [8, 8, 3, 3]
     assert json.loads(rep.read_text())["message"].startswith("widened 1 of")
+
+
+def _trained_chain() -> onnx.ModelProto:
+    """x → c0 → Relu → c1 → Relu → c2 → Relu → c3 → y (8 channels, 3×3), whose training_info
+    updates c1's weight ``w1`` (an algorithm graph reading it, ``update_binding`` w1 ← w1_new)."""
+    rng = np.random.default_rng(4)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), f"w{k}")
+        for k in range(4)
+    ]
+    nodes = []
+    for k, (x, y) in enumerate([("x", "a0"), ("r0", "a1"), ("r1", "a2"), ("r2", "y")]):
+        nodes.append(helper.make_node("Conv", [x, f"w{k}"], [y], name=f"c{k}", pads=[1, 1, 1, 1]))
+        if k < 3:
+            nodes.append(helper.make_node("Relu", [y], [f"r{k}"]))
+    graph = helper.make_graph(nodes, "g", [_vi("x")], [_vi("y")], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    info = model.training_info.add()
+    step = helper.make_node("Mul", ["w1", "half"], ["w1_new"])
+    half = numpy_helper.from_array(np.array(0.5, np.float32), "half")
+    info.algorithm.CopyFrom(
+        helper.make_graph([step], "step", [], [_vi("w1_new")], [half])
+    )  # fmt: skip
+    info.update_binding.add(key="w1", value="w1_new")
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.mark.parametrize(
+    "extra", [[], ["--precision", "int8"], ["--mode", "widen"]], ids=["reduce", "int8", "widen"]
+)
+def test_weights_that_training_info_updates_are_kept(tmp_path, extra):
+    """c1's weight was dropped (replaced by SK stages) though training_info still updates it:
+    a dangling binding. c1 is kept with its reason, and w1 stays as it was."""
+    model = _trained_chain()
+    src = _save(tmp_path, model)
+    out, rep = tmp_path / "out.onnx", tmp_path / "report.json"
+    proc = run_cli("optimize", src, out, "--include-first", "--report", rep, *extra)
+    assert proc.returncode == 0, proc.stderr
+    written = onnx.load(out)
+    w1 = next(i for i in written.graph.initializer if i.name == "w1")
+    assert w1 == model.graph.initializer[1]
+    c1 = next(n for n in written.graph.node if n.name == "c1")
+    assert c1.op_type == "Conv" and c1.input[1] == "w1"
+    assert written.training_info == model.training_info
+    doc = json.loads(rep.read_text())
+    if "--mode" in extra:  # the space between c2 and c3 widens
+        assert doc["message"].startswith("widened 1 of"), doc["message"]
+    else:
+        rows = {c["name"]: c for c in doc["convs"]}
+        assert rows["c1"]["reason"] == "weights are updated by the model's training_info"
+        assert rows["c2"]["design"] is not None
+        if extra:
+            assert rows["c1"]["precision"] == "fp32" and rows["c2"]["precision"] == "int8"

@@ -158,6 +158,19 @@ def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
             yield from a.graphs
 
 
+def training_bound(model: onnx.ModelProto) -> set[str]:
+    """The tensors the model's ``training_info`` reads or updates (its algorithm and
+    initialization graphs read the inference graph's initializers by name; ``update_binding``
+    writes new values into them): a rewrite must leave them as they are."""
+    names: set[str] = set()
+    for info in model.training_info:
+        for graph in (info.initialization, info.algorithm):
+            names |= {t for n in graph.node for t in n.input} | subgraph_reads(graph)
+        for binding in (*info.initialization_binding, *info.update_binding):
+            names |= {binding.key, binding.value}
+    return names
+
+
 def subgraph_reads(graph: onnx.GraphProto) -> set[str]:
     """Every tensor name read inside the subgraphs of ``graph``'s nodes (outer-scope reads)."""
     return set().union(*(node_subgraph_reads(node) for node in graph.node))

@@ -36,7 +36,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnx_sk.graph.build import drop_unused_constants
-from onnx_sk.graph.convs import ConvSite
+from onnx_sk.graph.convs import TRAINED, ConvSite
 from onnx_sk.graph.index import ConstantIndex, NameAllocator, graph_names
 
 #: data-movement ops whose output range is their input's (channel shuffles)
@@ -85,6 +85,8 @@ def why_not_int8(site: ConvSite) -> str | None:
         return "not a 2-D convolution with known weights"
     if not site.weight_is_constant or (site.bias_name and site.bias_name not in site.consts):
         return "weights or bias not constant"
+    if site.reason == TRAINED:
+        return TRAINED
     if site.consts.dtype(site.node.input[1]) != np.float32:
         return "weights are not float32"
     if not all(_finite(site.consts.get(t)) for t in (site.node.input[1], site.bias_name) if t):
