@@ -218,3 +218,39 @@ def test_weights_that_training_info_updates_are_kept(tmp_path, extra):
         assert rows["c2"]["design"] is not None
         if extra:
             assert rows["c1"]["precision"] == "fp32" and rows["c2"]["precision"] == "int8"
+
+
+def _names_taken_elsewhere(where: str) -> onnx.ModelProto:
+    """x → Conv 'c0' → a, and the tensor names onnx-sk writes for c0's stages
+    (``c0/sk/0_pw/out`` …) already taken inside an If branch or by stale value_info entries."""
+    taken = [f"c0/sk/{stage}/out" for stage in ("0_pw", "1_dw", "0_dw", "1_pw", "0_gc")]
+    w = numpy_helper.from_array(W, "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="c0", pads=[1, 1, 1, 1])]
+    inputs, outputs, value_info = [_vi("x")], [_vi("a")], []
+    if where == "subgraph":
+        chain = ["x", *taken]
+        body = [helper.make_node("Relu", [i], [o]) for i, o in zip(chain, chain[1:], strict=False)]
+        then_g = helper.make_graph(body, "then", [], [_vi(taken[-1])])
+        else_g = helper.make_graph([helper.make_node("Relu", ["x"], ["e"])], "else", [], [_vi("e")])
+        nodes.append(
+            helper.make_node("If", ["cond"], ["z"], then_branch=then_g, else_branch=else_g)
+        )  # fmt: skip
+        inputs.append(helper.make_tensor_value_info("cond", TensorProto.BOOL, []))
+        outputs.append(_vi("z"))
+    else:
+        value_info = [helper.make_tensor_value_info(t, TensorProto.INT64, [3]) for t in taken]
+    graph = helper.make_graph(nodes, "g", inputs, outputs, [w], value_info=value_info)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.mark.parametrize("where", ["subgraph", "value_info"])
+def test_new_names_avoid_names_taken_in_subgraphs_and_value_info(tmp_path, where):
+    """The stages' tensors took those names: SSA broken across the If (checker: 'used as output
+    names multiple times'), or the stale value_info gave them type int64; exit 1 both ways."""
+    src = _save(tmp_path, _names_taken_elsewhere(where))
+    out = tmp_path / "out.onnx"
+    proc = run_cli("optimize", src, out, "--include-first")
+    assert proc.returncode == 0, proc.stderr
+    onnx.checker.check_model(str(out), full_check=True)

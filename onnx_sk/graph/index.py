@@ -142,10 +142,16 @@ class NameAllocator:
 
 
 def graph_names(graph: onnx.GraphProto) -> set[str]:
-    """Every node and tensor name of a graph (new names must avoid them)."""
+    """Every node and tensor name of a graph and of the graphs nested in it (new names must
+    avoid them: a subgraph may not define a name its outer graph defines), value_info included
+    (an entry whose tensor is gone would give a new tensor of that name its type and shape)."""
     names = {n.name for n in graph.node}
     names |= {t for n in graph.node for t in (*n.input, *n.output)}
     names |= {i.name for i in graph.initializer} | {v.name for v in (*graph.input, *graph.output)}
+    names |= {v.name for v in graph.value_info}
+    for node in graph.node:
+        for sub in subgraphs(node):
+            names |= graph_names(sub)
     return names
 
 
