@@ -254,3 +254,20 @@ def test_new_names_avoid_names_taken_in_subgraphs_and_value_info(tmp_path, where
     proc = run_cli("optimize", src, out, "--include-first")
     assert proc.returncode == 0, proc.stderr
     onnx.checker.check_model(str(out), full_check=True)
+
+
+@pytest.mark.parametrize("design", ["pwg-dw-pwg", "pw-dw-pw", "dw-pw"])
+def test_an_all_zero_kernel_is_fitted_exactly(tmp_path, design):
+    """The three-stage fit (CP-ALS) of a zero kernel gave NaN weights, written with exit 0 (the
+    dense twin held the same NaN, so verification agreed). Zero is exactly representable."""
+    bias = np.arange(8, dtype=np.float32)
+    model = conv_model(np.zeros_like(W), bias, attrs={"pads": [1, 1, 1, 1]}, dims=(1, None, 8, 8))
+    src, out = _save(tmp_path, model), tmp_path / "out.onnx"
+    proc = run_cli("optimize", src, out, "--include-first", "--design", design)
+    assert proc.returncode == 0, proc.stderr
+    written = onnx.load(out)
+    assert len(written.graph.node) > 1  # replaced
+    assert all(np.isfinite(numpy_helper.to_array(i)).all() for i in written.graph.initializer)
+    x = np.random.default_rng(5).standard_normal((1, 8, 8, 8)).astype(np.float32)
+    (y,) = session(written).run(None, {"x": x})
+    np.testing.assert_allclose(y, np.broadcast_to(bias[None, :, None, None], y.shape), atol=1e-6)
