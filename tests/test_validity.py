@@ -43,6 +43,11 @@ def _dup_output(m):
     m.graph.node.append(_relu("x", "y"))
 
 
+def _dup_node_name(m):
+    m.graph.node.append(helper.make_node("Relu", ["y"], ["z"], name="conv"))
+    m.graph.output[0].name = "z"
+
+
 def _unsorted(m):
     m.graph.node[0].input[0] = "x2"
     m.graph.node.append(_relu("x", "x2"))
@@ -104,6 +109,7 @@ DEFECTS = {
         "tensor 'w' is both an initializer and the output of node 'r'",
     ),
     "duplicate node output": (_dup_output, "tensor 'y' is written by two nodes ('conv' and 'r')"),
+    "duplicate node name": (_dup_node_name, "node name 'conv' is used twice (a Conv and a Relu)"),
     "unsorted nodes": (
         _unsorted,
         "nodes are not topologically sorted: node 'conv' reads 'x2' before node 'r' writes it",

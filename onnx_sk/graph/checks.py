@@ -52,10 +52,13 @@ def check_file(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _io_shapes_declared(model: onnx.ModelProto) -> Iterator[None]:
+def _io_shapes_declared(
+    model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None
+) -> Iterator[None]:
     """Graph inputs and outputs without a shape (unknown rank, as onnx-graphsurgeon and other
     tools write them, and as the loader accepts) given one for the check: the rank shape
-    inference finds, every dim unknown (no rank found: an empty shape); removed again after."""
+    inference finds (an input's from ``input_shapes``, ``--input-shape``), every dim unknown (no
+    rank found: an empty shape); removed again after."""
     g = model.graph
     bare = [
         vi
@@ -63,7 +66,7 @@ def _io_shapes_declared(model: onnx.ModelProto) -> Iterator[None]:
         if vi.type.HasField("tensor_type") and not vi.type.tensor_type.HasField("shape")
     ]
     if bare:
-        inferred = infer_shapes(model)
+        inferred = infer_shapes(model, input_shapes)
         for vi in bare:
             shape = vi.type.tensor_type.shape
             shape.SetInParent()
@@ -76,9 +79,14 @@ def _io_shapes_declared(model: onnx.ModelProto) -> Iterator[None]:
             vi.type.tensor_type.ClearField("shape")
 
 
-def check(model: onnx.ModelProto, large: bool | None = None) -> None:
-    """The full ONNX checker (through a temporary file for models above 2 GB)."""
-    with _io_shapes_declared(model):
+def check(
+    model: onnx.ModelProto,
+    large: bool | None = None,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+) -> None:
+    """The full ONNX checker (through a temporary file for models above 2 GB); ``input_shapes``
+    give the rank of an input declared without a shape."""
+    with _io_shapes_declared(model, input_shapes):
         _check(model, large)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from onnx_sk.errors import UserError
-from onnx_sk.graph.index import ConstantIndex, GraphIndex, subgraphs
+from onnx_sk.graph.index import ConstantIndex, GraphIndex, subgraphs, training_bound
 from onnx_sk.graph.shapes import Shape, known_dims
 from onnx_sk.graph.validity import check_conv_channels
 from onnx_sk.maths.spec import DENSE, DEPTHWISE, GROUPED, POINTWISE, ConvSpec
@@ -25,6 +25,8 @@ NOT_CONSTANT = "weights are not constant (a graph input or computed)"
 OVERRIDABLE = (
     "weights are an initializer also listed as a graph input (a default a caller may override)"
 )
+#: the model's training_info reads or updates the weights (:func:`training_bound`)
+TRAINED = "weights are updated by the model's training_info"
 _SCOPE_NAMES = {"Loop": "a Loop body", "If": "an If branch", "Scan": "a Scan body"}
 
 
@@ -137,6 +139,8 @@ def why_not(site: ConvSite) -> str | None:
     dtype = weight.dtype
     if dtype != np.float32:
         return f"weights are {dtype}: only float32 convs are rewritten"
+    if not np.isfinite(weight).all():
+        return "weights hold NaN or Inf values: no design can fit them"
     return None
 
 
@@ -183,9 +187,12 @@ def find_convs(model: onnx.ModelProto, shapes: dict[str, Shape]) -> list[ConvSit
                 continue
             sites.append(_site(node, scope, consts, shapes, node.output[0] in first and not scope))
     overridable = {i.name for i in model.graph.input} & {i.name for i in model.graph.initializer}
+    trained = training_bound(model)
     for site in sites:
         if site.reason == NOT_CONSTANT and overridable.intersection(site.node.input[1:3]):
             site.reason = OVERRIDABLE
+        elif site.reason is None and trained.intersection(site.node.input[1:3]):
+            site.reason = TRAINED
     return sites
 
 

@@ -142,10 +142,16 @@ class NameAllocator:
 
 
 def graph_names(graph: onnx.GraphProto) -> set[str]:
-    """Every node and tensor name of a graph (new names must avoid them)."""
+    """Every node and tensor name of a graph and of the graphs nested in it (new names must
+    avoid them: a subgraph may not define a name its outer graph defines), value_info included
+    (an entry whose tensor is gone would give a new tensor of that name its type and shape)."""
     names = {n.name for n in graph.node}
     names |= {t for n in graph.node for t in (*n.input, *n.output)}
     names |= {i.name for i in graph.initializer} | {v.name for v in (*graph.input, *graph.output)}
+    names |= {v.name for v in graph.value_info}
+    for node in graph.node:
+        for sub in subgraphs(node):
+            names |= graph_names(sub)
     return names
 
 
@@ -158,12 +164,30 @@ def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
             yield from a.graphs
 
 
+def training_bound(model: onnx.ModelProto) -> set[str]:
+    """The tensors the model's ``training_info`` reads or updates (its algorithm and
+    initialization graphs read the inference graph's initializers by name; ``update_binding``
+    writes new values into them): a rewrite must leave them as they are."""
+    names: set[str] = set()
+    for info in model.training_info:
+        for graph in (info.initialization, info.algorithm):
+            names |= {t for n in graph.node for t in n.input} | subgraph_reads(graph)
+        for binding in (*info.initialization_binding, *info.update_binding):
+            names |= {binding.key, binding.value}
+    return names
+
+
 def subgraph_reads(graph: onnx.GraphProto) -> set[str]:
     """Every tensor name read inside the subgraphs of ``graph``'s nodes (outer-scope reads)."""
+    return set().union(*(node_subgraph_reads(node) for node in graph.node))
+
+
+def node_subgraph_reads(node: onnx.NodeProto) -> set[str]:
+    """Every tensor name read inside the subgraphs of ``node`` (an If branch reads the tensors
+    of the graph around it by name, not as inputs of the If)."""
     reads: set[str] = set()
-    for node in graph.node:
-        for sub in subgraphs(node):
-            reads |= {t for n in sub.node for t in n.input} | subgraph_reads(sub)
+    for sub in subgraphs(node):
+        reads |= {t for n in sub.node for t in n.input} | subgraph_reads(sub)
     return reads
 
 

@@ -36,7 +36,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from onnx_sk.graph.build import drop_unused_constants
-from onnx_sk.graph.convs import ConvSite
+from onnx_sk.graph.convs import TRAINED, ConvSite
 from onnx_sk.graph.index import ConstantIndex, NameAllocator, graph_names
 
 #: data-movement ops whose output range is their input's (channel shuffles)
@@ -85,9 +85,21 @@ def why_not_int8(site: ConvSite) -> str | None:
         return "not a 2-D convolution with known weights"
     if not site.weight_is_constant or (site.bias_name and site.bias_name not in site.consts):
         return "weights or bias not constant"
+    if site.reason == TRAINED:
+        return TRAINED
     if site.consts.dtype(site.node.input[1]) != np.float32:
         return "weights are not float32"
+    if not all(_finite(site.consts.get(t)) for t in (site.node.input[1], site.bias_name) if t):
+        return NOT_FINITE
     return None
+
+
+#: int8 cannot hold a NaN or an infinity (the scale of its channel would be NaN)
+NOT_FINITE = "weights or bias hold NaN or Inf values"
+
+
+def _finite(value: np.ndarray | None) -> bool:
+    return value is None or bool(np.isfinite(value).all())
 
 
 def why_not_int8_gemm(node: onnx.NodeProto, consts: ConstantIndex) -> str | None:
@@ -105,6 +117,10 @@ def why_not_int8_gemm(node: onnx.NodeProto, consts: ConstantIndex) -> str | None
         width = w.shape[0] if attrs.get("transB", 0) else w.shape[1]
         if b is None or b.dtype != np.float32 or b.shape != (width,):
             return "bias not a constant float32 vector of the output width"
+        if not _finite(b):
+            return NOT_FINITE
+    if not _finite(w):
+        return NOT_FINITE
     return None
 
 

@@ -153,6 +153,8 @@ def apply_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]
                 f"--input-shape names {name!r}, which is not a graph input (inputs: {known})"
             )
         tensor_type = match[0].type.tensor_type
+        if not tensor_type.HasField("shape"):  # unknown rank: the given shape says it
+            tensor_type.shape.dim.extend(onnx.TensorShapeProto.Dimension() for _ in dims)
         if len(tensor_type.shape.dim) != len(dims):
             raise UserError(
                 f"--input-shape {name}: rank {len(dims)} does not match the input's rank "

@@ -6,8 +6,9 @@ wrong output. So every model is checked before anything else looks at it (``chec
 one pass over each graph (subgraphs too, outer-scope names visible), and refused with a
 :class:`~onnx_sk.errors.UserError` naming the first defect:
 
-- names: an initializer or graph input listed twice, a tensor written by two nodes, a node output
-  that is also an initializer or a graph input;
+- names: an initializer or graph input listed twice, two nodes of the same (non-empty) name
+  (ONNX Runtime refuses to load such a model), a tensor written by two nodes, a node output that
+  is also an initializer or a graph input;
 - order: a node reading a tensor before the node that writes it (nodes not sorted), a cycle, or a
   tensor nothing defines;
 - tensors: data type UNDEFINED or unknown, data of the wrong length for the dims (``raw_data`` in
@@ -167,6 +168,14 @@ def _check_names(graph: onnx.GraphProto, outer: set[str]) -> None:
         if vi.name in inputs:
             raise UserError(f"graph input {vi.name!r} is listed twice")
         inputs.add(vi.name)
+    named: dict[str, str] = {}
+    for node in graph.node:
+        if node.name in named:
+            raise UserError(
+                f"node name {node.name!r} is used twice (a {named[node.name]} and a {node.op_type})"
+            )
+        if node.name:
+            named[node.name] = node.op_type
     writer: dict[str, int] = {}
     for i, node in enumerate(graph.node):
         for o in node.output:

@@ -193,6 +193,8 @@ def cp_als(
     than ``tolerance`` of itself.
     """
     p, q, s = t.shape
+    if not t.any():  # exactly zero factors (ALS would solve 0 · x = 0: NaN)
+        return np.zeros((p, r)), np.zeros((q, r)), np.zeros((s, r))
     if iterations is None:
         per_sweep = 3.0 * p * q * s * r
         iterations = int(min(CP_ITERATIONS, max(CP_MIN_ITERATIONS, CP_FLOP_BUDGET // per_sweep)))

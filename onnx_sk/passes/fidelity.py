@@ -55,8 +55,9 @@ class FidelityPass:
             feeds = file_feeds(o.inputs, graph)
             try:
                 rows = compare_runs(original, result, feeds, top1=False, threads=0)
-            except UserError as exc:
-                raise UserError(f"--inputs {o.inputs}: {exc}") from None
+            except UserError as exc:  # the file's own defects already name it
+                named = str(exc).startswith("--inputs ")
+                raise UserError(str(exc) if named else f"--inputs {o.inputs}: {exc}") from None
             inputs: dict[str, Any] = {"file": o.inputs, "seed": None}
         else:
             rows, shapes = _seeded(original, model, graph, ctx)

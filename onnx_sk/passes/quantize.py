@@ -190,7 +190,8 @@ class QuantizePass:
             report["int8_stages"] = partial
         _rows(ctx, {names[c] for c in marked}, set(partial))
         if o.verify:
-            report["check"] = _check(model, feed0, want, sum(len(v) for v in marked.values()))
+            convs = sum(len(v) for v in marked.values())
+            report["check"] = _check(model, feed0, want, convs, ctx.input_shapes)
         ctx.checked = None  # the fidelity pass runs the int8 model
         return PassResult(model, modified=bool(marked))
 
@@ -303,10 +304,14 @@ def _rows(ctx: PassContext, names: set[str], mixed: set[str] | None = None) -> N
 
 
 def _check(
-    model: onnx.ModelProto, feeds: dict[str, np.ndarray], want: list[np.ndarray], convs: int
+    model: onnx.ModelProto,
+    feeds: dict[str, np.ndarray],
+    want: list[np.ndarray],
+    convs: int,
+    input_shapes: dict[str, tuple[int, ...]],
 ) -> dict[str, Any]:
     """The checker, ORT's int8 kernels, and the outputs against the fp32 model's (docstring)."""
-    check(model)
+    check(model, input_shapes=input_shapes)
     dequantized = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     int8_convs = sum(
         1 for n in model.graph.node if n.op_type == "Conv" and n.input[1] in dequantized

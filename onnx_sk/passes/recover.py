@@ -137,7 +137,7 @@ class RecoverPass:
 
     @staticmethod
     def _verify(model: onnx.ModelProto, layout: tuple, ctx: PassContext, worst: float) -> None:
-        check(model)
+        check(model, input_shapes=ctx.input_shapes)
         if _layout(model) != layout:
             raise VerificationError("recovery changed more than the weights: nothing written")
         fields = check_fields(model, ctx.replacements) if ctx.replacements else 0
@@ -161,5 +161,5 @@ def _fold_training_bns(model: onnx.ModelProto, ctx: PassContext, data: Any) -> i
     checked = data if ctx.options.verify and isinstance(data, Samples) else None
     folded = fold_training_bns(model, names, checked)
     if folded and checked is not None:
-        check(model)
+        check(model, input_shapes=ctx.input_shapes)
     return folded

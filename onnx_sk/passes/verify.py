@@ -86,7 +86,7 @@ class VerifyPass:
         if not ctx.options.verify or (self.reference == "twin" and not replaced):
             return PassResult(model, modified=False)
         path = None  # the output is staged after verification (pipeline._write)
-        check(model)
+        check(model, input_shapes=ctx.input_shapes)
         doc: dict[str, Any] = {"checker": True, "fields_checked": 0}
         if twin is not None and replaced:
             fields = check_fields(model, replaced)

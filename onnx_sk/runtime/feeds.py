@@ -5,7 +5,8 @@
 - ``random_inputs``: seeded standard-normal tensors (zeros for integer inputs) at the model's
   input shape, or their absolute values (``nonnegative``: inputs in the domain of a model that
   takes a Sqrt or Log of them); symbolic dims are 1 for the batch and ``spatial`` otherwise, or
-  the shape given with ``--input-shape``; an absurd size is refused before anything is allocated;
+  the shape given with ``--input-shape`` (which an input of unknown rank needs); an absurd size
+  is refused before anything is allocated;
 - ``load_calibration``: the arrays of an ``.npz`` by input name (one array for one input), after
   checking what the file declares against the memory available.
 """
@@ -57,6 +58,11 @@ def random_inputs(
         given = input_shapes.get(vi.name) or (input_shapes.get("") if len(inputs) == 1 else None)
         if given:
             shape = list(given)
+        elif not t.HasField("shape"):
+            raise UserError(
+                f"input {vi.name!r} has no shape (its rank is unknown): give it with "
+                f"--input-shape {vi.name}:1x3x224x224"
+            )
         else:
             shape = [
                 d.dim_value
@@ -126,13 +132,29 @@ def load_calibration(
             arrays = {k: data[k] for k in data.files}
     except Exception as exc:
         raise UserError(f"{flag} {p}: not a readable .npz file ({type(exc).__name__})") from None
-    names = [vi.name for vi in real_inputs(model)]
+    inputs = real_inputs(model)
+    names = [vi.name for vi in inputs]
     if len(names) == 1 and len(arrays) == 1:
-        return {names[0]: next(iter(arrays.values()))}
+        (key, value), vi = next(iter(arrays.items())), inputs[0]
+        return {vi.name: _as_input_type(value, vi, f"{flag} {p}: array {key!r}")}
     missing = [n for n in names if n not in arrays]
     if missing:
         raise UserError(
             f"{flag} {p}: no array for input(s) {', '.join(missing)} "
             f"(the file has {', '.join(arrays) or 'none'})"
         )
-    return {n: arrays[n] for n in names}
+    return {
+        vi.name: _as_input_type(arrays[vi.name], vi, f"{flag} {p}: array {vi.name!r}")
+        for vi in inputs
+    }
+
+
+def _as_input_type(value: np.ndarray, vi: onnx.ValueInfoProto, what: str) -> np.ndarray:
+    """``value`` in the input's element type: floats of another width are converted (numpy
+    saves float64 by default), as ``--calibration`` does; any other mismatch is refused."""
+    dtype = _NP_TYPES.get(vi.type.tensor_type.elem_type)
+    if dtype is None or value.dtype == dtype:
+        return value
+    if np.issubdtype(value.dtype, np.floating) and np.issubdtype(dtype, np.floating):
+        return value.astype(dtype)
+    raise UserError(f"{what} is {value.dtype}, input {vi.name!r} takes {np.dtype(dtype)}")

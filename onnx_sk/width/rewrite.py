@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnx_sk.graph.index import GraphIndex, NameAllocator, subgraph_reads, subgraphs
+from onnx_sk.graph.index import GraphIndex, NameAllocator, subgraph_reads
 from onnx_sk.maths.weight_init import he_normal
 from onnx_sk.width.analysis import ChannelAnalysis, Widths
 from onnx_sk.width.edits import ConstEdit, IntEdit
@@ -103,7 +103,7 @@ def _drop_dead(graph: onnx.GraphProto, tensors: set[str]) -> None:
     """Remove the nodes that computed ``tensors`` and whose outputs nothing reads now (going
     back through their inputs); ONNX ops have no side effects."""
     outputs = {o.name for o in graph.output}  # and what If/Loop bodies read from outside
-    outputs |= {t for n in graph.node for g in subgraphs(n) for t in subgraph_reads(g)}
+    outputs |= subgraph_reads(graph)
     todo = set(tensors)
     while todo:
         index = GraphIndex(graph)
@@ -144,6 +144,7 @@ def run_widen(
     before = GraphIndex(graph)  # uses and names of the graph as it was, before any edit
     names = before.names
     inits = {i.name: i for i in graph.initializer}
+    nested = subgraph_reads(graph)  # read by name inside If/Loop/Scan bodies: never edited there
     constants = analysis.walk.constants
     new_inits: list[onnx.TensorProto] = []
     for e in analysis.walk.const_edits:  # graph order, one draw after another
@@ -154,7 +155,7 @@ def run_widen(
         old = constants.get(name)
         assert old is not None  # the rules edit constants only
         value = _widened(analysis, e, old, widths, preserve, rng)
-        if name in inits and before.uses(name) == 1:
+        if name in inits and before.uses(name) == 1 and name not in nested:
             inits[name].CopyFrom(numpy_helper.from_array(value, name))
             continue
         base = node.name or node.output[0]
@@ -172,7 +173,7 @@ def run_widen(
     graph.initializer.extend(new_inits)
     _drop_dead(graph, replaced)
     after = GraphIndex(graph)  # the edited graph: drop the initializers nothing reads now
-    keep = [i for i in graph.initializer if after.uses(i.name)]
+    keep = [i for i in graph.initializer if after.uses(i.name) or i.name in nested]
     del graph.initializer[:]
     graph.initializer.extend(keep)
     del graph.value_info[:]

@@ -105,7 +105,7 @@ def _shuffle(
         return False
     k, r = back
     back_target = w.folded(r, 1)
-    s_back = w.shapes.get(r.output[0]) or reshaped([s_out[p] for p in perm], back_target)
+    s_back = w.shapes.get(r.output[0]) or reshaped(tuple(s_out[p] for p in perm), back_target)
     if s_back is None or tuple(s_back) != tuple(s_in):
         return False
     source = w.index.producer(r.input[1])

@@ -22,7 +22,7 @@ import numpy as np
 import onnx
 
 from onnx_sk.graph.convs import attrs
-from onnx_sk.graph.index import ConstantIndex, GraphIndex
+from onnx_sk.graph.index import ConstantIndex, GraphIndex, node_subgraph_reads
 from onnx_sk.graph.shape_arith import fold_ints
 from onnx_sk.graph.shapes import Shape
 from onnx_sk.maths.channel_spaces import Layout, Spaces
@@ -108,9 +108,10 @@ class Walk:
             self.opaque[dst] = self.opaque[src]
 
     def freeze_node(self, node: onnx.NodeProto, reason: str) -> None:
-        """Freeze every space ``node`` touches; its outputs become opaque."""
+        """Freeze every space ``node`` touches (its subgraphs' outer-scope reads too); its
+        outputs become opaque."""
         touched = False
-        for t in node.input:
+        for t in [*node.input, *sorted(node_subgraph_reads(node))]:
             lay = self.layouts.get(t)
             if lay is not None:
                 self.spaces.freeze(lay.atoms, reason)

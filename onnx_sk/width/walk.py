@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import onnx
 
+from onnx_sk.graph.index import training_bound
 from onnx_sk.graph.shapes import Shape
 from onnx_sk.width.rules_axes import AXIS_RULES
 from onnx_sk.width.rules_channel import CHANNEL_RULES
@@ -56,11 +57,15 @@ def walk(model: onnx.ModelProto, shapes: dict[str, Shape]) -> Walk:
         if vi.name not in w.constants:
             w.opaque[vi.name] = f"graph input {vi.name!r}"
             w.need(vi.name)
+    trained = training_bound(model)
     for i, node in enumerate(w.graph.node):
         if i in w.skip:
             continue
         fn = RULES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
-        if fn is None:
+        bound = sorted(trained.intersection(node.input))
+        if bound:
+            w.freeze_node(node, f"{label(node)} reads {bound[0]!r}, which training_info updates")
+        elif fn is None:
             w.freeze_node(node, f"{label(node)} has no channel rule")
         else:
             fn(w, i, node)
