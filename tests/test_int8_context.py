@@ -231,7 +231,7 @@ def test_check_counts_convs_onnx_runtime_quantizes_itself():
     units = {"a": ["a"], "b": ["b"], "y": ["y"]}
     written = with_qdq(model, units, {"a", "y"}, _ranges(model, units, x))
     want = session(model).run(None, {"x": x})
-    check = _check(written, {"x": x}, want, 2)
+    check = _check(written, {"x": x}, want, 2, {})
     assert check["int8_kernels"] == 3 and check["ort_int8_unwritten"] == 1
     line = precision_line({"precision": "auto", "int8_convs": ["A", "C"], "check": check})
     assert "runs 3 int8 conv kernels (1 of them written in fp32 between int8 convs" in line
