@@ -271,3 +271,58 @@ def test_an_all_zero_kernel_is_fitted_exactly(tmp_path, design):
     x = np.random.default_rng(5).standard_normal((1, 8, 8, 8)).astype(np.float32)
     (y,) = session(written).run(None, {"x": x})
     np.testing.assert_allclose(y, np.broadcast_to(bias[None, :, None, None], y.shape), atol=1e-6)
+
+
+def _symbolic_channels(convs: int = 2) -> onnx.ModelProto:
+    """x [N, C, 16, 16] (C symbolic) → c0 → Relu → c1 … → y: 8 channels, 3×3, pads 1."""
+    rng = np.random.default_rng(6)
+    inits, nodes, t = [], [], "x"
+    for k in range(convs):
+        name = f"w{k}"
+        inits.append(numpy_helper.from_array(rng.standard_normal(W.shape).astype(np.float32), name))
+        out = "y" if k == convs - 1 else f"a{k}"
+        nodes.append(helper.make_node("Conv", [t, name], [out], name=f"c{k}", pads=[1, 1, 1, 1]))
+        if out != "y":
+            nodes.append(helper.make_node("Relu", [out], [f"r{k}"]))
+            t = f"r{k}"
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "C", 16, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 16, 16])
+    graph = helper.make_graph(nodes, "g", [x], [y], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["--precision", "auto", "--objective", "latency", "--threads", "1"], ["--mode", "widen"]],
+    ids=["reduce", "latency", "widen"],
+)
+def test_a_symbolic_channel_dim_is_the_one_the_first_conv_reads(tmp_path, extra):
+    """Verification fed C = 224 (exit 1, 'give --input-shape'); the latency objective asked for
+    an --input-shape. c0's weight [8, 8, 3, 3] says C = 8; the written input keeps 'C'."""
+    src = _save(tmp_path, _symbolic_channels())
+    before = digest(src)
+    out, rep = tmp_path / "out.onnx", tmp_path / "report.json"
+    proc = run_cli("optimize", src, out, "--include-first", "--report", rep, *extra)
+    assert proc.returncode == 0, proc.stderr
+    assert digest(src) == before
+    onnx.checker.check_model(str(out), full_check=True)
+    written = onnx.load(out)
+    assert written.graph.input[0].type.tensor_type.shape.dim[1].dim_param == "C"
+    doc = json.loads(rep.read_text())
+    if "--mode" in extra:
+        assert doc["message"].startswith("widened 1 of"), doc["message"]
+    elif "--objective" not in extra:
+        assert doc["totals"]["replaced"] == 2
+    x = np.random.default_rng(1).standard_normal((2, 8, 16, 16)).astype(np.float32)
+    assert session(written).run(None, {"x": x})[0].shape == (2, 8, 16, 16)
+
+
+def test_analyze_counts_macs_at_the_implied_channel_count(tmp_path):
+    src = _save(tmp_path, _symbolic_channels(1))
+    proc = run_cli("analyze", src, "--json")
+    assert proc.returncode == 0, proc.stderr
+    totals = json.loads(proc.stdout)["totals"]
+    assert totals["conv_macs"] == 8 * 8 * 9 * 16 * 16
+    assert totals["needs_input_shape"] == [] and totals["per_sample"] == ["x"]
