@@ -4,8 +4,8 @@
 folder (refusing locations that escape it); turns every bad input into a one-line
 :class:`~onnx_sk.errors.UserError`: missing, empty, truncated or non-model files, opsets outside
 what ONNX Runtime and this onnx support, IR versions newer than this onnx knows, negative dims,
-external data shorter than its tensor, and every model ONNX calls invalid
-(:mod:`onnx_sk.graph.validity`). IR-3 models are upgraded to IR 4 (:func:`upgrade_ir3`).
+graph inputs with a dim fixed at 0, external data shorter than its tensor, and every model ONNX
+calls invalid (:mod:`onnx_sk.graph.validity`). IR-3 models are upgraded to IR 4 (:func:`upgrade_ir3`).
 """
 
 from __future__ import annotations
@@ -139,7 +139,8 @@ def _check_opset(model: onnx.ModelProto, what: str) -> None:
 
 
 def _check_dims(model: onnx.ModelProto, what: str) -> None:
-    """No negative dim in the main graph's declared shapes or in any tensor (headers only)."""
+    """No negative dim in the main graph's declared shapes or in any tensor (headers only); no
+    graph input with a dim fixed at 0 (a degenerate model: it runs only on empty tensors)."""
     g = model.graph
     for vi in (*g.input, *g.output, *g.value_info):
         for d in vi.type.tensor_type.shape.dim:
@@ -148,6 +149,20 @@ def _check_dims(model: onnx.ModelProto, what: str) -> None:
                     f"{what}: tensor {vi.name!r} has a negative dim ({d.dim_value}): "
                     "not a valid ONNX model"
                 )
+    inits = {i.name for i in g.initializer}
+    for vi in g.input:
+        dims = vi.type.tensor_type.shape.dim
+        axis = next(
+            (k for k, d in enumerate(dims) if d.HasField("dim_value") and d.dim_value == 0), None
+        )
+        if vi.name not in inits and axis is not None:
+            shape = "x".join(
+                str(d.dim_value) if d.HasField("dim_value") else d.dim_param or "?" for d in dims
+            )
+            raise UserError(
+                f"{what}: input {vi.name!r} has dim {axis} fixed at 0 (shape {shape}): it takes "
+                "only empty tensors, nothing to optimize or verify"
+            )
     for tensor in all_tensors(model):
         if any(d < 0 for d in tensor.dims):
             raise UserError(
