@@ -326,3 +326,31 @@ def test_analyze_counts_macs_at_the_implied_channel_count(tmp_path):
     totals = json.loads(proc.stdout)["totals"]
     assert totals["conv_macs"] == 8 * 8 * 9 * 16 * 16
     assert totals["needs_input_shape"] == [] and totals["per_sample"] == ["x"]
+
+
+def _float64_conv() -> onnx.ModelProto:
+    """x (float64) → Conv 8→8 3×3 (float64 weights) → y: valid ONNX, but ONNX Runtime has no
+    float64 Conv kernel."""
+    w = numpy_helper.from_array(W.astype(np.float64), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="c", pads=[1, 1, 1, 1])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 8, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 8, 8, 8])], [w],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_a_model_onnx_runtime_cannot_run_says_so_without_blaming_the_shapes(tmp_path):
+    """widen ran the original for its reference: exit 1 with ORT's NOT_IMPLEMENTED and the hint
+    '(give --input-shape)', which cannot help: ORT has no kernel for the model."""
+    src = _save(tmp_path, _float64_conv())
+    before = digest(src)
+    assert_clean_error(
+        run_cli("optimize", src, tmp_path / "out.onnx", "--include-first", "--mode", "widen"),
+        "ONNX Runtime cannot run the original model: [ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : "
+        "Could not find an implementation for Conv(11) node with name 'c'",
+    )
+    assert digest(src) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx"]
