@@ -13,6 +13,7 @@ import pytest
 from helpers import assert_clean_error, conv_model, digest, run_cli
 from onnx import TensorProto, helper, numpy_helper
 
+import onnx_sk
 from onnx_sk.runtime.session import session
 
 W = np.random.default_rng(0).standard_normal((8, 8, 3, 3)).astype(np.float32)
@@ -354,3 +355,55 @@ def test_a_model_onnx_runtime_cannot_run_says_so_without_blaming_the_shapes(tmp_
     )
     assert digest(src) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx"]
+
+
+def _contradicting_value_info() -> onnx.ModelProto:
+    """x → c0 → a → Relu → r → c1 → y (8 channels, 8×8), whose value_info says a is [1, 5, 3, 3]
+    and r [2, 8, 9, 9]: the checker without shape inference accepts it, ONNX Runtime runs it
+    (an element type contradicting it would stop ONNX Runtime loading the file)."""
+    rng = np.random.default_rng(7)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(W.shape).astype(np.float32), n)
+        for n in ("w0", "w1")
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["a"], name="c0", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Conv", ["r", "w1"], ["y"], name="c1", pads=[1, 1, 1, 1]),
+    ]
+    value_info = [
+        helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 5, 3, 3]),
+        helper.make_tensor_value_info("r", TensorProto.FLOAT, [2, 8, 9, 9]),
+    ]
+    graph = helper.make_graph(nodes, "g", [_vi("x")], [_vi("y")], inits, value_info=value_info)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize(
+    "extra", [[], ["--precision", "int8"], ["--mode", "widen"]], ids=["reduce", "int8", "widen"]
+)
+def test_value_info_contradicting_the_shapes_is_dropped(tmp_path, extra):
+    """The written model failed the full checker ('Inferred shape and existing shape differ'),
+    exit 1; widen simulated r at the stale [2, 8, 9, 9] and was refused."""
+    model = _contradicting_value_info()
+    src = _save(tmp_path, model)
+    before = digest(src)
+    out, rep = tmp_path / "out.onnx", tmp_path / "report.json"
+    proc = run_cli("optimize", src, out, "--include-first", "--report", rep, *extra)
+    assert proc.returncode == 0, proc.stderr
+    assert digest(src) == before
+    onnx.checker.check_model(str(out), full_check=True)
+    written = onnx.load(out)
+    assert {"a", "r"}.isdisjoint(vi.name for vi in written.graph.value_info)
+    x = np.random.default_rng(1).standard_normal((1, 8, 8, 8)).astype(np.float32)
+    assert session(written).run(None, {"x": x})[0].shape == (1, 8, 8, 8)
+
+
+def test_the_callers_model_keeps_its_value_info():
+    model = _contradicting_value_info()
+    before = model.SerializeToString()
+    result, _ = onnx_sk.optimize(model, include_first=True)
+    assert model.SerializeToString() == before
+    assert onnx.checker.check_model(result, full_check=True) is None

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 from helpers import assert_clean_error, conv_model, run_cli
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from onnx_sk.errors import UserError
-from onnx_sk.graph.shapes import implied_channels, parse_input_shapes
+from onnx_sk.graph.shapes import contradicting_value_info, implied_channels, parse_input_shapes
 
 FORMS = "expected NAME:1x3x224x224, NAME:1,3,224,224 or NAME:[1,3,224,224]"
 
@@ -93,3 +93,23 @@ def test_a_symbolic_channel_dim_is_implied_by_the_convs_reading_it(group, second
         model.graph.initializer.append(w2)
         model.graph.node.append(helper.make_node("Conv", ["x", "w2"], ["z"], name="c2"))
     assert implied_channels(model) == want
+
+
+def test_only_value_info_contradicting_inference_is_listed():
+    """Another fixed dim, rank or element type than inference derives: listed; a symbolic dim
+    where inference has a number, or the same shape: kept."""
+    model = conv_model(np.ones((8, 8, 3, 3)), attrs={"pads": [1, 1, 1, 1]}, dims=(1, 8, 4, 4))
+    model.graph.node.append(helper.make_node("Relu", ["y"], ["r"]))
+    model.graph.node.append(helper.make_node("Relu", ["r"], ["s"]))
+    model.graph.node.append(helper.make_node("Relu", ["s"], ["t"]))
+    model.graph.node.append(helper.make_node("Relu", ["t"], ["u"]))
+    f = TensorProto.FLOAT
+    model.graph.value_info.extend([
+        helper.make_tensor_value_info("r", f, [1, 8, 4, 4]),
+        helper.make_tensor_value_info("s", f, ["N", 8, "H", 4]),
+        helper.make_tensor_value_info("t", f, [1, 8, 4, 5]),
+        helper.make_tensor_value_info("u", TensorProto.INT64, [1, 8, 4, 4]),
+    ])  # fmt: skip
+    assert contradicting_value_info(model) == ["t", "u"]
+    model.graph.value_info.append(helper.make_tensor_value_info("y", f, [1, 8, 4]))
+    assert contradicting_value_info(model) == ["t", "u", "y"]

@@ -173,6 +173,42 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return light
 
 
+def contradicting_value_info(model: onnx.ModelProto) -> list[str]:
+    """The main graph's ``value_info`` entries that contradict what shape inference derives
+    without them: another element type, another rank or another fixed dim. Such an entry is a
+    stale hint (ONNX Runtime runs the model), but it misleads inference and fails the full
+    checker on anything written from the model."""
+    if not model.graph.value_info:
+        return []
+    light = light_copy(model)
+    del light.graph.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
+    except Exception:
+        return []
+    g = inferred.graph
+    derived = {vi.name: vi.type.tensor_type for vi in (*g.value_info, *g.output)}
+    out = []
+    for vi in model.graph.value_info:
+        want, got = derived.get(vi.name), vi.type.tensor_type
+        if want is not None and vi.type.HasField("tensor_type") and _contradicts(got, want):
+            out.append(vi.name)
+    return out
+
+
+def _contradicts(a: onnx.TypeProto.Tensor, b: onnx.TypeProto.Tensor) -> bool:
+    if a.elem_type and b.elem_type and a.elem_type != b.elem_type:
+        return True
+    if not (a.HasField("shape") and b.HasField("shape")):
+        return False
+    if len(a.shape.dim) != len(b.shape.dim):
+        return True
+    return any(
+        x.HasField("dim_value") and y.HasField("dim_value") and x.dim_value != y.dim_value
+        for x, y in zip(a.shape.dim, b.shape.dim, strict=True)
+    )
+
+
 def _numel(tensor: onnx.TensorProto) -> int:
     n = 1
     for d in tensor.dims:
