@@ -174,7 +174,9 @@ class QuantizePass:
             feeds = seeded_feeds(model, ctx.input_shapes, o.seed)
             report["warning"] = RANDOM_WARNING
         keep = [x for *_, x in ctx.int8_dense.values()]
-        ranges, feed0, want, values = activation_ranges(model, tensors, feeds, keep)
+        ranges, feed0, want, values = activation_ranges(
+            model, tensors, feeds, keep, what="the optimized model on the calibration inputs"
+        )
         report["ranges_from"] = "calibration" if calibration else "random"
         if o.fitting.max_error is not None:
             marked = self._within_budget(ctx, marked, values, report)
