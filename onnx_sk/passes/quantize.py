@@ -159,7 +159,7 @@ class QuantizePass:
             report["plan"] = ctx.plan_trial
         ctx.report.precision = report
         context = o.latency.precision == "auto" and not o.latency.lut_from_target
-        gemms = int8_gemms(model.graph) if context else {}  # fully connected: in context only
+        gemms = int8_gemms(model) if context else {}  # fully connected: in context only
         names = {**ctx.int8, **(ctx.int8_eligible if context else {}), **gemms}
         if not names:  # nothing can be int8 (an all-fp32 plan is still revised in context)
             _rows(ctx, set())
