@@ -407,3 +407,45 @@ def test_the_callers_model_keeps_its_value_info():
     result, _ = onnx_sk.optimize(model, include_first=True)
     assert model.SerializeToString() == before
     assert onnx.checker.check_model(result, full_check=True) is None
+
+
+def _conv_in_a_local_function() -> onnx.ModelProto:
+    """x → Conv c0 → a → MyConv (a model-local function whose body is one Conv) → y."""
+    fn = helper.make_function(
+        "local", "MyConv", ["X", "Wt"], ["Y"],
+        [helper.make_node("Conv", ["X", "Wt"], ["Y"], pads=[1, 1, 1, 1])],
+        opset_imports=[helper.make_opsetid("", 17)],
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["a"], name="c0", pads=[1, 1, 1, 1]),
+        helper.make_node("MyConv", ["a", "w2"], ["y"], domain="local", name="fcall"),
+    ]
+    inits = [numpy_helper.from_array(W, "w"), numpy_helper.from_array(W, "w2")]
+    graph = helper.make_graph(nodes, "g", [_vi("x")], [_vi("y")], inits)
+    model = helper.make_model(
+        graph, functions=[fn],
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)],
+    )  # fmt: skip
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_a_conv_inside_a_local_function_is_counted_and_kept(tmp_path):
+    """The report said 'replaced 1 of 1 convs' on a model with two: the function's conv was
+    not listed at all."""
+    src = _save(tmp_path, _conv_in_a_local_function())
+    out, rep = tmp_path / "out.onnx", tmp_path / "report.json"
+    proc = run_cli("optimize", src, out, "--include-first", "--report", rep)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(rep.read_text())
+    assert doc["message"] == "replaced 1 of 2 convs"
+    rows = {c["name"]: (c["design"], c["reason"]) for c in doc["convs"]}
+    assert rows["Y"] == (None, "inside local function 'MyConv'")
+    assert rows["c0"][0] is not None
+    written = onnx.load(out)
+    assert written.functions[0] == _conv_in_a_local_function().functions[0]
+    proc = run_cli("analyze", src, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [c["reason"] for c in json.loads(proc.stdout)["convs"]][1] == (
+        "inside local function 'MyConv'"
+    )
