@@ -87,6 +87,24 @@ def test_negative_input_dim(tmp_path):
     _refused(tmp_path, src, f"{src}: tensor 'x' has a negative dim (-5): not a valid ONNX model")
 
 
+@pytest.mark.parametrize(
+    "command", [["optimize"], ["optimize", "--mode", "widen"], ["analyze"]], ids=lambda c: c[-1]
+)
+def test_an_input_dim_fixed_at_zero_is_refused_at_load(tmp_path, command):
+    """Batch 0: analyze and optimize said '--input-shape x: dim 1 contradicts the model's fixed
+    dim 0' (no --input-shape was given), widen exited 1 from ONNX Runtime."""
+    src = _model(tmp_path, "batch0.onnx", dims=(0, None, 16, 16))
+    before, listing = digest(src), sorted(p.name for p in tmp_path.iterdir())
+    out = [tmp_path / "out.onnx"] if command[0] == "optimize" else []
+    assert_clean_error(
+        run_cli(command[0], src, *out, *command[1:]),
+        f"{src}: input 'x' has dim 0 fixed at 0 (shape 0x8x16x16): it takes only empty tensors, "
+        "nothing to optimize or verify",
+    )
+    assert digest(src) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == listing
+
+
 def test_negative_initializer_dims(tmp_path):
     def edit(m):
         m.graph.initializer[0].dims[0] = -8

@@ -39,7 +39,7 @@ def _head(trans_b: int, bias: bool, k: int = 48, n: int = 24, **attrs) -> onnx.M
 @pytest.mark.parametrize("trans_b, bias", [(1, True), (0, True), (1, False)])
 def test_gemm_in_qdq_form_is_one_qgemm_close_to_fp32(trans_b, bias):
     model = _head(trans_b, bias)
-    assert int8_gemms(model.graph) == {"g": "fc"}
+    assert int8_gemms(model) == {"g": "fc"}
     x = np.random.default_rng(7).standard_normal((2, 48)).astype(np.float32)
     tensors = activation_tensors(model.graph, ["g"])
     assert tensors == ["x", "y"]  # the Relu folded into the output's quantization
@@ -65,7 +65,7 @@ def test_gemm_that_cannot_be_int8(attrs, why):
     model = _head(1, True, **attrs)
     node = model.graph.node[0]
     assert why_not_int8_gemm(node, ConstantIndex(model.graph)) == why
-    assert int8_gemms(model.graph) == {}
+    assert int8_gemms(model) == {}
 
 
 def test_gemm_with_a_weight_input_or_odd_bias_stays_float():
@@ -141,3 +141,20 @@ def test_optimize_auto_reports_the_gemms_it_leaves_in_int8(tmp_path):
 def test_precision_line_counts_the_int8_gemms():
     p = {"precision": "auto", "int8_convs": ["conv1"], "int8_gemms": ["fc0", "fc1"]}
     assert precision_line(p) == "precision auto: 1 int8 conv and 2 int8 fully connected layers"
+
+
+@pytest.mark.parametrize("bound", ["w", "b"])
+def test_a_gemm_whose_weights_training_info_updates_stays_float(bound):
+    """int8_gemms saw only the graph: a Gemm whose weight or bias training_info updates could
+    go int8 under --precision auto (its initializer replaced by a quantized one, the binding
+    left dangling), as convs could before."""
+    model = _head(1, True)
+    info = model.training_info.add()
+    step = helper.make_node("Identity", [bound], [f"{bound}_new"])
+    info.algorithm.CopyFrom(helper.make_graph([step], "step", [], []))
+    info.update_binding.add(key=bound, value=f"{bound}_new")
+    assert int8_gemms(model) == {}
+    node = model.graph.node[0]
+    assert why_not_int8_gemm(node, ConstantIndex(model.graph), {bound}) == (
+        "weights are updated by the model's training_info"
+    )

@@ -13,6 +13,7 @@ import pytest
 from helpers import assert_clean_error, conv_model, digest, run_cli
 from onnx import TensorProto, helper, numpy_helper
 
+import onnx_sk
 from onnx_sk.runtime.session import session
 
 W = np.random.default_rng(0).standard_normal((8, 8, 3, 3)).astype(np.float32)
@@ -271,3 +272,180 @@ def test_an_all_zero_kernel_is_fitted_exactly(tmp_path, design):
     x = np.random.default_rng(5).standard_normal((1, 8, 8, 8)).astype(np.float32)
     (y,) = session(written).run(None, {"x": x})
     np.testing.assert_allclose(y, np.broadcast_to(bias[None, :, None, None], y.shape), atol=1e-6)
+
+
+def _symbolic_channels(convs: int = 2) -> onnx.ModelProto:
+    """x [N, C, 16, 16] (C symbolic) → c0 → Relu → c1 … → y: 8 channels, 3×3, pads 1."""
+    rng = np.random.default_rng(6)
+    inits, nodes, t = [], [], "x"
+    for k in range(convs):
+        name = f"w{k}"
+        inits.append(numpy_helper.from_array(rng.standard_normal(W.shape).astype(np.float32), name))
+        out = "y" if k == convs - 1 else f"a{k}"
+        nodes.append(helper.make_node("Conv", [t, name], [out], name=f"c{k}", pads=[1, 1, 1, 1]))
+        if out != "y":
+            nodes.append(helper.make_node("Relu", [out], [f"r{k}"]))
+            t = f"r{k}"
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "C", 16, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 16, 16])
+    graph = helper.make_graph(nodes, "g", [x], [y], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [[], ["--precision", "auto", "--objective", "latency", "--threads", "1"], ["--mode", "widen"]],
+    ids=["reduce", "latency", "widen"],
+)
+def test_a_symbolic_channel_dim_is_the_one_the_first_conv_reads(tmp_path, extra):
+    """Verification fed C = 224 (exit 1, 'give --input-shape'); the latency objective asked for
+    an --input-shape. c0's weight [8, 8, 3, 3] says C = 8; the written input keeps 'C'."""
+    src = _save(tmp_path, _symbolic_channels())
+    before = digest(src)
+    out, rep = tmp_path / "out.onnx", tmp_path / "report.json"
+    proc = run_cli("optimize", src, out, "--include-first", "--report", rep, *extra)
+    assert proc.returncode == 0, proc.stderr
+    assert digest(src) == before
+    onnx.checker.check_model(str(out), full_check=True)
+    written = onnx.load(out)
+    assert written.graph.input[0].type.tensor_type.shape.dim[1].dim_param == "C"
+    doc = json.loads(rep.read_text())
+    if "--mode" in extra:
+        assert doc["message"].startswith("widened 1 of"), doc["message"]
+    elif "--objective" not in extra:
+        assert doc["totals"]["replaced"] == 2
+    x = np.random.default_rng(1).standard_normal((2, 8, 16, 16)).astype(np.float32)
+    assert session(written).run(None, {"x": x})[0].shape == (2, 8, 16, 16)
+
+
+def test_analyze_counts_macs_at_the_implied_channel_count(tmp_path):
+    src = _save(tmp_path, _symbolic_channels(1))
+    proc = run_cli("analyze", src, "--json")
+    assert proc.returncode == 0, proc.stderr
+    totals = json.loads(proc.stdout)["totals"]
+    assert totals["conv_macs"] == 8 * 8 * 9 * 16 * 16
+    assert totals["needs_input_shape"] == [] and totals["per_sample"] == ["x"]
+
+
+def _float64_conv() -> onnx.ModelProto:
+    """x (float64) → Conv 8→8 3×3 (float64 weights) → y: valid ONNX, but ONNX Runtime has no
+    float64 Conv kernel."""
+    w = numpy_helper.from_array(W.astype(np.float64), "w")
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="c", pads=[1, 1, 1, 1])
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 8, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 8, 8, 8])], [w],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_a_model_onnx_runtime_cannot_run_says_so_without_blaming_the_shapes(tmp_path):
+    """widen ran the original for its reference: exit 1 with ORT's NOT_IMPLEMENTED and the hint
+    '(give --input-shape)', which cannot help: ORT has no kernel for the model."""
+    src = _save(tmp_path, _float64_conv())
+    before = digest(src)
+    assert_clean_error(
+        run_cli("optimize", src, tmp_path / "out.onnx", "--include-first", "--mode", "widen"),
+        "ONNX Runtime cannot run the original model: [ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : "
+        "Could not find an implementation for Conv(11) node with name 'c'",
+    )
+    assert digest(src) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.onnx"]
+
+
+def _contradicting_value_info() -> onnx.ModelProto:
+    """x → c0 → a → Relu → r → c1 → y (8 channels, 8×8), whose value_info says a is [1, 5, 3, 3]
+    and r [2, 8, 9, 9]: the checker without shape inference accepts it, ONNX Runtime runs it
+    (an element type contradicting it would stop ONNX Runtime loading the file)."""
+    rng = np.random.default_rng(7)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal(W.shape).astype(np.float32), n)
+        for n in ("w0", "w1")
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["a"], name="c0", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"]),
+        helper.make_node("Conv", ["r", "w1"], ["y"], name="c1", pads=[1, 1, 1, 1]),
+    ]
+    value_info = [
+        helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 5, 3, 3]),
+        helper.make_tensor_value_info("r", TensorProto.FLOAT, [2, 8, 9, 9]),
+    ]
+    graph = helper.make_graph(nodes, "g", [_vi("x")], [_vi("y")], inits, value_info=value_info)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model
+
+
+@pytest.mark.parametrize(
+    "extra", [[], ["--precision", "int8"], ["--mode", "widen"]], ids=["reduce", "int8", "widen"]
+)
+def test_value_info_contradicting_the_shapes_is_dropped(tmp_path, extra):
+    """The written model failed the full checker ('Inferred shape and existing shape differ'),
+    exit 1; widen simulated r at the stale [2, 8, 9, 9] and was refused."""
+    model = _contradicting_value_info()
+    src = _save(tmp_path, model)
+    before = digest(src)
+    out, rep = tmp_path / "out.onnx", tmp_path / "report.json"
+    proc = run_cli("optimize", src, out, "--include-first", "--report", rep, *extra)
+    assert proc.returncode == 0, proc.stderr
+    assert digest(src) == before
+    onnx.checker.check_model(str(out), full_check=True)
+    written = onnx.load(out)
+    assert {"a", "r"}.isdisjoint(vi.name for vi in written.graph.value_info)
+    x = np.random.default_rng(1).standard_normal((1, 8, 8, 8)).astype(np.float32)
+    assert session(written).run(None, {"x": x})[0].shape == (1, 8, 8, 8)
+
+
+def test_the_callers_model_keeps_its_value_info():
+    model = _contradicting_value_info()
+    before = model.SerializeToString()
+    result, _ = onnx_sk.optimize(model, include_first=True)
+    assert model.SerializeToString() == before
+    assert onnx.checker.check_model(result, full_check=True) is None
+
+
+def _conv_in_a_local_function() -> onnx.ModelProto:
+    """x → Conv c0 → a → MyConv (a model-local function whose body is one Conv) → y."""
+    fn = helper.make_function(
+        "local", "MyConv", ["X", "Wt"], ["Y"],
+        [helper.make_node("Conv", ["X", "Wt"], ["Y"], pads=[1, 1, 1, 1])],
+        opset_imports=[helper.make_opsetid("", 17)],
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["a"], name="c0", pads=[1, 1, 1, 1]),
+        helper.make_node("MyConv", ["a", "w2"], ["y"], domain="local", name="fcall"),
+    ]
+    inits = [numpy_helper.from_array(W, "w"), numpy_helper.from_array(W, "w2")]
+    graph = helper.make_graph(nodes, "g", [_vi("x")], [_vi("y")], inits)
+    model = helper.make_model(
+        graph, functions=[fn],
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)],
+    )  # fmt: skip
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_a_conv_inside_a_local_function_is_counted_and_kept(tmp_path):
+    """The report said 'replaced 1 of 1 convs' on a model with two: the function's conv was
+    not listed at all."""
+    src = _save(tmp_path, _conv_in_a_local_function())
+    out, rep = tmp_path / "out.onnx", tmp_path / "report.json"
+    proc = run_cli("optimize", src, out, "--include-first", "--report", rep)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(rep.read_text())
+    assert doc["message"] == "replaced 1 of 2 convs"
+    rows = {c["name"]: (c["design"], c["reason"]) for c in doc["convs"]}
+    assert rows["Y"] == (None, "inside local function 'MyConv'")
+    assert rows["c0"][0] is not None
+    written = onnx.load(out)
+    assert written.functions[0] == _conv_in_a_local_function().functions[0]
+    proc = run_cli("analyze", src, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert [c["reason"] for c in json.loads(proc.stdout)["convs"]][1] == (
+        "inside local function 'MyConv'"
+    )

@@ -9,15 +9,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from helpers import assert_clean_error, run_cli
+from helpers import assert_clean_error, conv_model, run_cli
 from onnx import TensorProto, helper, numpy_helper
 
 import onnx_sk
+from onnx_sk.errors import UserError
 from onnx_sk.graph.qdq import act_params, activation_tensors, insert_qdq, weight_params
 from onnx_sk.maths.spec import ConvSpec
 from onnx_sk.runtime.latency import shape_key
 from onnx_sk.runtime.lut import this_machine
-from onnx_sk.runtime.quantize import INT8_CONV_OPS, optimized_ops
+from onnx_sk.runtime.quantize import INT8_CONV_OPS, activation_ranges, optimized_ops
 from onnx_sk.runtime.session import session
 
 H = W = 24
@@ -397,3 +398,18 @@ def test_profile_lut_int8_entries_serve_lut_from_target(case, tmp_path):
             case["model"], None, objective="latency", precision="auto", lut=fp32_only,
             lut_from_target=True,
         )  # fmt: skip
+
+
+def test_an_ort_failure_while_calibrating_is_one_line_naming_what_failed():
+    """ONNX Runtime's exception reached the user as a traceback; a 2×2 input to a 3×3 conv
+    without pads stands for any model ORT cannot run on the calibration feeds."""
+    model = conv_model(np.ones((8, 8, 3, 3), np.float32))
+    feeds = iter([{"x": np.ones((1, 8, 2, 2), np.float32)}])
+    with pytest.raises(UserError) as info:
+        activation_ranges(model, ["x", "y"], feeds, what="the optimized model")
+    message = str(info.value)
+    assert message.startswith(
+        "int8 calibration: ONNX Runtime cannot run the optimized model: [ONNXRuntimeError] : 2 : "
+        "INVALID_ARGUMENT : Non-zero status code returned while running Conv node."
+    ), message
+    assert "\n" not in message

@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 from helpers import assert_clean_error, conv_model, run_cli
+from onnx import TensorProto, helper, numpy_helper
 
 from onnx_sk.errors import UserError
-from onnx_sk.graph.shapes import parse_input_shapes
+from onnx_sk.graph.shapes import contradicting_value_info, implied_channels, parse_input_shapes
 
 FORMS = "expected NAME:1x3x224x224, NAME:1,3,224,224 or NAME:[1,3,224,224]"
 
@@ -74,3 +75,41 @@ def test_cli_accepts_the_comma_and_bracket_forms(tmp_path):
         run_cli("analyze", model, "--input-shape", "x:[1,4,16"),
         f"--input-shape 'x:[1,4,16': {FORMS}",
     )
+
+
+@pytest.mark.parametrize(
+    ("group", "second", "want"),
+    [(1, None, {"x": 8}), (2, None, {"x": 16}), (1, 8, {"x": 8}), (1, 4, {})],
+    ids=["conv", "grouped", "two agree", "two disagree"],
+)
+def test_a_symbolic_channel_dim_is_implied_by_the_convs_reading_it(group, second, want):
+    """C = W.shape[1] · group when every Conv reading the input agrees; never a guess."""
+    rng = np.random.default_rng(0)
+    model = conv_model(
+        rng.standard_normal((8, 8, 3, 3)), attrs={"group": group}, dims=("N", "C", "H", "W")
+    )
+    if second is not None:
+        w2 = numpy_helper.from_array(np.ones((8, second, 1, 1), np.float32), "w2")
+        model.graph.initializer.append(w2)
+        model.graph.node.append(helper.make_node("Conv", ["x", "w2"], ["z"], name="c2"))
+    assert implied_channels(model) == want
+
+
+def test_only_value_info_contradicting_inference_is_listed():
+    """Another fixed dim, rank or element type than inference derives: listed; a symbolic dim
+    where inference has a number, or the same shape: kept."""
+    model = conv_model(np.ones((8, 8, 3, 3)), attrs={"pads": [1, 1, 1, 1]}, dims=(1, 8, 4, 4))
+    model.graph.node.append(helper.make_node("Relu", ["y"], ["r"]))
+    model.graph.node.append(helper.make_node("Relu", ["r"], ["s"]))
+    model.graph.node.append(helper.make_node("Relu", ["s"], ["t"]))
+    model.graph.node.append(helper.make_node("Relu", ["t"], ["u"]))
+    f = TensorProto.FLOAT
+    model.graph.value_info.extend([
+        helper.make_tensor_value_info("r", f, [1, 8, 4, 4]),
+        helper.make_tensor_value_info("s", f, ["N", 8, "H", 4]),
+        helper.make_tensor_value_info("t", f, [1, 8, 4, 5]),
+        helper.make_tensor_value_info("u", TensorProto.INT64, [1, 8, 4, 4]),
+    ])  # fmt: skip
+    assert contradicting_value_info(model) == ["t", "u"]
+    model.graph.value_info.append(helper.make_tensor_value_info("y", f, [1, 8, 4]))
+    assert contradicting_value_info(model) == ["t", "u", "y"]

@@ -154,6 +154,27 @@ def _walk(graph: onnx.GraphProto, scope: str) -> Iterator[tuple[onnx.GraphProto,
             yield from _walk(sub, scope or inner)
 
 
+def _function_bodies(model: onnx.ModelProto) -> Iterator[tuple[onnx.GraphProto, str]]:
+    """The body of every model-local function a node calls (the graph, its subgraphs or another
+    function), as a graph of its nodes, with its scope: ``local function 'F'``. Its convs are
+    listed and kept (a function body is shared by every call and has no weights of its own)."""
+    called = {(n.domain, n.op_type) for g, _ in _walk(model.graph, "") for n in g.node}
+    for fn in model.functions:
+        for n in fn.node:
+            called |= {(m.domain, m.op_type) for g, _ in _walk_node(n) for m in g.node}
+            called.add((n.domain, n.op_type))
+    for fn in model.functions:
+        if (fn.domain, fn.name) in called:
+            body = onnx.GraphProto(name=fn.name)
+            body.node.extend(fn.node)
+            yield body, f"local function {fn.name!r}"
+
+
+def _walk_node(node: onnx.NodeProto) -> Iterator[tuple[onnx.GraphProto, str]]:
+    for sub in subgraphs(node):
+        yield from _walk(sub, "")
+
+
 def _first_convs(graph: onnx.GraphProto) -> set[str]:
     """Names of main-graph convs with no Conv among their ancestors (the network's first convs)."""
     index = GraphIndex(graph)
@@ -177,7 +198,8 @@ def _first_convs(graph: onnx.GraphProto) -> set[str]:
 
 
 def find_convs(model: onnx.ModelProto, shapes: dict[str, Shape]) -> list[ConvSite]:
-    """Every Conv of the model (subgraphs included) with its spec, weights, shapes and reason."""
+    """Every Conv of the model (subgraphs and the bodies of local functions included) with its
+    spec, weights, shapes and reason."""
     sites = []
     first = _first_convs(model.graph)
     for graph, scope in _walk(model.graph, ""):
@@ -186,6 +208,12 @@ def find_convs(model: onnx.ModelProto, shapes: dict[str, Shape]) -> list[ConvSit
             if node.op_type != "Conv":
                 continue
             sites.append(_site(node, scope, consts, shapes, node.output[0] in first and not scope))
+    for body, scope in _function_bodies(model):  # their own names: no shape of the graph's
+        for graph, inner in _walk(body, scope):
+            consts = ConstantIndex(body) if graph is body else ConstantIndex(body, graph)
+            sites.extend(
+                _site(n, inner, consts, {}, False) for n in graph.node if n.op_type == "Conv"
+            )
     overridable = {i.name for i in model.graph.input} & {i.name for i in model.graph.initializer}
     trained = training_bound(model)
     for site in sites:

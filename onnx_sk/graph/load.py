@@ -4,12 +4,16 @@
 folder (refusing locations that escape it); turns every bad input into a one-line
 :class:`~onnx_sk.errors.UserError`: missing, empty, truncated or non-model files, opsets outside
 what ONNX Runtime and this onnx support, IR versions newer than this onnx knows, negative dims,
-external data shorter than its tensor, and every model ONNX calls invalid
-(:mod:`onnx_sk.graph.validity`). IR-3 models are upgraded to IR 4 (:func:`upgrade_ir3`).
+graph inputs with a dim fixed at 0, external data shorter than its tensor, and every model ONNX
+calls invalid (:mod:`onnx_sk.graph.validity`). IR-3 models are upgraded to IR 4
+(:func:`upgrade_ir3`); ``value_info`` entries that contradict the model's shapes (another type,
+rank or fixed dim than shape inference derives without them) are dropped: they would mislead
+shape inference and fail the full checker on the written model.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +23,11 @@ from onnx.external_data_helper import load_external_data_for_model
 
 from onnx_sk.errors import UserError
 from onnx_sk.graph.constants import Canonical, canonical_constants, needs_canonical
+from onnx_sk.graph.shapes import contradicting_value_info
 from onnx_sk.graph.tensors import all_tensors
 from onnx_sk.graph.validity import check_external_size, check_model
+
+log = logging.getLogger(__name__)
 
 #: the oldest default-domain opset accepted (the oldest ONNX Runtime supports)
 OLDEST_OPSET = 7
@@ -139,7 +146,8 @@ def _check_opset(model: onnx.ModelProto, what: str) -> None:
 
 
 def _check_dims(model: onnx.ModelProto, what: str) -> None:
-    """No negative dim in the main graph's declared shapes or in any tensor (headers only)."""
+    """No negative dim in the main graph's declared shapes or in any tensor (headers only); no
+    graph input with a dim fixed at 0 (a degenerate model: it runs only on empty tensors)."""
     g = model.graph
     for vi in (*g.input, *g.output, *g.value_info):
         for d in vi.type.tensor_type.shape.dim:
@@ -148,6 +156,20 @@ def _check_dims(model: onnx.ModelProto, what: str) -> None:
                     f"{what}: tensor {vi.name!r} has a negative dim ({d.dim_value}): "
                     "not a valid ONNX model"
                 )
+    inits = {i.name for i in g.initializer}
+    for vi in g.input:
+        dims = vi.type.tensor_type.shape.dim
+        axis = next(
+            (k for k, d in enumerate(dims) if d.HasField("dim_value") and d.dim_value == 0), None
+        )
+        if vi.name not in inits and axis is not None:
+            shape = "x".join(
+                str(d.dim_value) if d.HasField("dim_value") else d.dim_param or "?" for d in dims
+            )
+            raise UserError(
+                f"{what}: input {vi.name!r} has dim {axis} fixed at 0 (shape {shape}): it takes "
+                "only empty tensors, nothing to optimize or verify"
+            )
     for tensor in all_tensors(model):
         if any(d < 0 for d in tensor.dims):
             raise UserError(
@@ -167,10 +189,12 @@ def load_model(source: str | os.PathLike[str] | onnx.ModelProto) -> LoadedModel:
                 "pass the model's path instead"
             )
         check_model(source, "the model")
-        if source.ir_version < 4 or needs_canonical(source.graph):  # the caller's proto is
-            copy = onnx.ModelProto()  # never edited: IR 3 upgraded, constants canonical on a copy
-            copy.CopyFrom(source)
+        stale = contradicting_value_info(source)
+        if source.ir_version < 4 or needs_canonical(source.graph) or stale:  # the caller's
+            copy = onnx.ModelProto()  # proto is never edited: IR 3 upgraded, constants
+            copy.CopyFrom(source)  # canonical, stale value_info dropped on a copy
             upgrade_ir3(copy)
+            drop_value_info(copy, stale, "the model")
             return LoadedModel(model=copy, canonical=canonical_constants(copy))
         return LoadedModel(model=source)
     path = Path(source)
@@ -187,7 +211,20 @@ def load_model(source: str | os.PathLike[str] | onnx.ModelProto) -> LoadedModel:
         except Exception as exc:
             raise UserError(f"{path}: could not read external data ({exc})") from None
     changed = canonical_constants(upgrade_ir3(model))
+    drop_value_info(model, contradicting_value_info(model), str(path))
     return LoadedModel(model, path, bool(locations), sorted(set(files)), changed)
+
+
+def drop_value_info(model: onnx.ModelProto, names: list[str], what: str) -> None:
+    """Drop the main graph's ``value_info`` entries of ``names`` (hints that contradict the
+    model's shapes: :func:`~onnx_sk.graph.shapes.contradicting_value_info`) in place."""
+    if not names:
+        return
+    gone = set(names)
+    keep = [vi for vi in model.graph.value_info if vi.name not in gone]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(keep)
+    log.info("%s: value_info of %s contradicts the model's shapes: dropped", what, ", ".join(names))
 
 
 def upgrade_ir3(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -28,7 +28,7 @@ beside it and only the marked nodes read the DQ's output. The graph stays topolo
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +37,7 @@ from onnx import helper, numpy_helper
 
 from onnx_sk.graph.build import drop_unused_constants
 from onnx_sk.graph.convs import TRAINED, ConvSite
-from onnx_sk.graph.index import ConstantIndex, NameAllocator, graph_names
+from onnx_sk.graph.index import ConstantIndex, NameAllocator, graph_names, training_bound
 
 #: data-movement ops whose output range is their input's (channel shuffles)
 MOVES = ("Reshape", "Transpose", "Gather", "Identity")
@@ -102,10 +102,15 @@ def _finite(value: np.ndarray | None) -> bool:
     return value is None or bool(np.isfinite(value).all())
 
 
-def why_not_int8_gemm(node: onnx.NodeProto, consts: ConstantIndex) -> str | None:
+def why_not_int8_gemm(
+    node: onnx.NodeProto, consts: ConstantIndex, trained: Set[str] = frozenset()
+) -> str | None:
     """Why this main-graph ``Gemm`` (a fully connected layer) cannot be written in int8 QDQ
     form, or None: it needs ``alpha = beta = 1``, ``transA = 0``, a constant float32 2-D weight
-    and a bias that is absent or a constant float32 vector of its output width."""
+    and a bias that is absent or a constant float32 vector of its output width, neither of them
+    one the model's training_info updates (``trained``: :func:`~onnx_sk.graph.index.training_bound`)."""
+    if any(t in trained for t in node.input[1:3]):
+        return TRAINED
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0 or attrs.get("transA", 0):
         return "alpha, beta or transA not the defaults"
@@ -124,14 +129,14 @@ def why_not_int8_gemm(node: onnx.NodeProto, consts: ConstantIndex) -> str | None
     return None
 
 
-def int8_gemms(graph: onnx.GraphProto) -> dict[str, str]:
+def int8_gemms(model: onnx.ModelProto) -> dict[str, str]:
     """Output → name of every main-graph ``Gemm`` that can be written in int8
-    (:func:`why_not_int8_gemm`)."""
-    consts = ConstantIndex(graph)
+    (:func:`why_not_int8_gemm`; the model's training_info counts)."""
+    consts, trained = ConstantIndex(model.graph), training_bound(model)
     return {
         n.output[0]: n.name or n.output[0]
-        for n in graph.node
-        if n.op_type == "Gemm" and why_not_int8_gemm(n, consts) is None
+        for n in model.graph.node
+        if n.op_type == "Gemm" and why_not_int8_gemm(n, consts, trained) is None
     }
 
 

@@ -5,6 +5,11 @@ graph input's dims; ONNX shape inference then runs on
 a light copy of the model (large tensors keep their dims but drop their data), so it is fast and
 works for models above protobuf's 2 GB limit. A dim that stays symbolic is ``None`` here, and
 everything that depends on it (MACs) is reported as unknown, never guessed.
+
+One symbolic dim is not a guess: the channel dim (axis 1) of a graph input that Convs of the main
+graph read as ``X``. Each such Conv with a constant weight ``W`` [c_out, c_in // group, *k] fixes
+it at ``c_in = W.shape[1] · group``; where they all agree, that is the input's channel count
+(:func:`implied_channels`), used to count and to make the verification input.
 """
 
 from __future__ import annotations
@@ -74,7 +79,8 @@ def per_sample_inputs(
     model: onnx.ModelProto, given: dict[str, tuple[int, ...]] | None = None
 ) -> tuple[dict[str, tuple[int, ...]], list[str]]:
     """The input shapes to count MACs at: ``given``, plus batch 1 for every other input whose
-    only symbolic dim is the first (the batch axis of nearly every export). Returns the shapes
+    only symbolic dim is the first (the batch axis of nearly every export), a symbolic channel
+    dim taken from the Convs that read it (:func:`implied_channels`). Returns the shapes
     and the names of the inputs set to batch 1 (counts are then *per sample*). With shapes
     given, the other inputs take the batch of the first one given (their batch must agree)."""
     out = dict(given or {})
@@ -83,13 +89,16 @@ def per_sample_inputs(
     real = [i for i in model.graph.input if i.name not in inits]
     named = set(out) | ({real[0].name} if "" in out and len(real) == 1 else set())
     per_sample = []
+    implied = implied_channels(model)
     for vi in real:
         if vi.name in named or not vi.type.tensor_type.HasField("shape"):
             continue
-        dims = _dims(vi)
-        if dims and dims[0] is None and all(d is not None for d in dims[1:]):
-            out[vi.name] = (batch, *(d for d in dims[1:] if d is not None))
-            per_sample.append(vi.name)
+        dims = input_dims(vi, implied)
+        rest = known_dims(dims[1:]) if dims else None
+        if dims and rest is not None and (dims[0] is None or vi.name in implied):
+            out[vi.name] = (batch if dims[0] is None else dims[0], *rest)
+            if dims[0] is None:
+                per_sample.append(vi.name)
     return out, per_sample if batch == 1 else []
 
 
@@ -101,13 +110,45 @@ def symbolic_inputs(model: onnx.ModelProto, given: dict[str, tuple[int, ...]]) -
     real = [i for i in model.graph.input if i.name not in inits]
     named = set(given) | ({real[0].name} if "" in given and len(real) == 1 else set())
     out = []
+    implied = implied_channels(model)
     for vi in real:
-        dims = _dims(vi) if vi.name not in named else None
+        dims = input_dims(vi, implied) if vi.name not in named else None
         if dims and any(d is None for d in dims[1:]):
             example = [1 if d is None else d for d in dims[:1]]
             example += [224 if d is None else d for d in dims[1:]]
             out.append(f"{vi.name}:{'x'.join(str(d) for d in example)}")
     return out
+
+
+def implied_channels(model: onnx.ModelProto) -> dict[str, int]:
+    """The channel count of each graph input whose dim 1 is symbolic and that Convs of the main
+    graph read as ``X`` with an initializer weight ``W`` [c_out, c_in // group, *k] of the
+    input's rank: ``c_in = W.shape[1] · group``, when every such Conv agrees."""
+    weights = {i.name: tuple(i.dims) for i in model.graph.initializer}
+    ranks = {}
+    for vi in model.graph.input:
+        dims = _dims(vi)
+        if vi.name not in weights and dims is not None and len(dims) >= 3 and dims[1] is None:
+            ranks[vi.name] = len(dims)
+    seen: dict[str, set[int]] = {}
+    for node in model.graph.node:
+        if node.op_type != "Conv" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+            continue
+        rank, w = ranks.get(node.input[0]), weights.get(node.input[1])
+        if rank is None or w is None or len(w) != rank:
+            continue
+        group = next((a.i for a in node.attribute if a.name == "group"), 1)
+        seen.setdefault(node.input[0], set()).add(w[1] * max(group, 1))
+    return {name: next(iter(c)) for name, c in seen.items() if len(c) == 1 and min(c) > 0}
+
+
+def input_dims(vi: onnx.ValueInfoProto, implied: dict[str, int]) -> Shape | None:
+    """A graph input's declared dims (``None`` for a symbolic one), with the channel dim the
+    Convs reading it imply (``implied``: :func:`implied_channels`)."""
+    dims = _dims(vi)
+    if dims is None or vi.name not in implied:
+        return dims
+    return (dims[0], implied[vi.name], *dims[2:])
 
 
 def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -130,6 +171,42 @@ def light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
         else:
             graph.initializer.add().CopyFrom(init)
     return light
+
+
+def contradicting_value_info(model: onnx.ModelProto) -> list[str]:
+    """The main graph's ``value_info`` entries that contradict what shape inference derives
+    without them: another element type, another rank or another fixed dim. Such an entry is a
+    stale hint (ONNX Runtime runs the model), but it misleads inference and fails the full
+    checker on anything written from the model."""
+    if not model.graph.value_info:
+        return []
+    light = light_copy(model)
+    del light.graph.value_info[:]
+    try:
+        inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
+    except Exception:
+        return []
+    g = inferred.graph
+    derived = {vi.name: vi.type.tensor_type for vi in (*g.value_info, *g.output)}
+    out = []
+    for vi in model.graph.value_info:
+        want, got = derived.get(vi.name), vi.type.tensor_type
+        if want is not None and vi.type.HasField("tensor_type") and _contradicts(got, want):
+            out.append(vi.name)
+    return out
+
+
+def _contradicts(a: onnx.TypeProto.Tensor, b: onnx.TypeProto.Tensor) -> bool:
+    if a.elem_type and b.elem_type and a.elem_type != b.elem_type:
+        return True
+    if not (a.HasField("shape") and b.HasField("shape")):
+        return False
+    if len(a.shape.dim) != len(b.shape.dim):
+        return True
+    return any(
+        x.HasField("dim_value") and y.HasField("dim_value") and x.dim_value != y.dim_value
+        for x, y in zip(a.shape.dim, b.shape.dim, strict=True)
+    )
 
 
 def _numel(tensor: onnx.TensorProto) -> int:
@@ -182,9 +259,16 @@ def _dims(value_info: onnx.ValueInfoProto) -> Shape | None:
 def infer_shapes(
     model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]] | None = None
 ) -> dict[str, Shape]:
-    """Every tensor's shape that ONNX shape inference can tell (``None`` for symbolic dims)."""
+    """Every tensor's shape that ONNX shape inference can tell (``None`` for symbolic dims), a
+    symbolic channel dim of an input taken from the Convs that read it."""
     light = light_copy(model)
     apply_input_shapes(light, input_shapes or {})
+    implied = implied_channels(light)
+    for vi in light.graph.input:
+        if vi.name in implied:
+            dim = vi.type.tensor_type.shape.dim[1]
+            dim.Clear()
+            dim.dim_value = implied[vi.name]
     try:
         inferred = onnx.shape_inference.infer_shapes(light, strict_mode=False, data_prop=True)
     except Exception:

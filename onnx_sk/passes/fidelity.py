@@ -37,7 +37,7 @@ from onnx_sk.passes.context import PassContext
 from onnx_sk.report import next_step
 from onnx_sk.runtime.compare import OutputComparison, compare_outputs, compare_runs, file_feeds
 from onnx_sk.runtime.feeds import random_inputs
-from onnx_sk.runtime.verify import SPATIAL_TRIES, run
+from onnx_sk.runtime.verify import SPATIAL_TRIES, SessionError, run
 
 
 class FidelityPass:
@@ -102,6 +102,10 @@ def _seeded(
                 names, want = known.names, known.values
             else:
                 names, want = run(original, feeds)
+        except SessionError as exc:
+            raise UserError(
+                f"fidelity check: ONNX Runtime cannot run the original model: {exc}"
+            ) from None
         except Exception as exc:  # too small an input for this network: try the next
             error = exc
             continue

@@ -119,7 +119,8 @@ def network(ctx: PassContext, model: onnx.ModelProto, alternative: bool) -> Netw
     if nodes:
         tensors = activation_tensors(out.graph, nodes)
         feeds = seeded_feeds(out, ctx.input_shapes, ctx.options.seed)
-        ranges, *_ = activation_ranges(out, tensors, iter([next(feeds)]))
+        what = "the planned network on seeded input"
+        ranges, *_ = activation_ranges(out, tensors, iter([next(feeds)]), what=what)
     chosen = {u for u, c in conv_of.items() if c in int8}
     return Network(out, units, chosen, ranges, {u: names.get(u, u) for u in units})
 

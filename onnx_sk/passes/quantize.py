@@ -159,7 +159,7 @@ class QuantizePass:
             report["plan"] = ctx.plan_trial
         ctx.report.precision = report
         context = o.latency.precision == "auto" and not o.latency.lut_from_target
-        gemms = int8_gemms(model.graph) if context else {}  # fully connected: in context only
+        gemms = int8_gemms(model) if context else {}  # fully connected: in context only
         names = {**ctx.int8, **(ctx.int8_eligible if context else {}), **gemms}
         if not names:  # nothing can be int8 (an all-fp32 plan is still revised in context)
             _rows(ctx, set())
@@ -174,7 +174,9 @@ class QuantizePass:
             feeds = seeded_feeds(model, ctx.input_shapes, o.seed)
             report["warning"] = RANDOM_WARNING
         keep = [x for *_, x in ctx.int8_dense.values()]
-        ranges, feed0, want, values = activation_ranges(model, tensors, feeds, keep)
+        ranges, feed0, want, values = activation_ranges(
+            model, tensors, feeds, keep, what="the optimized model on the calibration inputs"
+        )
         report["ranges_from"] = "calibration" if calibration else "random"
         if o.fitting.max_error is not None:
             marked = self._within_budget(ctx, marked, values, report)

@@ -4,7 +4,8 @@
   an input too);
 - ``random_inputs``: seeded standard-normal tensors (zeros for integer inputs) at the model's
   input shape, or their absolute values (``nonnegative``: inputs in the domain of a model that
-  takes a Sqrt or Log of them); symbolic dims are 1 for the batch and ``spatial`` otherwise, or
+  takes a Sqrt or Log of them); symbolic dims are 1 for the batch, the channel count the Convs
+  reading the input imply for its dim 1 (``graph.shapes.implied_channels``), ``spatial`` otherwise, or
   the shape given with ``--input-shape`` (which an input of unknown rank needs); an absurd size
   is refused before anything is allocated;
 - ``load_calibration``: the arrays of an ``.npz`` by input name (one array for one input), after
@@ -21,7 +22,7 @@ import numpy as np
 import onnx
 
 from onnx_sk.errors import UserError
-from onnx_sk.graph.shapes import MAX_ELEMENTS
+from onnx_sk.graph.shapes import MAX_ELEMENTS, implied_channels
 from onnx_sk.runtime.npz import gib, npz_headers
 
 _NP_TYPES: dict[int, type[np.generic]] = {
@@ -48,11 +49,12 @@ def random_inputs(
     spatial: int = 64,
     nonnegative: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Seeded inputs at the model's shape; symbolic dims: 1 for the batch, ``spatial`` otherwise;
-    ``nonnegative``: |N(0, 1)| instead of N(0, 1)."""
+    """Seeded inputs at the model's shape; symbolic dims: 1 for the batch, the implied channel
+    count for dim 1, ``spatial`` otherwise; ``nonnegative``: |N(0, 1)| instead of N(0, 1)."""
     feeds = {}
     input_shapes = input_shapes or {}
     inputs = real_inputs(model)
+    implied = implied_channels(model)
     for vi in inputs:
         t = vi.type.tensor_type
         given = input_shapes.get(vi.name) or (input_shapes.get("") if len(inputs) == 1 else None)
@@ -64,10 +66,11 @@ def random_inputs(
                 f"--input-shape {vi.name}:1x3x224x224"
             )
         else:
+            symbolic = [1, implied.get(vi.name, spatial)]
             shape = [
                 d.dim_value
                 if d.HasField("dim_value") and d.dim_value > 0
-                else (1 if i == 0 else spatial)
+                else (symbolic[i] if i < 2 else spatial)
                 for i, d in enumerate(t.shape.dim)
             ]
         dtype = _NP_TYPES.get(t.elem_type)

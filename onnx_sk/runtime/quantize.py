@@ -21,11 +21,14 @@ from __future__ import annotations
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import onnx
 
+from onnx_sk.errors import UserError
+from onnx_sk.graph.checks import first_line
 from onnx_sk.graph.qdq import MOVES, activation_tensors, insert_qdq
 from onnx_sk.graph.save import save_model
 from onnx_sk.graph.tensors import is_large, with_outputs
@@ -70,19 +73,24 @@ def activation_ranges(
     tensors: list[str],
     feeds: Iterator[Feeds],
     keep: list[str] | None = None,
+    what: str = "the model",
 ) -> tuple[dict[str, tuple[float, float]], Feeds, list[np.ndarray], dict[str, np.ndarray]]:
     """(tensor → (min, max) over every sample, the first feeds, the model's outputs on them,
-    the values of the ``keep`` tensors on them)."""
+    the values of the ``keep`` tensors on them). ONNX Runtime failing to build or run ``what``
+    is a UserError naming it, with ORT's first line."""
     inputs = {i.name for i in model.graph.input}
     n_out = len(model.graph.output)
     wanted = list(dict.fromkeys([*tensors, *(keep or [])]))
-    sess = session(with_outputs(model, [t for t in wanted if t not in inputs])[0])
+    with _ort_errors(what):
+        sess = session(with_outputs(model, [t for t in wanted if t not in inputs])[0])
     names = [o.name for o in sess.get_outputs()]
     lo: dict[str, float] = {}
     hi: dict[str, float] = {}
     first: tuple[Feeds, list[np.ndarray], dict[str, np.ndarray]] | None = None
     for feed in feeds:
-        values = dict(zip(names, sess.run(None, feed), strict=True))
+        with _ort_errors(what):
+            outs = sess.run(None, feed)
+        values = dict(zip(names, outs, strict=True))
         values.update(feed)
         if first is None:
             kept = {t: values[t] for t in keep or []}
@@ -95,6 +103,20 @@ def activation_ranges(
     return {t: (lo[t], hi[t]) for t in tensors}, *first
 
 
+@contextmanager
+def _ort_errors(what: str) -> Iterator[None]:
+    """An ONNX Runtime failure inside as one line: ``int8 calibration: ONNX Runtime cannot run
+    WHAT: <its first line>`` (a UserError passes as it is)."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(
+            f"int8 calibration: ONNX Runtime cannot run {what}: {first_line(exc)}"
+        ) from None
+
+
 def qdq_micro(model: onnx.ModelProto, x: np.ndarray) -> onnx.ModelProto:
     """The micro-model with every Conv and data-movement node in QDQ form (ranges on ``x``),
     but its neighbours (``runtime.micro.CONTEXT_PREFIX``), which stay fp32."""
@@ -104,7 +126,7 @@ def qdq_micro(model: onnx.ModelProto, x: np.ndarray) -> onnx.ModelProto:
         if n.op_type in ("Conv", *MOVES) and not n.name.startswith(CONTEXT_PREFIX)
     ]
     tensors = activation_tensors(model.graph, marked)
-    ranges, *_ = activation_ranges(model, tensors, iter([{"x": x}]))
+    ranges, *_ = activation_ranges(model, tensors, iter([{"x": x}]), what="a conv's micro-model")
     out = onnx.ModelProto()
     out.CopyFrom(model)
     insert_qdq(out.graph, marked, ranges)

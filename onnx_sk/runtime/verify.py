@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from onnx_sk.errors import VerificationError
+from onnx_sk.errors import UserError, VerificationError
 from onnx_sk.graph.build import Replacement, conv_attrs
 from onnx_sk.graph.checks import first_line, inserted_subgraph
 from onnx_sk.graph.twin import twin_kernel
@@ -50,6 +50,11 @@ INPUT_KINDS = ("standard normal", "non-negative |standard normal|")
 
 class ToleranceError(VerificationError):
     """Outputs with the right names, dtypes and shapes whose values are apart."""
+
+
+class SessionError(Exception):
+    """ONNX Runtime cannot build a session of the model at all (no kernel for an op or a type,
+    e.g. a float64 Conv): no input shape changes that. Its message is ORT's first line."""
 
 
 @dataclass(frozen=True)
@@ -98,10 +103,21 @@ def run(
     large: bool | None = None,
     overrides: dict[str, np.ndarray] | None = None,
 ) -> tuple[list[str], list[np.ndarray]]:
-    """Output names and values of one run (a one-shot session: its memory is given back)."""
-    sess = session(
-        model, opt_level=VERIFY_OPT_LEVEL, threads=0, large=large, overrides=overrides, arena=False
-    )
+    """Output names and values of one run (a one-shot session: its memory is given back); a
+    :class:`SessionError` when ONNX Runtime cannot build the session."""
+    try:
+        sess = session(
+            model,
+            opt_level=VERIFY_OPT_LEVEL,
+            threads=0,
+            large=large,
+            overrides=overrides,
+            arena=False,
+        )
+    except UserError:
+        raise
+    except Exception as exc:
+        raise SessionError(first_line(exc)) from None
     outs = sess.run(None, feeds)
     names = [o.name for o in sess.get_outputs()]
     del sess
@@ -119,7 +135,8 @@ def reference_outputs(
 ) -> Outputs:
     """Run the reference (``model``, or the file at ``path`` with ``overrides``) on seeded random
     input; symbolic spatial dims try 64, then 224; non-negative input when standard-normal input
-    gives NaN/Inf outputs (and makes them finite)."""
+    gives NaN/Inf outputs (and makes them finite). A model ONNX Runtime cannot build a session
+    of is a UserError: no input shape would help."""
     last_error: Exception | None = None
     for spatial in SPATIAL_TRIES:
         tried: list[Outputs] = []
@@ -129,6 +146,8 @@ def reference_outputs(
             )
             try:
                 names, outs = run(model if path is None else path, feeds, large, overrides)
+            except SessionError as exc:
+                raise UserError(f"ONNX Runtime cannot run the original model: {exc}") from None
             except Exception as exc:  # too small an input for this network: try a larger one
                 last_error = exc
                 break
