@@ -141,6 +141,7 @@ def run_model(name: str, work: Path, cal_path: Path, cal: np.ndarray, xs, args) 
             "conv_macs_ratio": doc["totals"].get("conv_macs_ratio"),
             "totals": doc["totals"],
             "precision": doc.get("precision"),
+            "latency_check": doc.get("latency_check"),
             "int8_convs": (doc.get("precision") or {}).get("int8_convs", []),
             "fidelity_report": doc.get("fidelity"),
             "convs": [
@@ -228,6 +229,24 @@ def markdown(doc: dict) -> str:
     if profiles:
         lines += ["", "Profile of the auto variants (op type, share of kernel time, nodes):", ""]
         lines += profiles
+    checks = []
+    for model, res in doc["models"].items():
+        for n, v in res["variants"].items():
+            c = v.get("latency_check")
+            if c and c.get("params_speedup"):
+                taken = "params designs taken" if c["taken"] else "latency plan kept"
+                checks.append(
+                    f"- {model} {n}: the params plan's network ran {c['params_speedup']:.2f}× "
+                    f"the latency plan's ({c['convs_differing']} convs differ; {taken})"
+                )
+    if checks:
+        lines += [
+            "",
+            "The latency objective's own check (passes/latency_guard.py: the plan's network "
+            "timed against the params objective's when they differ; params taken at >= 1.02×):",
+            "",
+        ]
+        lines += checks
     return "\n".join(lines) + "\n"
 
 
