@@ -15,20 +15,22 @@ from __future__ import annotations
 
 import math
 
+import onnx
 import torch
 import torch.nn.functional as F
 
-from onnx_sk.training.registry import op
+from onnx_sk.training.registry import Attrs, Interpreter, op
 
 
-def _pads(x, a: dict, kernel: list[int]) -> tuple[list[int], list[int]]:
+def _pads(x: torch.Tensor, a: Attrs, kernel: list[int]) -> tuple[list[int], list[int]]:
     """(begin, end) padding per spatial axis from ONNX pads / auto_pad."""
     n = len(kernel)
     strides = a.get("strides", [1] * n)
     dil = a.get("dilations", [1] * n)
     auto = a.get("auto_pad", "NOTSET")
     if auto in ("SAME_UPPER", "SAME_LOWER"):
-        begin, end = [], []
+        begin: list[int] = []
+        end: list[int] = []
         for size, s, k, d in zip(x.shape[2:], strides, kernel, dil, strict=False):
             total = max(0, (math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size)
             small = total // 2
@@ -43,14 +45,21 @@ def _pads(x, a: dict, kernel: list[int]) -> tuple[list[int], list[int]]:
 
 def _flat(begin: list[int], end: list[int]) -> list[int]:
     """torch.nn.functional.pad order: last axis first."""
-    flat = []
+    flat: list[int] = []
     for b, e in zip(reversed(begin), reversed(end), strict=True):
         flat += [b, e]
     return flat
 
 
 @op("Conv", weights=(1, 2))
-def _conv(m, node, a, x, w, b=None):
+def _conv(
+    m: Interpreter,
+    node: onnx.NodeProto,
+    a: Attrs,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None = None,
+) -> torch.Tensor:
     kernel = list(w.shape[2:])
     begin, end = _pads(x, a, kernel)
     if begin != end:
@@ -60,7 +69,14 @@ def _conv(m, node, a, x, w, b=None):
 
 
 @op("ConvTranspose", weights=(1, 2))
-def _conv_transpose(m, node, a, x, w, b=None):
+def _conv_transpose(
+    m: Interpreter,
+    node: onnx.NodeProto,
+    a: Attrs,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    b: torch.Tensor | None = None,
+) -> torch.Tensor:
     n = w.dim() - 2
     group = a.get("group", 1)
     strides, dil = a.get("strides", [1] * n), a.get("dilations", [1] * n)
@@ -95,25 +111,34 @@ def _conv_transpose(m, node, a, x, w, b=None):
     weights=(1, 2),
     check=lambda a: "training_mode 1" if a.get("training_mode", 0) else None,
 )
-def _bn(m, node, a, x, scale, bias, mean, var):
+def _bn(
+    m: Interpreter,
+    node: onnx.NodeProto,
+    a: Attrs,
+    x: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor,
+    mean: torch.Tensor,
+    var: torch.Tensor,
+) -> torch.Tensor:
     return F.batch_norm(
         x, mean, var, scale, bias, m.training, 1.0 - a.get("momentum", 0.9), a.get("epsilon", 1e-5)
     )
 
 
-def _pool_check(a: dict) -> str | None:
+def _pool_check(a: Attrs) -> str | None:
     if a.get("storage_order", 0):
         return "storage_order 1"
     return None
 
 
 @op("MaxPool", "AveragePool", "LpPool", check=_pool_check)
-def _pool(m, node, a, x):
+def _pool(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     kernel = list(a["kernel_shape"])
     n = len(kernel)
     strides, dil = a.get("strides", [1] * n), a.get("dilations", [1] * n)
     begin, end = _pads(x, a, kernel)
-    extra = []  # the ceil_mode overhang past the end padding, per axis
+    extra: list[int] = []  # the ceil_mode overhang past the end padding, per axis
     for size, s, k, d, b, e in zip(x.shape[2:], strides, kernel, dil, begin, end, strict=True):
         span = size + b + e - ((k - 1) * d + 1)
         out = span // s + 1
@@ -146,7 +171,7 @@ def _pool(m, node, a, x):
 
 
 @op("GlobalAveragePool", "GlobalMaxPool")
-def _global_pool(m, node, a, x):
+def _global_pool(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     dims = tuple(range(2, x.dim()))
     return (
         x.mean(dim=dims, keepdim=True)
@@ -156,7 +181,14 @@ def _global_pool(m, node, a, x):
 
 
 @op("Gemm", weights=(1, 2))
-def _gemm(m, node, a, x, w, c=None):
+def _gemm(
+    m: Interpreter,
+    node: onnx.NodeProto,
+    a: Attrs,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    c: torch.Tensor | None = None,
+) -> torch.Tensor:
     x = x.t() if a.get("transA", 0) else x
     w = w.t() if a.get("transB", 0) else w
     y = a.get("alpha", 1.0) * (x @ w)
@@ -164,5 +196,7 @@ def _gemm(m, node, a, x, w, c=None):
 
 
 @op("MatMul", weights=(0, 1))
-def _matmul(m, node, a, x, y):
+def _matmul(
+    m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor, y: torch.Tensor
+) -> torch.Tensor:
     return torch.matmul(x, y)
