@@ -538,6 +538,22 @@ def test_attribute_forms_of_older_opsets():
     check([node("Clip", ["x", "lo"])], x, {"lo": np.array(-0.2, np.float32)}, opset=13)
 
 
+def test_dropout_with_training_mode_but_no_ratio():
+    """Dropout-12+ with an absent ratio slot before training_mode: the default ratio 0.5 in
+    training (the rule read the absent ratio as a number and failed), the identity in eval."""
+    model = model_of(
+        [node("Dropout", ["x", "", "t"])],
+        {"x": np.ones((4, 50), np.float32)},
+        {"t": np.array(True)},
+        opset=13,
+    )
+    module = OnnxModule(model)
+    torch.manual_seed(0)
+    y = module.train()(torch.ones(4, 50))
+    assert set(y.unique().tolist()) == {0.0, 2.0}  # kept cells scaled by 1 / (1 - 0.5)
+    assert torch.equal(module.eval()(torch.ones(4, 50)), torch.ones(4, 50))
+
+
 @pytest.mark.parametrize("size", [1, 3, 5])  # ONNX Runtime refuses even sizes, and so do we
 def test_lrn(size):
     attrs = {"size": size, "alpha": 0.01, "beta": 0.6, "bias": 1.5}
