@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import math
 
+import onnx
 import torch
 import torch.nn.functional as F
 
-from onnx_sk.training.registry import op, scalar
+from onnx_sk.training.registry import Attrs, Interpreter, Value, op, scalar
 
 
 @op("GatherND")
-def _gather_nd(m, node, a, data, indices):
+def _gather_nd(
+    m: Interpreter, node: onnx.NodeProto, a: Attrs, data: torch.Tensor, indices: torch.Tensor
+) -> torch.Tensor:
     b = a.get("batch_dims", 0)
     indices = indices.to(torch.int64)
     k = indices.shape[-1]
@@ -39,13 +42,20 @@ def _gather_nd(m, node, a, data, indices):
     return out.reshape((*indices.shape[:-1], *data.shape[b + k :]))
 
 
-def _reduction_check(a: dict) -> str | None:
+def _reduction_check(a: Attrs) -> str | None:
     r = a.get("reduction", "none")
     return None if r in ("none", "add", "mul") else f"reduction {r!r}"
 
 
 @op("ScatterND", check=_reduction_check)
-def _scatter_nd(m, node, a, data, indices, updates):
+def _scatter_nd(
+    m: Interpreter,
+    node: onnx.NodeProto,
+    a: Attrs,
+    data: torch.Tensor,
+    indices: torch.Tensor,
+    updates: torch.Tensor,
+) -> torch.Tensor:
     indices = indices.to(torch.int64)
     k = indices.shape[-1]
     dims = torch.tensor(data.shape[:k], device=indices.device)
@@ -63,7 +73,14 @@ def _scatter_nd(m, node, a, data, indices, updates):
 
 
 @op("ScatterElements", check=_reduction_check)
-def _scatter_elements(m, node, a, data, indices, updates):
+def _scatter_elements(
+    m: Interpreter,
+    node: onnx.NodeProto,
+    a: Attrs,
+    data: torch.Tensor,
+    indices: torch.Tensor,
+    updates: torch.Tensor,
+) -> torch.Tensor:
     axis = a.get("axis", 0) % data.dim()
     idx = torch.remainder(indices.to(torch.int64), data.shape[axis])
     reduction = a.get("reduction", "none")
@@ -73,30 +90,41 @@ def _scatter_elements(m, node, a, data, indices, updates):
 
 
 @op("TopK", host=(1,), outputs=2)
-def _topk(m, node, a, x, k):
+def _topk(
+    m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor, k: Value
+) -> tuple[torch.Tensor, torch.Tensor]:
     axis = a.get("axis", -1) % x.dim()
     values, indices = torch.topk(x, int(scalar(k)), axis, bool(a.get("largest", 1)), True)
     return values, indices
 
 
 @op("NonZero")
-def _nonzero(m, node, a, x):
+def _nonzero(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(x).t().contiguous() if x.dim() else torch.nonzero(x.reshape(1)).t()
 
 
 @op("CumSum", host=(1,))
-def _cumsum(m, node, a, x, axis):
-    axis = int(scalar(axis)) % x.dim()
+def _cumsum(
+    m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor, axis: Value
+) -> torch.Tensor:
+    dim = int(scalar(axis)) % x.dim()
     if a.get("reverse", 0):
-        x = x.flip(axis)
-    y = torch.cumsum(x, axis)
+        x = x.flip(dim)
+    y = torch.cumsum(x, dim)
     if a.get("exclusive", 0):
         y = y - x
-    return y.flip(axis) if a.get("reverse", 0) else y
+    return y.flip(dim) if a.get("reverse", 0) else y
 
 
 @op("OneHot", host=(1,))
-def _one_hot(m, node, a, indices, depth, values):
+def _one_hot(
+    m: Interpreter,
+    node: onnx.NodeProto,
+    a: Attrs,
+    indices: torch.Tensor,
+    depth: Value,
+    values: torch.Tensor,
+) -> torch.Tensor:
     n = int(scalar(depth))
     idx = torch.remainder(indices.to(torch.int64), n)
     hot = F.one_hot(idx, n).to(torch.bool)
@@ -106,11 +134,13 @@ def _one_hot(m, node, a, indices, depth, values):
 
 
 @op("Trilu", host=(1,))
-def _trilu(m, node, a, x, k=None):
+def _trilu(
+    m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor, k: Value | None = None
+) -> torch.Tensor:
     diagonal = int(scalar(k)) if k is not None else 0
     return torch.triu(x, diagonal) if a.get("upper", 1) else torch.tril(x, diagonal)
 
 
 @op("Einsum", weights=(0, 1, 2))
-def _einsum(m, node, a, *xs):
+def _einsum(m: Interpreter, node: onnx.NodeProto, a: Attrs, *xs: torch.Tensor) -> torch.Tensor:
     return torch.einsum(a["equation"], *xs)
