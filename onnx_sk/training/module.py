@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from typing import NamedTuple, overload
+from typing import overload
 
 import numpy as np
 import onnx
@@ -39,7 +39,7 @@ from onnx_sk.training import (
     ops_reduce,
     ops_resize,
 )
-from onnx_sk.training.registry import OPS, Value, attrs_of, host_call
+from onnx_sk.training.registry import OPS, Node, Value, attrs_of, host_call
 
 #: the modules whose @op functions fill OPS (imported for that; listed so the import is explicit)
 RULE_MODULES = (
@@ -51,12 +51,6 @@ RULE_MODULES = (
     ops_reduce,
     ops_resize,
 )
-
-
-class Node(NamedTuple):
-    op_type: str
-    name: str
-    n_outputs: int
 
 
 def _key(i: int, name: str) -> str:

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import math
 
-import onnx
 import torch
 import torch.nn.functional as F
 
-from onnx_sk.training.registry import Attrs, Interpreter, op
+from onnx_sk.training.registry import Attrs, Interpreter, Node, op
 
 
 def _pads(x: torch.Tensor, a: Attrs, kernel: list[int]) -> tuple[list[int], list[int]]:
@@ -54,7 +53,7 @@ def _flat(begin: list[int], end: list[int]) -> list[int]:
 @op("Conv", weights=(1, 2))
 def _conv(
     m: Interpreter,
-    node: onnx.NodeProto,
+    node: Node,
     a: Attrs,
     x: torch.Tensor,
     w: torch.Tensor,
@@ -71,7 +70,7 @@ def _conv(
 @op("ConvTranspose", weights=(1, 2))
 def _conv_transpose(
     m: Interpreter,
-    node: onnx.NodeProto,
+    node: Node,
     a: Attrs,
     x: torch.Tensor,
     w: torch.Tensor,
@@ -113,7 +112,7 @@ def _conv_transpose(
 )
 def _bn(
     m: Interpreter,
-    node: onnx.NodeProto,
+    node: Node,
     a: Attrs,
     x: torch.Tensor,
     scale: torch.Tensor,
@@ -133,7 +132,7 @@ def _pool_check(a: Attrs) -> str | None:
 
 
 @op("MaxPool", "AveragePool", "LpPool", check=_pool_check)
-def _pool(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+def _pool(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     kernel = list(a["kernel_shape"])
     n = len(kernel)
     strides, dil = a.get("strides", [1] * n), a.get("dilations", [1] * n)
@@ -171,7 +170,7 @@ def _pool(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> to
 
 
 @op("GlobalAveragePool", "GlobalMaxPool")
-def _global_pool(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+def _global_pool(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     dims = tuple(range(2, x.dim()))
     return (
         x.mean(dim=dims, keepdim=True)
@@ -183,7 +182,7 @@ def _global_pool(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor
 @op("Gemm", weights=(1, 2))
 def _gemm(
     m: Interpreter,
-    node: onnx.NodeProto,
+    node: Node,
     a: Attrs,
     x: torch.Tensor,
     w: torch.Tensor,
@@ -196,7 +195,5 @@ def _gemm(
 
 
 @op("MatMul", weights=(0, 1))
-def _matmul(
-    m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor, y: torch.Tensor
-) -> torch.Tensor:
+def _matmul(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.matmul(x, y)

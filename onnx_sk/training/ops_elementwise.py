@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import onnx
 import torch
 import torch.nn.functional as F
 
-from onnx_sk.training.registry import Attrs, Interpreter, Value, op, scalar, torch_dtype
+from onnx_sk.training.registry import Attrs, Interpreter, Node, Value, op, scalar, torch_dtype
 
 _UNARY: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "Relu": torch.relu,
@@ -40,62 +39,60 @@ _UNARY: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 @op(*_UNARY)
-def _unary(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+def _unary(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     return _UNARY[node.op_type](x)
 
 
 @op("LeakyRelu")
-def _leaky(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+def _leaky(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, a.get("alpha", 0.01))
 
 
 @op("Elu")
-def _elu(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+def _elu(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     return F.elu(x, a.get("alpha", 1.0))
 
 
 @op("Selu")
-def _selu(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+def _selu(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     alpha = a.get("alpha", 1.67326319217681884765625)
     return a.get("gamma", 1.05070102214813232421875) * F.elu(x, alpha)
 
 
 @op("Celu")
-def _celu(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+def _celu(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     return F.celu(x, a.get("alpha", 1.0))
 
 
 @op("ThresholdedRelu")
-def _thresholded_relu(
-    m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor
-) -> torch.Tensor:
+def _thresholded_relu(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     return torch.where(x > a.get("alpha", 1.0), x, torch.zeros_like(x))
 
 
 @op("Shrink")
-def _shrink(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+def _shrink(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     lambd, bias = a.get("lambd", 0.5), a.get("bias", 0.0)
     return torch.where(x < -lambd, x + bias, torch.where(x > lambd, x - bias, torch.zeros_like(x)))
 
 
 @op("HardSigmoid")
-def _hard_sigmoid(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+def _hard_sigmoid(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     return torch.clamp(a.get("alpha", 0.2) * x + a.get("beta", 0.5), 0.0, 1.0)
 
 
 @op("HardSwish")
-def _hard_swish(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+def _hard_swish(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     return x * torch.clamp(x / 6.0 + 0.5, 0.0, 1.0)
 
 
 @op("Gelu", check=lambda a: None if a.get("approximate", "none") in ("none", "tanh") else "mode")
-def _gelu(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+def _gelu(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate=a.get("approximate", "none"))
 
 
 @op("PRelu", weights=(1,))
 def _prelu(
-    m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor, slope: torch.Tensor
+    m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, slope: torch.Tensor
 ) -> torch.Tensor:
     return torch.where(x < 0, x * slope, x)
 
@@ -103,7 +100,7 @@ def _prelu(
 @op("Clip", host=(1, 2))
 def _clip(
     m: Interpreter,
-    node: onnx.NodeProto,
+    node: Node,
     a: Attrs,
     x: torch.Tensor,
     lo: Value | None = None,
@@ -131,9 +128,7 @@ _BINARY: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 
 @op(*_BINARY, affine=True)
-def _binary(
-    m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor, y: torch.Tensor
-) -> torch.Tensor:
+def _binary(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     out = _BINARY[node.op_type](x, y)
     if node.op_type == "Pow" and out.dtype != x.dtype:
         out = out.to(x.dtype)  # ONNX Pow keeps the base's type
@@ -141,23 +136,19 @@ def _binary(
 
 
 @op("Div", affine=True)
-def _div(
-    m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor, y: torch.Tensor
-) -> torch.Tensor:
+def _div(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if x.dtype.is_floating_point or y.dtype.is_floating_point:
         return torch.div(x, y)
     return torch.div(x, y, rounding_mode="trunc")  # integer division truncates in ONNX
 
 
 @op("Mod")
-def _mod(
-    m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor, y: torch.Tensor
-) -> torch.Tensor:
+def _mod(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return torch.fmod(x, y) if a.get("fmod", 0) else torch.remainder(x, y)
 
 
 @op("Max", "Min", "Sum", "Mean", affine=True)
-def _variadic(m: Interpreter, node: onnx.NodeProto, a: Attrs, *xs: torch.Tensor) -> torch.Tensor:
+def _variadic(m: Interpreter, node: Node, a: Attrs, *xs: torch.Tensor) -> torch.Tensor:
     out = xs[0]
     for x in xs[1:]:
         if node.op_type == "Max":
@@ -172,7 +163,7 @@ def _variadic(m: Interpreter, node: onnx.NodeProto, a: Attrs, *xs: torch.Tensor)
 @op("Where")
 def _where(
     m: Interpreter,
-    node: onnx.NodeProto,
+    node: Node,
     a: Attrs,
     cond: torch.Tensor,
     x: torch.Tensor,
@@ -182,7 +173,7 @@ def _where(
 
 
 @op("Cast", check=lambda a: _cast_check(a.get("to", 0)))
-def _cast(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+def _cast(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     return x.to(torch_dtype(a["to"], "Cast"))
 
 
@@ -196,14 +187,14 @@ def _cast_check(to: int) -> str | None:
 
 @op("CastLike")
 def _cast_like(
-    m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor, like: torch.Tensor
+    m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, like: torch.Tensor
 ) -> torch.Tensor:
     return x.to(like.dtype)
 
 
 @op("Identity", "Dropout", host=(1, 2))
 def _identity(
-    m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor, *rest: Value | None
+    m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, *rest: Value | None
 ) -> torch.Tensor:
     if node.op_type == "Dropout" and m.training:
         ratio = rest[0] if rest else None  # None too when only training_mode is given
@@ -214,11 +205,11 @@ def _identity(
 
 
 @op("IsNaN")
-def _isnan(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+def _isnan(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     return torch.isnan(x)
 
 
 @op("IsInf")
-def _isinf(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+def _isinf(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     pos, neg = a.get("detect_positive", 1), a.get("detect_negative", 1)
     return (torch.isposinf(x) & bool(pos)) | (torch.isneginf(x) & bool(neg))

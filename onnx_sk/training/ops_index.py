@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import math
 
-import onnx
 import torch
 import torch.nn.functional as F
 
-from onnx_sk.training.registry import Attrs, Interpreter, Value, op, scalar
+from onnx_sk.training.registry import Attrs, Interpreter, Node, Value, op, scalar
 
 
 @op("GatherND")
 def _gather_nd(
-    m: Interpreter, node: onnx.NodeProto, a: Attrs, data: torch.Tensor, indices: torch.Tensor
+    m: Interpreter, node: Node, a: Attrs, data: torch.Tensor, indices: torch.Tensor
 ) -> torch.Tensor:
     b = a.get("batch_dims", 0)
     indices = indices.to(torch.int64)
@@ -50,7 +49,7 @@ def _reduction_check(a: Attrs) -> str | None:
 @op("ScatterND", check=_reduction_check)
 def _scatter_nd(
     m: Interpreter,
-    node: onnx.NodeProto,
+    node: Node,
     a: Attrs,
     data: torch.Tensor,
     indices: torch.Tensor,
@@ -75,7 +74,7 @@ def _scatter_nd(
 @op("ScatterElements", check=_reduction_check)
 def _scatter_elements(
     m: Interpreter,
-    node: onnx.NodeProto,
+    node: Node,
     a: Attrs,
     data: torch.Tensor,
     indices: torch.Tensor,
@@ -91,7 +90,7 @@ def _scatter_elements(
 
 @op("TopK", host=(1,), outputs=2)
 def _topk(
-    m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor, k: Value
+    m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, k: Value
 ) -> tuple[torch.Tensor, torch.Tensor]:
     axis = a.get("axis", -1) % x.dim()
     values, indices = torch.topk(x, int(scalar(k)), axis, bool(a.get("largest", 1)), True)
@@ -99,14 +98,12 @@ def _topk(
 
 
 @op("NonZero")
-def _nonzero(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+def _nonzero(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     return torch.nonzero(x).t().contiguous() if x.dim() else torch.nonzero(x.reshape(1)).t()
 
 
 @op("CumSum", host=(1,))
-def _cumsum(
-    m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor, axis: Value
-) -> torch.Tensor:
+def _cumsum(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, axis: Value) -> torch.Tensor:
     dim = int(scalar(axis)) % x.dim()
     if a.get("reverse", 0):
         x = x.flip(dim)
@@ -119,7 +116,7 @@ def _cumsum(
 @op("OneHot", host=(1,))
 def _one_hot(
     m: Interpreter,
-    node: onnx.NodeProto,
+    node: Node,
     a: Attrs,
     indices: torch.Tensor,
     depth: Value,
@@ -135,12 +132,12 @@ def _one_hot(
 
 @op("Trilu", host=(1,))
 def _trilu(
-    m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor, k: Value | None = None
+    m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, k: Value | None = None
 ) -> torch.Tensor:
     diagonal = int(scalar(k)) if k is not None else 0
     return torch.triu(x, diagonal) if a.get("upper", 1) else torch.tril(x, diagonal)
 
 
 @op("Einsum", weights=(0, 1, 2))
-def _einsum(m: Interpreter, node: onnx.NodeProto, a: Attrs, *xs: torch.Tensor) -> torch.Tensor:
+def _einsum(m: Interpreter, node: Node, a: Attrs, *xs: torch.Tensor) -> torch.Tensor:
     return torch.einsum(a["equation"], *xs)

@@ -14,11 +14,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import onnx
 import torch
 import torch.nn.functional as F
 
-from onnx_sk.training.registry import Attrs, Interpreter, Value, axis_list, op
+from onnx_sk.training.registry import Attrs, Interpreter, Node, Value, axis_list, op
 
 #: x, the sorted axes, keepdims → the reduction
 _REDUCE: dict[str, Callable[[torch.Tensor, tuple[int, ...], bool], torch.Tensor]] = {
@@ -42,7 +41,7 @@ def _prod(x: torch.Tensor, dims: tuple[int, ...], keep: bool) -> torch.Tensor:
 
 @op(*_REDUCE, host=(1,))
 def _reduce(
-    m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor, axes: Value | None = None
+    m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, axes: Value | None = None
 ) -> torch.Tensor:
     axes = axes if axes is not None else a.get("axes")
     dims = axis_list(axes, x.dim()) if axes is not None else []
@@ -56,7 +55,7 @@ def _reduce(
 
 
 @op("ArgMax", "ArgMin")
-def _arg(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+def _arg(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     axis, keep = a.get("axis", 0) % x.dim(), bool(a.get("keepdims", 1))
     if a.get("select_last_index", 0):
         flipped = x.flip(axis)
@@ -66,7 +65,7 @@ def _arg(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> tor
 
 
 @op("Softmax", "LogSoftmax", "Hardmax")
-def _softmax(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+def _softmax(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     fn: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
         "Softmax": torch.softmax,
         "LogSoftmax": torch.log_softmax,
@@ -87,7 +86,7 @@ def _hardmax(x: torch.Tensor, axis: int) -> torch.Tensor:
 @op("InstanceNormalization", weights=(1, 2))
 def _instance_norm(
     m: Interpreter,
-    node: onnx.NodeProto,
+    node: Node,
     a: Attrs,
     x: torch.Tensor,
     scale: torch.Tensor,
@@ -99,7 +98,7 @@ def _instance_norm(
 @op("LayerNormalization", weights=(1, 2), outputs=1)
 def _layer_norm(
     m: Interpreter,
-    node: onnx.NodeProto,
+    node: Node,
     a: Attrs,
     x: torch.Tensor,
     scale: torch.Tensor,
@@ -117,7 +116,7 @@ def _layer_norm(
 
 
 @op("LRN", check=lambda a: None if a.get("size", 1) % 2 else f"even size {a.get('size')}")
-def _lrn(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+def _lrn(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     """y = x / (bias + α/size · Σ x²)^β, the sum over channels c − ⌊(size − 1)/2⌋ … c + ⌈(size − 1)/2⌉."""
     size = a["size"]
     n, c = x.shape[0], x.shape[1]
@@ -129,5 +128,5 @@ def _lrn(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> tor
 
 
 @op("LpNormalization")
-def _lp_norm(m: Interpreter, node: onnx.NodeProto, a: Attrs, x: torch.Tensor) -> torch.Tensor:
+def _lp_norm(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, p=a.get("p", 2), dim=a.get("axis", -1), eps=0.0)

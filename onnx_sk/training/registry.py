@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import onnx
@@ -33,9 +33,18 @@ import torch
 Value = torch.Tensor | np.ndarray
 #: a node's attributes by name (``attrs_of``): ints, floats, strings, lists of them, tensors
 Attrs = dict[str, Any]
-#: a rule: ``fn(module, node, attrs, *inputs)`` → one output, or a tuple of them; its inputs
-#: differ by op (tensors, host values, None for an absent optional input)
+#: a rule: ``fn(module, node, attrs, *inputs)`` (an :class:`Interpreter`, a :class:`Node`,
+#: ``Attrs``) → one output, or a tuple of them; its inputs differ by op (tensors, host values,
+#: None for an absent optional input)
 RuleFn = Callable[..., Any]
+
+
+class Node(NamedTuple):
+    """What a rule reads of its ONNX node (``OnnxModule`` keeps these, not the protobufs)."""
+
+    op_type: str
+    name: str
+    n_outputs: int
 
 
 class Interpreter(Protocol):
