@@ -19,35 +19,37 @@ import torch
 import torch.nn.functional as F
 from onnx import numpy_helper
 
-from onnx_sk.training.registry import axis_list, ints, op, scalar
+from onnx_sk.training.registry import Attrs, Interpreter, Node, Value, axis_list, ints, op, scalar
 
 
 @op("Shape")
-def _shape(m, node, a, x):
+def _shape(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> np.ndarray:
     dims = tuple(int(d) for d in x.shape)  # ints even while torch.jit traces
     return np.array(dims[a.get("start", 0) : a.get("end", len(dims))], dtype=np.int64)
 
 
 @op("Size")
-def _size(m, node, a, x):
+def _size(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> np.ndarray:
     return np.array(math.prod(int(d) for d in x.shape), dtype=np.int64)
 
 
 @op("Reshape", host=(1,))
-def _reshape(m, node, a, x, shape):
-    shape = ints(shape)
+def _reshape(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, shape: Value) -> torch.Tensor:
+    dims = ints(shape)
     if not a.get("allowzero", 0):
-        shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
-    return x.reshape(shape)
+        dims = [x.shape[i] if s == 0 else s for i, s in enumerate(dims)]
+    return x.reshape(dims)
 
 
 @op("Transpose")
-def _transpose(m, node, a, x):
+def _transpose(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     return x.permute(a.get("perm", list(reversed(range(x.dim())))))
 
 
 @op("Gather")
-def _gather(m, node, a, x, idx):
+def _gather(
+    m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, idx: torch.Tensor
+) -> torch.Tensor:
     axis = a.get("axis", 0) % x.dim()
     idx = idx.to(torch.int64)
     flat = torch.remainder(idx.reshape(-1), x.shape[axis])  # negative indices count from the end
@@ -56,13 +58,15 @@ def _gather(m, node, a, x, idx):
 
 
 @op("GatherElements")
-def _gather_elements(m, node, a, x, idx):
+def _gather_elements(
+    m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, idx: torch.Tensor
+) -> torch.Tensor:
     axis = a.get("axis", 0) % x.dim()
     return torch.gather(x, axis, torch.remainder(idx.to(torch.int64), x.shape[axis]))
 
 
 @op("Concat")
-def _concat(m, node, a, *xs):
+def _concat(m: Interpreter, node: Node, a: Attrs, *xs: torch.Tensor) -> torch.Tensor:
     dtype = xs[0].dtype
     for x in xs[1:]:
         dtype = torch.promote_types(dtype, x.dtype)
@@ -70,13 +74,15 @@ def _concat(m, node, a, *xs):
 
 
 @op("Flatten")
-def _flatten(m, node, a, x):
+def _flatten(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     axis = a.get("axis", 1) % (x.dim() + 1)
     return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
 
 
 @op("Squeeze", host=(1,))
-def _squeeze(m, node, a, x, axes=None):
+def _squeeze(
+    m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, axes: Value | None = None
+) -> torch.Tensor:
     axes = axes if axes is not None else a.get("axes")
     if axes is None:
         return x.squeeze()
@@ -86,15 +92,19 @@ def _squeeze(m, node, a, x, axes=None):
 
 
 @op("Unsqueeze", host=(1,))
-def _unsqueeze(m, node, a, x, axes=None):
-    axes = ints(axes if axes is not None else a["axes"])
-    for ax in sorted(ax % (x.dim() + len(axes)) for ax in axes):
+def _unsqueeze(
+    m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, axes: Value | None = None
+) -> torch.Tensor:
+    dims = ints(axes if axes is not None else a["axes"])
+    for ax in sorted(ax % (x.dim() + len(dims)) for ax in dims):
         x = x.unsqueeze(ax)
     return x
 
 
 @op("Split", host=(1,), outputs=0)
-def _split(m, node, a, x, split=None):
+def _split(
+    m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, split: Value | None = None
+) -> tuple[torch.Tensor, ...]:
     axis = a.get("axis", 0) % x.dim()
     dim = int(x.shape[axis])
     if split is not None or "split" in a:
@@ -115,13 +125,22 @@ def _slice_range(dim: int, start: int, end: int, step: int) -> range:
 
 
 @op("Slice", host=(1, 2, 3, 4))
-def _slice(m, node, a, x, starts=None, ends=None, axes=None, steps=None):
-    if starts is None:  # opset < 10: attributes
+def _slice(
+    m: Interpreter,
+    node: Node,
+    a: Attrs,
+    x: torch.Tensor,
+    starts: Value | None = None,
+    ends: Value | None = None,
+    axes: Value | None = None,
+    steps: Value | None = None,
+) -> torch.Tensor:
+    if starts is None or ends is None:  # opset < 10: attributes (from 10 on, inputs both)
         starts, ends, axes = a["starts"], a["ends"], a.get("axes")
-    starts, ends = ints(starts), ints(ends)
-    axes = axis_list(axes, x.dim()) if axes is not None else list(range(len(starts)))
-    steps = ints(steps) if steps is not None else [1] * len(starts)
-    for ax, s, e, st in zip(axes, starts, ends, steps, strict=True):
+    first, last = ints(starts), ints(ends)
+    dims = axis_list(axes, x.dim()) if axes is not None else list(range(len(first)))
+    by = ints(steps) if steps is not None else [1] * len(first)
+    for ax, s, e, st in zip(dims, first, last, by, strict=True):
         r = _slice_range(int(x.shape[ax]), s, e, st)
         if st > 0:
             x = (
@@ -135,57 +154,67 @@ def _slice(m, node, a, x, starts=None, ends=None, axes=None, steps=None):
 
 
 @op("Expand", host=(1,))
-def _expand(m, node, a, x, shape):
+def _expand(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, shape: Value) -> torch.Tensor:
     return x.expand(torch.broadcast_shapes(tuple(x.shape), tuple(ints(shape))))
 
 
 @op("Tile", host=(1,))
-def _tile(m, node, a, x, repeats):
+def _tile(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, repeats: Value) -> torch.Tensor:
     return x.repeat(ints(repeats))
 
 
 @op("Range", host=(0, 1, 2))
-def _range(m, node, a, start, limit, delta):
+def _range(
+    m: Interpreter, node: Node, a: Attrs, start: Value, limit: Value, delta: Value
+) -> torch.Tensor:
     like = start if isinstance(start, torch.Tensor) else torch.from_numpy(np.array(start))
-    start, limit, delta = scalar(start), scalar(limit), scalar(delta)
-    n = max(math.ceil((limit - start) / delta), 0)
+    first, stop, step = scalar(start), scalar(limit), scalar(delta)
+    n = max(math.ceil((stop - first) / step), 0)
     steps = torch.arange(n, dtype=like.dtype, device=like.device)
-    return start + steps * delta if n else steps
+    return first + steps * step if n else steps
 
 
 @op("ConstantOfShape", host=(0,))
-def _constant_of_shape(m, node, a, shape):
+def _constant_of_shape(m: Interpreter, node: Node, a: Attrs, shape: Value) -> torch.Tensor:
     if "value" not in a:
         return torch.zeros(ints(shape), dtype=torch.float32)
     value = torch.from_numpy(numpy_helper.to_array(a["value"]).copy()).reshape(-1)
     return value.expand(ints(shape)).clone() if ints(shape) else value[0].clone()
 
 
-def _pad_check(a: dict) -> str | None:
+def _pad_check(a: Attrs) -> str | None:
     mode = a.get("mode", "constant")
     return None if mode in ("constant", "reflect", "edge", "wrap") else f"mode {mode!r}"
 
 
 @op("Pad", host=(1, 2, 3), check=_pad_check)
-def _pad(m, node, a, x, pads=None, value=None, axes=None):
-    pads = ints(pads if pads is not None else a["pads"])
-    axes = axis_list(axes, x.dim()) if axes is not None else list(range(x.dim()))
-    begin, end = pads[: len(axes)], pads[len(axes) :]
+def _pad(
+    m: Interpreter,
+    node: Node,
+    a: Attrs,
+    x: torch.Tensor,
+    pads: Value | None = None,
+    value: Value | None = None,
+    axes: Value | None = None,
+) -> torch.Tensor:
+    widths = ints(pads if pads is not None else a["pads"])
+    dims = axis_list(axes, x.dim()) if axes is not None else list(range(x.dim()))
+    begin, end = widths[: len(dims)], widths[len(dims) :]
     mode = a.get("mode", "constant")
     if mode == "constant":
         fill = scalar(value) if value is not None and np.size(value) else a.get("value", 0.0)
         flat = [0] * (2 * x.dim())
-        for ax, b, e in zip(axes, begin, end, strict=True):
+        for ax, b, e in zip(dims, begin, end, strict=True):
             flat[2 * (x.dim() - 1 - ax)] = b
             flat[2 * (x.dim() - 1 - ax) + 1] = e
         return F.pad(x, flat, value=fill)
-    for ax, b, e in zip(axes, begin, end, strict=True):
+    for ax, b, e in zip(dims, begin, end, strict=True):
         if b or e:
             x = torch.index_select(x, ax, _pad_indices(x.shape[ax], b, e, mode, x.device))
     return x
 
 
-def _pad_indices(dim: int, begin: int, end: int, mode: str, device) -> torch.Tensor:
+def _pad_indices(dim: int, begin: int, end: int, mode: str, device: torch.device) -> torch.Tensor:
     i = torch.arange(-begin, dim + end, device=device)
     if mode == "edge":
         return i.clamp(0, dim - 1)
@@ -197,7 +226,7 @@ def _pad_indices(dim: int, begin: int, end: int, mode: str, device) -> torch.Ten
 
 
 @op("DepthToSpace", "SpaceToDepth")
-def _depth_space(m, node, a, x):
+def _depth_space(m: Interpreter, node: Node, a: Attrs, x: torch.Tensor) -> torch.Tensor:
     b = a["blocksize"]
     n, c, h, w = x.shape
     if node.op_type == "SpaceToDepth":
