@@ -28,15 +28,20 @@ the time-flipped sequence. Tᵢ·Wᵀ for all t is one matmul; only the R produc
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from onnx_sk.training.registry import op
+from onnx_sk.training.registry import Attrs, Interpreter, Node, op
 
-_ACT = {"Sigmoid": torch.sigmoid, "Tanh": torch.tanh, "Relu": torch.relu}
+#: an activation: f, g or h of the recurrence
+Act = Callable[[torch.Tensor], torch.Tensor]
+
+_ACT: dict[str, Act] = {"Sigmoid": torch.sigmoid, "Tanh": torch.tanh, "Relu": torch.relu}
 
 
-def _check(gates: int):
-    def check(a: dict) -> str | None:
+def _check(gates: int) -> Callable[[Attrs], str | None]:
+    def check(a: Attrs) -> str | None:
         acts = a.get("activations", [])
         bad = [x for x in acts if x not in _ACT]
         if bad or "activation_alpha" in a or "activation_beta" in a:
@@ -46,7 +51,7 @@ def _check(gates: int):
     return check
 
 
-def _acts(a: dict, d: int, n: int, clip: float | None):
+def _acts(a: Attrs, d: int, n: int, clip: float | None) -> list[Act]:
     names = a.get("activations") or (["Sigmoid", "Tanh", "Tanh"][:n] * 2)
     fns = [_ACT[x] for x in names[d * n : (d + 1) * n]]
     if clip is None:
@@ -55,7 +60,14 @@ def _acts(a: dict, d: int, n: int, clip: float | None):
     return [lambda v, f=f: f(v.clamp(-clip, clip)) for f in fns[:2]] + fns[2:]
 
 
-def _prepare(a: dict, x, w, r, lens, states):
+def _prepare(
+    a: Attrs,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    r: torch.Tensor,
+    lens: torch.Tensor | None,
+    states: list[torch.Tensor | None],
+) -> tuple[torch.Tensor, int, int, int, list[bool], torch.Tensor | None, list[torch.Tensor | None]]:
     """Time-major X, per-direction reversal flags, an optional step mask, states without layout."""
     layout = a.get("layout", 0)
     if layout:
@@ -72,7 +84,9 @@ def _prepare(a: dict, x, w, r, lens, states):
     return x, seq, batch, dirs, reverse, mask, states
 
 
-def _finish(a: dict, ys: list, finals: list[list]):
+def _finish(
+    a: Attrs, ys: list[torch.Tensor], finals: list[list[torch.Tensor]]
+) -> tuple[torch.Tensor, ...]:
     y = torch.stack(ys, 1)  # [seq, dirs, batch, H]
     outs = [torch.stack(f, 0) for f in finals]  # [dirs, batch, H]
     if a.get("layout", 0):
@@ -80,7 +94,7 @@ def _finish(a: dict, ys: list, finals: list[list]):
     return (y, *outs)
 
 
-def _plain(a: dict, gates: int, lens, *extra) -> bool:
+def _plain(a: Attrs, gates: int, lens: torch.Tensor | None, *extra: torch.Tensor | None) -> bool:
     """Default activations, no clip, no sequence_lens, none of ``extra`` (peepholes) given."""
     defaults = ["Sigmoid", "Tanh", "Tanh"][: 3 if gates == 4 else 2] * 2
     acts = a.get("activations") or defaults
@@ -92,17 +106,25 @@ def _plain(a: dict, gates: int, lens, *extra) -> bool:
     )
 
 
-def _fused(kind: str, x, w, r, b, states: list, reverse: bool):
+def _fused(
+    kind: str,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    r: torch.Tensor,
+    b: torch.Tensor | None,
+    states: list[torch.Tensor | None],
+    reverse: bool,
+) -> tuple[torch.Tensor, list[list[torch.Tensor]]]:
     """torch's LSTM / GRU kernel (what ``torch.nn.LSTM`` / ``GRU`` call; ``torch.onnx.export``
     writes it back as one ONNX LSTM / GRU) on ONNX weights: time-major x, states [dirs, batch, H]."""
     dirs, hidden = int(w.shape[0]), int(r.shape[-1])
     order = [0, 2, 3, 1] if kind == "LSTM" else [1, 0, 2]
     gates = len(order)
 
-    def torch_order(t):  # gate blocks along dim 0
+    def torch_order(t: torch.Tensor) -> torch.Tensor:  # gate blocks along dim 0
         return torch.cat([t[k * hidden : (k + 1) * hidden] for k in order], 0)
 
-    params = []
+    params: list[torch.Tensor] = []
     for d in range(dirs):  # per direction: w_ih, w_hh, b_ih, b_hh
         bias = b[d] if b is not None else x.new_zeros(2 * gates * hidden)
         params += [torch_order(w[d]), torch_order(r[d])]
@@ -128,19 +150,33 @@ def _fused(kind: str, x, w, r, b, states: list, reverse: bool):
     return (y.flip(0) if reverse else y), finals
 
 
-def _step(mask, t, new, old):
+def _step(mask: torch.Tensor | None, t: int, new: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     return new if mask is None else torch.where(mask[t], new, old)
 
 
 @op("LSTM", weights=(1, 2, 3, 7), outputs=3, check=_check(3))
-def _lstm(m, node, a, x, w, r, b=None, lens=None, h0=None, c0=None, p=None):
+def _lstm(
+    m: Interpreter,
+    node: Node,
+    a: Attrs,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    r: torch.Tensor,
+    b: torch.Tensor | None = None,
+    lens: torch.Tensor | None = None,
+    h0: torch.Tensor | None = None,
+    c0: torch.Tensor | None = None,
+    p: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, ...]:
     x, seq, batch, dirs, reverse, mask, (h0, c0) = _prepare(a, x, w, r, lens, [h0, c0])
     if _plain(a, 4, lens, p) and not a.get("input_forget", 0):
         y, finals = _fused("LSTM", x, w, r, b, [h0, c0], reverse[0] and dirs == 1)
         return _finish(a, [y[:, d] for d in range(dirs)], finals)
     hidden = r.shape[-1]
     clip = a.get("clip")
-    ys, hs, cs = [], [], []
+    ys: list[torch.Tensor] = []
+    hs: list[torch.Tensor] = []
+    cs: list[torch.Tensor] = []
     for d in range(dirs):
         f, g, h_act = _acts(a, d, 3, clip)
         xw = x @ w[d].t()  # [seq, batch, 4H]
@@ -149,30 +185,41 @@ def _lstm(m, node, a, x, w, r, b=None, lens=None, h0=None, c0=None, p=None):
         h = h0[d] if h0 is not None else x.new_zeros(batch, hidden)
         c = c0[d] if c0 is not None else x.new_zeros(batch, hidden)
         pi, po, pf = p[d].split(hidden) if p is not None else (0, 0, 0)
-        out: list = [None] * seq
+        out: list[torch.Tensor] = []  # in step order (backward: from the last t)
         for t in reversed(range(seq)) if reverse[d] else range(seq):
             gi, go, gf, gc = (xw[t] + h @ r[d].t()).split(hidden, -1)
             i = f(gi + pi * c)
             fg = 1 - i if a.get("input_forget", 0) else f(gf + pf * c)
             c_new = fg * c + i * g(gc)
             h_new = f(go + po * c_new) * h_act(c_new)
-            out[t] = h_new if mask is None else h_new * mask[t]
+            out.append(h_new if mask is None else h_new * mask[t])
             h, c = _step(mask, t, h_new, h), _step(mask, t, c_new, c)
-        ys.append(torch.stack(out, 0))
+        ys.append(torch.stack(out[::-1] if reverse[d] else out, 0))
         hs.append(h)
         cs.append(c)
     return _finish(a, ys, [hs, cs])
 
 
 @op("GRU", weights=(1, 2, 3), outputs=2, check=_check(2))
-def _gru(m, node, a, x, w, r, b=None, lens=None, h0=None):
+def _gru(
+    m: Interpreter,
+    node: Node,
+    a: Attrs,
+    x: torch.Tensor,
+    w: torch.Tensor,
+    r: torch.Tensor,
+    b: torch.Tensor | None = None,
+    lens: torch.Tensor | None = None,
+    h0: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, ...]:
     x, seq, batch, dirs, reverse, mask, (h0,) = _prepare(a, x, w, r, lens, [h0])
     if _plain(a, 3, lens) and a.get("linear_before_reset", 0):
         y, finals = _fused("GRU", x, w, r, b, [h0], reverse[0] and dirs == 1)
         return _finish(a, [y[:, d] for d in range(dirs)], finals)
     hidden = r.shape[-1]
     before_reset = a.get("linear_before_reset", 0)
-    ys, hs = [], []
+    ys: list[torch.Tensor] = []
+    hs: list[torch.Tensor] = []
     for d in range(dirs):
         f, g = _acts(a, d, 2, a.get("clip"))
         xw = x @ w[d].t()  # [seq, batch, 3H]
@@ -182,7 +229,7 @@ def _gru(m, node, a, x, w, r, b=None, lens=None, h0=None):
         rz, rr, rh = r[d].split(hidden, 0)  # each [H, H]
         bz, br, bh = rb.split(hidden)
         h = h0[d] if h0 is not None else x.new_zeros(batch, hidden)
-        out: list = [None] * seq
+        out: list[torch.Tensor] = []  # in step order (backward: from the last t)
         for t in reversed(range(seq)) if reverse[d] else range(seq):
             xz, xr, xh = xw[t].split(hidden, -1)
             z = f(xz + h @ rz.t() + bz)
@@ -192,8 +239,8 @@ def _gru(m, node, a, x, w, r, b=None, lens=None, h0=None):
             else:
                 cand = g(xh + (reset * h) @ rh.t() + bh)
             h_new = (1 - z) * cand + z * h
-            out[t] = h_new if mask is None else h_new * mask[t]
+            out.append(h_new if mask is None else h_new * mask[t])
             h = _step(mask, t, h_new, h)
-        ys.append(torch.stack(out, 0))
+        ys.append(torch.stack(out[::-1] if reverse[d] else out, 0))
         hs.append(h)
     return _finish(a, ys, [hs])
