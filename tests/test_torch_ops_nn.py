@@ -90,6 +90,21 @@ def test_resize_tf_crop_and_resize(mode):
 
 
 @pytest.mark.parametrize("mode", ["nearest", "linear"])
+@pytest.mark.parametrize(
+    ("ins", "consts"),
+    [
+        (["x", "", "", "sizes"], {"sizes": np.array([2, 3, 3, 9], I64)}),
+        (["x", "", "scales"], {"scales": np.array([1, 1, 0.5, 1.5], F32)}),
+    ],
+)
+def test_resize_tf_crop_and_resize_without_roi_crops_nothing(mode, ins, consts):
+    """An absent roi is the whole image, [0, 1] on every axis, as in ONNX Runtime (the rule indexed
+    the absent roi and failed)."""
+    attrs = {"mode": mode, "coordinate_transformation_mode": "tf_crop_and_resize"}
+    check([node("Resize", ins, **attrs)], X, consts, opset=13)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
 def test_resize_10_and_upsample(mode):
     scales = {"scales": np.array([1, 1, 2, 3], F32)}
     check([node("Resize", ["x", "scales"], mode=mode)], X, scales, opset=10, shapes=MORE)

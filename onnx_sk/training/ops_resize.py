@@ -9,7 +9,7 @@ coordinate x′ (float32, as ONNX Runtime computes it):
     asymmetric            x/s                    align_corners       x·(in − 1)/(out − 1), 0 when out = 1
     half_pixel_symmetric  c·(1 − out/(s·in)) + (x + ½)/s − ½, c = in/2
     tf_crop_and_resize    r₀·(in − 1) + x·(r₁ − r₀)·(in − 1)/(out − 1)   (roi r; out-of-range x′
-                          gives ``extrapolation_value``)
+                          gives ``extrapolation_value``; no roi: r = (0, 1))
 
 nearest takes ``nearest_mode`` of x′ (round_prefer_floor, round_prefer_ceil, floor, ceil),
 clamped to [0, in − 1]; linear interpolates between ⌊x′⌋ and ⌊x′⌋ + 1 with x′ clamped to
@@ -26,7 +26,7 @@ import math
 import numpy as np
 import torch
 
-from onnx_sk.training.registry import floats, ints, op
+from onnx_sk.training.registry import Attrs, Interpreter, Node, Value, floats, ints, op
 
 _MODES = ("nearest", "linear", "cubic", "bilinear")
 _COORDS = (
@@ -40,7 +40,7 @@ _COORDS = (
 )
 
 
-def _check(a: dict) -> str | None:
+def _check(a: Attrs) -> str | None:
     if a.get("mode", "nearest") not in _MODES:
         return f"mode {a['mode']!r}"
     if a.get("coordinate_transformation_mode", "half_pixel") not in _COORDS:
@@ -50,7 +50,9 @@ def _check(a: dict) -> str | None:
     return None
 
 
-def _source(x: np.ndarray, n_in: int, n_out: int, s: np.float32, mode: str, roi) -> np.ndarray:
+def _source(
+    x: np.ndarray, n_in: int, n_out: int, s: np.float32, mode: str, roi: tuple[float, float] | None
+) -> np.ndarray:
     """x′ for output coordinates x (float32)."""
     one, half = np.float32(1), np.float32(0.5)
     if mode in ("half_pixel", "pytorch_half_pixel"):
@@ -66,7 +68,8 @@ def _source(x: np.ndarray, n_in: int, n_out: int, s: np.float32, mode: str, roi)
     if mode == "tf_half_pixel_for_nn":
         return (x + half) / s
     if mode == "tf_crop_and_resize":
-        r0, r1 = np.float32(roi[0]), np.float32(roi[1])
+        begin, end = roi if roi is not None else (0.0, 1.0)  # no roi: the whole axis (as ORT)
+        r0, r1 = np.float32(begin), np.float32(end)
         if n_out == 1:
             return np.full_like(x, (r1 - r0) * np.float32(n_in - 1) / 2 + r0 * np.float32(n_in - 1))
         return r0 * np.float32(n_in - 1) + x * (r1 - r0) * np.float32(n_in - 1) / np.float32(
@@ -87,20 +90,22 @@ def _nearest(xs: np.ndarray, how: str, down: bool) -> np.ndarray:
     return np.where(frac == np.float32(0.5), tie, np.floor(xs + np.float32(0.5)))
 
 
-def _cubic_weights(t: np.ndarray, a: float) -> np.ndarray:
+def _cubic_weights(t: np.ndarray, coeff: float) -> np.ndarray:
     """Keys' kernel at distances 1 + t, t, 1 − t, 2 − t: [len(t), 4]."""
-    a = np.float32(a)
+    a = np.float32(coeff)
 
-    def near(d):
+    def near(d: np.ndarray) -> np.ndarray:
         return ((a + 2) * d - (a + 3)) * d * d + 1
 
-    def far(d):
+    def far(d: np.ndarray) -> np.ndarray:
         return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
 
     return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=1)
 
 
-def _axis(x, ax, n_out, s, a: dict, roi) -> torch.Tensor:
+def _axis(
+    x: torch.Tensor, ax: int, n_out: int, s: np.float32, a: Attrs, roi: tuple[float, float] | None
+) -> torch.Tensor:
     n_in = int(x.shape[ax])
     coord = a.get("coordinate_transformation_mode", "half_pixel")
     xs = _source(np.arange(n_out, dtype=np.float32), n_in, n_out, np.float32(s), coord, roi)
@@ -109,7 +114,7 @@ def _axis(x, ax, n_out, s, a: dict, roi) -> torch.Tensor:
     shape[ax] = n_out
     dev = x.device
     if mode == "nearest":
-        idx = _nearest(xs, a.get("nearest_mode", "round_prefer_floor"), s < 1)
+        idx = _nearest(xs, a.get("nearest_mode", "round_prefer_floor"), bool(s < 1))
         idx = np.clip(idx, 0, n_in - 1).astype(np.int64)
         y = torch.index_select(x, ax, torch.from_numpy(idx).to(dev))
     elif mode == "cubic":
@@ -138,7 +143,14 @@ def _axis(x, ax, n_out, s, a: dict, roi) -> torch.Tensor:
     return y
 
 
-def _resize(x, a: dict, axes: list[int], scales: list[float] | None, sizes: list[int] | None, roi):
+def _resize(
+    x: torch.Tensor,
+    a: Attrs,
+    axes: list[int],
+    scales: list[float] | None,
+    sizes: list[int] | None,
+    roi: list[float] | None,
+) -> torch.Tensor:
     n_in = [int(x.shape[ax]) for ax in axes]
     if sizes is not None:
         f32 = [np.float32(o) / np.float32(i) for o, i in zip(sizes, n_in, strict=True)]
@@ -163,7 +175,15 @@ def _resize(x, a: dict, axes: list[int], scales: list[float] | None, sizes: list
 
 
 @op("Resize", host=(1, 2, 3), check=_check)
-def _resize_op(m, node, a, x, roi=None, scales=None, sizes=None):
+def _resize_op(
+    m: Interpreter,
+    node: Node,
+    a: Attrs,
+    x: torch.Tensor,
+    roi: Value | None = None,
+    scales: Value | None = None,
+    sizes: Value | None = None,
+) -> torch.Tensor:
     if m.opset < 11:  # Resize-10: (X, scales), asymmetric, truncated nearest
         a = {**a, "coordinate_transformation_mode": "asymmetric", "nearest_mode": "simple"}
         scales, roi = roi, None
@@ -177,7 +197,9 @@ def _resize_op(m, node, a, x, roi=None, scales=None, sizes=None):
 
 
 @op("Upsample", host=(1,), check=_check)
-def _upsample(m, node, a, x, scales=None):
+def _upsample(
+    m: Interpreter, node: Node, a: Attrs, x: torch.Tensor, scales: Value | None = None
+) -> torch.Tensor:
     s = floats(scales) if scales is not None else list(a["scales"])  # opset 7: an attribute
     mode = "linear" if a.get("mode", "nearest") in ("linear", "bilinear") else "nearest"
     a = {"mode": mode, "coordinate_transformation_mode": "asymmetric", "nearest_mode": "simple"}
