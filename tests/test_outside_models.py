@@ -25,6 +25,19 @@ def _save(tmp: Path, model: onnx.ModelProto, name: str = "in.onnx") -> Path:
     return path
 
 
+def _optimized(tmp: Path, model: onnx.ModelProto, *extra: str) -> tuple[onnx.ModelProto, dict]:
+    """``optimize --include-first`` through the CLI: exit 0, the input file untouched, the
+    output passing the full checker; the written model and the report."""
+    src = _save(tmp, model)
+    before = digest(src)
+    out, rep = tmp / "out.onnx", tmp / "report.json"
+    proc = run_cli("optimize", src, out, "--include-first", "--report", rep, *extra)
+    assert proc.returncode == 0, proc.stderr
+    assert digest(src) == before
+    onnx.checker.check_model(str(out), full_check=True)
+    return onnx.load(out), json.loads(rep.read_text())
+
+
 def _unknown_rank_input() -> onnx.ModelProto:
     """x (no shape at all: its rank is unknown) → Conv 8→8 3×3 → y (no shape)."""
     model = conv_model(W, attrs={"pads": [1, 1, 1, 1]})
@@ -302,16 +315,8 @@ def _symbolic_channels(convs: int = 2) -> onnx.ModelProto:
 def test_a_symbolic_channel_dim_is_the_one_the_first_conv_reads(tmp_path, extra):
     """Verification fed C = 224 (exit 1, 'give --input-shape'); the latency objective asked for
     an --input-shape. c0's weight [8, 8, 3, 3] says C = 8; the written input keeps 'C'."""
-    src = _save(tmp_path, _symbolic_channels())
-    before = digest(src)
-    out, rep = tmp_path / "out.onnx", tmp_path / "report.json"
-    proc = run_cli("optimize", src, out, "--include-first", "--report", rep, *extra)
-    assert proc.returncode == 0, proc.stderr
-    assert digest(src) == before
-    onnx.checker.check_model(str(out), full_check=True)
-    written = onnx.load(out)
+    written, doc = _optimized(tmp_path, _symbolic_channels(), *extra)
     assert written.graph.input[0].type.tensor_type.shape.dim[1].dim_param == "C"
-    doc = json.loads(rep.read_text())
     if "--mode" in extra:
         assert doc["message"].startswith("widened 1 of"), doc["message"]
     elif "--objective" not in extra:
@@ -387,15 +392,7 @@ def _contradicting_value_info() -> onnx.ModelProto:
 def test_value_info_contradicting_the_shapes_is_dropped(tmp_path, extra):
     """The written model failed the full checker ('Inferred shape and existing shape differ'),
     exit 1; widen simulated r at the stale [2, 8, 9, 9] and was refused."""
-    model = _contradicting_value_info()
-    src = _save(tmp_path, model)
-    before = digest(src)
-    out, rep = tmp_path / "out.onnx", tmp_path / "report.json"
-    proc = run_cli("optimize", src, out, "--include-first", "--report", rep, *extra)
-    assert proc.returncode == 0, proc.stderr
-    assert digest(src) == before
-    onnx.checker.check_model(str(out), full_check=True)
-    written = onnx.load(out)
+    written, _ = _optimized(tmp_path, _contradicting_value_info(), *extra)
     assert {"a", "r"}.isdisjoint(vi.name for vi in written.graph.value_info)
     x = np.random.default_rng(1).standard_normal((1, 8, 8, 8)).astype(np.float32)
     assert session(written).run(None, {"x": x})[0].shape == (1, 8, 8, 8)
